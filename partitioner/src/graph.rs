@@ -1,0 +1,135 @@
+//! The layer graph: one node per layer, one edge per tensor a layer consumes from another.
+//!
+//! Models from topology files are chains, but the graph is general: a skip connection is an
+//! edge from an earlier layer to a later one, and a cut between stages carries every tensor
+//! produced before it and consumed after it (each tensor once, however many layers use it).
+
+use crate::layers::{ACT_BYTES, LayerCost, LayerKind, TOKEN_BYTES};
+use crate::topology::Model;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use serde::Serialize;
+
+/// A layer with its shapes and estimated per-sample cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerNode {
+    pub name: String,
+    pub kind: LayerKind,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub cost: LayerCost,
+}
+
+/// Layers in execution order; node `i` is layer `i`.
+#[derive(Debug, Clone)]
+pub struct LayerGraph {
+    pub graph: DiGraph<LayerNode, u64>,
+    /// Bytes per sample of the model input (fed to layer 0 from the data loader).
+    pub input_bytes: u64,
+}
+
+impl LayerGraph {
+    /// Builds the chain graph of a validated model (shapes were checked when it was loaded).
+    pub fn from_model(model: &Model) -> Self {
+        let mut graph = DiGraph::new();
+        let mut shape = model.input.clone();
+        let token_input = matches!(model.layers.first().map(|l| &l.kind), Some(LayerKind::Embedding { .. }));
+        let input_bytes = shape.iter().product::<usize>() as u64 * if token_input { TOKEN_BYTES } else { ACT_BYTES };
+        let mut prev: Option<NodeIndex> = None;
+        for layer in &model.layers {
+            let out = layer.kind.output_shape(&shape).expect("validated topology has consistent shapes");
+            let cost = layer.kind.cost(&shape, &out);
+            let node = graph.add_node(LayerNode {
+                name: layer.name.clone(),
+                kind: layer.kind.clone(),
+                input_shape: shape,
+                output_shape: out.clone(),
+                cost,
+            });
+            if let Some(p) = prev {
+                graph.add_edge(p, node, graph[p].cost.activation_bytes);
+            }
+            prev = Some(node);
+            shape = out;
+        }
+        LayerGraph { graph, input_bytes }
+    }
+
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    pub fn layer(&self, i: usize) -> &LayerNode {
+        &self.graph[NodeIndex::new(i)]
+    }
+
+    pub fn layers(&self) -> impl Iterator<Item = &LayerNode> {
+        self.graph.node_weights()
+    }
+
+    /// Adds a skip connection: layer `to` also consumes layer `from`'s output.
+    pub fn add_skip(&mut self, from: usize, to: usize) {
+        assert!(from < to && to < self.len(), "a skip goes forward inside the model");
+        let bytes = self.layer(from).cost.activation_bytes;
+        self.graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), bytes);
+    }
+
+    /// `cut[c]` = bytes per sample crossing a cut before layer `c` (`cut[0] = cut[n] = 0`).
+    /// O(N + E): each produced tensor crosses every cut up to its last consumer.
+    pub fn cut_bytes(&self) -> Vec<u64> {
+        let n = self.len();
+        let mut diff = vec![0i128; n + 2];
+        for node in self.graph.node_indices() {
+            let u = node.index();
+            let last = self.graph.edges(node).map(|e| e.target().index()).max();
+            if let Some(v) = last {
+                let bytes = self.graph.edges(node).next().map_or(0, |e| *e.weight());
+                // Crosses cuts u+1 ..= v.
+                diff[u + 1] += bytes as i128;
+                diff[v + 1] -= bytes as i128;
+            }
+        }
+        let mut cut = vec![0u64; n + 1];
+        let mut acc = 0i128;
+        for (c, slot) in cut.iter_mut().enumerate() {
+            acc += diff[c];
+            *slot = acc as u64;
+        }
+        cut[0] = 0;
+        cut[n] = 0;
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Layer, Loss};
+
+    fn chain(widths: &[usize]) -> LayerGraph {
+        let layers = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Layer { name: format!("l{i}"), kind: LayerKind::Linear { out: w, bias: true } })
+            .collect();
+        LayerGraph::from_model(&Model { input: vec![8], layers, loss: Loss::Mse })
+    }
+
+    #[test]
+    fn chain_cuts_carry_the_previous_output() {
+        let g = chain(&[16, 32, 4]);
+        assert_eq!(g.cut_bytes(), vec![0, 64, 128, 0]);
+    }
+
+    #[test]
+    fn skip_connection_crosses_every_cut_it_spans() {
+        let mut g = chain(&[16, 32, 4, 4]);
+        g.add_skip(0, 3); // layer 0's 16 floats also feed layer 3
+        // cut 1: l0 out (64); cut 2: l1 out (128) + l0 out (64); cut 3: l2 out (16) + l0 out (64).
+        assert_eq!(g.cut_bytes(), vec![0, 64, 192, 80, 0]);
+    }
+}

@@ -1,0 +1,46 @@
+//! brigade's planning layer: topology files, the layer graph, costs and partitioning.
+//!
+//! Pure computation — no burn, no ZeroMQ, no async runtime — so it builds and tests in seconds
+//! and every other crate can depend on it.
+//!
+//! ```
+//! use brigade_partitioner::{Costs, LayerGraph, parse, plan};
+//!
+//! let toml = r#"
+//!     [model]
+//!     input = [64]
+//!     layers = [ { kind = "linear", out = 128 }, { kind = "relu" }, { kind = "linear", out = 10 } ]
+//!     [train]
+//!     batch = 64
+//!     microbatches = 8
+//!     [[hosts]]
+//!     name = "local"
+//!     address = "127.0.0.1"
+//!     devices = ["cpu", "cpu"]
+//!     [partition]
+//!     stages = 2
+//! "#;
+//! let topo = parse("example.toml", toml, &[]).unwrap();
+//! let graph = LayerGraph::from_model(&topo.model);
+//! let costs = Costs::estimate(&graph, topo.train.microbatch_size());
+//! let plan = plan::plan(&topo, &graph, &costs).unwrap();
+//! assert_eq!(plan.stages.len(), 2);
+//! assert_eq!(plan.stages[1].layers[1], 3);
+//! ```
+
+pub mod cost;
+pub mod error;
+pub mod graph;
+pub mod layers;
+mod load;
+pub mod partition;
+pub mod plan;
+mod reader;
+pub mod topology;
+
+pub use cost::{Costs, Profile, ProfiledLayer};
+pub use error::ConfigError;
+pub use graph::LayerGraph;
+pub use layers::LayerKind;
+pub use load::{apply_override, load, parse};
+pub use topology::*;

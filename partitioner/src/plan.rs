@@ -1,0 +1,173 @@
+//! A plan: which layers run where, what each stage costs, and how the pipeline should perform.
+
+use crate::cost::Costs;
+use crate::graph::LayerGraph;
+use crate::partition::{self, PartitionError, Problem, Split, StageSlot};
+use crate::topology::{Method, Placement, Topology};
+use serde::Serialize;
+
+/// One stage of a plan. Times are per micro-batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStage {
+    pub stage: usize,
+    pub host: String,
+    pub device: String,
+    /// `[start, end_exclusive]` layer indices.
+    pub layers: [usize; 2],
+    pub kinds: Vec<String>,
+    pub params: u64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    /// forward + backward.
+    pub compute_ms: f64,
+    /// Time to send this stage's outgoing activations and gradients.
+    pub send_ms: f64,
+    pub memory_bytes: u64,
+    /// Activation bytes sent to the next stage per micro-batch.
+    pub send_bytes: u64,
+}
+
+/// A complete plan (the `--json` output of `brigade plan`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub topology: String,
+    pub method: String,
+    pub schedule: String,
+    pub microbatches: usize,
+    pub measured_costs: bool,
+    pub stages: Vec<PlanStage>,
+    /// The slowest stage's compute + send per micro-batch.
+    pub bottleneck_ms: f64,
+    /// Predicted time of one training step.
+    pub step_ms: f64,
+    /// Fraction of the step a stage idles because of the schedule's fill and drain.
+    pub bubble_fraction: f64,
+    /// One step on the first device alone, all micro-batches.
+    pub single_device_ms: f64,
+    pub speedup: f64,
+}
+
+/// Cost of the same model under another partitioning method, for comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alternative {
+    pub method: String,
+    pub layers_per_stage: Vec<usize>,
+    pub bottleneck_ms: f64,
+    pub fits_memory: bool,
+}
+
+/// The partitioning problem a topology poses with these costs.
+pub fn problem(topo: &Topology, costs: &Costs) -> Problem {
+    let k_total = topo.partition.stages;
+    let places = topo.placements();
+    let per_byte = |a: &Placement, b: &Placement| {
+        let (gbps, lat) = topo.link(a.host, b.host);
+        (8.0 / (gbps * 1e9) * 1e3, lat)
+    };
+    let slots = places
+        .iter()
+        .enumerate()
+        .map(|(k, pl)| {
+            let dev = topo.device(pl);
+            StageSlot {
+                speed_gflops: dev.speed_gflops,
+                memory_bytes: dev.memory_bytes,
+                live_microbatches: topo.train.schedule.live_microbatches(k, k_total, topo.train.microbatches) as u64,
+                param_factor: 1 + topo.train.optimizer.state_copies(),
+                send_next: if k + 1 < k_total { per_byte(pl, &places[k + 1]) } else { (0.0, 0.0) },
+                send_prev: if k > 0 { per_byte(pl, &places[k - 1]) } else { (0.0, 0.0) },
+            }
+        })
+        .collect();
+    Problem {
+        work: costs.forward_gflop.iter().zip(&costs.backward_gflop).map(|(f, b)| f + b).collect(),
+        param_bytes: costs.param_bytes.clone(),
+        saved_bytes: costs.saved_bytes.clone(),
+        cut_bytes: costs.cut_bytes.clone(),
+        slots,
+    }
+}
+
+/// The split a method gives.
+pub fn split(method: &Method, problem: &Problem) -> Result<Split, PartitionError> {
+    let k = problem.slots.len();
+    match method {
+        Method::Auto => partition::auto(problem),
+        Method::Uniform => Ok(partition::uniform(problem.layers(), k)),
+        Method::Parameters => partition::parameters(&problem.param_bytes, k),
+        Method::Manual(counts) => Ok(Split::from_counts(counts)),
+    }
+}
+
+/// Plans `topo` with `costs` using the topology's method.
+pub fn plan(topo: &Topology, graph: &LayerGraph, costs: &Costs) -> Result<Plan, PartitionError> {
+    let prob = problem(topo, costs);
+    let split = split(&topo.partition.method, &prob)?;
+    Ok(describe(topo, graph, costs, &prob, &split))
+}
+
+/// The plan for a given split.
+pub fn describe(topo: &Topology, graph: &LayerGraph, costs: &Costs, prob: &Problem, split: &Split) -> Plan {
+    let places = topo.placements();
+    let stages: Vec<PlanStage> = (0..split.stages())
+        .map(|k| {
+            let r = split.range(k);
+            let dev = topo.device(&places[k]);
+            let ms = |w: &[f64]| w[r.clone()].iter().sum::<f64>() / dev.speed_gflops * 1e3;
+            let (forward_ms, backward_ms) = (ms(&costs.forward_gflop), ms(&costs.backward_gflop));
+            PlanStage {
+                stage: k,
+                host: topo.hosts[places[k].host].name.clone(),
+                device: dev.kind.to_string(),
+                layers: [r.start, r.end],
+                kinds: r.clone().map(|i| graph.layer(i).kind.name().to_string()).collect(),
+                params: r.clone().map(|i| graph.layer(i).cost.params).sum(),
+                forward_ms,
+                backward_ms,
+                compute_ms: forward_ms + backward_ms,
+                send_ms: prob.send_ms(k, r.start, r.end),
+                memory_bytes: prob.memory_bytes(k, r.start, r.end),
+                send_bytes: costs.cut_bytes[r.end],
+            }
+        })
+        .collect();
+    let m = topo.train.microbatches;
+    let k = stages.len();
+    let bottleneck_ms = prob.bottleneck_ms(split);
+    // Both GPipe and 1F1B (with a flush) spend (K-1) slots filling and draining around M
+    // micro-batches; the engine's simulator refines this with per-stage costs.
+    let step_ms = (m + k - 1) as f64 * bottleneck_ms;
+    let bubble_fraction = (k - 1) as f64 / (m + k - 1) as f64;
+    let first = topo.hosts[0].devices[0].speed_gflops;
+    let total_work: f64 = costs.forward_gflop.iter().chain(&costs.backward_gflop).sum();
+    let single_device_ms = m as f64 * total_work / first * 1e3;
+    Plan {
+        topology: topo.file.clone(),
+        method: topo.partition.method.name().to_string(),
+        schedule: topo.train.schedule.name().to_string(),
+        microbatches: m,
+        measured_costs: costs.measured,
+        stages,
+        bottleneck_ms,
+        step_ms,
+        bubble_fraction,
+        single_device_ms,
+        speedup: if step_ms > 0.0 { single_device_ms / step_ms } else { 1.0 },
+    }
+}
+
+/// How `auto`, `uniform` and `parameters` compare on this problem.
+pub fn alternatives(prob: &Problem) -> Vec<Alternative> {
+    [Method::Auto, Method::Uniform, Method::Parameters]
+        .iter()
+        .filter_map(|m| {
+            let s = split(m, prob).ok()?;
+            Some(Alternative {
+                method: m.name().to_string(),
+                layers_per_stage: s.counts(),
+                bottleneck_ms: prob.bottleneck_ms(&s),
+                fits_memory: prob.fits(&s),
+            })
+        })
+        .collect()
+}

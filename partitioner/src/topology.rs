@@ -1,0 +1,245 @@
+//! The validated topology: what every other part of brigade reads. It is only built by
+//! [`crate::load`], so holding a `Topology` means every key was checked.
+
+use crate::layers::LayerKind;
+use serde::Serialize;
+
+/// A validated topology file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    /// The file it came from (used in messages).
+    pub file: String,
+    pub name: String,
+    pub model: Model,
+    pub data: Data,
+    pub train: Train,
+    pub hosts: Vec<Host>,
+    pub links: Vec<Link>,
+    pub partition: Partition,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    /// One sample's shape, batch excluded.
+    pub input: Vec<usize>,
+    pub layers: Vec<Layer>,
+    pub loss: Loss,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    /// `name` from the file, or `<kind><index>`.
+    pub name: String,
+    pub kind: LayerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Softmax cross-entropy against class ids (per sample, or per token for [tokens, vocab]).
+    CrossEntropy,
+    /// Mean squared error against a target shaped like the output.
+    Mse,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Data {
+    pub source: DataSource,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    Synthetic,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Train {
+    pub steps: usize,
+    pub batch: usize,
+    pub microbatches: usize,
+    pub schedule: ScheduleKind,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl Train {
+    /// Samples per micro-batch.
+    pub fn microbatch_size(&self) -> usize {
+        self.batch / self.microbatches
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    /// Fill-drain: all forwards, then all backwards (GPipe).
+    Gpipe,
+    /// One-forward-one-backward with a flush at the step's end (PipeDream-Flush).
+    #[serde(rename = "1f1b")]
+    OneFOneB,
+}
+
+impl ScheduleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleKind::Gpipe => "gpipe",
+            ScheduleKind::OneFOneB => "1f1b",
+        }
+    }
+
+    /// Micro-batches whose activations stage `stage` of `stages` keeps alive at once.
+    pub fn live_microbatches(self, stage: usize, stages: usize, microbatches: usize) -> usize {
+        match self {
+            ScheduleKind::Gpipe => microbatches,
+            ScheduleKind::OneFOneB => (stages - stage).min(microbatches),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Optimizer {
+    Sgd { momentum: f64, weight_decay: f64 },
+    Adam { beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+}
+
+impl Optimizer {
+    /// Copies of the parameters the optimizer keeps besides the parameters themselves
+    /// (gradients included): SGD with momentum 2, plain SGD 1, Adam 3.
+    pub fn state_copies(&self) -> u64 {
+        match self {
+            Optimizer::Sgd { momentum, .. } if *momentum == 0.0 => 1,
+            Optimizer::Sgd { .. } => 2,
+            Optimizer::Adam { .. } => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    /// Address stages on this host bind to and are reached at.
+    pub address: String,
+    pub devices: Vec<Device>,
+    /// Compute threads for all stages of this host together (default: the host's cores).
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda(u32),
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceKind::Cpu => write!(f, "cpu"),
+            DeviceKind::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Device {
+    pub kind: DeviceKind,
+    /// Effective speed in GFLOP/s used to turn estimated FLOPs into time.
+    pub speed_gflops: f64,
+    /// Memory available for this stage's parameters, optimizer state and activations.
+    pub memory_bytes: Option<u64>,
+}
+
+/// Default effective speeds when a topology gives none (a conservative CPU core set, a GPU).
+pub const DEFAULT_CPU_GFLOPS: f64 = 50.0;
+pub const DEFAULT_CUDA_GFLOPS: f64 = 10_000.0;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    /// The two host names (the same name twice describes the link inside one host).
+    pub hosts: [String; 2],
+    pub bandwidth_gbps: f64,
+    pub latency_ms: f64,
+}
+
+/// Link used between stages on one host when no `[[links]]` entry names it (ipc://, memory copies).
+pub const INTRA_HOST_LINK: (f64, f64) = (40.0, 0.02);
+/// Link used between hosts when no `[[links]]` entry names them (10 Gbit Ethernet).
+pub const INTER_HOST_LINK: (f64, f64) = (10.0, 0.1);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Partition {
+    pub stages: usize,
+    pub method: Method,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Auto,
+    Uniform,
+    Parameters,
+    /// Layers per stage, in order.
+    Manual(Vec<usize>),
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Auto => "auto",
+            Method::Uniform => "uniform",
+            Method::Parameters => "parameters",
+            Method::Manual(_) => "manual",
+        }
+    }
+}
+
+/// Where a stage runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placement {
+    pub host: usize,
+    pub device: usize,
+}
+
+impl Topology {
+    /// Stage k runs on the k-th device in host order.
+    pub fn placements(&self) -> Vec<Placement> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .flat_map(|(h, host)| (0..host.devices.len()).map(move |d| Placement { host: h, device: d }))
+            .take(self.partition.stages)
+            .collect()
+    }
+
+    pub fn device(&self, p: &Placement) -> &Device {
+        &self.hosts[p.host].devices[p.device]
+    }
+
+    /// (bandwidth in Gbit/s, latency in ms) between two hosts.
+    pub fn link(&self, a: usize, b: usize) -> (f64, f64) {
+        let (na, nb) = (&self.hosts[a].name, &self.hosts[b].name);
+        self.links
+            .iter()
+            .find(|l| (&l.hosts[0] == na && &l.hosts[1] == nb) || (&l.hosts[0] == nb && &l.hosts[1] == na))
+            .map(|l| (l.bandwidth_gbps, l.latency_ms))
+            .unwrap_or(if a == b { INTRA_HOST_LINK } else { INTER_HOST_LINK })
+    }
+
+    /// Milliseconds to move `bytes` between two hosts.
+    pub fn transfer_ms(&self, a: usize, b: usize, bytes: u64) -> f64 {
+        if bytes == 0 {
+            return 0.0;
+        }
+        let (gbps, latency) = self.link(a, b);
+        latency + bytes as f64 * 8.0 / (gbps * 1e9) * 1e3
+    }
+
+    /// Whether the first layer takes token ids (an embedding) rather than f32 features.
+    pub fn token_input(&self) -> bool {
+        matches!(self.model.layers.first().map(|l| &l.kind), Some(LayerKind::Embedding { .. }))
+    }
+}
