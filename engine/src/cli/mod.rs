@@ -1,0 +1,60 @@
+//! Subcommands of `brigade`. Each reads a topology through [`TopologyArgs`], so every command
+//! takes the same `--set section.key=value` overrides.
+
+mod plan;
+
+use brigade_partitioner::{ConfigError, Topology};
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+
+/// brigade: pipeline-parallel training over ZeroMQ.
+#[derive(Parser, Debug)]
+#[command(name = "brigade", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Cut the model into stages and explain the plan.
+    Plan(plan::PlanArgs),
+}
+
+/// The topology file and its overrides, shared by every subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct TopologyArgs {
+    /// Topology TOML file.
+    pub file: String,
+    /// Override a key, e.g. `--set train.schedule=1f1b` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+impl TopologyArgs {
+    pub fn load(&self) -> Result<Topology, ConfigError> {
+        brigade_partitioner::load(&self.file, &self.overrides)
+    }
+}
+
+/// Exit code for bad input (a topology, profile or argument the user must fix).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(args) => plan::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain().any(|c| c.is::<ConfigError>()) {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

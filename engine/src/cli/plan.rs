@@ -1,0 +1,148 @@
+//! `brigade plan FILE [--profile P] [--json]`.
+
+use super::TopologyArgs;
+use crate::fmt;
+use anyhow::Result;
+use brigade_partitioner::plan::{self, Alternative, Plan};
+use brigade_partitioner::{ConfigError, Costs, LayerGraph, Profile, Topology};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Measured per-layer costs (from `brigade profile`) instead of estimates.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A plan with the comparison against the other methods, ready to print.
+pub struct Planned {
+    pub topo: Topology,
+    pub graph: LayerGraph,
+    pub costs: Costs,
+    pub plan: Plan,
+    pub alternatives: Vec<Alternative>,
+}
+
+/// Loads the topology (and profile) and plans it. Used by every command that runs stages.
+pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, ConfigError> {
+    let graph = LayerGraph::from_model(&topo.model);
+    let costs = match profile {
+        Some(path) => Costs::from_profile(&topo, &graph, &Profile::load(path)?, path)?,
+        None => Costs::estimate(&graph, topo.train.microbatch_size()),
+    };
+    let plan = plan::plan(&topo, &graph, &costs).map_err(|e| {
+        ConfigError::invalid(
+            &topo.file,
+            "partition",
+            e,
+            "Give the devices more memory (hosts.memory), use more stages or fewer micro-batches in flight (train.schedule = \"1f1b\").",
+        )
+    })?;
+    let alternatives = plan::alternatives(&plan::problem(&topo, &costs));
+    Ok(Planned { topo, graph, costs, plan, alternatives })
+}
+
+pub fn run(args: &PlanArgs) -> Result<()> {
+    let p = make_plan(args.topology.load()?, args.profile.as_deref())?;
+    if args.json {
+        let mut v = serde_json::to_value(&p.plan)?;
+        v["alternatives"] = serde_json::to_value(&p.alternatives)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", render(&p));
+    }
+    Ok(())
+}
+
+/// The human-readable plan.
+pub fn render(p: &Planned) -> String {
+    use std::fmt::Write;
+    let (topo, plan) = (&p.topo, &p.plan);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "plan for {} ({}): {} layers → {} stages, method {}, schedule {}, {} micro-batches of {}, {} costs\n",
+        topo.file,
+        topo.name,
+        p.graph.len(),
+        plan.stages.len(),
+        plan.method,
+        plan.schedule,
+        plan.microbatches,
+        topo.train.microbatch_size(),
+        if plan.measured_costs { "profiled" } else { "estimated" },
+    );
+    let _ = writeln!(
+        s,
+        "{:<5} {:<12} {:<8} {:<10} {:>9} {:>12} {:>11} {:>11} {:>11}  kinds",
+        "stage", "host", "device", "layers", "params", "fwd+bwd/mb", "send/mb", "memory", "sends/mb"
+    );
+    for (st, slot) in plan.stages.iter().zip(plan::problem(topo, &p.costs).slots) {
+        let over = slot.memory_bytes.is_some_and(|cap| st.memory_bytes > cap);
+        let _ = writeln!(
+            s,
+            "{:<5} {:<12} {:<8} {:<10} {:>9} {:>12} {:>11} {:>11} {:>11}  {}",
+            st.stage,
+            st.host,
+            st.device,
+            format!("{}..{}", st.layers[0], st.layers[1]),
+            fmt::count(st.params),
+            fmt::ms(st.compute_ms),
+            fmt::ms(st.send_ms),
+            format!("{}{}", fmt::bytes(st.memory_bytes), if over { "!" } else { "" }),
+            fmt::bytes(st.send_bytes),
+            summarize_kinds(&st.kinds),
+        );
+        if over {
+            let _ = writeln!(s, "      ! exceeds the device's {} of memory", fmt::bytes(slot.memory_bytes.unwrap_or(0)));
+        }
+    }
+    let slowest = plan
+        .stages
+        .iter()
+        .max_by(|a, b| (a.compute_ms + a.send_ms).total_cmp(&(b.compute_ms + b.send_ms)))
+        .map_or(0, |st| st.stage);
+    let _ = writeln!(s, "\nbottleneck     stage {slowest}: {} per micro-batch (compute + send)", fmt::ms(plan.bottleneck_ms));
+    let _ = writeln!(
+        s,
+        "step           {} predicted ({}), bubble {:.1}% = (K-1)/(M+K-1)",
+        fmt::ms(plan.step_ms),
+        plan.schedule,
+        plan.bubble_fraction * 100.0
+    );
+    let _ = writeln!(s, "one device     {} per step → speed-up {:.2}×", fmt::ms(plan.single_device_ms), plan.speedup);
+    let _ = writeln!(s, "\nmethods on this model (bottleneck per micro-batch):");
+    for alt in &p.alternatives {
+        let counts: Vec<String> = alt.layers_per_stage.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "  {:<11} {:>12}  layers per stage [{}]{}",
+            alt.method,
+            fmt::ms(alt.bottleneck_ms),
+            counts.join(", "),
+            if alt.fits_memory { "" } else { "  (does not fit memory)" }
+        );
+    }
+    s
+}
+
+/// "linear relu linear relu linear" → "2×linear, 2×relu, linear" style compression of runs.
+fn summarize_kinds(kinds: &[String]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for k in kinds {
+        match counts.iter_mut().find(|(n, _)| n == k) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((k, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(k, c)| if *c == 1 { k.to_string() } else { format!("{c}×{k}") })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

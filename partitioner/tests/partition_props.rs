@@ -1,0 +1,118 @@
+//! The exact partitioner against brute force on random chains, and the baselines' invariants.
+
+use brigade_partitioner::partition::{self, Problem, Split, StageSlot};
+use proptest::prelude::*;
+
+/// Every way to cut n layers into k non-empty contiguous stages.
+fn all_splits(n: usize, k: usize) -> Vec<Split> {
+    fn rec(start: usize, n: usize, k: usize, acc: &mut Vec<usize>, out: &mut Vec<Split>) {
+        if k == 1 {
+            acc.push(n);
+            out.push(Split(acc.clone()));
+            acc.pop();
+            return;
+        }
+        for end in start + 1..=n - (k - 1) {
+            acc.push(end);
+            rec(end, n, k - 1, acc, out);
+            acc.pop();
+        }
+    }
+    let mut out = Vec::new();
+    rec(0, n, k, &mut vec![0], &mut out);
+    out
+}
+
+fn problem() -> impl Strategy<Value = Problem> {
+    (2usize..9).prop_flat_map(|n| (Just(n), 1usize..=n.min(5))).prop_flat_map(|(n, k)| {
+        let slot = (1.0f64..100.0, prop::option::weighted(0.5, 50u64..400), 1u64..4, 0.0f64..0.01, 0.0f64..0.5).prop_map(
+            |(speed, mem, live, per_byte, fixed)| StageSlot {
+                speed_gflops: speed,
+                memory_bytes: mem,
+                live_microbatches: live,
+                param_factor: 2,
+                send_next: (per_byte, fixed),
+                send_prev: (per_byte, fixed),
+            },
+        );
+        (
+            prop::collection::vec(0.0f64..10.0, n),
+            prop::collection::vec(0u64..60, n),
+            prop::collection::vec(0u64..30, n),
+            prop::collection::vec(0u64..200, n + 1),
+            prop::collection::vec(slot, k),
+        )
+            .prop_map(|(work, param_bytes, saved_bytes, mut cut_bytes, slots)| {
+                cut_bytes[0] = 0;
+                *cut_bytes.last_mut().unwrap() = 0;
+                Problem { work, param_bytes, saved_bytes, cut_bytes, slots }
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn auto_equals_brute_force(p in problem()) {
+        let brute = all_splits(p.layers(), p.slots.len())
+            .into_iter()
+            .filter(|s| p.fits(s))
+            .map(|s| p.bottleneck_ms(&s))
+            .fold(f64::INFINITY, f64::min);
+        match partition::auto(&p) {
+            Ok(split) => {
+                prop_assert!(p.fits(&split), "auto returned a split that does not fit: {:?}", split);
+                prop_assert_eq!(split.stages(), p.slots.len());
+                prop_assert!(split.counts().iter().all(|&c| c > 0));
+                let got = p.bottleneck_ms(&split);
+                prop_assert!((got - brute).abs() <= 1e-9 * brute.max(1.0), "auto {} vs brute force {}", got, brute);
+            }
+            Err(e) => prop_assert!(brute.is_infinite(), "auto failed ({}) but brute force found {}", e, brute),
+        }
+    }
+
+    #[test]
+    fn baselines_never_leave_a_stage_empty(params in prop::collection::vec(0u64..1000, 1..40), k in 1usize..12) {
+        let n = params.len();
+        let k = k.min(n);
+        for split in [partition::uniform(n, k), partition::parameters(&params, k).unwrap()] {
+            prop_assert_eq!(split.stages(), k);
+            prop_assert_eq!(split.0[0], 0);
+            prop_assert_eq!(split.0[k], n);
+            prop_assert!(split.counts().iter().all(|&c| c > 0), "empty stage in {:?}", split);
+        }
+    }
+
+    #[test]
+    fn parameters_minimises_the_largest_stage(params in prop::collection::vec(0u64..1000, 1..9), k in 1usize..5) {
+        let n = params.len();
+        let k = k.min(n);
+        let max_stage = |s: &Split| (0..s.stages()).map(|i| params[s.range(i)].iter().sum::<u64>()).max().unwrap();
+        let best = all_splits(n, k).iter().map(max_stage).min().unwrap();
+        prop_assert_eq!(max_stage(&partition::parameters(&params, k).unwrap()), best);
+    }
+}
+
+#[test]
+fn ten_thousand_layers_onto_64_stages_is_fast_and_balanced() {
+    let n = 10_000;
+    let slot = StageSlot {
+        speed_gflops: 10.0,
+        memory_bytes: None,
+        live_microbatches: 8,
+        param_factor: 3,
+        send_next: (1e-6, 0.01),
+        send_prev: (1e-6, 0.01),
+    };
+    let p = Problem {
+        work: (0..n).map(|i| 1.0 + (i % 7) as f64).collect(),
+        param_bytes: vec![1000; n],
+        saved_bytes: vec![100; n],
+        cut_bytes: (0..=n).map(|i| if i == 0 || i == n { 0 } else { 4096 }).collect(),
+        slots: vec![slot; 64],
+    };
+    let split = partition::auto(&p).unwrap();
+    let uniform = partition::uniform(n, 64);
+    assert!(p.bottleneck_ms(&split) <= p.bottleneck_ms(&uniform) + 1e-9);
+}
