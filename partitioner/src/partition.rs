@@ -172,15 +172,17 @@ pub fn parameters(param_bytes: &[u64], stages: usize) -> Result<Split, Partition
 /// Dynamic programme over (stage k, layers placed b): `f[k][b] = min_a max(f[k-1][a],
 /// cost_k(a, b))`, the classic linear-partition recurrence (Skiena, *The Algorithm Design
 /// Manual* §8.5; torchgpipe's `blockpartition` solves the homogeneous case) extended with
-/// per-stage device speed, boundary communication and memory. Three exact prunings keep it fast:
-/// scanning `a` downwards, stage compute and memory only grow, so the scan stops once compute
-/// alone reaches the best cost found for the cell, once memory overflows, or once compute exceeds
-/// the bottleneck of a known feasible split.
+/// per-stage device speed, boundary communication and memory. Exact prunings keep it fast:
+/// * a feasible split (uniform, or cut in proportion to device speed) bounds the optimum by `U`,
+///   so stage k can only end where the work before it fits `U · (speeds of stages 0..=k)` and
+///   the work after it fits `U · (speeds of the stages after k)`: a narrow band of cells;
+/// * scanning `a` downwards, stage compute and memory only grow, so the scan stops once compute
+///   alone reaches the best cost found for the cell, exceeds `U`, or memory overflows.
 ///
-/// Complexity: O(K·N·W) time and O(K·N) memory for N layers, K stages, where W is the number of
-/// layers a stage can hold before its compute exceeds the bottleneck (≈ N/K when balanced; N in
-/// the worst case, giving the recurrence's O(K·N²)). 10,000 layers onto 64 stages takes tens of
-/// milliseconds (`cargo bench -p brigade-benches --bench planner`).
+/// Complexity: O(K·B·W) time and O(K·N) memory for N layers and K stages, where B is the band
+/// width (the layers the bound leaves possible for a cut) and W the layers a stage holds under
+/// `U`; both are N in the worst case, giving the recurrence's O(K·N²). 10,000 layers onto 64
+/// heterogeneous stages plan in ≈ 5 ms (`cargo bench -p brigade-benches --bench planner`).
 pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
     let n = p.layers();
     let k_total = p.slots.len();
@@ -195,9 +197,25 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
     };
     let cost = |k: usize, a: usize, b: usize| compute(k, a, b) + send_ms(p.slots[k].send_next, p.cut_bytes[b]) + send_ms(p.slots[k].send_prev, p.cut_bytes[a]);
 
-    // A feasible split bounds every stage's compute in the optimum.
-    let even = uniform(n, k_total);
-    let bound = if p.fits(&even) { p.bottleneck_ms(&even) } else { f64::INFINITY };
+    // A feasible split bounds the optimum: no stage of it computes longer than `bound`, so the
+    // first k+1 stages hold at most bound·(their speeds) of work and the rest the remainder.
+    let bound = [uniform(n, k_total), proportional(p, &pre.work)]
+        .iter()
+        .filter(|s| p.fits(s))
+        .map(|s| p.bottleneck_ms(s))
+        .fold(f64::INFINITY, f64::min)
+        * (1.0 + 1e-9);
+    let mut speed_prefix = vec![0.0; k_total + 1];
+    for k in 0..k_total {
+        speed_prefix[k + 1] = speed_prefix[k] + p.slots[k].speed_gflops;
+    }
+    let total = pre.work[n];
+    // May stage k end at layer b in a split whose compute never exceeds `bound`?
+    let in_band = |k: usize, b: usize| {
+        bound.is_infinite()
+            || pre.work[b] <= bound * speed_prefix[k + 1] / 1e3 * (1.0 + 1e-9) + 1e-12
+            && total - pre.work[b] <= bound * (speed_prefix[k_total] - speed_prefix[k + 1]) / 1e3 * (1.0 + 1e-9) + 1e-12
+    };
 
     let width = n + 1;
     let mut f = vec![f64::INFINITY; k_total * width];
@@ -206,17 +224,23 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
         if p.slots[0].memory_bytes.is_some_and(|cap| memory(0, 0, b) > cap) {
             break;
         }
+        if !in_band(0, b) {
+            continue;
+        }
         f[b] = cost(0, 0, b);
         arg[b] = 0;
     }
     for k in 1..k_total {
         let cap = p.slots[k].memory_bytes;
         for b in (k + 1)..=(n - (k_total - 1 - k)) {
+            if !in_band(k, b) {
+                continue;
+            }
             let mut best = f64::INFINITY;
             let mut best_a = u32::MAX;
             for a in (k..b).rev() {
                 let c = compute(k, a, b);
-                if c >= best || c > bound * (1.0 + 1e-9) {
+                if c >= best || c > bound {
                     break;
                 }
                 if cap.is_some_and(|cap| memory(k, a, b) > cap) {
@@ -244,6 +268,26 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
         bounds[k] = arg[k * width + bounds[k + 1]] as usize;
     }
     Ok(Split(bounds))
+}
+
+/// Cuts where the prefix of work reaches each stage's share of the total speed, so fast devices
+/// get more layers; a cheap near-optimal split that tightens `auto`'s bound.
+fn proportional(p: &Problem, work_prefix: &[f64]) -> Split {
+    let n = p.layers();
+    let k_total = p.slots.len();
+    let speed: f64 = p.slots.iter().map(|s| s.speed_gflops).sum();
+    let mut bounds = vec![0; k_total + 1];
+    let mut acc = 0.0;
+    for k in 0..k_total - 1 {
+        acc += p.slots[k].speed_gflops / speed;
+        let target = acc * work_prefix[n];
+        let lo = bounds[k] + 1;
+        let hi = n - (k_total - 1 - k);
+        let b = work_prefix.partition_point(|&w| w < target).clamp(lo, hi);
+        bounds[k + 1] = b;
+    }
+    bounds[k_total] = n;
+    Split(bounds)
 }
 
 /// Names the stage whose memory cannot hold even its smallest possible share.
