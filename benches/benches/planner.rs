@@ -20,16 +20,28 @@ fn problem(n: usize, k: usize) -> Problem {
         .collect();
     Problem {
         work: (0..n).map(|i| 1.0 + ((i * 7919) % 13) as f64).collect(),
-        param_bytes: (0..n).map(|i| 100_000 + ((i * 104_729) % 50_000) as u64).collect(),
+        param_bytes: (0..n)
+            .map(|i| 100_000 + ((i * 104_729) % 50_000) as u64)
+            .collect(),
         saved_bytes: vec![50_000; n],
-        cut_bytes: (0..=n).map(|i| if i == 0 || i == n { 0 } else { 4096 + (i % 3) as u64 * 1024 }).collect(),
+        cut_bytes: (0..=n)
+            .map(|i| {
+                if i == 0 || i == n {
+                    0
+                } else {
+                    4096 + (i % 3) as u64 * 1024
+                }
+            })
+            .collect(),
         slots,
     }
 }
 
 fn bench(c: &mut Criterion) {
     let p = problem(10_000, 64);
-    c.bench_function("auto 10000 layers -> 64 stages", |b| b.iter(|| partition::auto(black_box(&p)).unwrap()));
+    c.bench_function("auto 10000 layers -> 64 stages", |b| {
+        b.iter(|| partition::auto(black_box(&p)).unwrap())
+    });
     let params = p.param_bytes.clone();
     c.bench_function("parameters 10000 layers -> 64 stages", |b| {
         b.iter(|| partition::parameters(black_box(&params), 64).unwrap())

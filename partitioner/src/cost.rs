@@ -38,7 +38,10 @@ pub struct ProfiledLayer {
 impl Profile {
     /// Reads a profile file.
     pub fn load(path: &str) -> Result<Profile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: path.to_string(),
+            source,
+        })?;
         serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
             file: path.to_string(),
             line: e.line(),
@@ -69,13 +72,23 @@ impl Costs {
     /// Estimated costs: forward FLOPs from shapes, backward = 2 × forward.
     pub fn estimate(graph: &LayerGraph, microbatch: usize) -> Costs {
         let mb = microbatch as f64;
-        let fwd: Vec<f64> = graph.layers().map(|l| l.cost.forward_flops * mb / 1e9).collect();
+        let fwd: Vec<f64> = graph
+            .layers()
+            .map(|l| l.cost.forward_flops * mb / 1e9)
+            .collect();
         Costs {
             backward_gflop: fwd.iter().map(|f| 2.0 * f).collect(),
             forward_gflop: fwd,
             param_bytes: graph.layers().map(|l| l.cost.params * 4).collect(),
-            saved_bytes: graph.layers().map(|l| l.cost.saved_bytes * microbatch as u64).collect(),
-            cut_bytes: graph.cut_bytes().into_iter().map(|b| b * microbatch as u64).collect(),
+            saved_bytes: graph
+                .layers()
+                .map(|l| l.cost.saved_bytes * microbatch as u64)
+                .collect(),
+            cut_bytes: graph
+                .cut_bytes()
+                .into_iter()
+                .map(|b| b * microbatch as u64)
+                .collect(),
             measured: false,
         }
     }
@@ -92,17 +105,31 @@ impl Costs {
             return Err(ConfigError::invalid(
                 profile_file,
                 "layers",
-                format!("has {} entries but {} has {n} layers", profile.layers.len(), topo.file),
-                format!("Make the profile for this model: brigade profile {} --out {profile_file}", topo.file),
+                format!(
+                    "has {} entries but {} has {n} layers",
+                    profile.layers.len(),
+                    topo.file
+                ),
+                format!(
+                    "Make the profile for this model: brigade profile {} --out {profile_file}",
+                    topo.file
+                ),
             ));
         }
-        let speed = profile.device_gflops.unwrap_or(topo.hosts[0].devices[0].speed_gflops);
+        let speed = profile
+            .device_gflops
+            .unwrap_or(topo.hosts[0].devices[0].speed_gflops);
         let mbs = topo.train.microbatch_size() as u64;
         let mut costs = Costs::estimate(graph, topo.train.microbatch_size());
         for (i, l) in profile.layers.iter().enumerate() {
             for (what, v) in [("forward_ms", l.forward_ms), ("backward_ms", l.backward_ms)] {
                 if !(v >= 0.0 && v.is_finite()) {
-                    return Err(ConfigError::invalid(profile_file, format!("layers[{i}].{what}"), format!("must be a time of 0 or more, found {v}"), "Re-run brigade profile."));
+                    return Err(ConfigError::invalid(
+                        profile_file,
+                        format!("layers[{i}].{what}"),
+                        format!("must be a time of 0 or more, found {v}"),
+                        "Re-run brigade profile.",
+                    ));
                 }
             }
             costs.forward_gflop[i] = l.forward_ms * 1e-3 * speed;

@@ -7,7 +7,9 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{file}: cannot read the file: {source}. Check the path (it is relative to the current directory).")]
+    #[error(
+        "{file}: cannot read the file: {source}. Check the path (it is relative to the current directory)."
+    )]
     Io {
         file: String,
         #[source]

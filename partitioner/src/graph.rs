@@ -33,11 +33,18 @@ impl LayerGraph {
     pub fn from_model(model: &Model) -> Self {
         let mut graph = DiGraph::new();
         let mut shape = model.input.clone();
-        let token_input = matches!(model.layers.first().map(|l| &l.kind), Some(LayerKind::Embedding { .. }));
-        let input_bytes = shape.iter().product::<usize>() as u64 * if token_input { TOKEN_BYTES } else { ACT_BYTES };
+        let token_input = matches!(
+            model.layers.first().map(|l| &l.kind),
+            Some(LayerKind::Embedding { .. })
+        );
+        let input_bytes = shape.iter().product::<usize>() as u64
+            * if token_input { TOKEN_BYTES } else { ACT_BYTES };
         let mut prev: Option<NodeIndex> = None;
         for layer in &model.layers {
-            let out = layer.kind.output_shape(&shape).expect("validated topology has consistent shapes");
+            let out = layer
+                .kind
+                .output_shape(&shape)
+                .expect("validated topology has consistent shapes");
             let cost = layer.kind.cost(&shape, &out);
             let node = graph.add_node(LayerNode {
                 name: layer.name.clone(),
@@ -73,9 +80,13 @@ impl LayerGraph {
 
     /// Adds a skip connection: layer `to` also consumes layer `from`'s output.
     pub fn add_skip(&mut self, from: usize, to: usize) {
-        assert!(from < to && to < self.len(), "a skip goes forward inside the model");
+        assert!(
+            from < to && to < self.len(),
+            "a skip goes forward inside the model"
+        );
         let bytes = self.layer(from).cost.activation_bytes;
-        self.graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), bytes);
+        self.graph
+            .add_edge(NodeIndex::new(from), NodeIndex::new(to), bytes);
     }
 
     /// `cut[c]` = bytes per sample crossing a cut before layer `c` (`cut[0] = cut[n] = 0`).
@@ -114,9 +125,16 @@ mod tests {
         let layers = widths
             .iter()
             .enumerate()
-            .map(|(i, &w)| Layer { name: format!("l{i}"), kind: LayerKind::Linear { out: w, bias: true } })
+            .map(|(i, &w)| Layer {
+                name: format!("l{i}"),
+                kind: LayerKind::Linear { out: w, bias: true },
+            })
             .collect();
-        LayerGraph::from_model(&Model { input: vec![8], layers, loss: Loss::Mse })
+        LayerGraph::from_model(&Model {
+            input: vec![8],
+            layers,
+            loss: Loss::Mse,
+        })
     }
 
     #[test]

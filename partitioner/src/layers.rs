@@ -15,19 +15,43 @@ pub const TOKEN_BYTES: u64 = 8;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LayerKind {
-    Linear { out: usize, bias: bool },
+    Linear {
+        out: usize,
+        bias: bool,
+    },
     Relu,
     Gelu,
     Tanh,
     Sigmoid,
-    LayerNorm { eps: f64 },
-    Dropout { p: f64 },
-    Conv2d { out: usize, kernel: usize, stride: usize, padding: usize },
-    MaxPool2d { kernel: usize, stride: usize },
-    AvgPool2d { kernel: usize, stride: usize },
+    LayerNorm {
+        eps: f64,
+    },
+    Dropout {
+        p: f64,
+    },
+    Conv2d {
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    MaxPool2d {
+        kernel: usize,
+        stride: usize,
+    },
+    AvgPool2d {
+        kernel: usize,
+        stride: usize,
+    },
     Flatten,
-    Embedding { vocab: usize, dim: usize },
-    TransformerBlock { heads: usize, ff: usize },
+    Embedding {
+        vocab: usize,
+        dim: usize,
+    },
+    TransformerBlock {
+        heads: usize,
+        ff: usize,
+    },
 }
 
 /// Every kind name accepted in `kind = "..."`, for did-you-mean suggestions.
@@ -277,7 +301,11 @@ mod tests {
             LayerKind::Flatten.output_shape(&[8, 16, 16]).unwrap(),
             vec![2048]
         );
-        assert!(conv.output_shape(&[64]).unwrap_err().contains("[channels, height, width]"));
+        assert!(
+            conv.output_shape(&[64])
+                .unwrap_err()
+                .contains("[channels, height, width]")
+        );
     }
 
     #[test]

@@ -41,8 +41,16 @@ pub struct Problem {
 /// Why no partition exists.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PartitionError {
-    #[error("no split of {layers} layers into {stages} stages fits the devices' memory (the smallest possible stage {stage} still needs {needed} bytes, it has {available})")]
-    DoesNotFit { layers: usize, stages: usize, stage: usize, needed: u64, available: u64 },
+    #[error(
+        "no split of {layers} layers into {stages} stages fits the devices' memory (the smallest possible stage {stage} still needs {needed} bytes, it has {available})"
+    )]
+    DoesNotFit {
+        layers: usize,
+        stages: usize,
+        stage: usize,
+        needed: u64,
+        available: u64,
+    },
     #[error("cannot split {layers} layers into {stages} non-empty stages")]
     TooManyStages { layers: usize, stages: usize },
 }
@@ -91,12 +99,20 @@ impl Prefix {
                 }))
                 .collect()
         }
-        Prefix { work: scan(&p.work, 0.0), params: scan(&p.param_bytes, 0), saved: scan(&p.saved_bytes, 0) }
+        Prefix {
+            work: scan(&p.work, 0.0),
+            params: scan(&p.param_bytes, 0),
+            saved: scan(&p.saved_bytes, 0),
+        }
     }
 }
 
 fn send_ms((per_byte, fixed): (f64, f64), bytes: u64) -> f64 {
-    if bytes == 0 { 0.0 } else { fixed + per_byte * bytes as f64 }
+    if bytes == 0 {
+        0.0
+    } else {
+        fixed + per_byte * bytes as f64
+    }
 }
 
 impl Problem {
@@ -111,13 +127,15 @@ impl Problem {
 
     /// Send ms of stage k holding a..b (activations out, gradients back).
     pub fn send_ms(&self, k: usize, a: usize, b: usize) -> f64 {
-        send_ms(self.slots[k].send_next, self.cut_bytes[b]) + send_ms(self.slots[k].send_prev, self.cut_bytes[a])
+        send_ms(self.slots[k].send_next, self.cut_bytes[b])
+            + send_ms(self.slots[k].send_prev, self.cut_bytes[a])
     }
 
     /// Bytes stage k needs to hold layers a..b.
     pub fn memory_bytes(&self, k: usize, a: usize, b: usize) -> u64 {
         let s = &self.slots[k];
-        self.param_bytes[a..b].iter().sum::<u64>() * s.param_factor + s.live_microbatches * self.saved_bytes[a..b].iter().sum::<u64>()
+        self.param_bytes[a..b].iter().sum::<u64>() * s.param_factor
+            + s.live_microbatches * self.saved_bytes[a..b].iter().sum::<u64>()
     }
 
     /// The per-micro-batch time of stage k holding a..b.
@@ -129,13 +147,17 @@ impl Problem {
     pub fn fits(&self, split: &Split) -> bool {
         (0..split.stages()).all(|k| {
             let r = split.range(k);
-            self.slots[k].memory_bytes.is_none_or(|cap| self.memory_bytes(k, r.start, r.end) <= cap)
+            self.slots[k]
+                .memory_bytes
+                .is_none_or(|cap| self.memory_bytes(k, r.start, r.end) <= cap)
         })
     }
 
     /// The slowest stage's time under `split`.
     pub fn bottleneck_ms(&self, split: &Split) -> f64 {
-        (0..split.stages()).map(|k| self.stage_ms(k, split.0[k], split.0[k + 1])).fold(0.0, f64::max)
+        (0..split.stages())
+            .map(|k| self.stage_ms(k, split.0[k], split.0[k + 1]))
+            .fold(0.0, f64::max)
     }
 }
 
@@ -187,15 +209,24 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
     let n = p.layers();
     let k_total = p.slots.len();
     if k_total == 0 || k_total > n {
-        return Err(PartitionError::TooManyStages { layers: n, stages: k_total });
+        return Err(PartitionError::TooManyStages {
+            layers: n,
+            stages: k_total,
+        });
     }
     let pre = Prefix::new(p);
-    let compute = |k: usize, a: usize, b: usize| (pre.work[b] - pre.work[a]) / p.slots[k].speed_gflops * 1e3;
+    let compute =
+        |k: usize, a: usize, b: usize| (pre.work[b] - pre.work[a]) / p.slots[k].speed_gflops * 1e3;
     let memory = |k: usize, a: usize, b: usize| {
         let s = &p.slots[k];
-        (pre.params[b] - pre.params[a]) * s.param_factor + s.live_microbatches * (pre.saved[b] - pre.saved[a])
+        (pre.params[b] - pre.params[a]) * s.param_factor
+            + s.live_microbatches * (pre.saved[b] - pre.saved[a])
     };
-    let cost = |k: usize, a: usize, b: usize| compute(k, a, b) + send_ms(p.slots[k].send_next, p.cut_bytes[b]) + send_ms(p.slots[k].send_prev, p.cut_bytes[a]);
+    let cost = |k: usize, a: usize, b: usize| {
+        compute(k, a, b)
+            + send_ms(p.slots[k].send_next, p.cut_bytes[b])
+            + send_ms(p.slots[k].send_prev, p.cut_bytes[a])
+    };
 
     // A feasible split bounds the optimum: no stage of it computes longer than `bound`, so the
     // first k+1 stages hold at most bound·(their speeds) of work and the rest the remainder.
@@ -214,14 +245,19 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
     let in_band = |k: usize, b: usize| {
         bound.is_infinite()
             || pre.work[b] <= bound * speed_prefix[k + 1] / 1e3 * (1.0 + 1e-9) + 1e-12
-            && total - pre.work[b] <= bound * (speed_prefix[k_total] - speed_prefix[k + 1]) / 1e3 * (1.0 + 1e-9) + 1e-12
+                && total - pre.work[b]
+                    <= bound * (speed_prefix[k_total] - speed_prefix[k + 1]) / 1e3 * (1.0 + 1e-9)
+                        + 1e-12
     };
 
     let width = n + 1;
     let mut f = vec![f64::INFINITY; k_total * width];
     let mut arg = vec![u32::MAX; k_total * width];
     for b in 1..=n - (k_total - 1) {
-        if p.slots[0].memory_bytes.is_some_and(|cap| memory(0, 0, b) > cap) {
+        if p.slots[0]
+            .memory_bytes
+            .is_some_and(|cap| memory(0, 0, b) > cap)
+        {
             break;
         }
         if !in_band(0, b) {
@@ -297,10 +333,19 @@ fn does_not_fit(p: &Problem) -> PartitionError {
     let worst = (0..k_total)
         .filter_map(|k| {
             let cap = p.slots[k].memory_bytes?;
-            let smallest = (0..n).map(|i| p.memory_bytes(k, i, i + 1)).min().unwrap_or(0);
+            let smallest = (0..n)
+                .map(|i| p.memory_bytes(k, i, i + 1))
+                .min()
+                .unwrap_or(0);
             Some((k, smallest, cap))
         })
         .max_by_key(|&(_, need, cap)| need.saturating_sub(cap))
         .unwrap_or((0, 0, 0));
-    PartitionError::DoesNotFit { layers: n, stages: k_total, stage: worst.0, needed: worst.1, available: worst.2 }
+    PartitionError::DoesNotFit {
+        layers: n,
+        stages: k_total,
+        stage: worst.0,
+        needed: worst.1,
+        available: worst.2,
+    }
 }

@@ -72,15 +72,32 @@ pub fn problem(topo: &Topology, costs: &Costs) -> Problem {
             StageSlot {
                 speed_gflops: dev.speed_gflops,
                 memory_bytes: dev.memory_bytes,
-                live_microbatches: topo.train.schedule.live_microbatches(k, k_total, topo.train.microbatches) as u64,
+                live_microbatches: topo.train.schedule.live_microbatches(
+                    k,
+                    k_total,
+                    topo.train.microbatches,
+                ) as u64,
                 param_factor: 1 + topo.train.optimizer.state_copies(),
-                send_next: if k + 1 < k_total { per_byte(pl, &places[k + 1]) } else { (0.0, 0.0) },
-                send_prev: if k > 0 { per_byte(pl, &places[k - 1]) } else { (0.0, 0.0) },
+                send_next: if k + 1 < k_total {
+                    per_byte(pl, &places[k + 1])
+                } else {
+                    (0.0, 0.0)
+                },
+                send_prev: if k > 0 {
+                    per_byte(pl, &places[k - 1])
+                } else {
+                    (0.0, 0.0)
+                },
             }
         })
         .collect();
     Problem {
-        work: costs.forward_gflop.iter().zip(&costs.backward_gflop).map(|(f, b)| f + b).collect(),
+        work: costs
+            .forward_gflop
+            .iter()
+            .zip(&costs.backward_gflop)
+            .map(|(f, b)| f + b)
+            .collect(),
         param_bytes: costs.param_bytes.clone(),
         saved_bytes: costs.saved_bytes.clone(),
         cut_bytes: costs.cut_bytes.clone(),
@@ -107,7 +124,13 @@ pub fn plan(topo: &Topology, graph: &LayerGraph, costs: &Costs) -> Result<Plan, 
 }
 
 /// The plan for a given split.
-pub fn describe(topo: &Topology, graph: &LayerGraph, costs: &Costs, prob: &Problem, split: &Split) -> Plan {
+pub fn describe(
+    topo: &Topology,
+    graph: &LayerGraph,
+    costs: &Costs,
+    prob: &Problem,
+    split: &Split,
+) -> Plan {
     let places = topo.placements();
     let stages: Vec<PlanStage> = (0..split.stages())
         .map(|k| {
@@ -120,7 +143,10 @@ pub fn describe(topo: &Topology, graph: &LayerGraph, costs: &Costs, prob: &Probl
                 host: topo.hosts[places[k].host].name.clone(),
                 device: dev.kind.to_string(),
                 layers: [r.start, r.end],
-                kinds: r.clone().map(|i| graph.layer(i).kind.name().to_string()).collect(),
+                kinds: r
+                    .clone()
+                    .map(|i| graph.layer(i).kind.name().to_string())
+                    .collect(),
                 params: r.clone().map(|i| graph.layer(i).cost.params).sum(),
                 forward_ms,
                 backward_ms,
@@ -139,7 +165,11 @@ pub fn describe(topo: &Topology, graph: &LayerGraph, costs: &Costs, prob: &Probl
     let step_ms = (m + k - 1) as f64 * bottleneck_ms;
     let bubble_fraction = (k - 1) as f64 / (m + k - 1) as f64;
     let first = topo.hosts[0].devices[0].speed_gflops;
-    let total_work: f64 = costs.forward_gflop.iter().chain(&costs.backward_gflop).sum();
+    let total_work: f64 = costs
+        .forward_gflop
+        .iter()
+        .chain(&costs.backward_gflop)
+        .sum();
     let single_device_ms = m as f64 * total_work / first * 1e3;
     Plan {
         topology: topo.file.clone(),
@@ -152,7 +182,11 @@ pub fn describe(topo: &Topology, graph: &LayerGraph, costs: &Costs, prob: &Probl
         step_ms,
         bubble_fraction,
         single_device_ms,
-        speedup: if step_ms > 0.0 { single_device_ms / step_ms } else { 1.0 },
+        speedup: if step_ms > 0.0 {
+            single_device_ms / step_ms
+        } else {
+            1.0
+        },
     }
 }
 

@@ -48,12 +48,21 @@ impl<'a> Section<'a> {
         }
     }
 
-    pub fn err(&self, key: &str, message: impl std::fmt::Display, fix: impl Into<String>) -> ConfigError {
+    pub fn err(
+        &self,
+        key: &str,
+        message: impl std::fmt::Display,
+        fix: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::invalid(self.file, self.key(key), message, fix)
     }
 
     fn missing(&self, key: &str, what: &str) -> ConfigError {
-        self.err(key, "missing", format!("Add `{key} = {what}` to [{}].", self.path))
+        self.err(
+            key,
+            "missing",
+            format!("Add `{key} = {what}` to [{}].", self.path),
+        )
     }
 
     fn wrong_type(&self, key: &str, value: &Value, want: &str) -> ConfigError {
@@ -128,7 +137,12 @@ impl<'a> Section<'a> {
     }
 
     /// A string that must be one of `choices`.
-    pub fn choice(&self, key: &str, default: &'a str, choices: &[&str]) -> Result<&'a str, ConfigError> {
+    pub fn choice(
+        &self,
+        key: &str,
+        default: &'a str,
+        choices: &[&str],
+    ) -> Result<&'a str, ConfigError> {
         let v = self.opt_str(key)?.unwrap_or(default);
         if choices.contains(&v) {
             Ok(v)
@@ -138,7 +152,11 @@ impl<'a> Section<'a> {
                 format!("unknown value \"{v}\""),
                 format!(
                     "Use one of: {}.{}",
-                    choices.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", "),
+                    choices
+                        .iter()
+                        .map(|c| format!("\"{c}\""))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     did_you_mean(v, choices)
                 ),
             ))

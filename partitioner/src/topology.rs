@@ -102,8 +102,16 @@ impl ScheduleKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Optimizer {
-    Sgd { momentum: f64, weight_decay: f64 },
-    Adam { beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+    Sgd {
+        momentum: f64,
+        weight_decay: f64,
+    },
+    Adam {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
 }
 
 impl Optimizer {
@@ -210,7 +218,9 @@ impl Topology {
         self.hosts
             .iter()
             .enumerate()
-            .flat_map(|(h, host)| (0..host.devices.len()).map(move |d| Placement { host: h, device: d }))
+            .flat_map(|(h, host)| {
+                (0..host.devices.len()).map(move |d| Placement { host: h, device: d })
+            })
             .take(self.partition.stages)
             .collect()
     }
@@ -224,9 +234,15 @@ impl Topology {
         let (na, nb) = (&self.hosts[a].name, &self.hosts[b].name);
         self.links
             .iter()
-            .find(|l| (&l.hosts[0] == na && &l.hosts[1] == nb) || (&l.hosts[0] == nb && &l.hosts[1] == na))
+            .find(|l| {
+                (&l.hosts[0] == na && &l.hosts[1] == nb) || (&l.hosts[0] == nb && &l.hosts[1] == na)
+            })
             .map(|l| (l.bandwidth_gbps, l.latency_ms))
-            .unwrap_or(if a == b { INTRA_HOST_LINK } else { INTER_HOST_LINK })
+            .unwrap_or(if a == b {
+                INTRA_HOST_LINK
+            } else {
+                INTER_HOST_LINK
+            })
     }
 
     /// Milliseconds to move `bytes` between two hosts.
@@ -240,6 +256,9 @@ impl Topology {
 
     /// Whether the first layer takes token ids (an embedding) rather than f32 features.
     pub fn token_input(&self) -> bool {
-        matches!(self.model.layers.first().map(|l| &l.kind), Some(LayerKind::Embedding { .. }))
+        matches!(
+            self.model.layers.first().map(|l| &l.kind),
+            Some(LayerKind::Embedding { .. })
+        )
     }
 }

@@ -24,30 +24,43 @@ fn all_splits(n: usize, k: usize) -> Vec<Split> {
 }
 
 fn problem() -> impl Strategy<Value = Problem> {
-    (2usize..9).prop_flat_map(|n| (Just(n), 1usize..=n.min(5))).prop_flat_map(|(n, k)| {
-        let slot = (1.0f64..100.0, prop::option::weighted(0.5, 50u64..400), 1u64..4, 0.0f64..0.01, 0.0f64..0.5).prop_map(
-            |(speed, mem, live, per_byte, fixed)| StageSlot {
-                speed_gflops: speed,
-                memory_bytes: mem,
-                live_microbatches: live,
-                param_factor: 2,
-                send_next: (per_byte, fixed),
-                send_prev: (per_byte, fixed),
-            },
-        );
-        (
-            prop::collection::vec(0.0f64..10.0, n),
-            prop::collection::vec(0u64..60, n),
-            prop::collection::vec(0u64..30, n),
-            prop::collection::vec(0u64..200, n + 1),
-            prop::collection::vec(slot, k),
-        )
-            .prop_map(|(work, param_bytes, saved_bytes, mut cut_bytes, slots)| {
-                cut_bytes[0] = 0;
-                *cut_bytes.last_mut().unwrap() = 0;
-                Problem { work, param_bytes, saved_bytes, cut_bytes, slots }
-            })
-    })
+    (2usize..9)
+        .prop_flat_map(|n| (Just(n), 1usize..=n.min(5)))
+        .prop_flat_map(|(n, k)| {
+            let slot = (
+                1.0f64..100.0,
+                prop::option::weighted(0.5, 50u64..400),
+                1u64..4,
+                0.0f64..0.01,
+                0.0f64..0.5,
+            )
+                .prop_map(|(speed, mem, live, per_byte, fixed)| StageSlot {
+                    speed_gflops: speed,
+                    memory_bytes: mem,
+                    live_microbatches: live,
+                    param_factor: 2,
+                    send_next: (per_byte, fixed),
+                    send_prev: (per_byte, fixed),
+                });
+            (
+                prop::collection::vec(0.0f64..10.0, n),
+                prop::collection::vec(0u64..60, n),
+                prop::collection::vec(0u64..30, n),
+                prop::collection::vec(0u64..200, n + 1),
+                prop::collection::vec(slot, k),
+            )
+                .prop_map(|(work, param_bytes, saved_bytes, mut cut_bytes, slots)| {
+                    cut_bytes[0] = 0;
+                    *cut_bytes.last_mut().unwrap() = 0;
+                    Problem {
+                        work,
+                        param_bytes,
+                        saved_bytes,
+                        cut_bytes,
+                        slots,
+                    }
+                })
+        })
 }
 
 proptest! {
@@ -109,7 +122,9 @@ fn ten_thousand_layers_onto_64_stages_is_fast_and_balanced() {
         work: (0..n).map(|i| 1.0 + (i % 7) as f64).collect(),
         param_bytes: vec![1000; n],
         saved_bytes: vec![100; n],
-        cut_bytes: (0..=n).map(|i| if i == 0 || i == n { 0 } else { 4096 }).collect(),
+        cut_bytes: (0..=n)
+            .map(|i| if i == 0 || i == n { 0 } else { 4096 })
+            .collect(),
         slots: vec![slot; 64],
     };
     let split = partition::auto(&p).unwrap();

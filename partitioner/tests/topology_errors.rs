@@ -33,7 +33,10 @@ fn err(text: &str) -> String {
         Ok(_) => panic!("expected an error for:\n{text}"),
         Err(e) => {
             let s = e.to_string();
-            assert!(s.starts_with("bad.toml"), "error does not name the file: {s}");
+            assert!(
+                s.starts_with("bad.toml"),
+                "error does not name the file: {s}"
+            );
             assert!(!s.contains('\n'), "error is not one paragraph: {s}");
             s
         }
@@ -46,7 +49,11 @@ fn with(from: &str, to: &str) -> String {
 }
 
 fn set(overrides: &[&str]) -> Result<brigade_partitioner::Topology, ConfigError> {
-    parse("bad.toml", GOOD, &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    parse(
+        "bad.toml",
+        GOOD,
+        &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    )
 }
 
 #[test]
@@ -69,7 +76,10 @@ fn unknown_key_suggests_the_closest() {
 #[test]
 fn wrong_type_names_the_key() {
     let e = err(&with("steps = 50", "steps = \"fifty\""));
-    assert!(e.contains("train.steps") && e.contains("whole number"), "{e}");
+    assert!(
+        e.contains("train.steps") && e.contains("whole number"),
+        "{e}"
+    );
     let e = err(&with("lr = 0.05", "lr = [1]"));
     assert!(e.contains("train.lr") && e.contains("number"), "{e}");
 }
@@ -77,64 +87,116 @@ fn wrong_type_names_the_key() {
 #[test]
 fn zero_microbatches() {
     let e = err(&with("microbatches = 8", "microbatches = 0"));
-    assert!(e.contains("train.microbatches") && e.contains("at least 1"), "{e}");
+    assert!(
+        e.contains("train.microbatches") && e.contains("at least 1"),
+        "{e}"
+    );
 }
 
 #[test]
 fn batch_not_divisible_by_microbatches() {
     let e = err(&with("batch = 64", "batch = 60"));
-    assert!(e.contains("train.batch") && e.contains("not divisible") && e.contains("batch = 64"), "{e}");
+    assert!(
+        e.contains("train.batch") && e.contains("not divisible") && e.contains("batch = 64"),
+        "{e}"
+    );
 }
 
 #[test]
 fn more_stages_than_layers() {
-    let e = err(&with("stages = 2", "stages = 4").replace("devices = [\"cpu\", \"cpu\"]", "devices = [\"cpu\", \"cpu\", \"cpu\", \"cpu\"]"));
-    assert!(e.contains("partition.stages") && e.contains("only 3 layers"), "{e}");
+    let e = err(&with("stages = 2", "stages = 4").replace(
+        "devices = [\"cpu\", \"cpu\"]",
+        "devices = [\"cpu\", \"cpu\", \"cpu\", \"cpu\"]",
+    ));
+    assert!(
+        e.contains("partition.stages") && e.contains("only 3 layers"),
+        "{e}"
+    );
 }
 
 #[test]
 fn more_stages_than_devices() {
     let e = err(&with("stages = 2", "stages = 3"));
-    assert!(e.contains("partition.stages") && e.contains("2 devices"), "{e}");
+    assert!(
+        e.contains("partition.stages") && e.contains("2 devices"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_device() {
-    let e = err(&with("devices = [\"cpu\", \"cpu\"]", "devices = [\"cpu\", \"gpu0\"]"));
-    assert!(e.contains("hosts[0].devices[1]") && e.contains("unknown device \"gpu0\"") && e.contains("cuda:N"), "{e}");
+    let e = err(&with(
+        "devices = [\"cpu\", \"cpu\"]",
+        "devices = [\"cpu\", \"gpu0\"]",
+    ));
+    assert!(
+        e.contains("hosts[0].devices[1]")
+            && e.contains("unknown device \"gpu0\"")
+            && e.contains("cuda:N"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_layer_kind_suggests_the_closest() {
     let e = err(&with("{ kind = \"relu\" }", "{ kind = \"rellu\" }"));
-    assert!(e.contains("model.layers[1].kind") && e.contains("Did you mean `relu`?"), "{e}");
+    assert!(
+        e.contains("model.layers[1].kind") && e.contains("Did you mean `relu`?"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_layer_parameter() {
-    let e = err(&with("{ kind = \"linear\", out = 10 }", "{ kind = \"linear\", outs = 10 }"));
-    assert!(e.contains("model.layers[2].outs") && e.contains("Did you mean `out`?"), "{e}");
+    let e = err(&with(
+        "{ kind = \"linear\", out = 10 }",
+        "{ kind = \"linear\", outs = 10 }",
+    ));
+    assert!(
+        e.contains("model.layers[2].outs") && e.contains("Did you mean `out`?"),
+        "{e}"
+    );
 }
 
 #[test]
 fn shape_mismatch_names_the_layer() {
-    let e = err(&with("{ kind = \"relu\" }", "{ kind = \"conv2d\", out = 4, kernel = 3 }"));
-    assert!(e.contains("model.layers[1]") && e.contains("[channels, height, width]"), "{e}");
+    let e = err(&with(
+        "{ kind = \"relu\" }",
+        "{ kind = \"conv2d\", out = 4, kernel = 3 }",
+    ));
+    assert!(
+        e.contains("model.layers[1]") && e.contains("[channels, height, width]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn duplicate_hosts() {
-    let text = format!("{GOOD}\n[[hosts]]\nname = \"local\"\naddress = \"127.0.0.2\"\ndevices = [\"cpu\"]\n");
+    let text = format!(
+        "{GOOD}\n[[hosts]]\nname = \"local\"\naddress = \"127.0.0.2\"\ndevices = [\"cpu\"]\n"
+    );
     let e = err(&text);
-    assert!(e.contains("hosts[1].name") && e.contains("duplicate host \"local\""), "{e}");
+    assert!(
+        e.contains("hosts[1].name") && e.contains("duplicate host \"local\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn manual_balance_must_sum_to_the_layer_count() {
-    let e = err(&with("method = \"auto\"", "method = \"manual\"\nbalance = [1, 1]"));
-    assert!(e.contains("partition.balance") && e.contains("sums to 2") && e.contains("3 layers"), "{e}");
+    let e = err(&with(
+        "method = \"auto\"",
+        "method = \"manual\"\nbalance = [1, 1]",
+    ));
+    assert!(
+        e.contains("partition.balance") && e.contains("sums to 2") && e.contains("3 layers"),
+        "{e}"
+    );
     let e = err(&with("method = \"auto\"", "method = \"manual\""));
-    assert!(e.contains("partition.balance") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("partition.balance") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -146,21 +208,40 @@ fn syntax_error_has_line_and_column() {
 
 #[test]
 fn missing_file() {
-    let e = brigade_partitioner::load("no/such/topology.toml", &[]).unwrap_err().to_string();
-    assert!(e.contains("no/such/topology.toml") && e.contains("cannot read"), "{e}");
+    let e = brigade_partitioner::load("no/such/topology.toml", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no/such/topology.toml") && e.contains("cannot read"),
+        "{e}"
+    );
 }
 
 #[test]
 fn overrides_apply_and_are_validated() {
-    let t = set(&["train.schedule=1f1b", "train.steps=7", "partition.method=uniform"]).unwrap();
-    assert_eq!(t.train.schedule, brigade_partitioner::ScheduleKind::OneFOneB);
+    let t = set(&[
+        "train.schedule=1f1b",
+        "train.steps=7",
+        "partition.method=uniform",
+    ])
+    .unwrap();
+    assert_eq!(
+        t.train.schedule,
+        brigade_partitioner::ScheduleKind::OneFOneB
+    );
     assert_eq!(t.train.steps, 7);
     let e = set(&["train.schedule=zigzag"]).unwrap_err().to_string();
-    assert!(e.contains("train.schedule") && e.contains("\"zigzag\""), "{e}");
+    assert!(
+        e.contains("train.schedule") && e.contains("\"zigzag\""),
+        "{e}"
+    );
     let e = set(&["train.microbatches=0"]).unwrap_err().to_string();
     assert!(e.contains("train.microbatches"), "{e}");
     let e = set(&["trainsteps"]).unwrap_err().to_string();
-    assert!(e.contains("--set trainsteps") && e.contains("section.key=value"), "{e}");
+    assert!(
+        e.contains("--set trainsteps") && e.contains("section.key=value"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -168,8 +249,26 @@ fn profile_with_wrong_layer_count_is_refused() {
     use brigade_partitioner::{Costs, LayerGraph, Profile, ProfiledLayer};
     let t = parse("good.toml", GOOD, &[]).unwrap();
     let g = LayerGraph::from_model(&t.model);
-    let layer = ProfiledLayer { name: "x".into(), forward_ms: 1.0, backward_ms: 2.0, activation_bytes: 4, param_bytes: 4 };
-    let profile = Profile { layers: vec![layer; 2], device_gflops: None, microbatch_size: None };
-    let e = Costs::from_profile(&t, &g, &profile, "p.json").unwrap_err().to_string();
-    assert!(e.starts_with("p.json") && e.contains("2 entries") && e.contains("3 layers") && e.contains("brigade profile"), "{e}");
+    let layer = ProfiledLayer {
+        name: "x".into(),
+        forward_ms: 1.0,
+        backward_ms: 2.0,
+        activation_bytes: 4,
+        param_bytes: 4,
+    };
+    let profile = Profile {
+        layers: vec![layer; 2],
+        device_gflops: None,
+        microbatch_size: None,
+    };
+    let e = Costs::from_profile(&t, &g, &profile, "p.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("p.json")
+            && e.contains("2 entries")
+            && e.contains("3 layers")
+            && e.contains("brigade profile"),
+        "{e}"
+    );
 }

@@ -44,7 +44,13 @@ pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, Confi
         )
     })?;
     let alternatives = plan::alternatives(&plan::problem(&topo, &costs));
-    Ok(Planned { topo, graph, costs, plan, alternatives })
+    Ok(Planned {
+        topo,
+        graph,
+        costs,
+        plan,
+        alternatives,
+    })
 }
 
 pub fn run(args: &PlanArgs) -> Result<()> {
@@ -75,12 +81,24 @@ pub fn render(p: &Planned) -> String {
         plan.schedule,
         plan.microbatches,
         topo.train.microbatch_size(),
-        if plan.measured_costs { "profiled" } else { "estimated" },
+        if plan.measured_costs {
+            "profiled"
+        } else {
+            "estimated"
+        },
     );
     let _ = writeln!(
         s,
         "{:<5} {:<12} {:<8} {:<10} {:>9} {:>12} {:>11} {:>11} {:>11}  kinds",
-        "stage", "host", "device", "layers", "params", "fwd+bwd/mb", "send/mb", "memory", "sends/mb"
+        "stage",
+        "host",
+        "device",
+        "layers",
+        "params",
+        "fwd+bwd/mb",
+        "send/mb",
+        "memory",
+        "sends/mb"
     );
     for (st, slot) in plan.stages.iter().zip(plan::problem(topo, &p.costs).slots) {
         let over = slot.memory_bytes.is_some_and(|cap| st.memory_bytes > cap);
@@ -94,12 +112,20 @@ pub fn render(p: &Planned) -> String {
             fmt::count(st.params),
             fmt::ms(st.compute_ms),
             fmt::ms(st.send_ms),
-            format!("{}{}", fmt::bytes(st.memory_bytes), if over { "!" } else { "" }),
+            format!(
+                "{}{}",
+                fmt::bytes(st.memory_bytes),
+                if over { "!" } else { "" }
+            ),
             fmt::bytes(st.send_bytes),
             summarize_kinds(&st.kinds),
         );
         if over {
-            let _ = writeln!(s, "      ! exceeds the device's {} of memory", fmt::bytes(slot.memory_bytes.unwrap_or(0)));
+            let _ = writeln!(
+                s,
+                "      ! exceeds the device's {} of memory",
+                fmt::bytes(slot.memory_bytes.unwrap_or(0))
+            );
         }
     }
     let slowest = plan
@@ -107,7 +133,11 @@ pub fn render(p: &Planned) -> String {
         .iter()
         .max_by(|a, b| (a.compute_ms + a.send_ms).total_cmp(&(b.compute_ms + b.send_ms)))
         .map_or(0, |st| st.stage);
-    let _ = writeln!(s, "\nbottleneck     stage {slowest}: {} per micro-batch (compute + send)", fmt::ms(plan.bottleneck_ms));
+    let _ = writeln!(
+        s,
+        "\nbottleneck     stage {slowest}: {} per micro-batch (compute + send)",
+        fmt::ms(plan.bottleneck_ms)
+    );
     let _ = writeln!(
         s,
         "step           {} predicted ({}), bubble {:.1}% = (K-1)/(M+K-1)",
@@ -115,7 +145,12 @@ pub fn render(p: &Planned) -> String {
         plan.schedule,
         plan.bubble_fraction * 100.0
     );
-    let _ = writeln!(s, "one device     {} per step → speed-up {:.2}×", fmt::ms(plan.single_device_ms), plan.speedup);
+    let _ = writeln!(
+        s,
+        "one device     {} per step → speed-up {:.2}×",
+        fmt::ms(plan.single_device_ms),
+        plan.speedup
+    );
     let _ = writeln!(s, "\nmethods on this model (bottleneck per micro-batch):");
     for alt in &p.alternatives {
         let counts: Vec<String> = alt.layers_per_stage.iter().map(|c| c.to_string()).collect();
@@ -125,7 +160,11 @@ pub fn render(p: &Planned) -> String {
             alt.method,
             fmt::ms(alt.bottleneck_ms),
             counts.join(", "),
-            if alt.fits_memory { "" } else { "  (does not fit memory)" }
+            if alt.fits_memory {
+                ""
+            } else {
+                "  (does not fit memory)"
+            }
         );
     }
     s
@@ -142,7 +181,13 @@ fn summarize_kinds(kinds: &[String]) -> String {
     }
     counts
         .iter()
-        .map(|(k, c)| if *c == 1 { k.to_string() } else { format!("{c}×{k}") })
+        .map(|(k, c)| {
+            if *c == 1 {
+                k.to_string()
+            } else {
+                format!("{c}×{k}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

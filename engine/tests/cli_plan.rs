@@ -1,0 +1,113 @@
+//! `brigade plan` as a user runs it: exit codes, JSON shape, error text.
+
+use std::process::Command;
+
+fn brigade(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_brigade"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("run brigade");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plan_json_has_the_documented_fields() {
+    let (code, out, err) = brigade(&["plan", "topologies/quickstart.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[0]["stage"], 0);
+    assert_eq!(stages[0]["host"], "local");
+    assert_eq!(stages[0]["device"], "cpu");
+    assert_eq!(stages[0]["layers"][0], 0);
+    assert_eq!(stages[1]["layers"][1], 6);
+    for key in ["compute_ms", "memory_bytes", "send_bytes"] {
+        assert!(stages[0][key].is_number(), "missing {key}");
+    }
+    for key in ["bottleneck_ms", "step_ms", "bubble_fraction"] {
+        assert!(v[key].is_number(), "missing {key}");
+    }
+    // GPipe's bubble with K = 2 stages and M = 8 micro-batches: (K-1)/(M+K-1) = 1/9.
+    assert!((v["bubble_fraction"].as_f64().unwrap() - 1.0 / 9.0).abs() < 1e-12);
+}
+
+#[test]
+fn plan_text_explains_the_plan_and_compares_methods() {
+    let (code, out, _) = brigade(&[
+        "plan",
+        "topologies/transformer-lm.toml",
+        "--set",
+        "partition.method=uniform",
+    ]);
+    assert_eq!(code, 0);
+    for needle in [
+        "bottleneck",
+        "bubble",
+        "speed-up",
+        "auto",
+        "uniform",
+        "parameters",
+        "transformer_block",
+    ] {
+        assert!(out.contains(needle), "plan output lacks {needle}:\n{out}");
+    }
+}
+
+#[test]
+fn bad_topology_exits_2_with_the_key() {
+    let (code, _, err) = brigade(&[
+        "plan",
+        "topologies/quickstart.toml",
+        "--set",
+        "train.microbatches=0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("topologies/quickstart.toml") && err.contains("train.microbatches"),
+        "{err}"
+    );
+    let (code, _, err) = brigade(&["plan", "does-not-exist.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does-not-exist.toml"), "{err}");
+}
+
+#[test]
+fn profile_replaces_estimates() {
+    let dir = std::env::temp_dir().join(format!("brigade-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = dir.join("p.json");
+    // Layer 5 (the last linear) is measured as very slow: auto must give it a stage of its own.
+    let layers: Vec<String> = (0..6)
+        .map(|i| {
+            let ms = if i == 5 { 50.0 } else { 1.0 };
+            format!(r#"{{"name": "l{i}", "forward_ms": {ms}, "backward_ms": {ms}, "activation_bytes": 4096, "param_bytes": 1000}}"#)
+        })
+        .collect();
+    std::fs::write(&profile, format!(r#"{{"layers": [{}]}}"#, layers.join(","))).unwrap();
+    let (code, out, err) = brigade(&[
+        "plan",
+        "topologies/quickstart.toml",
+        "--json",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stages"][1]["layers"], serde_json::json!([5, 6]));
+    assert_eq!(v["measured_costs"], true);
+    std::fs::write(&profile, "{\"layers\": [}").unwrap();
+    let (code, _, err) = brigade(&[
+        "plan",
+        "topologies/quickstart.toml",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("p.json:1:"), "{err}");
+}
