@@ -1,1 +1,19 @@
-//! placeholder
+//! brigade's stages: burn modules for every layer kind, the compute of one pipeline stage,
+//! the single-process reference trainer, synthetic data and the wire codec.
+
+pub mod act;
+pub mod block;
+pub mod init;
+pub mod layer;
+
+pub use act::Act;
+pub mod data;
+pub mod loss;
+pub mod optim;
+pub mod params;
+pub mod stage;
+
+pub use data::SyntheticData;
+pub use loss::Target;
+pub use stage::{Stage, StageError};
+pub mod reference;

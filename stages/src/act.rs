@@ -1,0 +1,115 @@
+//! Tensors flowing between layers and stages. Their rank depends on the layer (features,
+//! tokens, images), so activations are an enum over the ranks brigade's layers produce.
+
+use burn::prelude::*;
+
+/// A batch of activations, or of gradients with the same shape.
+#[derive(Debug, Clone)]
+pub enum Act {
+    /// Token ids `[batch, tokens]` (the input of an embedding).
+    Tokens(Tensor<2, Int>),
+    /// `[batch, features]`.
+    F2(Tensor<2>),
+    /// `[batch, tokens, dim]`.
+    F3(Tensor<3>),
+    /// `[batch, channels, height, width]`.
+    F4(Tensor<4>),
+}
+
+/// Applies the same rank-generic expression to whichever float tensor an [`Act`] holds.
+#[macro_export]
+macro_rules! map_float {
+    ($act:expr, |$t:ident| $body:expr) => {
+        match $act {
+            $crate::act::Act::F2($t) => $crate::act::Act::F2($body),
+            $crate::act::Act::F3($t) => $crate::act::Act::F3($body),
+            $crate::act::Act::F4($t) => $crate::act::Act::F4($body),
+            $crate::act::Act::Tokens(_) => panic!("float operation on token ids"),
+        }
+    };
+}
+
+impl Act {
+    /// Shape including the batch dimension.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Act::Tokens(t) => t.dims().to_vec(),
+            Act::F2(t) => t.dims().to_vec(),
+            Act::F3(t) => t.dims().to_vec(),
+            Act::F4(t) => t.dims().to_vec(),
+        }
+    }
+
+    pub fn is_tokens(&self) -> bool {
+        matches!(self, Act::Tokens(_))
+    }
+
+    /// Builds an activation from f32 values and a shape (batch included).
+    pub fn from_f32(values: Vec<f32>, shape: &[usize], device: &Device) -> Act {
+        let data = TensorData::new(values, shape.to_vec());
+        match shape.len() {
+            2 => Act::F2(Tensor::from_data(data, device)),
+            3 => Act::F3(Tensor::from_data(data, device)),
+            4 => Act::F4(Tensor::from_data(data, device)),
+            r => panic!("activations have rank 2 to 4, not {r}"),
+        }
+    }
+
+    /// Builds token ids `[batch, tokens]`.
+    pub fn from_tokens(values: Vec<i64>, shape: &[usize], device: &Device) -> Act {
+        Act::Tokens(Tensor::from_data(
+            TensorData::new(values, shape.to_vec()),
+            device,
+        ))
+    }
+
+    /// The values as host data (a blocking read-back).
+    pub fn to_data(&self) -> TensorData {
+        match self {
+            Act::Tokens(t) => t.to_data(),
+            Act::F2(t) => t.to_data(),
+            Act::F3(t) => t.to_data(),
+            Act::F4(t) => t.to_data(),
+        }
+    }
+
+    /// Marks a received activation as a leaf whose gradient the stage must return.
+    pub fn require_grad(self) -> Act {
+        match self {
+            Act::Tokens(t) => Act::Tokens(t),
+            other => map_float!(other, |t| t.require_grad()),
+        }
+    }
+
+    /// Cuts the activation from any graph it belongs to.
+    pub fn detach(self) -> Act {
+        match self {
+            Act::Tokens(t) => Act::Tokens(t),
+            other => map_float!(other, |t| t.detach()),
+        }
+    }
+
+    /// `sum(self * grad)`: backward from this scalar seeds `self`'s gradient with `grad`.
+    pub fn dot(&self, grad: &Act) -> Tensor<1> {
+        match (self, grad) {
+            (Act::F2(a), Act::F2(g)) => (a.clone() * g.clone()).sum(),
+            (Act::F3(a), Act::F3(g)) => (a.clone() * g.clone()).sum(),
+            (Act::F4(a), Act::F4(g)) => (a.clone() * g.clone()).sum(),
+            (a, g) => panic!(
+                "gradient rank {:?} does not match activation {:?}",
+                g.dims(),
+                a.dims()
+            ),
+        }
+    }
+
+    /// This leaf's gradient in `grads`, if it has one.
+    pub fn grad(&self, grads: &burn::tensor::Gradients) -> Option<Act> {
+        match self {
+            Act::Tokens(_) => None,
+            Act::F2(t) => t.grad(grads).map(Act::F2),
+            Act::F3(t) => t.grad(grads).map(Act::F3),
+            Act::F4(t) => t.grad(grads).map(Act::F4),
+        }
+    }
+}

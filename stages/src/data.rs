@@ -1,0 +1,224 @@
+//! Synthetic data (`data.source = "synthetic"`).
+//!
+//! Every sample is a pure function of (data.seed, global sample index), so a micro-batch is the
+//! same slice of the batch on every stage and in the reference, and the last stage can make its
+//! targets without receiving anything. Feature inputs are uniform in [-1, 1) and labelled by a
+//! fixed random two-layer teacher network (its argmax per position for cross-entropy, its output
+//! for mse), so there is something to learn; token inputs are walks of a fixed random Markov
+//! chain whose next token is the target.
+
+use crate::act::Act;
+use crate::init::{Stream, rng, uniform_values};
+use crate::loss::Target;
+use brigade_partitioner::{LayerGraph, LayerKind, Loss, Topology};
+use burn::prelude::*;
+use rand::Rng;
+
+const TEACHER_HIDDEN: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct SyntheticData {
+    seed: u64,
+    batch: usize,
+    microbatch: usize,
+    /// One sample's input shape.
+    input: Vec<usize>,
+    /// One sample's output shape.
+    output: Vec<usize>,
+    loss: Loss,
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Features {
+        w1: Vec<f32>,
+        w2: Vec<f32>,
+    },
+    /// Row-major cumulative transition probabilities, `vocab × vocab`.
+    Markov {
+        vocab: usize,
+        cumulative: Vec<f32>,
+    },
+}
+
+impl SyntheticData {
+    pub fn new(topo: &Topology) -> Self {
+        let graph = LayerGraph::from_model(&topo.model);
+        let output = graph.layer(graph.len() - 1).output_shape.clone();
+        let seed = topo.data.seed;
+        let source = match topo.model.layers[0].kind {
+            LayerKind::Embedding { vocab, .. } => {
+                let mut r = rng(Stream::Teacher, &[seed]);
+                let mut cumulative = Vec::with_capacity(vocab * vocab);
+                for _ in 0..vocab {
+                    // Peaked rows (a few likely successors) make the chain learnable.
+                    let row: Vec<f32> = (0..vocab).map(|_| r.random::<f32>().powi(8)).collect();
+                    let total: f32 = row.iter().sum();
+                    let mut acc = 0.0;
+                    cumulative.extend(row.iter().map(|p| {
+                        acc += p / total;
+                        acc
+                    }));
+                }
+                Source::Markov { vocab, cumulative }
+            }
+            _ => {
+                let n_in: usize = topo.model.input.iter().product();
+                let n_out: usize = output.iter().product();
+                let mut r = rng(Stream::Teacher, &[seed]);
+                let w1 = uniform_values(&mut r, n_in * TEACHER_HIDDEN, (3.0 / n_in as f32).sqrt());
+                let w2 = uniform_values(
+                    &mut r,
+                    TEACHER_HIDDEN * n_out,
+                    (3.0 / TEACHER_HIDDEN as f32).sqrt(),
+                );
+                Source::Features { w1, w2 }
+            }
+        };
+        SyntheticData {
+            seed,
+            batch: topo.train.batch,
+            microbatch: topo.train.microbatch_size(),
+            input: topo.model.input.clone(),
+            output,
+            loss: topo.model.loss,
+            source,
+        }
+    }
+
+    fn sample_index(&self, step: u64, mb: u64, i: usize) -> u64 {
+        step * self.batch as u64 + mb * self.microbatch as u64 + i as u64
+    }
+
+    fn features(&self, sample: u64) -> Vec<f32> {
+        let n: usize = self.input.iter().product();
+        uniform_values(&mut rng(Stream::Data, &[self.seed, sample]), n, 1.0)
+    }
+
+    fn tokens(&self, sample: u64, vocab: usize, cumulative: &[f32]) -> Vec<i64> {
+        let len = self.input[0] + 1;
+        let mut r = rng(Stream::Data, &[self.seed, sample]);
+        let mut seq = Vec::with_capacity(len);
+        let mut cur = r.random_range(0..vocab);
+        seq.push(cur as i64);
+        for _ in 1..len {
+            let row = &cumulative[cur * vocab..(cur + 1) * vocab];
+            let u: f32 = r.random();
+            cur = row.partition_point(|&c| c < u).min(vocab - 1);
+            seq.push(cur as i64);
+        }
+        seq
+    }
+
+    /// The inputs of micro-batch `mb` of step `step` (0-based), `[microbatch, ..input]`.
+    pub fn inputs(&self, step: u64, mb: u64, device: &Device) -> Act {
+        let mut shape = vec![self.microbatch];
+        shape.extend_from_slice(&self.input);
+        match &self.source {
+            Source::Markov { vocab, cumulative } => {
+                let t = self.input[0];
+                let ids: Vec<i64> = (0..self.microbatch)
+                    .flat_map(|i| {
+                        self.tokens(self.sample_index(step, mb, i), *vocab, cumulative)[..t]
+                            .to_vec()
+                    })
+                    .collect();
+                Act::from_tokens(ids, &shape, device)
+            }
+            Source::Features { .. } => {
+                let x: Vec<f32> = (0..self.microbatch)
+                    .flat_map(|i| self.features(self.sample_index(step, mb, i)))
+                    .collect();
+                Act::from_f32(x, &shape, device)
+            }
+        }
+    }
+
+    /// The targets of micro-batch `mb` of step `step`.
+    pub fn targets(&self, step: u64, mb: u64, device: &Device) -> Target {
+        let b = self.microbatch;
+        match &self.source {
+            Source::Markov { vocab, cumulative } => {
+                let t = self.input[0];
+                let classes = *self.output.last().unwrap() as i64;
+                let ids: Vec<i64> = (0..b)
+                    .flat_map(|i| {
+                        self.tokens(self.sample_index(step, mb, i), *vocab, cumulative)[1..=t]
+                            .iter()
+                            .map(|&id| id % classes)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                Target::Tokens(Tensor::from_data(TensorData::new(ids, vec![b, t]), device))
+            }
+            Source::Features { w1, w2 } => {
+                let n_out: usize = self.output.iter().product();
+                let outs: Vec<Vec<f32>> = (0..b)
+                    .map(|i| {
+                        teacher(
+                            &self.features(self.sample_index(step, mb, i)),
+                            w1,
+                            w2,
+                            n_out,
+                        )
+                    })
+                    .collect();
+                let mut shape = vec![b];
+                shape.extend_from_slice(&self.output);
+                match self.loss {
+                    Loss::Mse => Target::Values(Act::from_f32(outs.concat(), &shape, device)),
+                    Loss::CrossEntropy => {
+                        let classes = *self.output.last().unwrap();
+                        let ids: Vec<i64> = outs
+                            .iter()
+                            .flat_map(|o| o.chunks(classes).map(argmax).collect::<Vec<_>>())
+                            .collect();
+                        if self.output.len() == 1 {
+                            Target::Classes(Tensor::from_data(
+                                TensorData::new(ids, vec![b]),
+                                device,
+                            ))
+                        } else {
+                            Target::Tokens(Tensor::from_data(
+                                TensorData::new(ids, vec![b, self.output[0]]),
+                                device,
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn teacher(x: &[f32], w1: &[f32], w2: &[f32], n_out: usize) -> Vec<f32> {
+    // A mildly non-linear teacher (a residual tanh): learnable quickly, but not by a linear model alone.
+    let hidden: Vec<f32> = (0..TEACHER_HIDDEN)
+        .map(|h| {
+            let z = x
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * w1[i * TEACHER_HIDDEN + h])
+                .sum::<f32>()
+                * 2.0;
+            z + z.tanh()
+        })
+        .collect();
+    (0..n_out)
+        .map(|o| {
+            hidden
+                .iter()
+                .enumerate()
+                .map(|(h, v)| v * w2[h * n_out + o])
+                .sum()
+        })
+        .collect()
+}
+
+fn argmax(xs: &[f32]) -> i64 {
+    xs.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i as i64)
+}

@@ -1,0 +1,268 @@
+//! One pipeline stage: a contiguous range of layers on a device, with the autodiff graphs of
+//! the micro-batches it has run forward and not yet backward.
+//!
+//! burn has no API to seed a backward pass with an upstream gradient, so a middle stage
+//! backpropagates the scalar `sum(output ⊙ g)`: its gradient with respect to `output` is exactly
+//! `g`, so every gradient below it is what one big graph would have produced. The stage's input
+//! is a fresh leaf that requires grad; its gradient is what the stage sends upstream.
+
+use crate::act::Act;
+use crate::layer::{ForwardCtx, LayerModule};
+use crate::loss::{Target, loss};
+use crate::optim::{StageOptimizer, make_optimizer};
+use crate::params::{NamedParam, named_params};
+use brigade_partitioner::{LayerGraph, LayerKind, Topology};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// A mistake in how a stage is driven (a schedule or a peer out of step), never a panic.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StageError {
+    #[error("stage {stage}: micro-batch {mb} was already run forward and not yet backward")]
+    AlreadyLive { stage: usize, mb: u64 },
+    #[error("stage {stage}: backward of micro-batch {mb}, which has no forward pending")]
+    NotLive { stage: usize, mb: u64 },
+    #[error("stage {stage}: input of micro-batch {mb} has shape {got:?}, expected {expected:?}")]
+    InputShape {
+        stage: usize,
+        mb: u64,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("stage {stage}: gradient of micro-batch {mb} has shape {got:?}, expected {expected:?}")]
+    GradShape {
+        stage: usize,
+        mb: u64,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("stage {stage} is not the last stage, it has no loss")]
+    NotLast { stage: usize },
+    #[error("stage {stage}: optimizer step with {live} micro-batches still waiting for backward")]
+    StepWithLive { stage: usize, live: usize },
+}
+
+struct Live {
+    input: Act,
+    output: Act,
+}
+
+/// One stage's layers, optimizer and in-flight micro-batches.
+pub struct Stage {
+    index: usize,
+    layers: Range<usize>,
+    kinds: Vec<LayerKind>,
+    modules: Vec<LayerModule>,
+    /// `[microbatch, ..]` of the stage input and output.
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+    last: bool,
+    device: Device,
+    optim: StageOptimizer,
+    accum: GradientsAccumulator<Vec<LayerModule>>,
+    live: BTreeMap<u64, Live>,
+    seed: u64,
+    microbatches: usize,
+    step: u64,
+}
+
+impl Stage {
+    /// Stage `index` holding `layers` of `topo`'s model on `device` (autodiff is added here).
+    pub fn new(topo: &Topology, index: usize, layers: Range<usize>, device: &Device) -> Stage {
+        let device = device.clone().autodiff();
+        let graph = LayerGraph::from_model(&topo.model);
+        let mbs = topo.train.microbatch_size();
+        let with_batch = |s: &[usize]| {
+            std::iter::once(mbs)
+                .chain(s.iter().copied())
+                .collect::<Vec<_>>()
+        };
+        let modules = layers
+            .clone()
+            .map(|i| {
+                LayerModule::init(
+                    &graph.layer(i).kind,
+                    &graph.layer(i).input_shape,
+                    topo.train.seed,
+                    i,
+                    &device,
+                )
+            })
+            .collect();
+        Stage {
+            index,
+            kinds: layers
+                .clone()
+                .map(|i| graph.layer(i).kind.clone())
+                .collect(),
+            input_shape: with_batch(&graph.layer(layers.start).input_shape),
+            output_shape: with_batch(&graph.layer(layers.end - 1).output_shape),
+            last: layers.end == graph.len(),
+            layers,
+            modules,
+            optim: make_optimizer(&topo.train),
+            accum: GradientsAccumulator::new(),
+            live: BTreeMap::new(),
+            seed: topo.train.seed,
+            microbatches: topo.train.microbatches,
+            step: 0,
+            device,
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn layers(&self) -> Range<usize> {
+        self.layers.clone()
+    }
+
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Optimizer steps taken so far (the 0-based index of the step being run).
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Micro-batches run forward and waiting for their backward.
+    pub fn live_microbatches(&self) -> usize {
+        self.live.len()
+    }
+
+    /// `[microbatch, ..]` shapes of what the stage receives and sends.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
+    /// Runs micro-batch `mb` forward, keeping its graph; returns the output to send on.
+    pub fn forward(&mut self, mb: u64, input: Act) -> Result<Act, StageError> {
+        if self.live.contains_key(&mb) {
+            return Err(StageError::AlreadyLive {
+                stage: self.index,
+                mb,
+            });
+        }
+        if input.dims() != self.input_shape {
+            return Err(StageError::InputShape {
+                stage: self.index,
+                mb,
+                expected: self.input_shape.clone(),
+                got: input.dims(),
+            });
+        }
+        let input = if self.index == 0 {
+            input
+        } else {
+            input.require_grad()
+        };
+        let mut x = input.clone();
+        for (j, (kind, module)) in self.kinds.iter().zip(&self.modules).enumerate() {
+            let ctx = ForwardCtx {
+                seed: self.seed,
+                step: self.step,
+                microbatch: mb,
+                layer: (self.layers.start + j) as u64,
+                train: true,
+            };
+            x = module.forward(kind, x, &ctx);
+        }
+        self.live.insert(
+            mb,
+            Live {
+                input,
+                output: x.clone(),
+            },
+        );
+        Ok(x.detach())
+    }
+
+    /// Backward of micro-batch `mb` from the gradient of its output; accumulates parameter
+    /// gradients and returns the input's gradient (None on the first stage).
+    pub fn backward(&mut self, mb: u64, grad: Act) -> Result<Option<Act>, StageError> {
+        let live = self.live.get(&mb).ok_or(StageError::NotLive {
+            stage: self.index,
+            mb,
+        })?;
+        if grad.dims() != self.output_shape {
+            return Err(StageError::GradShape {
+                stage: self.index,
+                mb,
+                expected: self.output_shape.clone(),
+                got: grad.dims(),
+            });
+        }
+        let seed = live.output.dot(&grad);
+        Ok(self.backward_from(mb, seed))
+    }
+
+    /// On the last stage: the loss of micro-batch `mb` against `target`, scaled by 1/M so the
+    /// M micro-batches add up to the batch mean, and its backward. Returns the micro-batch's
+    /// (unscaled) mean loss and the input's gradient.
+    pub fn backward_loss(
+        &mut self,
+        mb: u64,
+        target: &Target,
+    ) -> Result<(f32, Option<Act>), StageError> {
+        if !self.last {
+            return Err(StageError::NotLast { stage: self.index });
+        }
+        let live = self.live.get(&mb).ok_or(StageError::NotLive {
+            stage: self.index,
+            mb,
+        })?;
+        let l = loss(&live.output, target);
+        let value = l.clone().into_scalar::<f32>();
+        let scaled = l / self.microbatches as f64;
+        Ok((value, self.backward_from(mb, scaled)))
+    }
+
+    fn backward_from(&mut self, mb: u64, root: Tensor<1>) -> Option<Act> {
+        let live = self.live.remove(&mb).expect("checked by the caller");
+        let grads = root.backward();
+        let input_grad = if self.index == 0 {
+            None
+        } else {
+            live.input.grad(&grads)
+        };
+        let params = GradientsParams::from_grads(grads, &self.modules);
+        self.accum.accumulate(&self.modules, params);
+        input_grad
+    }
+
+    /// Applies the accumulated gradients and starts the next step.
+    pub fn optimizer_step(&mut self) -> Result<(), StageError> {
+        if !self.live.is_empty() {
+            return Err(StageError::StepWithLive {
+                stage: self.index,
+                live: self.live.len(),
+            });
+        }
+        let grads = self.accum.grads();
+        let modules = std::mem::take(&mut self.modules);
+        self.modules = self.optim.step(modules, grads);
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Each layer's parameters, keyed by global layer index.
+    pub fn parameters(&self) -> Vec<(usize, Vec<NamedParam>)> {
+        self.layers
+            .clone()
+            .zip(&self.modules)
+            .map(|(i, m)| (i, named_params(m)))
+            .collect()
+    }
+}
