@@ -3,14 +3,17 @@
 
 pub mod act;
 pub mod block;
+pub mod codec;
 pub mod init;
 pub mod layer;
 
 pub use act::Act;
 pub mod data;
+pub mod device;
 pub mod loss;
 pub mod optim;
 pub mod params;
+pub mod profile;
 pub mod stage;
 
 pub use data::SyntheticData;

@@ -2,6 +2,8 @@
 //! takes the same `--set section.key=value` overrides.
 
 mod plan;
+mod profile;
+mod reference;
 
 use brigade_partitioner::{ConfigError, Topology};
 use clap::{Args, Parser, Subcommand};
@@ -19,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Cut the model into stages and explain the plan.
     Plan(plan::PlanArgs),
+    /// Train the whole model in one process: the ground truth for pipelined runs.
+    Reference(reference::ReferenceArgs),
+    /// Measure each layer's forward and backward time for the planner.
+    Profile(profile::ProfileArgs),
 }
 
 /// The topology file and its overrides, shared by every subcommand.
@@ -45,6 +51,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
+        Command::Reference(args) => reference::run(&args),
+        Command::Profile(args) => profile::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,56 @@
+//! `brigade reference FILE [--steps N] [--metrics out.jsonl]`: the ground truth.
+
+use super::TopologyArgs;
+use crate::metrics::MetricsWriter;
+use anyhow::{Context, Result};
+use brigade_stages::device::burn_device;
+use brigade_stages::reference::train_reference;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct ReferenceArgs {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Steps to train (default: train.steps).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Write one JSON line per step: {"step", "loss", "step_ms", "samples_per_sec"}.
+    #[arg(long)]
+    pub metrics: Option<String>,
+}
+
+pub fn run(args: &ReferenceArgs) -> Result<()> {
+    let topo = args.topology.load()?;
+    let steps = args.steps.unwrap_or(topo.train.steps);
+    let device = burn_device(topo.hosts[0].devices[0].kind)?;
+    let mut metrics = args
+        .metrics
+        .as_deref()
+        .map(MetricsWriter::create)
+        .transpose()
+        .context("cannot create the metrics file")?;
+    println!(
+        "reference: {} ({} layers) on one {}, {steps} steps of {} samples in {} micro-batches",
+        topo.file,
+        topo.model.layers.len(),
+        topo.hosts[0].devices[0].kind,
+        topo.train.batch,
+        topo.train.microbatches
+    );
+    let mut io_error = None;
+    train_reference(&topo, steps, &device, |m| {
+        println!(
+            "step {:>5}/{steps}  loss {:.6}  {:>8.2} ms  {:>10.0} samples/s",
+            m.step, m.loss, m.step_ms, m.samples_per_sec
+        );
+        if let Some(w) = metrics.as_mut()
+            && let Err(e) = w.write(m)
+        {
+            io_error.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = io_error {
+        return Err(e).context("cannot write the metrics file");
+    }
+    Ok(())
+}

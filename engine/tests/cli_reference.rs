@@ -1,0 +1,100 @@
+//! `brigade reference` and `brigade profile` as a user runs them.
+
+use std::process::Command;
+
+fn brigade(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_brigade"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("run brigade")
+}
+
+fn tmp(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("brigade-cli-ref-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn reference_is_deterministic_and_learns() {
+    let (a, b) = (tmp("a.jsonl"), tmp("b.jsonl"));
+    for m in [&a, &b] {
+        let out = brigade(&[
+            "reference",
+            "topologies/quickstart.toml",
+            "--steps",
+            "30",
+            "--metrics",
+            m,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let read = |p: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (ra, rb) = (read(&a), read(&b));
+    assert_eq!(ra.len(), 30);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(
+            x["loss"], y["loss"],
+            "a second run must print identical losses"
+        );
+        for key in ["step", "loss", "step_ms", "samples_per_sec"] {
+            assert!(x[key].is_number(), "metrics line lacks {key}: {x}");
+        }
+    }
+    assert_eq!(ra[0]["step"], 1);
+    let mean = |xs: &[serde_json::Value]| {
+        xs.iter().map(|v| v["loss"].as_f64().unwrap()).sum::<f64>() / xs.len() as f64
+    };
+    let (first, last) = (mean(&ra[..5]), mean(&ra[25..]));
+    assert!(
+        last < 0.8 * first,
+        "loss should fall clearly over 30 steps: first 5 mean {first}, last 5 mean {last}"
+    );
+}
+
+#[test]
+fn profile_writes_what_plan_reads() {
+    let p = tmp("profile.json");
+    let out = brigade(&[
+        "profile",
+        "topologies/cnn.toml",
+        "--out",
+        &p,
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 10);
+    assert_eq!(layers[0]["name"], "conv2d0");
+    assert!(layers[0]["forward_ms"].as_f64().unwrap() > 0.0);
+    // conv2d 3→8, 3×3 with bias: (8·3·9 + 8) f32 parameters.
+    assert_eq!(layers[0]["param_bytes"], 224 * 4);
+    // One micro-batch of 8 samples of [8, 16, 16] f32.
+    assert_eq!(layers[0]["activation_bytes"], 8 * 8 * 16 * 16 * 4);
+    let out = brigade(&["plan", "topologies/cnn.toml", "--profile", &p]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("profiled costs"));
+}

@@ -1,0 +1,99 @@
+//! `brigade profile`: measured per-layer costs in the format the planner reads.
+
+use crate::act::Act;
+use crate::layer::{ForwardCtx, LayerModule};
+use brigade_partitioner::{LayerGraph, LayerKind, Profile, ProfiledLayer, Topology};
+use burn::prelude::*;
+use rand::Rng;
+use std::time::Instant;
+
+/// Times every layer of `topo`'s model on `device` at the topology's micro-batch size:
+/// `warmup` untimed runs, then the median of `repeats` forward and backward passes.
+pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) -> Profile {
+    let device = device.clone().autodiff();
+    let graph = LayerGraph::from_model(&topo.model);
+    let mbs = topo.train.microbatch_size();
+    let layers = (0..graph.len())
+        .map(|i| {
+            let node = graph.layer(i);
+            let module =
+                LayerModule::init(&node.kind, &node.input_shape, topo.train.seed, i, &device);
+            let mut shape = vec![mbs];
+            shape.extend_from_slice(&node.input_shape);
+            let mut fwd = Vec::with_capacity(repeats);
+            let mut bwd = Vec::with_capacity(repeats);
+            let mut activation_bytes = 0;
+            for r in 0..warmup + repeats {
+                let x = sample_input(&node.kind, &shape, r as u64, &device);
+                let ctx = ForwardCtx {
+                    seed: topo.train.seed,
+                    step: r as u64,
+                    microbatch: 0,
+                    layer: i as u64,
+                    train: true,
+                };
+                let t0 = Instant::now();
+                let out = module.forward(&node.kind, x, &ctx);
+                sync(&device);
+                let t1 = Instant::now();
+                let grad = ones_like(&out, &device);
+                let t2 = Instant::now();
+                let _grads = out.dot(&grad).backward();
+                sync(&device);
+                let t3 = Instant::now();
+                activation_bytes = out.dims().iter().product::<usize>() as u64 * 4;
+                if r >= warmup {
+                    fwd.push((t1 - t0).as_secs_f64() * 1e3);
+                    bwd.push((t3 - t2).as_secs_f64() * 1e3);
+                }
+            }
+            let param_bytes = module.num_params() as u64 * 4;
+            ProfiledLayer {
+                name: node.name.clone(),
+                forward_ms: median(fwd),
+                backward_ms: median(bwd),
+                activation_bytes,
+                param_bytes,
+            }
+        })
+        .collect();
+    Profile {
+        layers,
+        device_gflops: None,
+        microbatch_size: Some(mbs),
+    }
+}
+
+fn sync(device: &Device) {
+    // A failed sync surfaces again on the next real operation; timing must not abort on it.
+    let _ = device.sync();
+}
+
+/// A random input of `shape` (batch included) that `kind` accepts, requiring grad when float.
+fn sample_input(kind: &LayerKind, shape: &[usize], salt: u64, device: &Device) -> Act {
+    let mut r = crate::init::rng(crate::init::Stream::Data, &[u64::MAX, salt]);
+    let n = shape.iter().product();
+    match kind {
+        LayerKind::Embedding { vocab, .. } => Act::from_tokens(
+            (0..n).map(|_| r.random_range(0..*vocab as i64)).collect(),
+            shape,
+            device,
+        ),
+        _ => {
+            Act::from_f32(crate::init::uniform_values(&mut r, n, 1.0), shape, device).require_grad()
+        }
+    }
+}
+
+fn ones_like(a: &Act, device: &Device) -> Act {
+    let dims = a.dims();
+    Act::from_f32(vec![1.0; dims.iter().product()], &dims, device)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
