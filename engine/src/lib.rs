@@ -15,5 +15,6 @@
 pub mod cli;
 pub mod fmt;
 pub mod metrics;
+pub mod planning;
 pub mod schedule;
 pub mod sim;

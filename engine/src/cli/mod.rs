@@ -4,6 +4,7 @@
 mod plan;
 mod profile;
 mod reference;
+mod simulate;
 
 use brigade_partitioner::{ConfigError, Topology};
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +26,8 @@ pub enum Command {
     Reference(reference::ReferenceArgs),
     /// Measure each layer's forward and backward time for the planner.
     Profile(profile::ProfileArgs),
+    /// Simulate the schedule on the plan's costs and draw it per stage.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// The topology file and its overrides, shared by every subcommand.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Reference(args) => reference::run(&args),
         Command::Profile(args) => profile::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,8 +3,8 @@
 use super::TopologyArgs;
 use crate::fmt;
 use anyhow::Result;
-use brigade_partitioner::plan::{self, Alternative, Plan};
-use brigade_partitioner::{ConfigError, Costs, LayerGraph, Profile, Topology};
+use crate::planning::{Planned, make_plan};
+use brigade_partitioner::plan;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -17,40 +17,6 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// A plan with the comparison against the other methods, ready to print.
-pub struct Planned {
-    pub topo: Topology,
-    pub graph: LayerGraph,
-    pub costs: Costs,
-    pub plan: Plan,
-    pub alternatives: Vec<Alternative>,
-}
-
-/// Loads the topology (and profile) and plans it. Used by every command that runs stages.
-pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, ConfigError> {
-    let graph = LayerGraph::from_model(&topo.model);
-    let costs = match profile {
-        Some(path) => Costs::from_profile(&topo, &graph, &Profile::load(path)?, path)?,
-        None => Costs::estimate(&graph, topo.train.microbatch_size()),
-    };
-    let plan = plan::plan(&topo, &graph, &costs).map_err(|e| {
-        ConfigError::invalid(
-            &topo.file,
-            "partition",
-            e,
-            "Give the devices more memory (hosts.memory), use more stages or fewer micro-batches in flight (train.schedule = \"1f1b\").",
-        )
-    })?;
-    let alternatives = plan::alternatives(&plan::problem(&topo, &costs));
-    Ok(Planned {
-        topo,
-        graph,
-        costs,
-        plan,
-        alternatives,
-    })
 }
 
 pub fn run(args: &PlanArgs) -> Result<()> {
@@ -140,11 +106,14 @@ pub fn render(p: &Planned) -> String {
     );
     let _ = writeln!(
         s,
-        "step           {} predicted ({}), bubble {:.1}% = (K-1)/(M+K-1)",
+        "step           {} simulated ({}, {} micro-batches), schedule bubble {:.1}% = (K-1)/(M+K-1)",
         fmt::ms(plan.step_ms),
         plan.schedule,
+        plan.microbatches,
         plan.bubble_fraction * 100.0
     );
+    let peaks: Vec<String> = p.sim.stages.iter().map(|s| s.peak_live_microbatches.to_string()).collect();
+    let _ = writeln!(s, "live           peak micro-batches alive per stage: [{}]", peaks.join(", "));
     let _ = writeln!(
         s,
         "one device     {} per step → speed-up {:.2}×",

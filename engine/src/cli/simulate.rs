@@ -1,0 +1,58 @@
+//! `brigade simulate FILE [--profile P]`: the schedule's timeline per stage, as text.
+
+use super::TopologyArgs;
+use crate::fmt;
+use crate::planning::{make_plan, simulate_plan};
+use crate::sim::gantt;
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Measured per-layer costs (from `brigade profile`) instead of estimates.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Columns of the chart.
+    #[arg(long, default_value_t = 96)]
+    pub width: usize,
+    /// Print the simulation as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &SimulateArgs) -> Result<()> {
+    let p = make_plan(args.topology.load()?, args.profile.as_deref())?;
+    let ideal = simulate_plan(&p.topo, &p.plan, &p.costs, false)?;
+    if args.json {
+        let v = serde_json::json!({ "step_ms": p.sim.step_ms, "ideal_step_ms": ideal.step_ms, "stages": p.sim.stages, "spans": p.sim.spans });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let k = p.plan.stages.len();
+    println!(
+        "{}: {} schedule, {} stages, {} micro-batches ({} costs)",
+        p.topo.file,
+        p.plan.schedule,
+        k,
+        p.plan.microbatches,
+        if p.plan.measured_costs { "profiled" } else { "estimated" }
+    );
+    println!("legend: 0-9A-Z forward of micro-batch i, a-z backward (a = micro-batch 0), # optimizer, . idle\n");
+    for (s, row) in gantt(&p.sim, k, args.width.max(8)).iter().enumerate() {
+        println!("stage {s:<3} |{row}|");
+    }
+    println!("\n{:<6} {:>12} {:>12} {:>8} {:>10}", "stage", "busy", "idle", "bubble", "peak live");
+    for (s, r) in p.sim.stages.iter().enumerate() {
+        println!(
+            "{s:<6} {:>12} {:>12} {:>7.1}% {:>10}",
+            fmt::ms(r.busy_ms),
+            fmt::ms(r.idle_ms),
+            r.bubble_fraction * 100.0,
+            r.peak_live_microbatches
+        );
+    }
+    println!("\nstep {} (with links), {} with free communication", fmt::ms(p.sim.step_ms), fmt::ms(ideal.step_ms));
+    Ok(())
+}
