@@ -13,8 +13,11 @@
 //! ```
 
 pub mod cli;
+pub mod executor;
 pub mod fmt;
 pub mod metrics;
 pub mod planning;
 pub mod schedule;
 pub mod sim;
+pub mod trace;
+pub mod transport;

@@ -1,0 +1,99 @@
+//! Chrome Trace Event output (`--trace trace.json`, opens in Perfetto or chrome://tracing):
+//! one `pid` per stage, complete events (`"ph": "X"`) named forward, backward, send, recv and
+//! optimizer with `{"step", "mb"}` args. Timestamps are microseconds of the host's wall clock,
+//! so the stages of one host share a time axis.
+
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One complete event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceEvent {
+    pub name: String,
+    pub ph: String,
+    /// Start, µs since the Unix epoch.
+    pub ts: u64,
+    /// Duration, µs.
+    pub dur: u64,
+    pub pid: u64,
+    /// 0: compute thread, 1: I/O thread.
+    pub tid: u64,
+    pub args: TraceArgs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceArgs {
+    pub step: u64,
+    pub mb: u64,
+}
+
+/// A span before it is attributed to a stage and thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub name: &'static str,
+    pub start: u64,
+    pub end: u64,
+    pub step: u64,
+    pub mb: u64,
+}
+
+impl Span {
+    pub fn new(name: &'static str, start: u64, end: u64, step: u64, mb: u64) -> Self {
+        Span { name, start, end, step, mb }
+    }
+}
+
+/// Collects spans of one thread; does nothing (beyond reading the clock) when disabled.
+#[derive(Debug, Clone)]
+pub struct Tracer {
+    pid: u64,
+    tid: u64,
+    enabled: bool,
+    events: Vec<TraceEvent>,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Tracer {
+    pub fn new(stage: usize, tid: u64, enabled: bool) -> Self {
+        Tracer { pid: stage as u64, tid, enabled, events: Vec::new() }
+    }
+
+    pub fn now(&self) -> u64 {
+        now_us()
+    }
+
+    pub fn record(&mut self, s: Span) {
+        if self.enabled {
+            self.events.push(TraceEvent {
+                name: s.name.to_string(),
+                ph: "X".into(),
+                ts: s.start,
+                dur: s.end.saturating_sub(s.start),
+                pid: self.pid,
+                tid: self.tid,
+                args: TraceArgs { step: s.step, mb: s.mb },
+            });
+        }
+    }
+
+    pub fn into_events(self) -> Vec<TraceEvent> {
+        self.events
+    }
+}
+
+/// Names each stage's process and thread in the viewer.
+pub fn metadata(stages: usize) -> Vec<serde_json::Value> {
+    (0..stages)
+        .flat_map(|k| {
+            [
+                serde_json::json!({"name": "process_name", "ph": "M", "pid": k, "tid": 0, "args": {"name": format!("stage {k}")}}),
+                serde_json::json!({"name": "thread_name", "ph": "M", "pid": k, "tid": 0, "args": {"name": "compute"}}),
+                serde_json::json!({"name": "thread_name", "ph": "M", "pid": k, "tid": 1, "args": {"name": "io"}}),
+            ]
+        })
+        .collect()
+}
