@@ -13,9 +13,13 @@
 //! ```
 
 pub mod cli;
+pub mod endpoints;
 pub mod executor;
 pub mod fmt;
+pub mod identity;
+pub mod launcher;
 pub mod metrics;
+pub mod params_io;
 pub mod planning;
 pub mod schedule;
 pub mod sim;

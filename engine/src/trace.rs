@@ -39,7 +39,13 @@ pub struct Span {
 
 impl Span {
     pub fn new(name: &'static str, start: u64, end: u64, step: u64, mb: u64) -> Self {
-        Span { name, start, end, step, mb }
+        Span {
+            name,
+            start,
+            end,
+            step,
+            mb,
+        }
     }
 }
 
@@ -54,12 +60,19 @@ pub struct Tracer {
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Tracer {
     pub fn new(stage: usize, tid: u64, enabled: bool) -> Self {
-        Tracer { pid: stage as u64, tid, enabled, events: Vec::new() }
+        Tracer {
+            pid: stage as u64,
+            tid,
+            enabled,
+            events: Vec::new(),
+        }
     }
 
     pub fn now(&self) -> u64 {
@@ -75,7 +88,10 @@ impl Tracer {
                 dur: s.end.saturating_sub(s.start),
                 pid: self.pid,
                 tid: self.tid,
-                args: TraceArgs { step: s.step, mb: s.mb },
+                args: TraceArgs {
+                    step: s.step,
+                    mb: s.mb,
+                },
             });
         }
     }

@@ -14,9 +14,16 @@ const STEPS: u64 = 4;
 
 fn check(file: &str, overrides: &[&str]) {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    let topo = load(&format!("{}/../topologies/{file}", env!("CARGO_MANIFEST_DIR")), &overrides).unwrap();
+    let topo = load(
+        &format!("{}/../topologies/{file}", env!("CARGO_MANIFEST_DIR")),
+        &overrides,
+    )
+    .unwrap();
     let mut ref_losses = Vec::new();
-    let reference = train_reference(&topo, STEPS as usize, &Device::flex(), |m| ref_losses.push(m.loss)).unwrap();
+    let reference = train_reference(&topo, STEPS as usize, &Device::flex(), |m| {
+        ref_losses.push(m.loss)
+    })
+    .unwrap();
     let planned = make_plan(topo.clone(), None).unwrap();
     let k_total = planned.plan.stages.len();
     let results: Vec<_> = std::thread::scope(|s| {
@@ -38,7 +45,10 @@ fn check(file: &str, overrides: &[&str]) {
     let losses = &results[k_total - 1].0;
     assert_eq!(losses.len(), STEPS as usize);
     for (step, (a, b)) in losses.iter().zip(&ref_losses).enumerate() {
-        assert!(((a - b) / b).abs() <= 1e-5, "{file} {overrides:?}: step {step} loss {a} vs reference {b}");
+        assert!(
+            ((a - b) / b).abs() <= 1e-5,
+            "{file} {overrides:?}: step {step} loss {a} vs reference {b}"
+        );
     }
     let ref_params = reference.parameters();
     let got: Vec<_> = results.iter().flat_map(|r| r.1.clone()).collect();
@@ -47,7 +57,11 @@ fn check(file: &str, overrides: &[&str]) {
         assert_eq!(i, j);
         for (a, b) in pa.iter().zip(pb) {
             let d = max_rel_diff(&a.values, &b.values);
-            assert!(d <= 1e-5, "{file} {overrides:?}: layer {i} {} differs by {d:e}", a.path);
+            assert!(
+                d <= 1e-5,
+                "{file} {overrides:?}: layer {i} {} differs by {d:e}",
+                a.path
+            );
         }
     }
 }
@@ -61,5 +75,8 @@ fn mlp_gpipe_and_1f1b() {
 #[test]
 fn transformer_4_stages_both_schedules() {
     check("transformer-lm.toml", &["train.schedule=1f1b"]);
-    check("transformer-lm.toml", &["train.schedule=gpipe", "partition.method=uniform"]);
+    check(
+        "transformer-lm.toml",
+        &["train.schedule=gpipe", "partition.method=uniform"],
+    );
 }

@@ -539,9 +539,19 @@ fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
             Some(n) => Some(s.positive("threads", n, "Give at least one compute thread.")?),
             None => None,
         };
+        let port = s.u64_or("port", DEFAULT_PORT as u64)?;
+        let stage_ports = 2 * devices.len() as u64;
+        if port == 0 || port + stage_ports > 65_535 {
+            return Err(s.err(
+                "port",
+                format!("{port} leaves no room for {stage_ports} ports"),
+                format!("Use a base port between 1024 and {}.", 65_535 - stage_ports),
+            ));
+        }
         hosts.push(Host {
             name,
             address,
+            port: port as u16,
             devices,
             threads,
         });

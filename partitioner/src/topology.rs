@@ -131,6 +131,8 @@ pub struct Host {
     pub name: String,
     /// Address stages on this host bind to and are reached at.
     pub address: String,
+    /// First TCP port of this host's stages (stage k listens on port + 2k and port + 2k + 1).
+    pub port: u16,
     pub devices: Vec<Device>,
     /// Compute threads for all stages of this host together (default: the host's cores).
     pub threads: Option<usize>,
@@ -160,6 +162,9 @@ pub struct Device {
     /// Memory available for this stage's parameters, optimizer state and activations.
     pub memory_bytes: Option<u64>,
 }
+
+/// Default first TCP port of a host's stages.
+pub const DEFAULT_PORT: u16 = 29500;
 
 /// Default effective speeds when a topology gives none (a conservative CPU core set, a GPU).
 pub const DEFAULT_CPU_GFLOPS: f64 = 50.0;

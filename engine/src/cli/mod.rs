@@ -5,6 +5,8 @@ mod plan;
 mod profile;
 mod reference;
 mod simulate;
+mod stage;
+mod train;
 
 use brigade_partitioner::{ConfigError, Topology};
 use clap::{Args, Parser, Subcommand};
@@ -28,6 +30,12 @@ pub enum Command {
     Profile(profile::ProfileArgs),
     /// Simulate the schedule on the plan's costs and draw it per stage.
     Simulate(simulate::SimulateArgs),
+    /// Train with every stage as a process on this host (the embedded launcher).
+    Train(train::TrainArgs),
+    /// Start the stages the plan puts on one host of a multi-host topology.
+    Launch(train::LaunchArgs),
+    /// Run one stage (for external launchers: Slurm, Kubernetes, Spark).
+    Stage(stage::StageArgs),
 }
 
 /// The topology file and its overrides, shared by every subcommand.
@@ -57,6 +65,9 @@ pub fn main() -> ExitCode {
         Command::Reference(args) => reference::run(&args),
         Command::Profile(args) => profile::run(&args),
         Command::Simulate(args) => simulate::run(&args),
+        Command::Train(args) => train::run_train(&args),
+        Command::Launch(args) => train::run_launch(&args),
+        Command::Stage(args) => stage::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

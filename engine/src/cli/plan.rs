@@ -2,8 +2,8 @@
 
 use super::TopologyArgs;
 use crate::fmt;
-use anyhow::Result;
 use crate::planning::{Planned, make_plan};
+use anyhow::Result;
 use brigade_partitioner::plan;
 use clap::Args;
 
@@ -112,8 +112,17 @@ pub fn render(p: &Planned) -> String {
         plan.microbatches,
         plan.bubble_fraction * 100.0
     );
-    let peaks: Vec<String> = p.sim.stages.iter().map(|s| s.peak_live_microbatches.to_string()).collect();
-    let _ = writeln!(s, "live           peak micro-batches alive per stage: [{}]", peaks.join(", "));
+    let peaks: Vec<String> = p
+        .sim
+        .stages
+        .iter()
+        .map(|s| s.peak_live_microbatches.to_string())
+        .collect();
+    let _ = writeln!(
+        s,
+        "live           peak micro-batches alive per stage: [{}]",
+        peaks.join(", ")
+    );
     let _ = writeln!(
         s,
         "one device     {} per step → speed-up {:.2}×",

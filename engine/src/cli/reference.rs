@@ -17,6 +17,9 @@ pub struct ReferenceArgs {
     /// Write one JSON line per step: {"step", "loss", "step_ms", "samples_per_sec"}.
     #[arg(long)]
     pub metrics: Option<String>,
+    /// Write the final parameters to DIR/stage-0.safetensors (per layer, like `train`).
+    #[arg(long, value_name = "DIR")]
+    pub save_params: Option<String>,
 }
 
 pub fn run(args: &ReferenceArgs) -> Result<()> {
@@ -38,7 +41,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
         topo.train.microbatches
     );
     let mut io_error = None;
-    train_reference(&topo, steps, &device, |m| {
+    let stage = train_reference(&topo, steps, &device, |m| {
         println!(
             "step {:>5}/{steps}  loss {:.6}  {:>8.2} ms  {:>10.0} samples/s",
             m.step, m.loss, m.step_ms, m.samples_per_sec
@@ -51,6 +54,9 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     })?;
     if let Some(e) = io_error {
         return Err(e).context("cannot write the metrics file");
+    }
+    if let Some(dir) = &args.save_params {
+        crate::params_io::save(&stage, std::path::Path::new(dir))?;
     }
     Ok(())
 }

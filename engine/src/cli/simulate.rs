@@ -37,13 +37,22 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         p.plan.schedule,
         k,
         p.plan.microbatches,
-        if p.plan.measured_costs { "profiled" } else { "estimated" }
+        if p.plan.measured_costs {
+            "profiled"
+        } else {
+            "estimated"
+        }
     );
-    println!("legend: 0-9A-Z forward of micro-batch i, a-z backward (a = micro-batch 0), # optimizer, . idle\n");
+    println!(
+        "legend: 0-9A-Z forward of micro-batch i, a-z backward (a = micro-batch 0), # optimizer, . idle\n"
+    );
     for (s, row) in gantt(&p.sim, k, args.width.max(8)).iter().enumerate() {
         println!("stage {s:<3} |{row}|");
     }
-    println!("\n{:<6} {:>12} {:>12} {:>8} {:>10}", "stage", "busy", "idle", "bubble", "peak live");
+    println!(
+        "\n{:<6} {:>12} {:>12} {:>8} {:>10}",
+        "stage", "busy", "idle", "bubble", "peak live"
+    );
     for (s, r) in p.sim.stages.iter().enumerate() {
         println!(
             "{s:<6} {:>12} {:>12} {:>7.1}% {:>10}",
@@ -53,6 +62,10 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
             r.peak_live_microbatches
         );
     }
-    println!("\nstep {} (with links), {} with free communication", fmt::ms(p.sim.step_ms), fmt::ms(ideal.step_ms));
+    println!(
+        "\nstep {} (with links), {} with free communication",
+        fmt::ms(p.sim.step_ms),
+        fmt::ms(ideal.step_ms)
+    );
     Ok(())
 }

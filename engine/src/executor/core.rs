@@ -40,7 +40,11 @@ pub enum Action {
     /// Hand this tensor to the transport.
     Send(Outgoing),
     /// Nothing can run until this message is delivered.
-    Wait { kind: Kind, step: u64, microbatch: u64 },
+    Wait {
+        kind: Kind,
+        step: u64,
+        microbatch: u64,
+    },
     /// A step finished; `loss` is the batch mean (last stage only).
     StepDone { step: u64, loss: Option<f64> },
     /// Every step is done.
@@ -52,10 +56,23 @@ pub enum Action {
 pub enum ExecError {
     #[error(transparent)]
     Stage(#[from] StageError),
-    #[error("stage {stage}: received {kind:?} for step {step}, micro-batch {microbatch}, which the schedule does not expect now (at step {current})")]
-    Unexpected { stage: usize, kind: Kind, step: u64, microbatch: u64, current: u64 },
+    #[error(
+        "stage {stage}: received {kind:?} for step {step}, micro-batch {microbatch}, which the schedule does not expect now (at step {current})"
+    )]
+    Unexpected {
+        stage: usize,
+        kind: Kind,
+        step: u64,
+        microbatch: u64,
+        current: u64,
+    },
     #[error("stage {stage}: received {kind:?} for step {step}, micro-batch {microbatch} twice")]
-    Duplicate { stage: usize, kind: Kind, step: u64, microbatch: u64 },
+    Duplicate {
+        stage: usize,
+        kind: Kind,
+        step: u64,
+        microbatch: u64,
+    },
 }
 
 /// One stage's executor.
@@ -79,7 +96,15 @@ pub struct Executor {
 
 impl Executor {
     /// Runs `list` (one step's instructions) from the stage's current step to `end_step`.
-    pub fn new(stage: Stage, data: SyntheticData, stages: usize, microbatches: usize, list: Vec<Instr>, end_step: u64, tracer: Tracer) -> Self {
+    pub fn new(
+        stage: Stage,
+        data: SyntheticData,
+        stages: usize,
+        microbatches: usize,
+        list: Vec<Instr>,
+        end_step: u64,
+        tracer: Tracer,
+    ) -> Self {
         let step = stage.step();
         Executor {
             stage,
@@ -114,13 +139,25 @@ impl Executor {
             Kind::Activation => index > 0,
             Kind::Gradient => index + 1 < self.stages,
         };
-        let in_window = msg.step == self.step || (msg.step == self.step + 1 && msg.step < self.end_step);
+        let in_window =
+            msg.step == self.step || (msg.step == self.step + 1 && msg.step < self.end_step);
         if !expected_kind || !in_window || msg.microbatch >= self.microbatches {
-            return Err(ExecError::Unexpected { stage: index, kind: msg.kind, step: msg.step, microbatch: msg.microbatch, current: self.step });
+            return Err(ExecError::Unexpected {
+                stage: index,
+                kind: msg.kind,
+                step: msg.step,
+                microbatch: msg.microbatch,
+                current: self.step,
+            });
         }
         let key = (msg.kind, msg.step, msg.microbatch);
         if self.inbox.insert(key, msg.tensor).is_some() {
-            return Err(ExecError::Duplicate { stage: index, kind: msg.kind, step: msg.step, microbatch: msg.microbatch });
+            return Err(ExecError::Duplicate {
+                stage: index,
+                kind: msg.kind,
+                step: msg.step,
+                microbatch: msg.microbatch,
+            });
         }
         Ok(())
     }
@@ -135,14 +172,23 @@ impl Executor {
             let step = self.step;
             match instr {
                 Instr::RecvAct(mb) | Instr::RecvGrad(mb) => {
-                    let kind = if matches!(instr, Instr::RecvAct(_)) { Kind::Activation } else { Kind::Gradient };
+                    let kind = if matches!(instr, Instr::RecvAct(_)) {
+                        Kind::Activation
+                    } else {
+                        Kind::Gradient
+                    };
                     let mb = mb as u64;
                     if !self.inbox.contains_key(&(kind, step, mb)) {
                         self.waiting_since.get_or_insert_with(|| self.tracer.now());
-                        return Ok(Action::Wait { kind, step, microbatch: mb });
+                        return Ok(Action::Wait {
+                            kind,
+                            step,
+                            microbatch: mb,
+                        });
                     }
                     if let Some(start) = self.waiting_since.take() {
-                        self.tracer.record(Span::new("recv", start, self.tracer.now(), step, mb));
+                        self.tracer
+                            .record(Span::new("recv", start, self.tracer.now(), step, mb));
                     }
                 }
                 Instr::Forward(mb) => {
@@ -151,10 +197,13 @@ impl Executor {
                     let input = if self.stage.index() == 0 {
                         self.data.inputs(step, mb, self.stage.device())
                     } else {
-                        self.inbox.remove(&(Kind::Activation, step, mb)).expect("the schedule receives before it runs forward")
+                        self.inbox
+                            .remove(&(Kind::Activation, step, mb))
+                            .expect("the schedule receives before it runs forward")
                     };
                     let out = self.stage.forward(mb, input)?;
-                    self.tracer.record(Span::new("forward", start, self.tracer.now(), step, mb));
+                    self.tracer
+                        .record(Span::new("forward", start, self.tracer.now(), step, mb));
                     if !self.stage.is_last() {
                         self.outbox.insert((Kind::Activation, mb), out);
                     }
@@ -168,28 +217,47 @@ impl Executor {
                         self.losses.push(loss as f64);
                         g
                     } else {
-                        let g = self.inbox.remove(&(Kind::Gradient, step, mb)).expect("the schedule receives before it runs backward");
+                        let g = self
+                            .inbox
+                            .remove(&(Kind::Gradient, step, mb))
+                            .expect("the schedule receives before it runs backward");
                         self.stage.backward(mb, g)?
                     };
-                    self.tracer.record(Span::new("backward", start, self.tracer.now(), step, mb));
+                    self.tracer
+                        .record(Span::new("backward", start, self.tracer.now(), step, mb));
                     if let Some(g) = grad_in {
                         self.outbox.insert((Kind::Gradient, mb), g);
                     }
                 }
                 Instr::SendAct(mb) | Instr::SendGrad(mb) => {
-                    let (kind, to) = if matches!(instr, Instr::SendAct(_)) { (Kind::Activation, Peer::Next) } else { (Kind::Gradient, Peer::Prev) };
+                    let (kind, to) = if matches!(instr, Instr::SendAct(_)) {
+                        (Kind::Activation, Peer::Next)
+                    } else {
+                        (Kind::Gradient, Peer::Prev)
+                    };
                     let mb = mb as u64;
-                    let tensor = self.outbox.remove(&(kind, mb)).expect("the schedule computes before it sends");
+                    let tensor = self
+                        .outbox
+                        .remove(&(kind, mb))
+                        .expect("the schedule computes before it sends");
                     self.pc += 1;
-                    return Ok(Action::Send(Outgoing { to, kind, step, microbatch: mb, tensor }));
+                    return Ok(Action::Send(Outgoing {
+                        to,
+                        kind,
+                        step,
+                        microbatch: mb,
+                        tensor,
+                    }));
                 }
                 Instr::OptimizerStep => {
                     let start = self.tracer.now();
                     self.stage.optimizer_step()?;
-                    self.tracer.record(Span::new("optimizer", start, self.tracer.now(), step, 0));
+                    self.tracer
+                        .record(Span::new("optimizer", start, self.tracer.now(), step, 0));
                     self.pc = 0;
                     self.step += 1;
-                    let loss = (!self.losses.is_empty()).then(|| self.losses.drain(..).sum::<f64>() / self.microbatches as f64);
+                    let loss = (!self.losses.is_empty())
+                        .then(|| self.losses.drain(..).sum::<f64>() / self.microbatches as f64);
                     return Ok(Action::StepDone { step, loss });
                 }
             }

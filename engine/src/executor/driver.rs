@@ -18,7 +18,11 @@ pub enum DriveError {
 const POLL: Duration = Duration::from_millis(200);
 
 /// Runs `exec` to its last step over `transport`, calling `on_step(step, loss)` after each.
-pub fn drive(exec: &mut Executor, transport: &mut impl Transport, mut on_step: impl FnMut(u64, Option<f64>)) -> Result<(), DriveError> {
+pub fn drive(
+    exec: &mut Executor,
+    transport: &mut impl Transport,
+    mut on_step: impl FnMut(u64, Option<f64>),
+) -> Result<(), DriveError> {
     loop {
         match exec.poll()? {
             Action::Send(msg) => transport.send(msg)?,

@@ -33,9 +33,19 @@ impl Transport for MemoryTransport {
             Peer::Prev => (self.prev.as_ref(), self.stage.wrapping_sub(1)),
             Peer::Next => (self.next.as_ref(), self.stage + 1),
         };
-        let lost = |why: &str| TransportError::PeerLost { stage: self.stage, peer, address: "memory".into(), why: why.into() };
+        let lost = |why: &str| TransportError::PeerLost {
+            stage: self.stage,
+            peer,
+            address: "memory".into(),
+            why: why.into(),
+        };
         tx.ok_or_else(|| lost("no such neighbour"))?
-            .send(Incoming { kind: msg.kind, step: msg.step, microbatch: msg.microbatch, tensor: msg.tensor })
+            .send(Incoming {
+                kind: msg.kind,
+                step: msg.step,
+                microbatch: msg.microbatch,
+                tensor: msg.tensor,
+            })
             .map_err(|_| lost("its thread has ended"))
     }
 
@@ -43,7 +53,10 @@ impl Transport for MemoryTransport {
         match self.inbox.recv_timeout(timeout) {
             Ok(m) => Ok(Some(m)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Io { stage: self.stage, why: "every neighbour has ended".into() }),
+            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Io {
+                stage: self.stage,
+                why: "every neighbour has ended".into(),
+            }),
         }
     }
 

@@ -11,15 +11,41 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("stage {stage}: lost peer stage {peer} ({address}): {why}")]
-    PeerLost { stage: usize, peer: usize, address: String, why: String },
+    PeerLost {
+        stage: usize,
+        peer: usize,
+        address: String,
+        why: String,
+    },
     #[error("stage {stage}: refused a connection on {address}: {why}")]
-    Refused { stage: usize, address: String, why: String },
+    Refused {
+        stage: usize,
+        address: String,
+        why: String,
+    },
     #[error("stage {stage}: bad frame from stage {peer} ({address}): {why}")]
-    BadFrame { stage: usize, peer: usize, address: String, why: String },
-    #[error("stage {stage}: cannot reach stage {peer} at {address} within {secs} s: {why}. Check that it was started, with the same topology, and that the address is reachable")]
-    Unreachable { stage: usize, peer: usize, address: String, secs: u64, why: String },
+    BadFrame {
+        stage: usize,
+        peer: usize,
+        address: String,
+        why: String,
+    },
+    #[error(
+        "stage {stage}: cannot reach stage {peer} at {address} within {secs} s: {why}. Check that it was started, with the same topology, and that the address is reachable"
+    )]
+    Unreachable {
+        stage: usize,
+        peer: usize,
+        address: String,
+        secs: u64,
+        why: String,
+    },
     #[error("stage {stage}: cannot listen on {address}: {why}")]
-    Bind { stage: usize, address: String, why: String },
+    Bind {
+        stage: usize,
+        address: String,
+        why: String,
+    },
     #[error("stage {stage}: the I/O thread stopped: {why}")]
     Io { stage: usize, why: String },
 }

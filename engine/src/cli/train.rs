@@ -1,0 +1,142 @@
+//! `brigade train FILE` (every stage on this host) and `brigade launch FILE --host NAME`
+//! (one host's stages of a multi-host run).
+
+use super::TopologyArgs;
+use crate::identity::{fresh_run_id, parse_run_id, topology_hash};
+use crate::launcher::{LaunchSpec, launch};
+use crate::planning::make_plan;
+use anyhow::Result;
+use brigade_partitioner::{ConfigError, error::did_you_mean};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Steps to train (default: train.steps).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Write one JSON line per step: {"step", "loss", "step_ms", "samples_per_sec"}.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Write a Chrome trace (open it in https://ui.perfetto.dev).
+    #[arg(long)]
+    pub trace: Option<String>,
+    /// Write the final parameters, per stage, to DIR/stage-K.safetensors.
+    #[arg(long, value_name = "DIR")]
+    pub save_params: Option<String>,
+    /// Seconds a peer may stay silent before the job fails.
+    #[arg(long, default_value_t = 5)]
+    pub peer_timeout: u64,
+    /// Seconds to wait for every stage to start.
+    #[arg(long, default_value_t = 60)]
+    pub connect_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LaunchArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The host (a `[[hosts]]` name) whose stages to start here.
+    #[arg(long)]
+    pub host: String,
+    /// Job identity, the same on every host (e.g. the cluster's job id). Default: derived
+    /// from the topology.
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<LaunchSpec> {
+    let planned = make_plan(args.topology.load()?, None)?;
+    let topo = &planned.topo;
+    let places = topo.placements();
+    if let Some(h) = host
+        && !topo.hosts.iter().any(|x| x.name == h)
+    {
+        let names: Vec<&str> = topo.hosts.iter().map(|x| x.name.as_str()).collect();
+        return Err(ConfigError::invalid(
+            &topo.file,
+            "--host",
+            format!("no host named \"{h}\""),
+            format!(
+                "Use one of: {}.{}",
+                names.join(", "),
+                did_you_mean(h, &names)
+            ),
+        )
+        .into());
+    }
+    let stages: Vec<(usize, String)> = places
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (k, topo.hosts[p.host].name.clone()))
+        .filter(|(_, name)| host.is_none_or(|h| h == name))
+        .collect();
+    if stages.is_empty() {
+        return Err(ConfigError::invalid(
+            &topo.file,
+            "--host",
+            format!(
+                "the plan puts no stage on host \"{}\"",
+                host.unwrap_or_default()
+            ),
+            "Start launchers only on hosts that run stages.",
+        )
+        .into());
+    }
+    let run_id = match host {
+        None => fresh_run_id(),
+        Some(_) => parse_run_id(topology_hash(topo), run_id),
+    };
+    Ok(LaunchSpec {
+        file: args.topology.file.clone(),
+        overrides: args.topology.overrides.clone(),
+        stages,
+        total_stages: planned.plan.stages.len(),
+        steps: args.steps.unwrap_or(topo.train.steps) as u64,
+        batch: topo.train.batch,
+        run_id,
+        local: host.is_none(),
+        metrics: args.metrics.clone(),
+        trace: args.trace.clone(),
+        save_params: args.save_params.clone(),
+        peer_timeout: args.peer_timeout,
+        connect_timeout: args.connect_timeout,
+    })
+}
+
+pub fn run_train(args: &TrainArgs) -> Result<()> {
+    let spec = spec(args, None, None)?;
+    eprintln!(
+        "training {} on {} stages on this host, {} steps (run {:016x})",
+        spec.file, spec.total_stages, spec.steps, spec.run_id
+    );
+    launch(&spec)?;
+    eprintln!(
+        "done: every stage finished {} steps{}",
+        spec.steps,
+        spec.metrics
+            .as_ref()
+            .map(|m| format!("; metrics in {m}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn run_launch(args: &LaunchArgs) -> Result<()> {
+    let spec = spec(&args.train, Some(&args.host), args.run_id.as_deref())?;
+    let ks: Vec<String> = spec.stages.iter().map(|(k, _)| k.to_string()).collect();
+    eprintln!(
+        "host {}: starting stages {} of {} (run {:016x})",
+        args.host,
+        ks.join(", "),
+        spec.total_stages,
+        spec.run_id
+    );
+    launch(&spec)?;
+    eprintln!(
+        "host {}: every stage finished {} steps",
+        args.host, spec.steps
+    );
+    Ok(())
+}

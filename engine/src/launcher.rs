@@ -1,0 +1,295 @@
+//! Starting stage processes on this host and watching them: the embedded launcher behind
+//! `brigade train` (every stage) and `brigade launch --host NAME` (that host's stages).
+//!
+//! Each stage is a child `brigade stage` process. The launcher reads their JSON events, shows
+//! progress, writes metrics from the last stage, and — if any stage fails — stops every other
+//! stage at once and reports which stage failed, on which host, and why. Children die with the
+//! launcher (PR_SET_PDEATHSIG), so nothing is left behind.
+
+use crate::endpoints::run_dir;
+use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::trace::{TraceEvent, metadata};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// What to start.
+pub struct LaunchSpec {
+    pub file: String,
+    pub overrides: Vec<String>,
+    /// Stages to run here, with the host each belongs to.
+    pub stages: Vec<(usize, String)>,
+    pub total_stages: usize,
+    pub steps: u64,
+    pub batch: usize,
+    /// `--run-id` passed to every stage.
+    pub run_id: u64,
+    pub local: bool,
+    pub metrics: Option<String>,
+    pub trace: Option<String>,
+    pub save_params: Option<String>,
+    pub peer_timeout: u64,
+    pub connect_timeout: u64,
+}
+
+enum Event {
+    Line(usize, String),
+    Exit(usize, std::io::Result<ExitStatus>),
+}
+
+struct Running {
+    stage: usize,
+    host: String,
+    pid: u32,
+    status: Option<Result<ExitStatus, String>>,
+    done: bool,
+    stderr_tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
+}
+
+/// Starts the stages and waits for them; `Ok` only if every one finished every step.
+pub fn launch(spec: &LaunchSpec) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the brigade executable")?;
+    let dir = run_dir(spec.run_id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut running: Vec<Running> = Vec::new();
+    for (k, host) in &spec.stages {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("stage")
+            .arg(&spec.file)
+            .arg("--stage")
+            .arg(k.to_string());
+        for o in &spec.overrides {
+            cmd.arg("--set").arg(o);
+        }
+        cmd.arg("--steps").arg(spec.steps.to_string());
+        cmd.arg("--run-id").arg(format!("{:016x}", spec.run_id));
+        cmd.arg("--launcher-pid")
+            .arg(std::process::id().to_string());
+        cmd.arg("--peer-timeout").arg(spec.peer_timeout.to_string());
+        cmd.arg("--connect-timeout")
+            .arg(spec.connect_timeout.to_string());
+        if spec.local {
+            cmd.arg("--local");
+        }
+        if spec.trace.is_some() {
+            cmd.arg("--trace-out")
+                .arg(dir.join(format!("trace-{k}.json")));
+        }
+        if let Some(p) = &spec.save_params {
+            cmd.arg("--save-params").arg(p);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                kill_all(&running);
+                bail!("cannot start stage {k}: {e}");
+            }
+        };
+        let tail = std::sync::Arc::new(std::sync::Mutex::new(VecDeque::new()));
+        forward_output(*k, &mut child, &tx, tail.clone());
+        running.push(Running {
+            stage: *k,
+            host: host.clone(),
+            pid: child.id(),
+            status: None,
+            done: false,
+            stderr_tail: tail,
+        });
+        let tx = tx.clone();
+        let k = *k;
+        std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send(Event::Exit(k, status));
+        });
+    }
+    drop(tx);
+
+    let last_stage = spec.total_stages - 1;
+    let shows_loss = spec.stages.iter().any(|(k, _)| *k == last_stage);
+    let mut metrics = match (&spec.metrics, shows_loss) {
+        (Some(p), true) => Some(
+            MetricsWriter::create(p)
+                .with_context(|| format!("{p}: cannot create the metrics file"))?,
+        ),
+        _ => None,
+    };
+    let bar = progress(spec.steps);
+    let mut failure: Option<String> = None;
+    while running.iter().any(|r| r.status.is_none()) {
+        let Ok(ev) = rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        match ev {
+            Event::Line(k, line) => {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    bar.println(format!("[stage {k}] {line}"));
+                    continue;
+                };
+                match v["event"].as_str() {
+                    Some("step") if k == last_stage => {
+                        let m = StepMetrics {
+                            step: v["step"].as_u64().unwrap_or(0),
+                            loss: v["loss"].as_f64().unwrap_or(f64::NAN),
+                            step_ms: v["step_ms"].as_f64().unwrap_or(0.0),
+                            samples_per_sec: spec.batch as f64
+                                / (v["step_ms"].as_f64().unwrap_or(0.0) / 1e3).max(1e-9),
+                        };
+                        bar.set_position(m.step);
+                        bar.set_message(format!(
+                            "loss {:.4}  {:.0} samples/s",
+                            m.loss, m.samples_per_sec
+                        ));
+                        if let Some(w) = metrics.as_mut() {
+                            w.write(&m)
+                                .with_context(|| format!("{}: cannot write metrics", w.path()))?;
+                        }
+                    }
+                    Some("step") if !shows_loss => {
+                        bar.set_position(v["step"].as_u64().unwrap_or(0))
+                    }
+                    Some("done") => {
+                        if let Some(r) = running.iter_mut().find(|r| r.stage == k) {
+                            r.done = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Exit(k, status) => {
+                let r = running
+                    .iter_mut()
+                    .find(|r| r.stage == k)
+                    .expect("a started stage");
+                let ok = matches!(&status, Ok(s) if s.success()) && r.done;
+                r.status = Some(status.map_err(|e| e.to_string()));
+                if !ok && failure.is_none() {
+                    failure = Some(describe_failure(r));
+                    bar.println(format!(
+                        "error: {}; stopping the other stages",
+                        failure.as_deref().unwrap_or_default()
+                    ));
+                    kill_all(&running);
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(f) = failure {
+        bail!("{f}");
+    }
+    if let Some(path) = &spec.trace {
+        merge_traces(spec, &dir, path)?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn progress(steps: u64) -> ProgressBar {
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg}  ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// Reads a child's stdout (events) into the channel and its stderr into ours, keeping a tail.
+fn forward_output(
+    k: usize,
+    child: &mut Child,
+    tx: &crossbeam_channel::Sender<Event>,
+    tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
+) {
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(Event::Line(k, line));
+            }
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[stage {k}] {line}");
+                let mut t = tail.lock().expect("tail lock");
+                if t.len() == 20 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+    }
+}
+
+fn describe_failure(r: &Running) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    // Let the stderr reader catch up with the child's last words.
+    std::thread::sleep(Duration::from_millis(100));
+    let last = r
+        .stderr_tail
+        .lock()
+        .expect("tail lock")
+        .iter()
+        .rev()
+        .find(|l| l.contains("error"))
+        .cloned();
+    let how = match &r.status {
+        Some(Ok(s)) if s.signal().is_some() => {
+            format!("was killed by signal {}", s.signal().unwrap_or(0))
+        }
+        Some(Ok(s)) if s.success() => "exited before finishing its steps".to_string(),
+        Some(Ok(s)) => format!("exited with code {}", s.code().unwrap_or(-1)),
+        Some(Err(e)) => format!("could not be waited for: {e}"),
+        None => "is still running".to_string(),
+    };
+    match last {
+        Some(l) => format!(
+            "stage {} (host {}, pid {}) {how}: {}",
+            r.stage,
+            r.host,
+            r.pid,
+            l.trim_start_matches("error: ")
+        ),
+        None => format!("stage {} (host {}, pid {}) {how}", r.stage, r.host, r.pid),
+    }
+}
+
+fn kill_all(running: &[Running]) {
+    for r in running.iter().filter(|r| r.status.is_none()) {
+        // SAFETY: kill(2) on a child we started and have not reaped; at worst it is already dead.
+        unsafe {
+            libc::kill(r.pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+fn merge_traces(spec: &LaunchSpec, dir: &std::path::Path, out: &str) -> Result<()> {
+    let mut all: Vec<serde_json::Value> = metadata(spec.total_stages);
+    for (k, _) in &spec.stages {
+        let path = dir.join(format!("trace-{k}.json"));
+        let events: Vec<TraceEvent> = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("stage {k} wrote no trace"))?,
+        )?;
+        all.extend(
+            events
+                .into_iter()
+                .map(|e| serde_json::to_value(e).expect("serialisable")),
+        );
+    }
+    std::fs::write(
+        out,
+        serde_json::to_vec(&serde_json::json!({"traceEvents": all, "displayTimeUnit": "ms"}))?,
+    )
+    .with_context(|| format!("{out}: cannot write the trace"))?;
+    Ok(())
+}

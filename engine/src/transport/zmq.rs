@@ -1,1 +1,0 @@
-//! ZeroMQ transport (next).

@@ -1,0 +1,80 @@
+//! Control frames: single-frame messages that open (hello), keep alive (heartbeat) and close
+//! (bye) a connection. Tensor messages are two frames (header + payload), so the frame count
+//! tells them apart.
+
+use brigade_stages::codec::{MAGIC, VERSION};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlKind {
+    Hello,
+    Heartbeat,
+    Bye,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Control {
+    pub magic: u32,
+    pub version: u16,
+    pub run_id: u64,
+    pub topology_hash: u64,
+    pub from_stage: u32,
+    pub kind: ControlKind,
+}
+
+impl Control {
+    pub fn new(kind: ControlKind, run_id: u64, topology_hash: u64, from_stage: usize) -> Self {
+        Control {
+            magic: MAGIC,
+            version: VERSION,
+            run_id,
+            topology_hash,
+            from_stage: from_stage as u32,
+            kind,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("a control frame always serialises")
+    }
+
+    /// Decodes a control frame and checks it belongs to this job and comes from `peer`.
+    pub fn decode_checked(
+        frame: &[u8],
+        run_id: u64,
+        topology_hash: u64,
+        peer: usize,
+    ) -> Result<Control, String> {
+        let c: Control = rmp_serde::from_slice(frame)
+            .map_err(|e| format!("not a brigade control frame ({e})"))?;
+        if c.magic != MAGIC {
+            return Err(format!("not a brigade peer (magic {:#010x})", c.magic));
+        }
+        if c.version != VERSION {
+            return Err(format!(
+                "peer speaks protocol version {}, this brigade speaks {VERSION}; run the same brigade version everywhere",
+                c.version
+            ));
+        }
+        if c.run_id != run_id {
+            return Err(format!(
+                "peer belongs to run {:016x}, this is run {run_id:016x} (a stale process from another run, or launchers given different --run-id)",
+                c.run_id
+            ));
+        }
+        if c.topology_hash != topology_hash {
+            return Err(format!(
+                "peer read a different topology (hash {:016x}, here {topology_hash:016x}); give every host the same file and --set overrides",
+                c.topology_hash
+            ));
+        }
+        if c.from_stage as usize != peer {
+            return Err(format!(
+                "peer says it is stage {}, expected stage {peer} (mis-wired endpoints)",
+                c.from_stage
+            ));
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,165 @@
+//! The ZeroMQ transport (zeromq 0.7, pure Rust on tokio): one PUSH→PULL connection per
+//! neighbour per direction. A tokio runtime on its own I/O thread owns the sockets; the compute
+//! thread talks to it through channels, so sends and receives overlap compute and a tensor's
+//! read-back and encoding happen off the compute thread.
+//!
+//! Each connection opens with a hello (run id, topology hash, stage) that the receiver checks,
+//! carries heartbeats while idle, and closes with a bye. A peer that stays silent longer than
+//! the peer timeout, or whose connection breaks before its bye, is a fatal error naming it.
+//! The zeromq crate has no high-water mark: in-flight messages are bounded by the schedule
+//! (at most M activations or gradients per link per step).
+
+mod control;
+mod tasks;
+
+use super::{Transport, TransportError};
+use crate::endpoints::StageEndpoints;
+use crate::executor::core::{Incoming, Outgoing, Peer};
+use crate::trace::TraceEvent;
+use brigade_stages::codec::Kind;
+use burn::prelude::Device;
+use crossbeam_channel::RecvTimeoutError;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub use control::{Control, ControlKind};
+
+/// What a stage's transport needs to know.
+#[derive(Debug, Clone)]
+pub struct ZmqConfig {
+    pub stage: usize,
+    pub run_id: u64,
+    pub topology_hash: u64,
+    pub endpoints: StageEndpoints,
+    /// `[microbatch, ..]` of the activations this stage receives (k > 0).
+    pub act_in_shape: Vec<usize>,
+    /// `[microbatch, ..]` of the gradients this stage receives (k < K − 1).
+    pub grad_in_shape: Vec<usize>,
+    /// Device received tensors are placed on.
+    pub device: Device,
+    pub heartbeat: Duration,
+    /// Silence after which a connected peer counts as lost.
+    pub peer_timeout: Duration,
+    /// How long a peer may take to appear at start.
+    pub connect_timeout: Duration,
+    pub trace: bool,
+}
+
+enum Cmd {
+    Send(Outgoing),
+    Finish(crossbeam_channel::Sender<Vec<TraceEvent>>),
+}
+
+/// The compute thread's handle on the I/O thread.
+pub struct ZmqTransport {
+    stage: usize,
+    to_io: mpsc::UnboundedSender<Cmd>,
+    from_io: crossbeam_channel::Receiver<Result<Incoming, TransportError>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    trace: Vec<TraceEvent>,
+}
+
+impl ZmqTransport {
+    /// Binds this stage's sockets (errors are returned here) and starts connecting to the
+    /// neighbours in the background.
+    pub fn start(cfg: ZmqConfig) -> Result<ZmqTransport, TransportError> {
+        let stage = cfg.stage;
+        let (to_io, cmds) = mpsc::unbounded_channel();
+        let (to_compute, from_io) = crossbeam_channel::unbounded();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("stage{stage}-io"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(TransportError::Io {
+                            stage,
+                            why: format!("cannot start the I/O runtime: {e}"),
+                        }));
+                        return;
+                    }
+                };
+                rt.block_on(tasks::io_main(cfg, cmds, to_compute, ready_tx));
+            })
+            .map_err(|e| TransportError::Io {
+                stage,
+                why: format!("cannot start the I/O thread: {e}"),
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(ZmqTransport {
+                stage,
+                to_io,
+                from_io,
+                thread: Some(thread),
+                trace: Vec::new(),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(TransportError::Io {
+                stage,
+                why: "the I/O thread ended during start-up".into(),
+            }),
+        }
+    }
+
+    /// Send spans recorded by the I/O thread (after [`Transport::finish`]).
+    pub fn take_trace(&mut self) -> Vec<TraceEvent> {
+        std::mem::take(&mut self.trace)
+    }
+
+    fn io_gone(&self) -> TransportError {
+        // A fatal error the I/O thread reported explains its end better than this.
+        match self.from_io.try_recv() {
+            Ok(Err(e)) => e,
+            _ => TransportError::Io {
+                stage: self.stage,
+                why: "the I/O thread has ended".into(),
+            },
+        }
+    }
+}
+
+impl Transport for ZmqTransport {
+    fn send(&mut self, msg: Outgoing) -> Result<(), TransportError> {
+        self.to_io.send(Cmd::Send(msg)).map_err(|_| self.io_gone())
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<Option<Incoming>, TransportError> {
+        match self.from_io.recv_timeout(timeout) {
+            Ok(Ok(m)) => Ok(Some(m)),
+            Ok(Err(e)) => Err(e),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(self.io_gone()),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), TransportError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.to_io
+            .send(Cmd::Finish(tx))
+            .map_err(|_| self.io_gone())?;
+        self.trace = rx.recv().map_err(|_| self.io_gone())?;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+/// The neighbour a message kind comes from.
+pub(crate) fn source(stage: usize, kind: Kind) -> usize {
+    match kind {
+        Kind::Activation => stage - 1,
+        Kind::Gradient => stage + 1,
+    }
+}
+
+pub(crate) fn peer_index(stage: usize, to: Peer) -> usize {
+    match to {
+        Peer::Prev => stage - 1,
+        Peer::Next => stage + 1,
+    }
+}
