@@ -93,7 +93,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<()> {
             }
         };
         let tail = std::sync::Arc::new(std::sync::Mutex::new(VecDeque::new()));
-        forward_output(*k, &mut child, &tx, tail.clone());
+        forward_stderr(*k, &mut child, tail.clone());
         running.push(Running {
             stage: *k,
             host: host.clone(),
@@ -104,7 +104,13 @@ pub fn launch(spec: &LaunchSpec) -> Result<()> {
         });
         let tx = tx.clone();
         let k = *k;
+        // Events first, then the exit: a stage's last event is never read after its exit.
         std::thread::spawn(move || {
+            if let Some(out) = child.stdout.take() {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(Event::Line(k, line));
+                }
+            }
             let status = child.wait();
             let _ = tx.send(Event::Exit(k, status));
         });
@@ -202,21 +208,12 @@ fn progress(steps: u64) -> ProgressBar {
     bar
 }
 
-/// Reads a child's stdout (events) into the channel and its stderr into ours, keeping a tail.
-fn forward_output(
+/// Copies a child's stderr into ours, prefixed with its stage, keeping the last lines.
+fn forward_stderr(
     k: usize,
     child: &mut Child,
-    tx: &crossbeam_channel::Sender<Event>,
     tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
 ) {
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(Event::Line(k, line));
-            }
-        });
-    }
     if let Some(err) = child.stderr.take() {
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {

@@ -34,6 +34,7 @@ const TRAIN_KEYS: &[&str] = &[
 const HOST_KEYS: &[&str] = &[
     "name",
     "address",
+    "port",
     "devices",
     "threads",
     "speed_gflops",

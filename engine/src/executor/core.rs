@@ -38,7 +38,7 @@ pub struct Outgoing {
 #[derive(Debug)]
 pub enum Action {
     /// Hand this tensor to the transport.
-    Send(Outgoing),
+    Send(Box<Outgoing>),
     /// Nothing can run until this message is delivered.
     Wait {
         kind: Kind,
@@ -241,13 +241,13 @@ impl Executor {
                         .remove(&(kind, mb))
                         .expect("the schedule computes before it sends");
                     self.pc += 1;
-                    return Ok(Action::Send(Outgoing {
+                    return Ok(Action::Send(Box::new(Outgoing {
                         to,
                         kind,
                         step,
                         microbatch: mb,
                         tensor,
-                    }));
+                    })));
                 }
                 Instr::OptimizerStep => {
                     let start = self.tracer.now();

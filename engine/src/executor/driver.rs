@@ -25,15 +25,14 @@ pub fn drive(
 ) -> Result<(), DriveError> {
     loop {
         match exec.poll()? {
-            Action::Send(msg) => transport.send(msg)?,
+            Action::Send(msg) => transport.send(*msg)?,
             Action::Wait { .. } => {
-                while let Some(msg) = transport.recv(POLL)? {
+                if let Some(msg) = transport.recv(POLL)? {
                     exec.deliver(msg)?;
-                    // Drain what else has arrived before computing again.
-                    if let Some(more) = transport.recv(Duration::ZERO)? {
+                    // Take what else has arrived before computing again.
+                    while let Some(more) = transport.recv(Duration::ZERO)? {
                         exec.deliver(more)?;
                     }
-                    break;
                 }
             }
             Action::StepDone { step, loss } => on_step(step, loss),

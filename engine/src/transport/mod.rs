@@ -40,6 +40,15 @@ pub enum TransportError {
         secs: u64,
         why: String,
     },
+    #[error(
+        "stage {stage}: stage {peer} did not connect to {address} (where this stage listens) within {secs} s. Check that it was started (its host's `brigade launch`), with the same topology and run id, and that it can reach this address"
+    )]
+    NeverConnected {
+        stage: usize,
+        peer: usize,
+        address: String,
+        secs: u64,
+    },
     #[error("stage {stage}: cannot listen on {address}: {why}")]
     Bind {
         stage: usize,

@@ -46,7 +46,7 @@ pub struct ZmqConfig {
 }
 
 enum Cmd {
-    Send(Outgoing),
+    Send(Box<Outgoing>),
     Finish(crossbeam_channel::Sender<Vec<TraceEvent>>),
 }
 
@@ -124,7 +124,9 @@ impl ZmqTransport {
 
 impl Transport for ZmqTransport {
     fn send(&mut self, msg: Outgoing) -> Result<(), TransportError> {
-        self.to_io.send(Cmd::Send(msg)).map_err(|_| self.io_gone())
+        self.to_io
+            .send(Cmd::Send(Box::new(msg)))
+            .map_err(|_| self.io_gone())
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<Incoming>, TransportError> {

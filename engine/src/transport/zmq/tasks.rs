@@ -106,7 +106,7 @@ pub(super) async fn io_main(
         match cmd {
             Cmd::Send(out) => {
                 if let Some((_, tx)) = routes.iter().find(|(p, _)| *p == out.to) {
-                    let _ = tx.send(Some(out));
+                    let _ = tx.send(Some(*out));
                 }
             }
             Cmd::Finish(ack) => {

@@ -1,0 +1,151 @@
+//! A job fails fast, completely and clearly: a killed stage ends the job within 10 s with no
+//! orphans, and peers from another run or another topology are refused.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[test]
+fn killed_stage_fails_the_job_within_10_s_without_orphans() {
+    let mut child = brigade()
+        .args(["train", "topologies/quickstart.toml", "--steps", "1000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    let run = first
+        .split("(run ")
+        .nth(1)
+        .and_then(|s| s.get(..16))
+        .unwrap_or_else(|| panic!("no run id in {first:?}"))
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("brigade-{run}"));
+    let pid = |k: usize| -> Option<i32> {
+        std::fs::read_to_string(dir.join(format!("stage{k}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (pid(0).is_none() || pid(1).is_none()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (p0, p1) = (
+        pid(0).expect("stage 0 started"),
+        pid(1).expect("stage 1 started"),
+    );
+    std::thread::sleep(Duration::from_millis(500)); // let it train a little
+    unsafe {
+        libc::kill(p1, libc::SIGKILL);
+    }
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the job did not end within 10 s of a stage dying"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    assert!(
+        rest.contains("stage 1 (host local") && rest.contains("killed by signal 9"),
+        "message does not name the stage and what happened:\n{rest}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(p0), "stage 0 (pid {p0}) was left running");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Two single-device hosts on loopback, so two hand-started stages meet over TCP whatever their
+/// run ids.
+fn two_host_topology(test: &str) -> String {
+    let port = 20_000 + (std::process::id() % 20_000) as u16 + if test == "run" { 0 } else { 10 };
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../topologies/quickstart.toml"
+    ))
+    .unwrap();
+    let text = text.split("[[hosts]]").next().unwrap().to_string()
+        + &format!(
+            "[[hosts]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport = {port}\ndevices = [\"cpu\"]\n\n[[hosts]]\nname = \"b\"\naddress = \"127.0.0.1\"\nport = {}\ndevices = [\"cpu\"]\n\n[partition]\nstages = 2\n",
+            port + 4
+        );
+    let path = tmp(test).join("two.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn mismatched_pair(test: &str, extra0: &[&str], extra1: &[&str]) -> (String, String) {
+    let file = two_host_topology(test);
+    let spawn = |k: &str, extra: &[&str]| {
+        brigade()
+            .args([
+                "stage",
+                &file,
+                "--stage",
+                k,
+                "--steps",
+                "5",
+                "--connect-timeout",
+                "20",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let start = Instant::now();
+    let (a, b) = (spawn("0", extra0), spawn("1", extra1));
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "refusal took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        !oa.status.success() && !ob.status.success(),
+        "mismatched stages must both fail"
+    );
+    (stderr(&oa), stderr(&ob))
+}
+
+#[test]
+fn peer_from_another_run_is_refused() {
+    let (e0, e1) = mismatched_pair(
+        "run",
+        &["--run-id", "00000000000000aa"],
+        &["--run-id", "00000000000000bb"],
+    );
+    let both = format!("{e0}\n{e1}");
+    assert!(
+        both.contains("refused") && both.contains("peer belongs to run 00000000000000"),
+        "{both}"
+    );
+}
+
+#[test]
+fn peer_with_another_topology_is_refused() {
+    let (e0, e1) = mismatched_pair(
+        "topo",
+        &["--run-id", "00000000000000cc"],
+        &["--run-id", "00000000000000cc", "--set", "train.lr=0.5"],
+    );
+    let both = format!("{e0}\n{e1}");
+    assert!(
+        both.contains("refused") && both.contains("different topology"),
+        "{both}"
+    );
+}
