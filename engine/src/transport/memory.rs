@@ -53,6 +53,9 @@ impl Transport for MemoryTransport {
         match self.inbox.recv_timeout(timeout) {
             Ok(m) => Ok(Some(m)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
+            // A non-blocking look finds nothing; only a wait for a message that can no longer
+            // come is an error.
+            Err(RecvTimeoutError::Disconnected) if timeout.is_zero() => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(TransportError::Io {
                 stage: self.stage,
                 why: "every neighbour has ended".into(),
