@@ -187,14 +187,27 @@ pub fn launch(spec: &LaunchSpec) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    let merged = match (&failure, &spec.trace) {
+        (None, Some(path)) => merge_traces(spec, &dir, path),
+        _ => Ok(()),
+    };
+    // Another host's launcher may share this directory name (same run id on one machine in
+    // tests): remove only what this launcher's stages wrote.
+    for (k, _) in &spec.stages {
+        let _ = std::fs::remove_file(dir.join(format!("stage{k}.pid")));
+        for name in [
+            format!("trace-{k}.json"),
+            format!("stage{k}-act.ipc"),
+            format!("stage{k}-grad.ipc"),
+        ] {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
     if let Some(f) = failure {
         bail!("{f}");
     }
-    if let Some(path) = &spec.trace {
-        merge_traces(spec, &dir, path)?;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    merged
 }
 
 fn progress(steps: u64) -> ProgressBar {

@@ -71,7 +71,13 @@ fn killed_stage_fails_the_job_within_10_s_without_orphans() {
 /// Two single-device hosts on loopback, so two hand-started stages meet over TCP whatever their
 /// run ids.
 fn two_host_topology(test: &str) -> String {
-    let port = 20_000 + (std::process::id() % 20_000) as u16 + if test == "run" { 0 } else { 10 };
+    let port = 20_000
+        + (std::process::id() % 20_000) as u16
+        + match test {
+            "run" => 0,
+            "topo" => 10,
+            _ => 20,
+        };
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../topologies/quickstart.toml"
@@ -148,4 +154,82 @@ fn peer_with_another_topology_is_refused() {
         both.contains("refused") && both.contains("different topology"),
         "{both}"
     );
+}
+
+#[test]
+fn silent_peer_on_another_host_fails_its_neighbour_within_10_s() {
+    let file = two_host_topology("silent");
+    let spawn = |host: &str| {
+        brigade()
+            .args([
+                "launch",
+                &file,
+                "--host",
+                host,
+                "--steps",
+                "1000000",
+                "--run-id",
+                "silent-test",
+                "--peer-timeout",
+                "3",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("a"), spawn("b"));
+    // Host a's launcher names the run; its directory holds every local stage's pid file.
+    let mut first = String::new();
+    BufReader::new(a.stderr.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let run = first
+        .split("(run ")
+        .nth(1)
+        .and_then(|s| s.get(..16))
+        .unwrap_or_else(|| panic!("no run id in {first:?}"))
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("brigade-{run}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(dir.join("stage0.pid").exists() && dir.join("stage1.pid").exists()) {
+        assert!(Instant::now() < deadline, "stages did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let p1: i32 = std::fs::read_to_string(dir.join("stage1.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe {
+        libc::kill(p1, libc::SIGSTOP); // alive but silent: no heartbeats, no data
+    }
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = a.try_wait().unwrap() {
+            break s;
+        }
+        if stopped.elapsed() > Duration::from_secs(10) {
+            unsafe {
+                libc::kill(p1, libc::SIGKILL);
+            }
+            let _ = b.kill();
+            let _ = a.kill();
+            panic!("host a did not notice the silent peer within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(a.stderr.as_mut().unwrap(), &mut err);
+    unsafe {
+        libc::kill(p1, libc::SIGKILL);
+    }
+    let _ = b.wait();
+    assert!(!status.success());
+    assert!(
+        err.contains("lost peer stage 1") && err.contains("127.0.0.1"),
+        "message does not name the lost peer:\n{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
