@@ -127,6 +127,15 @@ pub fn run(args: &StageArgs) -> Result<()> {
     Ok(())
 }
 
+/// Removes a file when the stage ends, however it ends (short of being killed).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn event(v: &serde_json::Value) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
