@@ -82,12 +82,12 @@ impl Costs {
             param_bytes: graph.layers().map(|l| l.cost.params * 4).collect(),
             saved_bytes: graph
                 .layers()
-                .map(|l| l.cost.saved_bytes * microbatch as u64)
+                .map(|l| l.cost.saved_bytes.saturating_mul(microbatch as u64))
                 .collect(),
             cut_bytes: graph
                 .cut_bytes()
                 .into_iter()
-                .map(|b| b * microbatch as u64)
+                .map(|b| b.saturating_mul(microbatch as u64))
                 .collect(),
             measured: false,
         }

@@ -254,7 +254,12 @@ impl LayerKind {
                     forward_flops: (proj + attn + mlp) as f64 + 30.0 * (t * d) as f64,
                     activation_bytes: act,
                     // q, k, v, attention probabilities, MLP hidden, norms and residuals.
-                    saved_bytes: ACT_BYTES * (8 * t * d + heads as u64 * t * t + 2 * t * ff),
+                    saved_bytes: ACT_BYTES.saturating_mul(
+                        8 * t * d
+                            + (heads as u64)
+                                .saturating_mul(t * t)
+                                .saturating_add(2 * t * ff),
+                    ),
                 }
             }
         }

@@ -157,6 +157,7 @@ fn model(s: &Section) -> Result<Model, ConfigError> {
                 "Add `layers = [ { kind = \"linear\", out = 10 } ]` to [model].",
             )
         })?;
+    check_elements(s, "input", &input)?;
     let mut layers = Vec::with_capacity(items.len());
     let mut shape = input.clone();
     for (i, item) in items.iter().enumerate() {
@@ -192,6 +193,7 @@ fn model(s: &Section) -> Result<Model, ConfigError> {
                 "Change this layer or the one before it so the shapes match.",
             )
         })?;
+        check_elements(s, &format!("layers[{i}]"), &shape)?;
         layers.push(layer);
     }
     let loss = match s.choice("loss", "cross_entropy", &["cross_entropy", "mse"])? {
@@ -210,6 +212,21 @@ fn model(s: &Section) -> Result<Model, ConfigError> {
         layers,
         loss,
     })
+}
+
+/// Refuses samples of more than 2^32 elements (the products in cost estimates stay in range).
+fn check_elements(s: &Section, key: &str, shape: &[usize]) -> Result<(), ConfigError> {
+    let n = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    match n {
+        Some(n) if n <= 1 << 32 => Ok(()),
+        _ => Err(s.err(
+            key,
+            format!("one sample of shape {shape:?} is too large"),
+            "Use smaller dimensions (at most 2^32 elements per sample).",
+        )),
+    }
 }
 
 fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, ConfigError> {
@@ -290,7 +307,7 @@ fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, Confi
             out: req("out", "16")?,
             kernel: req("kernel", "3")?,
             stride: opt("stride", 1)?,
-            padding: s.u64_or("padding", 0)? as usize,
+            padding: s.u64_or("padding", 0)?.min(crate::reader::MAX_DIM) as usize,
         },
         "max_pool2d" | "avg_pool2d" => {
             let kernel = opt("kernel", 2)?;

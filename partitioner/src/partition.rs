@@ -91,18 +91,18 @@ struct Prefix {
 
 impl Prefix {
     fn new(p: &Problem) -> Prefix {
-        fn scan<T: Copy + std::ops::Add<Output = T>>(xs: &[T], zero: T) -> Vec<T> {
+        fn scan<T: Copy>(xs: &[T], zero: T, add: impl Fn(T, T) -> T) -> Vec<T> {
             std::iter::once(zero)
                 .chain(xs.iter().scan(zero, |acc, &x| {
-                    *acc = *acc + x;
+                    *acc = add(*acc, x);
                     Some(*acc)
                 }))
                 .collect()
         }
         Prefix {
-            work: scan(&p.work, 0.0),
-            params: scan(&p.param_bytes, 0),
-            saved: scan(&p.saved_bytes, 0),
+            work: scan(&p.work, 0.0, |a, b| a + b),
+            params: scan(&p.param_bytes, 0, u64::saturating_add),
+            saved: scan(&p.saved_bytes, 0, u64::saturating_add),
         }
     }
 }
@@ -134,8 +134,13 @@ impl Problem {
     /// Bytes stage k needs to hold layers a..b.
     pub fn memory_bytes(&self, k: usize, a: usize, b: usize) -> u64 {
         let s = &self.slots[k];
-        self.param_bytes[a..b].iter().sum::<u64>() * s.param_factor
-            + s.live_microbatches * self.saved_bytes[a..b].iter().sum::<u64>()
+        let sum = |xs: &[u64]| xs.iter().fold(0u64, |acc, &x| acc.saturating_add(x));
+        sum(&self.param_bytes[a..b])
+            .saturating_mul(s.param_factor)
+            .saturating_add(
+                s.live_microbatches
+                    .saturating_mul(sum(&self.saved_bytes[a..b])),
+            )
     }
 
     /// The per-micro-batch time of stage k holding a..b.
@@ -219,8 +224,12 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
         |k: usize, a: usize, b: usize| (pre.work[b] - pre.work[a]) / p.slots[k].speed_gflops * 1e3;
     let memory = |k: usize, a: usize, b: usize| {
         let s = &p.slots[k];
-        (pre.params[b] - pre.params[a]) * s.param_factor
-            + s.live_microbatches * (pre.saved[b] - pre.saved[a])
+        (pre.params[b] - pre.params[a])
+            .saturating_mul(s.param_factor)
+            .saturating_add(
+                s.live_microbatches
+                    .saturating_mul(pre.saved[b] - pre.saved[a]),
+            )
     };
     let cost = |k: usize, a: usize, b: usize| {
         compute(k, a, b)

@@ -4,6 +4,10 @@
 use crate::error::{ConfigError, did_you_mean};
 use toml::{Table, Value};
 
+/// The largest dimension, count or size a topology may give (2^24): large enough for any real
+/// model, small enough that products of a few of them cannot overflow.
+pub const MAX_DIM: u64 = 1 << 24;
+
 pub(crate) struct Section<'a> {
     pub file: &'a str,
     pub path: String,
@@ -98,10 +102,16 @@ impl<'a> Section<'a> {
         self.opt_u64(key)?.ok_or_else(|| self.missing(key, example))
     }
 
-    /// A positive count (zero is refused with `why`).
+    /// A positive count up to [`MAX_DIM`] (zero is refused with `why`).
     pub fn positive(&self, key: &str, value: u64, why: &str) -> Result<usize, ConfigError> {
         if value == 0 {
             Err(self.err(key, "must be at least 1, found 0", why))
+        } else if value > MAX_DIM {
+            Err(self.err(
+                key,
+                format!("{value} is larger than brigade supports ({MAX_DIM})"),
+                "Use a smaller value.",
+            ))
         } else {
             Ok(value as usize)
         }
@@ -187,7 +197,7 @@ impl<'a> Section<'a> {
         items
             .iter()
             .map(|v| match v {
-                Value::Integer(i) if *i > 0 => Ok(*i as usize),
+                Value::Integer(i) if *i > 0 && *i as u64 <= MAX_DIM => Ok(*i as usize),
                 _ => Err(self.err(
                     key,
                     format!("expected positive whole numbers, found `{v}`"),
