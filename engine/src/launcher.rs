@@ -50,7 +50,7 @@ struct Running {
 }
 
 /// Starts the stages and waits for them; `Ok` only if every one finished every step.
-pub fn launch(spec: &LaunchSpec) -> Result<()> {
+pub fn launch(spec: &LaunchSpec) -> Result<Option<StepMetrics>> {
     let exe = std::env::current_exe().context("cannot find the brigade executable")?;
     let dir = run_dir(spec.run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -128,6 +128,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<()> {
     };
     let bar = progress(spec.steps);
     let mut failure: Option<String> = None;
+    let mut last: Option<StepMetrics> = None;
     while running.iter().any(|r| r.status.is_none()) {
         let Ok(ev) = rx.recv_timeout(Duration::from_millis(500)) else {
             continue;
@@ -152,6 +153,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<()> {
                             "loss {:.4}  {:.0} samples/s",
                             m.loss, m.samples_per_sec
                         ));
+                        last = Some(m.clone());
                         if let Some(w) = metrics.as_mut() {
                             w.write(&m)
                                 .with_context(|| format!("{}: cannot write metrics", w.path()))?;
@@ -207,7 +209,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<()> {
     if let Some(f) = failure {
         bail!("{f}");
     }
-    merged
+    merged.map(|()| last)
 }
 
 fn progress(steps: u64) -> ProgressBar {

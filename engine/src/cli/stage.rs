@@ -72,10 +72,9 @@ pub fn run(args: &StageArgs) -> Result<()> {
     let dir = run_dir(run_id);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the run directory {}", dir.display()))?;
-    std::fs::write(
-        dir.join(format!("stage{k}.pid")),
-        std::process::id().to_string(),
-    )?;
+    let pid_file = dir.join(format!("stage{k}.pid"));
+    std::fs::write(&pid_file, std::process::id().to_string())?;
+    let _remove_pid_file = RemoveOnDrop(pid_file);
     let place = &topo.placements()[k];
     let host = &topo.hosts[place.host];
     let device = burn_device(topo.device(place).kind)?;

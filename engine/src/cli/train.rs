@@ -111,10 +111,15 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
         "training {} on {} stages on this host, {} steps (run {:016x})",
         spec.file, spec.total_stages, spec.steps, spec.run_id
     );
-    launch(&spec)?;
+    let last = launch(&spec)?;
     eprintln!(
-        "done: every stage finished {} steps{}",
+        "done: every stage finished {} steps{}{}",
         spec.steps,
+        last.map(|m| format!(
+            ", final loss {:.4} ({:.0} samples/s)",
+            m.loss, m.samples_per_sec
+        ))
+        .unwrap_or_default(),
         spec.metrics
             .as_ref()
             .map(|m| format!("; metrics in {m}"))
