@@ -33,6 +33,8 @@ pub struct LaunchSpec {
     pub save_params: Option<String>,
     pub peer_timeout: u64,
     pub connect_timeout: u64,
+    /// More arguments for every stage (checkpointing).
+    pub extra_args: Vec<String>,
 }
 
 enum Event {
@@ -82,6 +84,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<Option<StepMetrics>> {
         if let Some(p) = &spec.save_params {
             cmd.arg("--save-params").arg(p);
         }
+        cmd.args(&spec.extra_args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -39,7 +39,8 @@ pub struct ForwardCtx {
 }
 
 impl LayerModule {
-    fn empty() -> Self {
+    /// A layer without parameters (a placeholder while a layer is being replaced).
+    pub fn empty() -> Self {
         LayerModule {
             linear: None,
             norm: None,

@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod block;
+pub mod checkpoint;
 pub mod codec;
 pub mod init;
 pub mod layer;

@@ -13,12 +13,21 @@ pub struct StageOptimizer {
 }
 
 impl StageOptimizer {
-    pub fn step(&mut self, modules: Vec<LayerModule>, grads: GradientsParams) -> Vec<LayerModule> {
-        self.inner.step(self.lr, modules, grads)
+    pub fn step(&mut self, module: LayerModule, grads: GradientsParams) -> LayerModule {
+        self.inner.step(self.lr, module, grads)
     }
 
     pub fn inner(&self) -> &ModuleOptimizer {
         &self.inner
+    }
+
+    /// Restores state saved with `inner().to_record().into_bytes()`.
+    pub fn load(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        let record =
+            burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| e.to_string())?;
+        self.inner = self.inner.clone().load_record(record);
+        Ok(())
     }
 }
 

@@ -38,16 +38,57 @@ pub fn reference_step(
     Ok(total / microbatches as f64)
 }
 
-/// Trains `topo`'s model for `steps` steps on `device`, calling `on_step` after each.
+/// Where and how often to checkpoint, and whether to resume first.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpointing {
+    pub dir: Option<std::path::PathBuf>,
+    /// Save after every this many steps (0: never).
+    pub every: u64,
+    /// Start from the newest complete checkpoint in `dir`, if any.
+    pub resume: bool,
+}
+
+/// Why the reference trainer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+}
+
+/// Trains `topo`'s model until `steps` steps are done on `device`, calling `on_step` after each.
 pub fn train_reference(
     topo: &Topology,
     steps: usize,
     device: &Device,
-    mut on_step: impl FnMut(&StepMetrics),
+    on_step: impl FnMut(&StepMetrics),
 ) -> Result<Stage, StageError> {
-    let mut stage = Stage::new(topo, 0, 0..topo.model.layers.len(), device);
+    match train_reference_with(topo, steps, device, &Checkpointing::default(), on_step) {
+        Ok(s) => Ok(s),
+        Err(ReferenceError::Stage(e)) => Err(e),
+        Err(ReferenceError::Checkpoint(e)) => unreachable!("no checkpointing was asked for: {e}"),
+    }
+}
+
+/// [`train_reference`] with checkpoints and resume.
+pub fn train_reference_with(
+    topo: &Topology,
+    steps: usize,
+    device: &Device,
+    ckpt: &Checkpointing,
+    mut on_step: impl FnMut(&StepMetrics),
+) -> Result<Stage, ReferenceError> {
+    let n = topo.model.layers.len();
+    let mut stage = Stage::new(topo, 0, 0..n, device);
+    if ckpt.resume
+        && let Some(dir) = &ckpt.dir
+        && let Some((_, path)) = crate::checkpoint::latest(dir, n)
+    {
+        crate::checkpoint::load(&mut stage, &path, topo.train.seed)?;
+    }
     let data = SyntheticData::new(topo);
-    for _ in 0..steps {
+    while stage.step() < steps as u64 {
         let start = Instant::now();
         let loss = reference_step(&mut stage, &data, topo.train.microbatches)?;
         let secs = start.elapsed().as_secs_f64();
@@ -57,6 +98,12 @@ pub fn train_reference(
             step_ms: secs * 1e3,
             samples_per_sec: topo.train.batch as f64 / secs,
         });
+        if let Some(dir) = &ckpt.dir
+            && ckpt.every > 0
+            && stage.step() % ckpt.every == 0
+        {
+            crate::checkpoint::save(&stage, dir, 1, topo.train.seed, topo.data.seed)?;
+        }
     }
     Ok(stage)
 }

@@ -10,7 +10,7 @@ use crate::act::Act;
 use crate::layer::{ForwardCtx, LayerModule};
 use crate::loss::{Target, loss};
 use crate::optim::{StageOptimizer, make_optimizer};
-use crate::params::{NamedParam, named_params};
+use crate::params::{AssignIds, NamedParam, named_params, take_grads};
 use brigade_partitioner::{LayerGraph, LayerKind, Topology};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
@@ -60,7 +60,8 @@ pub struct Stage {
     output_shape: Vec<usize>,
     last: bool,
     device: Device,
-    optim: StageOptimizer,
+    /// One optimizer per layer, so each layer's state can be saved and restored on its own.
+    optims: Vec<StageOptimizer>,
     accum: GradientsAccumulator<Vec<LayerModule>>,
     live: BTreeMap<u64, Live>,
     seed: u64,
@@ -89,8 +90,10 @@ impl Stage {
                     i,
                     &device,
                 )
+                .map(&mut AssignIds::new(i))
             })
             .collect();
+        let modules_len = layers.len();
         Stage {
             index,
             kinds: layers
@@ -102,7 +105,9 @@ impl Stage {
             last: layers.end == graph.len(),
             layers,
             modules,
-            optim: make_optimizer(&topo.train),
+            optims: (0..modules_len)
+                .map(|_| make_optimizer(&topo.train))
+                .collect(),
             accum: GradientsAccumulator::new(),
             live: BTreeMap::new(),
             seed: topo.train.seed,
@@ -250,11 +255,64 @@ impl Stage {
                 live: self.live.len(),
             });
         }
-        let grads = self.accum.grads();
+        let mut grads = self.accum.grads();
         let modules = std::mem::take(&mut self.modules);
-        self.modules = self.optim.step(modules, grads);
+        self.modules = modules
+            .into_iter()
+            .zip(self.optims.iter_mut())
+            .map(|(m, opt)| {
+                let g = take_grads(&m, &mut grads);
+                if g.is_empty() { m } else { opt.step(m, g) }
+            })
+            .collect();
         self.step += 1;
         Ok(())
+    }
+
+    /// Each layer's optimizer state as bytes (burn's burnpack record), keyed by layer index.
+    pub fn optimizer_states(&self) -> Vec<(usize, Result<Vec<u8>, String>)> {
+        self.layers
+            .clone()
+            .zip(&self.optims)
+            .map(|(i, o)| {
+                (
+                    i,
+                    o.inner()
+                        .to_record()
+                        .into_bytes()
+                        .map(|b| b.to_vec())
+                        .map_err(|e| e.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    /// Restores layer `layer`'s optimizer state from [`Stage::optimizer_states`] bytes.
+    pub fn load_optimizer_state(&mut self, layer: usize, bytes: Vec<u8>) -> Result<(), String> {
+        let j = layer - self.layers.start;
+        self.optims[j].load(bytes)
+    }
+
+    /// Replaces layer `layer`'s parameters (by path); every parameter must be present with its shape.
+    pub fn load_layer_parameters(
+        &mut self,
+        layer: usize,
+        values: &std::collections::HashMap<String, NamedParam>,
+    ) -> Result<(), String> {
+        let j = layer - self.layers.start;
+        let mut loader = crate::params::LoadValues::new(values);
+        let module = std::mem::replace(&mut self.modules[j], LayerModule::empty());
+        self.modules[j] = module.map(&mut loader);
+        if loader.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(loader.problems.join("; "))
+        }
+    }
+
+    /// Continues from `step` steps done (after loading a checkpoint).
+    pub fn set_step(&mut self, step: u64) {
+        self.step = step;
     }
 
     /// Each layer's parameters, keyed by global layer index.

@@ -54,6 +54,44 @@ impl TopologyArgs {
     }
 }
 
+/// Checkpoint options shared by `train`, `launch`, `stage` and `reference`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CheckpointArgs {
+    /// Directory for checkpoints (per layer, so any split can resume from them).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<String>,
+    /// Save a checkpoint after every N steps.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "checkpoint_dir"
+    )]
+    pub checkpoint_every: u64,
+    /// Continue from the newest complete checkpoint in --checkpoint-dir (if there is one).
+    #[arg(long, requires = "checkpoint_dir")]
+    pub resume: bool,
+}
+
+impl CheckpointArgs {
+    /// The arguments again, for a child process.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(d) = &self.checkpoint_dir {
+            a.extend([
+                "--checkpoint-dir".to_string(),
+                d.clone(),
+                "--checkpoint-every".into(),
+                self.checkpoint_every.to_string(),
+            ]);
+            if self.resume {
+                a.push("--resume".into());
+            }
+        }
+        a
+    }
+}
+
 /// Exit code for bad input (a topology, profile or argument the user must fix).
 pub const EXIT_BAD_INPUT: u8 = 2;
 

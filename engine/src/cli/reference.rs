@@ -4,13 +4,15 @@ use super::TopologyArgs;
 use crate::metrics::MetricsWriter;
 use anyhow::{Context, Result};
 use brigade_stages::device::burn_device;
-use brigade_stages::reference::train_reference;
+use brigade_stages::reference::{Checkpointing, train_reference_with};
 use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct ReferenceArgs {
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub checkpoint: super::CheckpointArgs,
     /// Steps to train (default: train.steps).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -41,7 +43,12 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
         topo.train.microbatches
     );
     let mut io_error = None;
-    let stage = train_reference(&topo, steps, &device, |m| {
+    let ckpt = Checkpointing {
+        dir: args.checkpoint.checkpoint_dir.as_ref().map(Into::into),
+        every: args.checkpoint.checkpoint_every,
+        resume: args.checkpoint.resume,
+    };
+    let stage = train_reference_with(&topo, steps, &device, &ckpt, |m| {
         println!(
             "step {:>5}/{steps}  loss {:.6}  {:>8.2} ms  {:>10.0} samples/s",
             m.step, m.loss, m.step_ms, m.samples_per_sec

@@ -4,7 +4,8 @@
 
 use super::TopologyArgs;
 use crate::endpoints::{endpoints, run_dir};
-use crate::executor::build::executor;
+use crate::executor::build::executor_for;
+use crate::executor::core::Checkpoints;
 use crate::executor::driver::drive;
 use crate::identity::{parse_run_id, topology_hash};
 use crate::planning::make_plan;
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 pub struct StageArgs {
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub checkpoint: super::CheckpointArgs,
     /// Which stage of the plan to run (0-based).
     #[arg(long)]
     pub stage: usize,
@@ -80,7 +83,31 @@ pub fn run(args: &StageArgs) -> Result<()> {
     let device = burn_device(topo.device(place).kind)?;
     let steps = args.steps.unwrap_or(topo.train.steps) as u64;
 
-    let mut exec = executor(topo, plan, k, &device, steps, args.trace_out.is_some());
+    let [start, end] = plan.stages[k].layers;
+    let mut stage = brigade_stages::Stage::new(topo, k, start..end, &device);
+    if args.checkpoint.resume
+        && let Some(root) = &args.checkpoint.checkpoint_dir
+    {
+        match brigade_stages::checkpoint::latest(
+            std::path::Path::new(root),
+            topo.model.layers.len(),
+        ) {
+            Some((step, dir)) => {
+                brigade_stages::checkpoint::load(&mut stage, &dir, topo.train.seed)?;
+                eprintln!("stage {k}: resumed from {} (step {step})", dir.display());
+            }
+            None => eprintln!("stage {k}: no complete checkpoint in {root}; starting from step 0"),
+        }
+    }
+    let mut exec = executor_for(topo, plan, stage, steps, args.trace_out.is_some());
+    if let Some(root) = &args.checkpoint.checkpoint_dir {
+        exec = exec.with_checkpoints(Checkpoints {
+            dir: root.into(),
+            every: args.checkpoint.checkpoint_every,
+            train_seed: topo.train.seed,
+            data_seed: topo.data.seed,
+        });
+    }
     let cfg = ZmqConfig {
         stage: k,
         run_id,

@@ -13,6 +13,8 @@ use clap::Args;
 pub struct TrainArgs {
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub checkpoint: super::CheckpointArgs,
     /// Steps to train (default: train.steps).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -100,6 +102,7 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
         metrics: args.metrics.clone(),
         trace: args.trace.clone(),
         save_params: args.save_params.clone(),
+        extra_args: args.checkpoint.to_args(),
         peer_timeout: args.peer_timeout,
         connect_timeout: args.connect_timeout,
     })

@@ -8,7 +8,7 @@ use brigade_partitioner::plan::Plan;
 use brigade_stages::{Stage, SyntheticData};
 use burn::prelude::Device;
 
-/// The executor of stage `k` of `plan`, on `device`, running `steps` steps.
+/// The executor of stage `k` of `plan`, on `device`, running until `steps` steps are done.
 pub fn executor(
     topo: &Topology,
     plan: &Plan,
@@ -18,7 +18,24 @@ pub fn executor(
     trace: bool,
 ) -> Executor {
     let [start, end] = plan.stages[k].layers;
-    let stage = Stage::new(topo, k, start..end, device);
+    executor_for(
+        topo,
+        plan,
+        Stage::new(topo, k, start..end, device),
+        steps,
+        trace,
+    )
+}
+
+/// The executor of a stage already built (and possibly restored from a checkpoint).
+pub fn executor_for(
+    topo: &Topology,
+    plan: &Plan,
+    stage: Stage,
+    steps: u64,
+    trace: bool,
+) -> Executor {
+    let k = stage.index();
     let list = schedule(
         topo.train.schedule,
         plan.stages.len(),

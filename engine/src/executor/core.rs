@@ -66,6 +66,8 @@ pub enum ExecError {
         microbatch: u64,
         current: u64,
     },
+    #[error("stage {stage}: cannot write a checkpoint: {why}")]
+    Checkpoint { stage: usize, why: String },
     #[error("stage {stage}: received {kind:?} for step {step}, micro-batch {microbatch} twice")]
     Duplicate {
         stage: usize,
@@ -92,6 +94,16 @@ pub struct Executor {
     losses: Vec<f64>,
     waiting_since: Option<u64>,
     tracer: Tracer,
+    checkpoints: Option<Checkpoints>,
+}
+
+/// Where a stage saves checkpoints, and how often.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    pub dir: std::path::PathBuf,
+    pub every: u64,
+    pub train_seed: u64,
+    pub data_seed: u64,
 }
 
 impl Executor {
@@ -120,7 +132,14 @@ impl Executor {
             losses: Vec::new(),
             waiting_since: None,
             tracer,
+            checkpoints: None,
         }
+    }
+
+    /// Saves a checkpoint after every `every`-th step.
+    pub fn with_checkpoints(mut self, c: Checkpoints) -> Self {
+        self.checkpoints = Some(c).filter(|c| c.every > 0);
+        self
     }
 
     pub fn stage(&self) -> &Stage {
@@ -254,6 +273,29 @@ impl Executor {
                     self.stage.optimizer_step()?;
                     self.tracer
                         .record(Span::new("optimizer", start, self.tracer.now(), step, 0));
+                    if let Some(c) = &self.checkpoints
+                        && self.stage.step() % c.every == 0
+                    {
+                        let start = self.tracer.now();
+                        brigade_stages::checkpoint::save(
+                            &self.stage,
+                            &c.dir,
+                            self.stages,
+                            c.train_seed,
+                            c.data_seed,
+                        )
+                        .map_err(|e| ExecError::Checkpoint {
+                            stage: self.stage.index(),
+                            why: e.to_string(),
+                        })?;
+                        self.tracer.record(Span::new(
+                            "checkpoint",
+                            start,
+                            self.tracer.now(),
+                            step,
+                            0,
+                        ));
+                    }
                     self.pc = 0;
                     self.step += 1;
                     let loss = (!self.losses.is_empty())
