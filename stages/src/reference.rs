@@ -100,7 +100,7 @@ pub fn train_reference_with(
         });
         if let Some(dir) = &ckpt.dir
             && ckpt.every > 0
-            && stage.step() % ckpt.every == 0
+            && stage.step().is_multiple_of(ckpt.every)
         {
             crate::checkpoint::save(&stage, dir, 1, topo.train.seed, topo.data.seed)?;
         }

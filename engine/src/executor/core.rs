@@ -274,7 +274,7 @@ impl Executor {
                     self.tracer
                         .record(Span::new("optimizer", start, self.tracer.now(), step, 0));
                     if let Some(c) = &self.checkpoints
-                        && self.stage.step() % c.every == 0
+                        && self.stage.step().is_multiple_of(c.every)
                     {
                         let start = self.tracer.now();
                         brigade_stages::checkpoint::save(
