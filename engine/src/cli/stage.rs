@@ -9,7 +9,7 @@ use crate::executor::core::Checkpoints;
 use crate::executor::driver::drive;
 use crate::identity::{parse_run_id, topology_hash};
 use crate::planning::make_plan;
-use crate::transport::zmq::{ZmqConfig, ZmqTransport};
+use crate::transport::zmq::{MIN_SECRET, ZmqConfig, ZmqTransport, load_secret};
 use anyhow::{Context, Result, bail};
 use brigade_partitioner::ConfigError;
 use brigade_stages::device::burn_device;
@@ -47,6 +47,10 @@ pub struct StageArgs {
     /// Write this stage's final parameters to DIR/stage-K.safetensors.
     #[arg(long, value_name = "DIR")]
     pub save_params: Option<String>,
+    /// File holding the job secret (default: $BRIGADE_SECRET_FILE, then $BRIGADE_SECRET).
+    /// Without a secret, stages accept loopback and ipc peers only.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<String>,
     /// Exit when the process with this pid (the launcher) goes away.
     #[arg(long, hide = true)]
     pub launcher_pid: Option<u32>,
@@ -108,11 +112,26 @@ pub fn run(args: &StageArgs) -> Result<()> {
             data_seed: topo.data.seed,
         });
     }
+    let secret = load_secret(args.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let eps = endpoints(topo, k_total, k, &dir, args.local);
+    let tcp: Vec<&String> = [&eps.act_in, &eps.grad_in, &eps.act_out, &eps.grad_out]
+        .into_iter()
+        .flatten()
+        .filter(|e| e.starts_with("tcp://"))
+        .collect();
+    if secret.is_none() && !tcp.is_empty() {
+        if let Some(open) = tcp.iter().find(|e| !is_loopback(e)) {
+            bail!(
+                "stage {k}: {open} is not a loopback address and no job secret is set. Set BRIGADE_SECRET (at least {MIN_SECRET} bytes, e.g. `export BRIGADE_SECRET=$(openssl rand -hex 32)`) or BRIGADE_SECRET_FILE on every host, or pass --secret-file"
+            );
+        }
+        eprintln!("stage {k}: no job secret set: accepting loopback and ipc peers only");
+    }
     let cfg = ZmqConfig {
         stage: k,
         run_id,
         topology_hash: hash,
-        endpoints: endpoints(topo, k_total, k, &dir, args.local),
+        endpoints: eps,
         act_in_shape: exec.stage().input_shape().to_vec(),
         grad_in_shape: exec.stage().output_shape().to_vec(),
         device: exec.stage().device().clone(),
@@ -120,6 +139,7 @@ pub fn run(args: &StageArgs) -> Result<()> {
         peer_timeout: Duration::from_secs(args.peer_timeout.max(1)),
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         trace: args.trace_out.is_some(),
+        secret,
     };
     let mut transport = ZmqTransport::start(cfg)?;
     event(
@@ -151,6 +171,19 @@ pub fn run(args: &StageArgs) -> Result<()> {
     }
     event(&serde_json::json!({"event": "done", "stage": k}));
     Ok(())
+}
+
+/// Whether a `tcp://host:port` endpoint is on the loopback network.
+fn is_loopback(endpoint: &str) -> bool {
+    let host = endpoint
+        .trim_start_matches("tcp://")
+        .rsplit_once(':')
+        .map_or(endpoint, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Removes a file when the stage ends, however it ends (short of being killed).

@@ -27,6 +27,10 @@ pub struct TrainArgs {
     /// Write the final parameters, per stage, to DIR/stage-K.safetensors.
     #[arg(long, value_name = "DIR")]
     pub save_params: Option<String>,
+    /// File holding the job secret, passed to every stage (default: $BRIGADE_SECRET_FILE, then
+    /// $BRIGADE_SECRET, which stages inherit).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<String>,
     /// Seconds a peer may stay silent before the job fails.
     #[arg(long, default_value_t = 5)]
     pub peer_timeout: u64,
@@ -102,7 +106,16 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
         metrics: args.metrics.clone(),
         trace: args.trace.clone(),
         save_params: args.save_params.clone(),
-        extra_args: args.checkpoint.to_args(),
+        extra_args: args
+            .checkpoint
+            .to_args()
+            .into_iter()
+            .chain(
+                args.secret_file
+                    .iter()
+                    .flat_map(|f| ["--secret-file".to_string(), f.clone()]),
+            )
+            .collect(),
         peer_timeout: args.peer_timeout,
         connect_timeout: args.connect_timeout,
     })

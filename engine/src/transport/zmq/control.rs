@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum ControlKind {
     Hello,
+    /// The answer to the receiver's challenge (authenticated jobs only).
+    Auth,
     Heartbeat,
     Bye,
 }
@@ -21,6 +23,36 @@ pub struct Control {
     pub topology_hash: u64,
     pub from_stage: u32,
     pub kind: ControlKind,
+    /// Hello: the challenge the receiver must answer on its connection back to us. Auth: the
+    /// answer.
+    #[serde(default, with = "serde_bytes_opt")]
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// msgpack bin for the optional byte string (not an array of integers).
+mod serde_bytes_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_bytes(b),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum B<'a> {
+            #[serde(borrow)]
+            Bytes(&'a [u8]),
+            Owned(Vec<u8>),
+        }
+        Ok(Option::<B<'de>>::deserialize(d)?.map(|b| match b {
+            B::Bytes(x) => x.to_vec(),
+            B::Owned(x) => x,
+        }))
+    }
 }
 
 impl Control {
@@ -32,7 +64,13 @@ impl Control {
             topology_hash,
             from_stage: from_stage as u32,
             kind,
+            bytes: None,
         }
+    }
+
+    pub fn with_bytes(mut self, bytes: &[u8]) -> Self {
+        self.bytes = Some(bytes.to_vec());
+        self
     }
 
     pub fn encode(&self) -> Vec<u8> {

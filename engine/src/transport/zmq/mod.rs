@@ -9,6 +9,7 @@
 //! The zeromq crate has no high-water mark: in-flight messages are bounded by the schedule
 //! (at most M activations or gradients per link per step).
 
+mod auth;
 mod control;
 mod tasks;
 
@@ -22,6 +23,7 @@ use crossbeam_channel::RecvTimeoutError;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+pub use auth::{MIN_SECRET, load_secret};
 pub use control::{Control, ControlKind};
 
 /// What a stage's transport needs to know.
@@ -43,6 +45,8 @@ pub struct ZmqConfig {
     /// How long a peer may take to appear at start.
     pub connect_timeout: Duration,
     pub trace: bool,
+    /// The job secret; without one only loopback and ipc peers may take part.
+    pub secret: Option<Vec<u8>>,
 }
 
 enum Cmd {

@@ -1,6 +1,7 @@
 //! The I/O thread's tasks: one per socket. Pull tasks check and decode what arrives and hand
 //! it to the compute thread; push tasks encode and send, and keep idle links alive.
 
+use super::auth;
 use super::control::{Control, ControlKind};
 use super::{Cmd, ZmqConfig, peer_index, source};
 use crate::executor::core::{Incoming, Outgoing, Peer};
@@ -9,12 +10,15 @@ use crate::transport::TransportError;
 use brigade_stages::codec::{self, Kind, Route};
 use bytes::Bytes;
 use crossbeam_channel::Sender;
-use std::sync::Arc;
+use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use zeromq::{PullSocket, PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{
+    PullSocket, PushSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, ZmqMessage,
+};
 
 type ToCompute = Sender<Result<Incoming, TransportError>>;
 
@@ -29,6 +33,30 @@ fn options() -> SocketOptions {
     o
 }
 
+/// What the pull and push tasks of one neighbour share.
+#[derive(Clone)]
+struct Link {
+    /// Sent in our hello, answered by the peer on its connection to us.
+    own_challenge: [u8; 16],
+    /// The peer's challenge, from its hello, which our push task answers.
+    peer_challenge: watch::Receiver<Option<Vec<u8>>>,
+    peer_challenge_tx: Arc<watch::Sender<Option<Vec<u8>>>>,
+    /// The peer said bye: its silence afterwards is expected.
+    done: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn new() -> Self {
+        let (tx, rx) = watch::channel(None);
+        Link {
+            own_challenge: auth::challenge(),
+            peer_challenge: rx,
+            peer_challenge_tx: Arc::new(tx),
+            done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 pub(super) async fn io_main(
     cfg: ZmqConfig,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
@@ -37,22 +65,13 @@ pub(super) async fn io_main(
 ) {
     let k = cfg.stage;
     let cfg = Arc::new(cfg);
-    // Neighbours that said bye: their silence afterwards is expected.
-    let prev_done = Arc::new(AtomicBool::new(false));
-    let next_done = Arc::new(AtomicBool::new(false));
+    let prev = Link::new();
+    let next = Link::new();
 
     let mut pulls = Vec::new();
-    for (endpoint, kind, done) in [
-        (
-            cfg.endpoints.act_in.clone(),
-            Kind::Activation,
-            prev_done.clone(),
-        ),
-        (
-            cfg.endpoints.grad_in.clone(),
-            Kind::Gradient,
-            next_done.clone(),
-        ),
+    for (endpoint, kind, link) in [
+        (cfg.endpoints.act_in.clone(), Kind::Activation, prev.clone()),
+        (cfg.endpoints.grad_in.clone(), Kind::Gradient, next.clone()),
     ] {
         let Some(endpoint) = endpoint else { continue };
         if let Some(path) = endpoint.strip_prefix("ipc://") {
@@ -60,6 +79,16 @@ pub(super) async fn io_main(
             let _ = std::fs::remove_file(path);
         }
         let mut sock = PullSocket::with_options(options());
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let mut monitor = sock.monitor();
+        let seen = accepted.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = monitor.next().await {
+                if let SocketEvent::Accepted(ep, _) = ev {
+                    seen.lock().expect("monitor lock").push(ep.to_string());
+                }
+            }
+        });
         if let Err(e) = sock.bind(&endpoint).await {
             let _ = ready.send(Err(TransportError::Bind {
                 stage: k,
@@ -73,7 +102,8 @@ pub(super) async fn io_main(
             sock,
             endpoint,
             kind,
-            done,
+            link,
+            accepted,
             to_compute.clone(),
         )));
     }
@@ -81,13 +111,9 @@ pub(super) async fn io_main(
 
     let mut pushes = Vec::new();
     let mut routes: Vec<(Peer, mpsc::UnboundedSender<Option<Outgoing>>)> = Vec::new();
-    for (endpoint, to, done) in [
-        (cfg.endpoints.act_out.clone(), Peer::Next, next_done.clone()),
-        (
-            cfg.endpoints.grad_out.clone(),
-            Peer::Prev,
-            prev_done.clone(),
-        ),
+    for (endpoint, to, link) in [
+        (cfg.endpoints.act_out.clone(), Peer::Next, next.clone()),
+        (cfg.endpoints.grad_out.clone(), Peer::Prev, prev.clone()),
     ] {
         let Some(endpoint) = endpoint else { continue };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -97,7 +123,7 @@ pub(super) async fn io_main(
             endpoint,
             to,
             rx,
-            done,
+            link,
             to_compute.clone(),
         )));
     }
@@ -137,7 +163,8 @@ async fn pull_task(
     mut sock: PullSocket,
     endpoint: String,
     kind: Kind,
-    done: Arc<AtomicBool>,
+    link: Link,
+    accepted: Arc<Mutex<Vec<String>>>,
     to_compute: ToCompute,
 ) {
     let k = cfg.stage;
@@ -149,18 +176,33 @@ async fn pull_task(
     };
     // The largest payload the plan allows on this link (f32 or i64 elements).
     let limit = shape.iter().product::<usize>() as u64 * 8;
+    let secret = cfg.secret.clone();
     let mut hello = false;
+    let mut key: Option<[u8; 32]> = None;
+    let mut seq = 0u64;
+    let mut last_refusal: Option<String> = None;
     let fail = |e: TransportError| {
         let _ = to_compute.send(Err(e));
     };
+    // Under a secret, what fails authentication is logged and dropped (a stranger cannot end
+    // the job); without one, a mismatch is a mis-wired job and fatal.
+    let refuse = |why: String, last: &mut Option<String>| {
+        let from = accepted.lock().expect("monitor lock").join(", ");
+        eprintln!(
+            "stage {k}: refused a message on {endpoint} (connections from: {}): {why}",
+            if from.is_empty() { "unknown" } else { &from }
+        );
+        *last = Some(why);
+    };
     loop {
-        let wait = if hello {
+        let ready = hello && (secret.is_none() || key.is_some());
+        let wait = if ready {
             cfg.peer_timeout
         } else {
             cfg.connect_timeout
         };
         let msg = match timeout(wait, sock.recv()).await {
-            Err(_) if hello => {
+            Err(_) if ready => {
                 return fail(TransportError::PeerLost {
                     stage: k,
                     peer,
@@ -169,16 +211,25 @@ async fn pull_task(
                 });
             }
             Err(_) => {
-                return fail(TransportError::Unreachable {
-                    stage: k,
-                    peer,
-                    address: endpoint,
-                    secs: wait.as_secs(),
-                    why: "it never connected".into(),
+                return fail(match last_refusal {
+                    Some(why) => TransportError::Refused {
+                        stage: k,
+                        address: endpoint,
+                        why: format!(
+                            "no authenticated peer within {} s; last refusal: {why}",
+                            wait.as_secs()
+                        ),
+                    },
+                    None => TransportError::NeverConnected {
+                        stage: k,
+                        peer,
+                        address: endpoint,
+                        secs: wait.as_secs(),
+                    },
                 });
             }
             Ok(Err(e)) => {
-                if !done.load(Ordering::SeqCst) {
+                if !link.done.load(Ordering::SeqCst) {
                     fail(TransportError::PeerLost {
                         stage: k,
                         peer,
@@ -190,7 +241,27 @@ async fn pull_task(
             }
             Ok(Ok(m)) => m,
         };
-        let frames = msg.into_vec();
+        let mut frames = msg.into_vec();
+        if let Some(key) = &key {
+            let tagged = frames.len() >= 2 && {
+                let t = frames.last().expect("two frames or more");
+                let body: Vec<&[u8]> = frames[..frames.len() - 1]
+                    .iter()
+                    .map(|f| f.as_ref())
+                    .collect();
+                t.len() == auth::TAG_LEN && auth::tag(key, seq, &body)[..] == t[..]
+            };
+            if !tagged {
+                refuse(
+                    "bad or missing message tag (not from the authenticated peer, or replayed)"
+                        .into(),
+                    &mut last_refusal,
+                );
+                continue;
+            }
+            frames.pop();
+            seq += 1;
+        }
         let bad = |why: String| TransportError::BadFrame {
             stage: k,
             peer,
@@ -198,25 +269,57 @@ async fn pull_task(
             why,
         };
         match frames.len() {
-            1 => match Control::decode_checked(&frames[0], cfg.run_id, cfg.topology_hash, peer) {
-                Ok(c) => match c.kind {
-                    ControlKind::Hello => hello = true,
-                    ControlKind::Heartbeat => {}
-                    ControlKind::Bye => {
-                        done.store(true, Ordering::SeqCst);
-                        return;
+            1 => {
+                match Control::decode_checked(&frames[0], cfg.run_id, cfg.topology_hash, peer) {
+                    Ok(c) => match c.kind {
+                        ControlKind::Hello => {
+                            hello = true;
+                            if let Some(ch) = c.bytes {
+                                let _ = link.peer_challenge_tx.send(Some(ch));
+                            }
+                        }
+                        ControlKind::Auth => {
+                            let Some(secret) = &secret else { continue };
+                            let answer = c.bytes.unwrap_or_default();
+                            if auth::verify(
+                                secret,
+                                cfg.run_id,
+                                cfg.topology_hash,
+                                peer,
+                                k,
+                                &link.own_challenge,
+                                &answer,
+                            ) {
+                                key = Some(auth::frame_key(
+                                    secret,
+                                    cfg.run_id,
+                                    cfg.topology_hash,
+                                    peer,
+                                    k,
+                                    &link.own_challenge,
+                                ));
+                                seq = 0;
+                            } else {
+                                refuse("authentication failed: the peer does not have this job's secret".into(), &mut last_refusal);
+                            }
+                        }
+                        ControlKind::Heartbeat => {}
+                        ControlKind::Bye => {
+                            link.done.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    },
+                    Err(why) if secret.is_some() => refuse(why, &mut last_refusal),
+                    Err(why) => {
+                        return fail(TransportError::Refused {
+                            stage: k,
+                            address: endpoint,
+                            why,
+                        });
                     }
-                },
-                Err(why) => {
-                    eprintln!("stage {k}: refused peer on {endpoint}: {why}");
-                    return fail(TransportError::Refused {
-                        stage: k,
-                        address: endpoint,
-                        why,
-                    });
                 }
-            },
-            2 if hello => {
+            }
+            2 if ready => {
                 let decoded = codec::decode(&frames[0], frames[1].to_vec(), limit)
                     .map_err(|e| bad(e.to_string()))
                     .and_then(|(h, data)| {
@@ -256,8 +359,44 @@ async fn pull_task(
                     Err(e) => return fail(e),
                 }
             }
+            2 if secret.is_some() => {
+                refuse("a tensor before authentication".into(), &mut last_refusal)
+            }
             2 => return fail(bad("tensor before the hello handshake".into())),
             n => return fail(bad(format!("message of {n} frames"))),
+        }
+    }
+}
+
+/// Sends messages to one neighbour, tagging them once authenticated.
+struct LinkSender {
+    sock: PushSocket,
+    key: Option<[u8; 32]>,
+    seq: u64,
+    limit: Duration,
+}
+
+impl LinkSender {
+    async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), String> {
+        let mut frames = frames;
+        if let Some(key) = &self.key {
+            let body: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
+            let t = auth::tag(key, self.seq, &body);
+            frames.push(Bytes::copy_from_slice(&t));
+            self.seq += 1;
+        }
+        let mut it = frames.into_iter();
+        let mut msg = ZmqMessage::from(it.next().expect("at least one frame"));
+        for f in it {
+            msg.push_back(f);
+        }
+        match timeout(self.limit, self.sock.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("send failed: {e}")),
+            Err(_) => Err(format!(
+                "send did not complete within {} s",
+                self.limit.as_secs()
+            )),
         }
     }
 }
@@ -267,93 +406,128 @@ async fn push_task(
     endpoint: String,
     to: Peer,
     mut rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
-    done: Arc<AtomicBool>,
+    mut link: Link,
     to_compute: ToCompute,
 ) -> Vec<TraceEvent> {
     let k = cfg.stage;
     let peer = peer_index(k, to);
     let mut tracer = Tracer::new(k, 1, cfg.trace);
-    let control = |kind| {
-        ZmqMessage::from(Bytes::from(
-            Control::new(kind, cfg.run_id, cfg.topology_hash, k).encode(),
-        ))
-    };
+    let control = |kind| Bytes::from(Control::new(kind, cfg.run_id, cfg.topology_hash, k).encode());
     let lost = |why: String| TransportError::PeerLost {
         stage: k,
         peer,
         address: endpoint.clone(),
         why,
     };
+    let report = |e: TransportError| {
+        let _ = to_compute.send(Err(e));
+    };
 
     let mut opts = options();
     opts.connect_timeout(cfg.connect_timeout);
     let mut sock = PushSocket::with_options(opts);
     if let Err(e) = sock.connect(&endpoint).await {
-        let _ = to_compute.send(Err(TransportError::Unreachable {
+        report(TransportError::Unreachable {
             stage: k,
             peer,
             address: endpoint.clone(),
             secs: cfg.connect_timeout.as_secs(),
             why: e.to_string(),
-        }));
+        });
         return tracer.into_events();
     }
-    if let Err(why) = send(&mut sock, control(ControlKind::Hello), cfg.peer_timeout).await {
-        let _ = to_compute.send(Err(lost(why)));
+    let mut out = LinkSender {
+        sock,
+        key: None,
+        seq: 0,
+        limit: cfg.peer_timeout,
+    };
+    let mut hello = Control::new(ControlKind::Hello, cfg.run_id, cfg.topology_hash, k);
+    if cfg.secret.is_some() {
+        hello = hello.with_bytes(&link.own_challenge);
+    }
+    if let Err(why) = out.send(vec![Bytes::from(hello.encode())]).await {
+        report(lost(why));
         return tracer.into_events();
+    }
+    if let Some(secret) = &cfg.secret {
+        // Answer the peer's challenge, which arrives in its hello on our pull socket.
+        let challenge: Option<Vec<u8>> = match timeout(
+            cfg.connect_timeout,
+            link.peer_challenge.wait_for(Option::is_some),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c.clone(),
+            _ => None,
+        };
+        let challenge = match challenge {
+            Some(c) => c,
+            None => {
+                report(TransportError::NeverConnected {
+                    stage: k,
+                    peer,
+                    address: endpoint.clone(),
+                    secs: cfg.connect_timeout.as_secs(),
+                });
+                return tracer.into_events();
+            }
+        };
+        let answer = auth::answer(secret, cfg.run_id, cfg.topology_hash, k, peer, &challenge);
+        let msg =
+            Control::new(ControlKind::Auth, cfg.run_id, cfg.topology_hash, k).with_bytes(&answer);
+        if let Err(why) = out.send(vec![Bytes::from(msg.encode())]).await {
+            report(lost(why));
+            return tracer.into_events();
+        }
+        out.key = Some(auth::frame_key(
+            secret,
+            cfg.run_id,
+            cfg.topology_hash,
+            k,
+            peer,
+            &challenge,
+        ));
     }
     let mut beat = tokio::time::interval(cfg.heartbeat);
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
-                Some(Some(out)) => {
+                Some(Some(msg)) => {
                     let start = tracer.now();
-                    let route = Route { run_id: cfg.run_id, step: out.step, microbatch: out.microbatch, kind: out.kind };
-                    let (header, payload) = match codec::encode(route, out.tensor.to_data()) {
+                    let route = Route { run_id: cfg.run_id, step: msg.step, microbatch: msg.microbatch, kind: msg.kind };
+                    let (header, payload) = match codec::encode(route, msg.tensor.to_data()) {
                         Ok(frames) => frames,
                         Err(e) => {
-                            let _ = to_compute.send(Err(TransportError::Io { stage: k, why: e.to_string() }));
+                            report(TransportError::Io { stage: k, why: e.to_string() });
                             return tracer.into_events();
                         }
                     };
-                    let mut msg = ZmqMessage::from(Bytes::from(header));
-                    msg.push_back(Bytes::from(payload));
-                    if let Err(why) = send(&mut sock, msg, cfg.peer_timeout).await {
-                        let _ = to_compute.send(Err(lost(why)));
+                    if let Err(why) = out.send(vec![Bytes::from(header), Bytes::from(payload)]).await {
+                        report(lost(why));
                         return tracer.into_events();
                     }
-                    tracer.record(Span::new("send", start, tracer.now(), out.step, out.microbatch));
+                    tracer.record(Span::new("send", start, tracer.now(), msg.step, msg.microbatch));
                 }
                 Some(None) | None => {
                     // Best effort: a neighbour that already left needs no goodbye.
-                    let _ = send(&mut sock, control(ControlKind::Bye), cfg.peer_timeout).await;
+                    let _ = out.send(vec![control(ControlKind::Bye)]).await;
                     return tracer.into_events();
                 }
             },
             _ = beat.tick() => {
-                if done.load(Ordering::SeqCst) {
+                if link.done.load(Ordering::SeqCst) {
                     continue;
                 }
-                if let Err(why) = send(&mut sock, control(ControlKind::Heartbeat), cfg.peer_timeout).await {
+                if let Err(why) = out.send(vec![control(ControlKind::Heartbeat)]).await {
                     // It may have said bye while we were sending.
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    if !done.load(Ordering::SeqCst) {
-                        let _ = to_compute.send(Err(lost(why)));
+                    if !link.done.load(Ordering::SeqCst) {
+                        report(lost(why));
                         return tracer.into_events();
                     }
                 }
             }
         }
-    }
-}
-
-async fn send(sock: &mut PushSocket, msg: ZmqMessage, limit: Duration) -> Result<(), String> {
-    match timeout(limit, sock.send(msg)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("send failed: {e}")),
-        Err(_) => Err(format!(
-            "send did not complete within {} s",
-            limit.as_secs()
-        )),
     }
 }
