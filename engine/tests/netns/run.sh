@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Two hosts in two network namespaces joined by a veth pair (198.18.0.1 and 198.18.0.2, the
+# benchmarking range): `brigade launch --host a` and `--host b` must reproduce `brigade
+# reference`, and when the link is cut mid-run both sides must exit non-zero within 10 s
+# naming the lost peer. Needs root and iproute2; prints SKIP and exits 0 otherwise.
+#
+# usage: engine/tests/netns/run.sh PATH/TO/brigade
+set -euo pipefail
+BRIGADE=$(realpath "${1:?usage: $0 PATH/TO/brigade}")
+cd "$(dirname "$0")/../../.."
+
+if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! ip netns add "brigade-probe-$$" 2>/dev/null; then
+  echo "SKIP netns test: needs root and iproute2 network namespaces (ip netns)"
+  exit 0
+fi
+ip netns del "brigade-probe-$$"
+
+A="brigade-a-$$" B="brigade-b-$$" WORK=$(mktemp -d)
+cleanup() {
+  pkill -KILL -f "$WORK/two.toml" 2>/dev/null || true
+  ip netns del "$A" 2>/dev/null || true
+  ip netns del "$B" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ip netns add "$A"
+ip netns add "$B"
+ip link add "va$$" netns "$A" type veth peer name "vb$$" netns "$B"
+ip -n "$A" addr add 198.18.0.1/24 dev "va$$"
+ip -n "$B" addr add 198.18.0.2/24 dev "vb$$"
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+ip -n "$A" link set "va$$" up
+ip -n "$B" link set "vb$$" up
+
+sed -n '1,/^\[\[hosts\]\]/p' topologies/quickstart.toml | sed '$d' > "$WORK/two.toml"
+cat >> "$WORK/two.toml" <<TOML
+[[hosts]]
+name = "a"
+address = "198.18.0.1"
+devices = ["cpu"]
+
+[[hosts]]
+name = "b"
+address = "198.18.0.2"
+devices = ["cpu"]
+
+[partition]
+stages = 2
+TOML
+export BRIGADE_SECRET="netns-test-secret-$$-0123456789"
+
+echo "netns: training across $A (198.18.0.1) and $B (198.18.0.2)"
+ip netns exec "$A" "$BRIGADE" launch "$WORK/two.toml" --host a --steps 20 --run-id netns 2>"$WORK/a.err" &
+PA=$!
+ip netns exec "$B" "$BRIGADE" launch "$WORK/two.toml" --host b --steps 20 --run-id netns --metrics "$WORK/b.jsonl" 2>"$WORK/b.err" || { cat "$WORK/b.err"; exit 1; }
+wait "$PA" || { cat "$WORK/a.err"; exit 1; }
+"$BRIGADE" reference "$WORK/two.toml" --steps 20 --metrics "$WORK/ref.jsonl" >/dev/null
+python3 - "$WORK/b.jsonl" "$WORK/ref.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+assert len(a) == len(b) == 20, (len(a), len(b))
+for i, (x, y) in enumerate(zip(a, b)):
+    assert abs(x - y) <= 1e-5 * abs(y), f"step {i + 1}: {x} vs reference {y}"
+print("netns: losses equal the reference at all 20 steps")
+PY
+
+echo "netns: cutting the link mid-run"
+ip netns exec "$A" "$BRIGADE" launch "$WORK/two.toml" --host a --steps 1000000 --run-id netns-cut 2>"$WORK/a2.err" &
+PA=$!
+ip netns exec "$B" "$BRIGADE" launch "$WORK/two.toml" --host b --steps 1000000 --run-id netns-cut 2>"$WORK/b2.err" &
+PB=$!
+sleep 3
+kill -0 "$PA" && kill -0 "$PB" || { echo "FAIL: a side ended before the cut"; cat "$WORK/a2.err" "$WORK/b2.err"; exit 1; }
+ip -n "$A" link set "va$$" down
+CUT=$(date +%s)
+status=0
+for p in "$PA" "$PB"; do
+  if wait "$p"; then echo "FAIL: a side exited 0 after the cut"; status=1; fi
+done
+ELAPSED=$(( $(date +%s) - CUT ))
+[ "$ELAPSED" -le 10 ] || { echo "FAIL: the sides took ${ELAPSED} s to exit (limit 10 s)"; status=1; }
+grep -q "lost peer stage 1" "$WORK/a2.err" || { echo "FAIL: host a does not name the lost peer:"; cat "$WORK/a2.err"; status=1; }
+grep -q "lost peer stage 0" "$WORK/b2.err" || { echo "FAIL: host b does not name the lost peer:"; cat "$WORK/b2.err"; status=1; }
+[ "$status" = 0 ] && echo "netns: both sides exited non-zero within ${ELAPSED} s naming the lost peer"
+exit "$status"
