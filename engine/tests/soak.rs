@@ -1,0 +1,81 @@
+//! Soak: 2,000 steps of pipelined training whose per-stage resident memory stays flat.
+//! `cargo test --release -p brigade-engine --test soak -- --ignored --nocapture`
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+#[ignore = "a long run; see docs/reliability.md"]
+fn two_thousand_steps_keep_rss_flat() {
+    let mut job = brigade()
+        .args(["train", "topologies/quickstart.toml", "--steps", "2000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(job.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    let run = first
+        .split("(run ")
+        .nth(1)
+        .and_then(|s| s.get(..16))
+        .expect("run id")
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("brigade-{run}"));
+    let mut pids = Vec::new();
+    while pids.len() < 2 {
+        std::thread::sleep(Duration::from_millis(20));
+        pids = (0..2)
+            .filter_map(|k| {
+                std::fs::read_to_string(dir.join(format!("stage{k}.pid")))
+                    .ok()?
+                    .trim()
+                    .parse::<i32>()
+                    .ok()
+            })
+            .collect();
+    }
+    // Sample every stage's RSS until the job ends.
+    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); 2];
+    while job.try_wait().unwrap().is_none() {
+        for (k, &p) in pids.iter().enumerate() {
+            if let Some(r) = rss_kib(p) {
+                samples[k].push(r);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(job.wait().unwrap().success());
+    for (k, s) in samples.iter().enumerate() {
+        assert!(s.len() >= 8, "too few samples of stage {k}");
+        let quarter = s.len() / 4;
+        let early = *s[quarter..2 * quarter].iter().max().unwrap() as f64;
+        let late = *s[3 * quarter..].iter().max().unwrap() as f64;
+        println!(
+            "stage {k}: RSS {} KiB at 25-50% of the run, {} KiB at 75-100% ({} samples)",
+            early,
+            late,
+            s.len()
+        );
+        assert!(
+            late <= early * 1.10,
+            "stage {k} RSS grew from {early} KiB to {late} KiB"
+        );
+    }
+}
