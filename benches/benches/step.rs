@@ -21,7 +21,8 @@ fn pin_to_one_core() {
 
 fn median_step_ms(microbatches: usize, steps: usize) -> f64 {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/mlp-8x1024.toml");
-    let topo = load(path, &[format!("train.microbatches={microbatches}")]).expect("mlp-8x1024 topology");
+    let topo =
+        load(path, &[format!("train.microbatches={microbatches}")]).expect("mlp-8x1024 topology");
     let mut stage = Stage::new(&topo, 0, 0..topo.model.layers.len(), &Device::flex());
     let data = SyntheticData::new(&topo);
     let mut times = Vec::new();
@@ -81,5 +82,7 @@ fn main() {
     println!("  batch 256 as one batch:                 {one:8.1} ms");
     println!("  batch 256 as 8 micro-batches of 32:     {eight:8.1} ms   (target <= 560 ms)");
     let [f, b, o] = breakdown(5);
-    println!("  of which (mean): forward {f:.1} ms, backward + gradient accumulation {b:.1} ms, optimizer {o:.1} ms, data and loss read-back the rest");
+    println!(
+        "  of which (mean): forward {f:.1} ms, backward + gradient accumulation {b:.1} ms, optimizer {o:.1} ms, data and loss read-back the rest"
+    );
 }

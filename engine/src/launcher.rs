@@ -51,8 +51,17 @@ struct Running {
     stderr_tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
 }
 
+/// What a finished launch reports.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchReport {
+    /// The last step's metrics (when this host runs the last stage).
+    pub last: Option<StepMetrics>,
+    /// Peak resident memory of each stage process started here, KiB.
+    pub peak_rss_kib: Vec<(usize, u64)>,
+}
+
 /// Starts the stages and waits for them; `Ok` only if every one finished every step.
-pub fn launch(spec: &LaunchSpec) -> Result<Option<StepMetrics>> {
+pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     let exe = std::env::current_exe().context("cannot find the brigade executable")?;
     let dir = run_dir(spec.run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -132,6 +141,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<Option<StepMetrics>> {
     let bar = progress(spec.steps);
     let mut failure: Option<String> = None;
     let mut last: Option<StepMetrics> = None;
+    let mut peak_rss_kib = Vec::new();
     while running.iter().any(|r| r.status.is_none()) {
         let Ok(ev) = rx.recv_timeout(Duration::from_millis(500)) else {
             continue;
@@ -166,6 +176,9 @@ pub fn launch(spec: &LaunchSpec) -> Result<Option<StepMetrics>> {
                         bar.set_position(v["step"].as_u64().unwrap_or(0))
                     }
                     Some("done") => {
+                        if let Some(kib) = v["peak_rss_kib"].as_u64() {
+                            peak_rss_kib.push((k, kib));
+                        }
                         if let Some(r) = running.iter_mut().find(|r| r.stage == k) {
                             r.done = true;
                         }
@@ -212,7 +225,8 @@ pub fn launch(spec: &LaunchSpec) -> Result<Option<StepMetrics>> {
     if let Some(f) = failure {
         bail!("{f}");
     }
-    merged.map(|()| last)
+    peak_rss_kib.sort();
+    merged.map(|()| LaunchReport { last, peak_rss_kib })
 }
 
 fn progress(steps: u64) -> ProgressBar {

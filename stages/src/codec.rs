@@ -126,10 +126,19 @@ pub enum CodecError {
 
 /// Encodes tensor data: (header frame, payload frame).
 pub fn encode(route: Route, data: TensorData) -> Result<(Vec<u8>, Vec<u8>), CodecError> {
+    let (header, payload) = encode_shared(route, data)?;
+    Ok((header, payload.to_vec()))
+}
+
+/// Encodes tensor data without copying the payload: (header frame, the tensor's own bytes).
+pub fn encode_shared(
+    route: Route,
+    data: TensorData,
+) -> Result<(Vec<u8>, burn::tensor::Bytes), CodecError> {
     let dtype = WireDType::from_burn(data.dtype())
         .ok_or_else(|| CodecError::UnsupportedDType(format!("{:?}", data.dtype())))?;
     let shape: Vec<u64> = data.shape().iter().map(|&d| d as u64).collect();
-    let payload = data.into_bytes().to_vec();
+    let payload = data.into_bytes();
     let header = Header {
         magic: MAGIC,
         version: VERSION,
@@ -173,6 +182,19 @@ pub fn decode(
     payload: Vec<u8>,
     limit: u64,
 ) -> Result<(Header, TensorData), CodecError> {
+    decode_shared(
+        header_frame,
+        burn::tensor::Bytes::from_bytes_vec(payload),
+        limit,
+    )
+}
+
+/// [`decode`] taking the payload as burn bytes (e.g. a received frame, without copying it).
+pub fn decode_shared(
+    header_frame: &[u8],
+    payload: burn::tensor::Bytes,
+    limit: u64,
+) -> Result<(Header, TensorData), CodecError> {
     let header = decode_header(header_frame)?;
     let got = payload.len() as u64;
     if got > limit || header.payload_len > limit {
@@ -196,7 +218,7 @@ pub fn decode(
         });
     }
     let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
-    let data = TensorData::try_from_bytes_vec(payload, shape, header.dtype.burn())
+    let data = TensorData::try_from_bytes(payload, shape, header.dtype.burn())
         .map_err(|e| CodecError::Header(e.to_string()))?;
     Ok((header, data))
 }

@@ -169,8 +169,20 @@ pub fn run(args: &StageArgs) -> Result<()> {
     if stage.step() != steps {
         bail!("stage {k} stopped at step {} of {steps}", stage.step());
     }
-    event(&serde_json::json!({"event": "done", "stage": k}));
+    event(&serde_json::json!({"event": "done", "stage": k, "peak_rss_kib": peak_rss_kib()}));
     Ok(())
+}
+
+/// This process's peak resident set size (Linux `VmHWM`), if known.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Whether a `tcp://host:port` endpoint is on the loopback network.

@@ -90,6 +90,20 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
         )
         .into());
     }
+    // Each stage computes on one thread (flex runs its kernels on the calling thread); more
+    // stages than a host's cores would make them take turns.
+    for (h, host_def) in topo.hosts.iter().enumerate() {
+        let here = places.iter().filter(|p| p.host == h).count();
+        let cores = host_def
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if here > cores && (host.is_none() || host == Some(host_def.name.as_str())) {
+            eprintln!(
+                "warning: host {} runs {here} stages on {cores} compute threads; stages will share cores (set [[hosts]] threads, or use fewer stages)",
+                host_def.name
+            );
+        }
+    }
     let run_id = match host {
         None => fresh_run_id(),
         Some(_) => parse_run_id(topology_hash(topo), run_id),
@@ -127,7 +141,7 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
         "training {} on {} stages on this host, {} steps (run {:016x})",
         spec.file, spec.total_stages, spec.steps, spec.run_id
     );
-    let last = launch(&spec)?;
+    let last = launch(&spec)?.last;
     eprintln!(
         "done: every stage finished {} steps{}{}",
         spec.steps,

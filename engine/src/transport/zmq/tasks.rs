@@ -320,7 +320,18 @@ async fn pull_task(
                 }
             }
             2 if ready => {
-                let decoded = codec::decode(&frames[0], frames[1].to_vec(), limit)
+                // The received frame becomes the tensor's bytes without a copy when it is aligned
+                // for its elements; a frame at an odd offset in the read buffer is copied.
+                let frame = frames.pop().expect("two frames");
+                let payload = if (frame.as_ptr() as usize).is_multiple_of(8) {
+                    burn::tensor::Bytes::from_shared(
+                        frame,
+                        burn::tensor::AllocationProperty::Native,
+                    )
+                } else {
+                    aligned_copy(&frame)
+                };
+                let decoded = codec::decode_shared(&frames[0], payload, limit)
                     .map_err(|e| bad(e.to_string()))
                     .and_then(|(h, data)| {
                         if h.run_id != cfg.run_id {
@@ -365,6 +376,32 @@ async fn pull_task(
             2 => return fail(bad("tensor before the hello handshake".into())),
             n => return fail(bad(format!("message of {n} frames"))),
         }
+    }
+}
+
+/// `bytes` copied into storage aligned for any wire element type (its length kept exact).
+fn aligned_copy(bytes: &[u8]) -> burn::tensor::Bytes {
+    fn copy<E: bytemuck::NoUninit + bytemuck::AnyBitPattern + Send + Sync>(
+        bytes: &[u8],
+    ) -> burn::tensor::Bytes {
+        let mut out = vec![E::zeroed(); bytes.len() / std::mem::size_of::<E>()];
+        bytemuck::cast_slice_mut::<E, u8>(&mut out).copy_from_slice(bytes);
+        burn::tensor::Bytes::from_elems(out)
+    }
+    match bytes.len() {
+        n if n % 8 == 0 => copy::<u64>(bytes),
+        n if n % 4 == 0 => copy::<u32>(bytes),
+        n if n % 2 == 0 => copy::<u16>(bytes),
+        _ => copy::<u8>(bytes),
+    }
+}
+
+/// burn's tensor bytes as the owner of a zeromq frame.
+struct Payload(burn::tensor::Bytes);
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -496,14 +533,15 @@ async fn push_task(
                 Some(Some(msg)) => {
                     let start = tracer.now();
                     let route = Route { run_id: cfg.run_id, step: msg.step, microbatch: msg.microbatch, kind: msg.kind };
-                    let (header, payload) = match codec::encode(route, msg.tensor.to_data()) {
+                    let (header, payload) = match codec::encode_shared(route, msg.tensor.to_data()) {
                         Ok(frames) => frames,
                         Err(e) => {
                             report(TransportError::Io { stage: k, why: e.to_string() });
                             return tracer.into_events();
                         }
                     };
-                    if let Err(why) = out.send(vec![Bytes::from(header), Bytes::from(payload)]).await {
+                    // The payload frame borrows the tensor's bytes: no copy between burn and the wire.
+                    if let Err(why) = out.send(vec![Bytes::from(header), Bytes::from_owner(Payload(payload))]).await {
                         report(lost(why));
                         return tracer.into_events();
                     }

@@ -1,0 +1,184 @@
+//! End-to-end pipeline benchmark: real stage processes over ZeroMQ on this host.
+//!
+//! For each topology and schedule it reports samples/s, the median step, each stage's compute
+//! per micro-batch (from the trace), the ideal step the simulator gives for those measured costs
+//! with free communication, efficiency = ideal / measured, each stage's measured bubble, and its
+//! peak RSS — and the single-process reference on the same machine.
+//! `cargo bench -p brigade-benches --bench pipeline`
+
+use brigade_engine::launcher::{LaunchSpec, launch};
+use brigade_engine::planning::make_plan;
+use brigade_engine::schedule::schedule;
+use brigade_engine::sim::{StageCost, simulate};
+use brigade_partitioner::load;
+use brigade_stages::reference::train_reference;
+use burn::prelude::Device;
+use std::process::ExitCode;
+
+struct Case {
+    file: &'static str,
+    schedule: &'static str,
+    steps: u64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn run(case: &Case, dir: &std::path::Path) {
+    let path = format!("{}/../topologies/{}", env!("CARGO_MANIFEST_DIR"), case.file);
+    let overrides = vec![format!("train.schedule={}", case.schedule)];
+    let topo = load(&path, &overrides).expect("topology");
+    let planned = make_plan(topo.clone(), None).expect("plan");
+    let k_total = planned.plan.stages.len();
+    let m = topo.train.microbatches;
+    let (trace, metrics) = (dir.join("trace.json"), dir.join("metrics.jsonl"));
+    let spec = LaunchSpec {
+        file: path.clone(),
+        overrides: overrides.clone(),
+        stages: (0..k_total).map(|k| (k, "local".to_string())).collect(),
+        total_stages: k_total,
+        steps: case.steps,
+        batch: topo.train.batch,
+        run_id: brigade_engine::identity::fresh_run_id(),
+        local: true,
+        metrics: Some(metrics.to_string_lossy().into_owned()),
+        trace: Some(trace.to_string_lossy().into_owned()),
+        save_params: None,
+        peer_timeout: 30,
+        connect_timeout: 60,
+        extra_args: vec![],
+    };
+    let report = launch(&spec).expect("the pipeline trains");
+    let warm = 2; // steps excluded from every statistic
+    let steps: Vec<f64> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step_ms"]
+                .as_f64()
+                .unwrap()
+        })
+        .skip(warm)
+        .collect();
+    let step_ms = median(steps);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let events: Vec<&serde_json::Value> = v["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["args"]["step"].as_u64().unwrap_or(0) >= warm as u64)
+        .collect();
+    let mean = |k: usize, name: &str| {
+        let d: Vec<f64> = events
+            .iter()
+            .filter(|e| e["pid"] == k as u64 && e["name"] == name)
+            .map(|e| e["dur"].as_f64().unwrap() / 1e3)
+            .collect();
+        d.iter().sum::<f64>() / d.len().max(1) as f64
+    };
+    let costs: Vec<StageCost> = (0..k_total)
+        .map(|k| StageCost {
+            forward_ms: mean(k, "forward"),
+            backward_ms: mean(k, "backward"),
+            optimizer_ms: mean(k, "optimizer"),
+            ..Default::default()
+        })
+        .collect();
+    let lists = schedule(topo.train.schedule, k_total, m);
+    let ideal = simulate(&lists, &costs).expect("the schedule runs");
+    let mut ref_times = Vec::new();
+    train_reference(&topo, (case.steps as usize).min(12), &Device::flex(), |s| {
+        ref_times.push(s.step_ms)
+    })
+    .expect("reference");
+    let ref_ms = median(ref_times.into_iter().skip(warm).collect());
+
+    println!(
+        "\n{} ({} stages, {} micro-batches of {}), {}:",
+        case.file,
+        k_total,
+        m,
+        topo.train.microbatch_size(),
+        case.schedule
+    );
+    println!(
+        "  measured step (median)     {step_ms:9.2} ms   {:8.0} samples/s",
+        topo.train.batch as f64 / step_ms * 1e3
+    );
+    println!(
+        "  ideal step (simulated)     {:9.2} ms   measured costs, free communication",
+        ideal.step_ms
+    );
+    println!(
+        "  efficiency ideal/measured  {:9.3}",
+        ideal.step_ms / step_ms
+    );
+    println!(
+        "  reference (1 process)      {ref_ms:9.2} ms   {:8.0} samples/s",
+        topo.train.batch as f64 / ref_ms * 1e3
+    );
+    for (k, c) in costs.iter().enumerate() {
+        let busy = c.forward_ms * m as f64 + c.backward_ms * m as f64 + c.optimizer_ms;
+        let rss = report
+            .peak_rss_kib
+            .iter()
+            .find(|(s, _)| *s == k)
+            .map_or(0, |(_, r)| *r);
+        println!(
+            "  stage {k}: fwd {:7.3} ms + bwd {:7.3} ms per micro-batch, bubble {:5.1}% measured ({:5.1}% ideal), peak live {}, peak RSS {:6.1} MiB",
+            c.forward_ms,
+            c.backward_ms,
+            (1.0 - busy / step_ms) * 100.0,
+            ideal.stages[k].bubble_fraction * 100.0,
+            ideal.stages[k].peak_live_microbatches,
+            rss as f64 / 1024.0
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    // The launcher starts stages by re-running this executable as `… stage FILE --stage K`.
+    if std::env::args().nth(1).as_deref() == Some("stage") {
+        return brigade_engine::cli::main();
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return ExitCode::SUCCESS;
+    }
+    let dir = std::env::temp_dir().join(format!("brigade-bench-pipeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    println!(
+        "pipeline benchmark: every stage a process on this host, ZeroMQ ipc://, compute threads per stage: 1 (flex, no rayon)"
+    );
+    for case in [
+        Case {
+            file: "quickstart.toml",
+            schedule: "gpipe",
+            steps: 60,
+        },
+        Case {
+            file: "quickstart.toml",
+            schedule: "1f1b",
+            steps: 60,
+        },
+        Case {
+            file: "mlp-8x1024.toml",
+            schedule: "gpipe",
+            steps: 12,
+        },
+        Case {
+            file: "mlp-8x1024.toml",
+            schedule: "1f1b",
+            steps: 12,
+        },
+    ] {
+        run(&case, &dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    ExitCode::SUCCESS
+}

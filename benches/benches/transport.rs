@@ -1,0 +1,259 @@
+//! 4 MiB activations from one stage process to another over brigade's real transport path
+//! (executor `Outgoing` → read-back → msgpack header + raw payload → ZeroMQ → decode → burn
+//! tensor), over ipc:// and tcp:// on loopback, against a raw TCP socket moving the same bytes
+//! in the same run. `cargo bench -p brigade-benches --bench transport`
+
+use brigade_engine::endpoints::StageEndpoints;
+use brigade_engine::executor::core::{Outgoing, Peer};
+use brigade_engine::transport::Transport;
+use brigade_engine::transport::zmq::{ZmqConfig, ZmqTransport};
+use brigade_stages::Act;
+use brigade_stages::codec::Kind;
+use burn::prelude::Device;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHAPE: [usize; 2] = [256, 4096]; // 4 MiB of f32
+const WARMUP: usize = 5;
+const MESSAGES: usize = 60;
+const MIB4: usize = 4 << 20;
+
+fn endpoints(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> StageEndpoints {
+    let (act, grad) = match mode {
+        "ipc" => (
+            format!("ipc://{}/act.ipc", dir.display()),
+            format!("ipc://{}/grad.ipc", dir.display()),
+        ),
+        _ => (
+            format!("tcp://127.0.0.1:{port}"),
+            format!("tcp://127.0.0.1:{}", port + 1),
+        ),
+    };
+    if stage == 0 {
+        StageEndpoints {
+            act_in: None,
+            grad_in: Some(grad),
+            act_out: Some(act),
+            grad_out: None,
+        }
+    } else {
+        StageEndpoints {
+            act_in: Some(act),
+            grad_in: None,
+            act_out: None,
+            grad_out: Some(grad),
+        }
+    }
+}
+
+fn transport(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> ZmqTransport {
+    ZmqTransport::start(ZmqConfig {
+        stage,
+        run_id: 7,
+        topology_hash: 9,
+        endpoints: endpoints(mode, port, dir, stage),
+        act_in_shape: SHAPE.to_vec(),
+        grad_in_shape: vec![1, 1],
+        device: Device::flex(),
+        heartbeat: Duration::from_millis(500),
+        peer_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(30),
+        trace: false,
+        secret: None,
+    })
+    .expect("transport starts")
+}
+
+fn receiver(mode: &str, port: u16, dir: &std::path::Path) {
+    let mut t = transport(mode, port, dir, 1);
+    let ack = |t: &mut ZmqTransport, i: u64| {
+        t.send(Outgoing {
+            to: Peer::Prev,
+            kind: Kind::Gradient,
+            step: 0,
+            microbatch: i,
+            tensor: Act::from_f32(vec![0.0], &[1, 1], &Device::flex()),
+        })
+        .unwrap()
+    };
+    for round in 0..2u64 {
+        let n = if round == 0 { WARMUP } else { MESSAGES };
+        for _ in 0..n {
+            while t.recv(Duration::from_secs(30)).unwrap().is_none() {}
+        }
+        ack(&mut t, round);
+    }
+    t.finish().unwrap();
+}
+
+fn sender(mode: &str, port: u16, dir: &std::path::Path) -> f64 {
+    let mut t = transport(mode, port, dir, 0);
+    let n: usize = SHAPE.iter().product();
+    let act = Act::from_f32((0..n).map(|i| i as f32).collect(), &SHAPE, &Device::flex());
+    let mut secs = 0.0;
+    for round in 0..2 {
+        let count = if round == 0 { WARMUP } else { MESSAGES };
+        let start = Instant::now();
+        for i in 0..count {
+            t.send(Outgoing {
+                to: Peer::Next,
+                kind: Kind::Activation,
+                step: 0,
+                microbatch: i as u64,
+                tensor: act.clone(),
+            })
+            .unwrap();
+        }
+        while t.recv(Duration::from_secs(60)).unwrap().is_none() {}
+        secs = start.elapsed().as_secs_f64();
+    }
+    t.finish().unwrap();
+    (MESSAGES * MIB4) as f64 / secs / 1e9
+}
+
+fn raw_receiver(port: u16) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; MIB4];
+    for round in 0..2 {
+        let n = if round == 0 { WARMUP } else { MESSAGES };
+        for _ in 0..n {
+            s.read_exact(&mut buf).unwrap();
+        }
+        s.write_all(&[1]).unwrap();
+    }
+}
+
+fn raw_sender(port: u16) -> f64 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let buf: Vec<u8> = (0..MIB4).map(|i| i as u8).collect();
+    let mut secs = 0.0;
+    for round in 0..2 {
+        let n = if round == 0 { WARMUP } else { MESSAGES };
+        let start = Instant::now();
+        for _ in 0..n {
+            s.write_all(&buf).unwrap();
+        }
+        s.read_exact(&mut [0u8]).unwrap();
+        secs = start.elapsed().as_secs_f64();
+    }
+    (MESSAGES * MIB4) as f64 / secs / 1e9
+}
+
+/// The zeromq crate alone: PUSH→PULL of the same 4 MiB frames, no brigade code.
+fn zmq_raw(role: &str, port: u16) -> f64 {
+    use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (data, ack) = (
+            format!("tcp://127.0.0.1:{port}"),
+            format!("tcp://127.0.0.1:{}", port + 1),
+        );
+        let mut opts = zeromq::SocketOptions::default();
+        opts.read_buffer(64 * 1024, 8 * 1024 * 1024, 2);
+        if role == "recv" {
+            let mut pull = PullSocket::with_options(opts);
+            pull.bind(&data).await.unwrap();
+            let mut push = PushSocket::new();
+            push.connect(&ack).await.unwrap();
+            for round in 0..2 {
+                let n = if round == 0 { WARMUP } else { MESSAGES };
+                for _ in 0..n {
+                    let _ = pull.recv().await.unwrap();
+                }
+                push.send(ZmqMessage::from("ack")).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            0.0
+        } else {
+            let mut pull = PullSocket::new();
+            pull.bind(&ack).await.unwrap();
+            let mut push = PushSocket::new();
+            push.connect(&data).await.unwrap();
+            let payload = bytes::Bytes::from((0..MIB4).map(|i| i as u8).collect::<Vec<u8>>());
+            let mut secs = 0.0;
+            for round in 0..2 {
+                let n = if round == 0 { WARMUP } else { MESSAGES };
+                let start = Instant::now();
+                for _ in 0..n {
+                    push.send(ZmqMessage::from(payload.clone())).await.unwrap();
+                }
+                let _ = pull.recv().await.unwrap();
+                secs = start.elapsed().as_secs_f64();
+            }
+            (MESSAGES * MIB4) as f64 / secs / 1e9
+        }
+    })
+}
+
+fn spawn(role: &str, mode: &str, port: u16, dir: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env("BRIGADE_BENCH_ROLE", role)
+        .env("BRIGADE_BENCH_MODE", mode)
+        .env("BRIGADE_BENCH_PORT", port.to_string())
+        .env("BRIGADE_BENCH_DIR", dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let port: u16 = env("BRIGADE_BENCH_PORT").parse().unwrap_or(0);
+    let dir = std::path::PathBuf::from(env("BRIGADE_BENCH_DIR"));
+    match env("BRIGADE_BENCH_ROLE").as_str() {
+        "receiver" => return receiver(&env("BRIGADE_BENCH_MODE"), port, &dir),
+        "raw" => return raw_receiver(port),
+        "zmqraw" => {
+            zmq_raw("recv", port);
+            return;
+        }
+        _ => {}
+    }
+    let dir = std::env::temp_dir().join(format!("brigade-bench-transport-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = 40_000 + (std::process::id() % 10_000) as u16;
+    println!(
+        "transport: {MESSAGES} messages of 4 MiB (f32 [256, 4096]) between two processes, after {WARMUP} warm-up messages"
+    );
+    let mut results = Vec::new();
+    for (mode, p) in [("ipc", port), ("tcp", port + 2)] {
+        let mut child = spawn("receiver", mode, p, &dir);
+        let gbps = sender(mode, p, &dir);
+        child.wait().unwrap();
+        results.push((mode, gbps));
+    }
+    let mut child = spawn("raw", "tcp", port + 4, &dir);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let raw = raw_sender(port + 4);
+    child.wait().unwrap();
+    let mut child = spawn("zmqraw", "tcp", port + 6, &dir);
+    let zmq = zmq_raw("send", port + 6);
+    child.wait().unwrap();
+    for (mode, gbps) in &results {
+        println!(
+            "  brigade {mode}://  {gbps:6.2} GB/s   {:.2} of raw TCP",
+            gbps / raw
+        );
+    }
+    println!(
+        "  zeromq crate alone {zmq:6.2} GB/s   {:.2} of raw TCP (PUSH/PULL tcp://, no brigade code)",
+        zmq / raw
+    );
+    println!("  raw TCP socket     {raw:6.2} GB/s   (baseline, same run)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
