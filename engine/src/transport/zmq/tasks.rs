@@ -381,11 +381,19 @@ async fn pull_task(
 
 /// `bytes` copied into storage aligned for any wire element type (its length kept exact).
 fn aligned_copy(bytes: &[u8]) -> burn::tensor::Bytes {
-    fn copy<E: bytemuck::NoUninit + bytemuck::AnyBitPattern + Send + Sync>(
-        bytes: &[u8],
-    ) -> burn::tensor::Bytes {
-        let mut out = vec![E::zeroed(); bytes.len() / std::mem::size_of::<E>()];
-        bytemuck::cast_slice_mut::<E, u8>(&mut out).copy_from_slice(bytes);
+    fn copy<E: bytemuck::NoUninit + Send + Sync>(bytes: &[u8]) -> burn::tensor::Bytes {
+        let n = bytes.len() / std::mem::size_of::<E>();
+        let mut out: Vec<E> = Vec::with_capacity(n);
+        // SAFETY: the copy fills exactly the n elements' bytes of the new allocation, and any
+        // bit pattern is a valid E (plain integers), so they are initialised before set_len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                out.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+            );
+            out.set_len(n);
+        }
         burn::tensor::Bytes::from_elems(out)
     }
     match bytes.len() {
@@ -393,6 +401,27 @@ fn aligned_copy(bytes: &[u8]) -> burn::tensor::Bytes {
         n if n % 4 == 0 => copy::<u32>(bytes),
         n if n % 2 == 0 => copy::<u16>(bytes),
         _ => copy::<u8>(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aligned_copy_keeps_bytes_and_length() {
+        let src: Vec<u8> = (0..=40).collect();
+        for start in 0..5 {
+            for end in [start + 1, start + 6, start + 8, 41] {
+                let b = super::aligned_copy(&src[start..end]);
+                assert_eq!(&b[..], &src[start..end]);
+                let len = end - start;
+                let align = [8, 4, 2, 1].into_iter().find(|a| len % a == 0).unwrap();
+                assert_eq!(
+                    (b.as_ptr() as usize) % align,
+                    0,
+                    "{len} bytes must be {align}-aligned"
+                );
+            }
+        }
     }
 }
 
