@@ -404,27 +404,6 @@ fn aligned_copy(bytes: &[u8]) -> burn::tensor::Bytes {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn aligned_copy_keeps_bytes_and_length() {
-        let src: Vec<u8> = (0..=40).collect();
-        for start in 0..5 {
-            for end in [start + 1, start + 6, start + 8, 41] {
-                let b = super::aligned_copy(&src[start..end]);
-                assert_eq!(&b[..], &src[start..end]);
-                let len = end - start;
-                let align = [8, 4, 2, 1].into_iter().find(|a| len % a == 0).unwrap();
-                assert_eq!(
-                    (b.as_ptr() as usize) % align,
-                    0,
-                    "{len} bytes must be {align}-aligned"
-                );
-            }
-        }
-    }
-}
-
 /// burn's tensor bytes as the owner of a zeromq frame.
 struct Payload(burn::tensor::Bytes);
 
@@ -594,6 +573,27 @@ async fn push_task(
                         return tracer.into_events();
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aligned_copy_keeps_bytes_and_length() {
+        let src: Vec<u8> = (0..=40).collect();
+        for start in 0..5 {
+            for end in [start + 1, start + 6, start + 8, 41] {
+                let b = super::aligned_copy(&src[start..end]);
+                assert_eq!(&b[..], &src[start..end]);
+                let len = end - start;
+                let align = [8, 4, 2, 1].into_iter().find(|a| len % a == 0).unwrap();
+                assert_eq!(
+                    (b.as_ptr() as usize) % align,
+                    0,
+                    "{len} bytes must be {align}-aligned"
+                );
             }
         }
     }
