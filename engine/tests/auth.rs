@@ -13,19 +13,7 @@ use zeromq::{PushSocket, Socket, SocketSend, ZmqMessage};
 
 fn topology(test: &str, offset: u16, address_b: &str) -> String {
     let port = 24_000 + (std::process::id() % 15_000) as u16 + offset;
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../topologies/quickstart.toml"
-    ))
-    .unwrap();
-    let text = text.split("[[hosts]]").next().unwrap().to_string()
-        + &format!(
-            "[[hosts]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport = {port}\ndevices = [\"cpu\"]\n\n[[hosts]]\nname = \"b\"\naddress = \"{address_b}\"\nport = {}\ndevices = [\"cpu\"]\n\n[partition]\nstages = 2\n",
-            port + 4
-        );
-    let path = tmp(test).join("two.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
+    two_host_topology(test, port, address_b, port + 4)
 }
 
 #[test]

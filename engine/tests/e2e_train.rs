@@ -140,18 +140,7 @@ fn transformer_lm_2_stages() {
 fn two_launchers_on_two_loopback_hosts_match_the_reference() {
     let dir = tmp("launch");
     let port = 22_000 + (std::process::id() % 20_000) as u16;
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../topologies/quickstart.toml"
-    ))
-    .unwrap();
-    let text = text.split("[[hosts]]").next().unwrap().to_string()
-        + &format!(
-            "[[hosts]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport = {port}\ndevices = [\"cpu\"]\n\n[[hosts]]\nname = \"b\"\naddress = \"127.0.0.2\"\nport = {port}\ndevices = [\"cpu\"]\n\n[partition]\nstages = 2\n"
-        );
-    let file = dir.join("two.toml");
-    std::fs::write(&file, text).unwrap();
-    let f = file.to_str().unwrap();
+    let f = &two_host_topology("launch-topology", port, "127.0.0.2", port);
     let (mb, rm) = (dir.join("b.jsonl"), dir.join("ref.jsonl"));
     let a = brigade()
         .args([

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -17,30 +17,10 @@ fn killed_stage_fails_the_job_within_10_s_without_orphans() {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
-    let run = first
-        .split("(run ")
-        .nth(1)
-        .and_then(|s| s.get(..16))
-        .unwrap_or_else(|| panic!("no run id in {first:?}"))
-        .to_string();
-    let dir = std::env::temp_dir().join(format!("brigade-{run}"));
-    let pid = |k: usize| -> Option<i32> {
-        std::fs::read_to_string(dir.join(format!("stage{k}.pid")))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+    let dir = run_dir_from(&mut err);
+    let [p0, p1] = wait_for_pids(&dir, 2)[..] else {
+        unreachable!()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (pid(0).is_none() || pid(1).is_none()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (p0, p1) = (
-        pid(0).expect("stage 0 started"),
-        pid(1).expect("stage 1 started"),
-    );
     std::thread::sleep(Duration::from_millis(500)); // let it train a little
     unsafe {
         libc::kill(p1, libc::SIGKILL);
@@ -70,31 +50,13 @@ fn killed_stage_fails_the_job_within_10_s_without_orphans() {
 
 /// Two single-device hosts on loopback, so two hand-started stages meet over TCP whatever their
 /// run ids.
-fn two_host_topology(test: &str) -> String {
-    let port = 20_000
-        + (std::process::id() % 20_000) as u16
-        + match test {
-            "run" => 0,
-            "topo" => 10,
-            _ => 20,
-        };
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../topologies/quickstart.toml"
-    ))
-    .unwrap();
-    let text = text.split("[[hosts]]").next().unwrap().to_string()
-        + &format!(
-            "[[hosts]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport = {port}\ndevices = [\"cpu\"]\n\n[[hosts]]\nname = \"b\"\naddress = \"127.0.0.1\"\nport = {}\ndevices = [\"cpu\"]\n\n[partition]\nstages = 2\n",
-            port + 4
-        );
-    let path = tmp(test).join("two.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
+fn loopback_pair(test: &str, offset: u16) -> String {
+    let port = 20_000 + (std::process::id() % 20_000) as u16 + offset;
+    two_host_topology(test, port, "127.0.0.1", port + 4)
 }
 
 fn mismatched_pair(test: &str, extra0: &[&str], extra1: &[&str]) -> (String, String) {
-    let file = two_host_topology(test);
+    let file = loopback_pair(test, if test == "run" { 0 } else { 10 });
     let spawn = |k: &str, extra: &[&str]| {
         brigade()
             .args([
@@ -158,7 +120,7 @@ fn peer_with_another_topology_is_refused() {
 
 #[test]
 fn silent_peer_on_another_host_fails_its_neighbour_within_10_s() {
-    let file = two_host_topology("silent");
+    let file = loopback_pair("silent", 20);
     let spawn = |host: &str| {
         brigade()
             .args([
@@ -180,27 +142,9 @@ fn silent_peer_on_another_host_fails_its_neighbour_within_10_s() {
     };
     let (mut a, mut b) = (spawn("a"), spawn("b"));
     // Host a's launcher names the run; its directory holds every local stage's pid file.
-    let mut first = String::new();
-    BufReader::new(a.stderr.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let run = first
-        .split("(run ")
-        .nth(1)
-        .and_then(|s| s.get(..16))
-        .unwrap_or_else(|| panic!("no run id in {first:?}"))
-        .to_string();
-    let dir = std::env::temp_dir().join(format!("brigade-{run}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(dir.join("stage0.pid").exists() && dir.join("stage1.pid").exists()) {
-        assert!(Instant::now() < deadline, "stages did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let p1: i32 = std::fs::read_to_string(dir.join("stage1.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let mut a_err = BufReader::new(a.stderr.take().unwrap());
+    let dir = run_dir_from(&mut a_err);
+    let p1 = wait_for_pids(&dir, 2)[1];
     std::thread::sleep(Duration::from_millis(500));
     unsafe {
         libc::kill(p1, libc::SIGSTOP); // alive but silent: no heartbeats, no data
@@ -221,7 +165,7 @@ fn silent_peer_on_another_host_fails_its_neighbour_within_10_s() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
-    let _ = std::io::Read::read_to_string(a.stderr.as_mut().unwrap(), &mut err);
+    let _ = std::io::Read::read_to_string(&mut a_err, &mut err);
     unsafe {
         libc::kill(p1, libc::SIGKILL);
     }

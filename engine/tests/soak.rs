@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -28,29 +28,11 @@ fn two_thousand_steps_keep_rss_flat() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Keep reading the launcher's stderr to the end: a closed pipe would kill it.
     let mut err = BufReader::new(job.stderr.take().unwrap());
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
-    let run = first
-        .split("(run ")
-        .nth(1)
-        .and_then(|s| s.get(..16))
-        .expect("run id")
-        .to_string();
-    let dir = std::env::temp_dir().join(format!("brigade-{run}"));
-    let mut pids = Vec::new();
-    while pids.len() < 2 {
-        std::thread::sleep(Duration::from_millis(20));
-        pids = (0..2)
-            .filter_map(|k| {
-                std::fs::read_to_string(dir.join(format!("stage{k}.pid")))
-                    .ok()?
-                    .trim()
-                    .parse::<i32>()
-                    .ok()
-            })
-            .collect();
-    }
+    let dir = run_dir_from(&mut err);
+    let drain = std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let pids = wait_for_pids(&dir, 2);
     // Sample every stage's RSS until the job ends.
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); 2];
     while job.try_wait().unwrap().is_none() {
@@ -62,6 +44,7 @@ fn two_thousand_steps_keep_rss_flat() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(job.wait().unwrap().success());
+    let _ = drain.join();
     for (k, s) in samples.iter().enumerate() {
         assert!(s.len() >= 8, "too few samples of stage {k}");
         let quarter = s.len() / 4;

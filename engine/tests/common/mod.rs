@@ -45,3 +45,55 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A copy of quickstart.toml on two single-device hosts `a` (127.0.0.1, `port`) and `b`
+/// (`address_b`, `port_b`), in a fresh directory for `test`; returns its path.
+pub fn two_host_topology(test: &str, port: u16, address_b: &str, port_b: u16) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../topologies/quickstart.toml"
+    ))
+    .unwrap();
+    let text = text.split("[[hosts]]").next().unwrap().to_string()
+        + &format!(
+            "[[hosts]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport = {port}\ndevices = [\"cpu\"]\n\n\
+             [[hosts]]\nname = \"b\"\naddress = \"{address_b}\"\nport = {port_b}\ndevices = [\"cpu\"]\n\n\
+             [partition]\nstages = 2\n"
+        );
+    let path = tmp(test).join("two.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Reads a launcher's first stderr line, `… (run <16 hex>)`, and returns its run directory.
+pub fn run_dir_from(stderr: &mut impl std::io::BufRead) -> PathBuf {
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let run = first
+        .split("(run ")
+        .nth(1)
+        .and_then(|s| s.get(..16))
+        .unwrap_or_else(|| panic!("no run id in {first:?}"));
+    std::env::temp_dir().join(format!("brigade-{run}"))
+}
+
+/// Waits (≤ 30 s) until stages `0..stages` have written their pid files in `dir`.
+pub fn wait_for_pids(dir: &std::path::Path, stages: usize) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pids: Vec<i32> = (0..stages)
+            .filter_map(|k| {
+                std::fs::read_to_string(dir.join(format!("stage{k}.pid")))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if pids.len() == stages {
+            return pids;
+        }
+        assert!(std::time::Instant::now() < deadline, "stages did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

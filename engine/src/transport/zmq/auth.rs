@@ -41,10 +41,10 @@ fn context(
     m
 }
 
-fn hmac(secret: &[u8], msg: &[u8]) -> [u8; 32] {
+fn keyed(secret: &[u8], msg: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(msg);
-    mac.finalize().into_bytes().into()
+    mac
 }
 
 /// The answer stage `from` gives to stage `to`'s challenge.
@@ -56,7 +56,7 @@ pub fn answer(
     to: usize,
     challenge: &[u8],
 ) -> [u8; 32] {
-    hmac(
+    keyed(
         secret,
         &context(
             b"brigade-auth-v1",
@@ -67,6 +67,9 @@ pub fn answer(
             challenge,
         ),
     )
+    .finalize()
+    .into_bytes()
+    .into()
 }
 
 /// Checks an answer in constant time.
@@ -79,16 +82,19 @@ pub fn verify(
     challenge: &[u8],
     got: &[u8],
 ) -> bool {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(&context(
-        b"brigade-auth-v1",
-        run_id,
-        topology_hash,
-        from,
-        to,
-        challenge,
-    ));
-    mac.verify_slice(got).is_ok()
+    keyed(
+        secret,
+        &context(
+            b"brigade-auth-v1",
+            run_id,
+            topology_hash,
+            from,
+            to,
+            challenge,
+        ),
+    )
+    .verify_slice(got)
+    .is_ok()
 }
 
 /// The key that tags messages from `from` to `to` after the handshake.
@@ -100,7 +106,7 @@ pub fn frame_key(
     to: usize,
     challenge: &[u8],
 ) -> [u8; 32] {
-    hmac(
+    keyed(
         secret,
         &context(
             b"brigade-frames-v1",
@@ -111,6 +117,9 @@ pub fn frame_key(
             challenge,
         ),
     )
+    .finalize()
+    .into_bytes()
+    .into()
 }
 
 /// The tag of message number `seq` made of `frames`.
