@@ -25,7 +25,7 @@ pub struct StageArgs {
     /// Which stage of the plan to run (0-based).
     #[arg(long)]
     pub stage: usize,
-    /// Steps to train (default: train.steps).
+    /// Train until this many steps are done, counting resumed ones (default: train.steps).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Job identity shared by all stages: 16 hex digits, or any name (e.g. a Slurm job id)

@@ -15,7 +15,7 @@ pub struct TrainArgs {
     pub topology: TopologyArgs,
     #[command(flatten)]
     pub checkpoint: super::CheckpointArgs,
-    /// Steps to train (default: train.steps).
+    /// Train until this many steps are done, counting resumed ones (default: train.steps).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Write one JSON line per step: {"step", "loss", "step_ms", "samples_per_sec"}.
