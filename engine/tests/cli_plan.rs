@@ -111,3 +111,14 @@ fn profile_replaces_estimates() {
     assert_eq!(code, 2);
     assert!(err.contains("p.json:1:"), "{err}");
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn train_refuses_gpu_devices_in_a_cpu_build_before_starting_anything() {
+    let (code, _, err) = brigade(&["train", "topologies/two-hosts.toml", "--steps", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("hosts[0].devices[0]") && err.contains("--features cuda"),
+        "{err}"
+    );
+}

@@ -14,7 +14,12 @@ use std::process::ExitCode;
 
 /// brigade: pipeline-parallel training over ZeroMQ.
 #[derive(Parser, Debug)]
-#[command(name = "brigade", version, about = "brigade: pipeline-parallel training over ZeroMQ (plan, simulate, train, launch)", propagate_version = true)]
+#[command(
+    name = "brigade",
+    version,
+    about = "brigade: pipeline-parallel training over ZeroMQ (plan, simulate, train, launch)",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

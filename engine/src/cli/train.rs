@@ -90,6 +90,21 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
         )
         .into());
     }
+    // A device this build cannot drive is bad input, reported before any process starts.
+    for (k, p) in places.iter().enumerate() {
+        let h = &topo.hosts[p.host];
+        if host.is_none_or(|n| n == h.name)
+            && let Err(e) = brigade_stages::device::burn_device(topo.device(p).kind)
+        {
+            return Err(ConfigError::invalid(
+                &topo.file,
+                format!("hosts[{}].devices[{}]", p.host, p.device),
+                format!("stage {k}: {e}"),
+                "Rebuild with `cargo build --release -p brigade-engine --features cuda`, or use \"cpu\".",
+            )
+            .into());
+        }
+    }
     // Each stage computes on one thread (flex runs its kernels on the calling thread); more
     // stages than a host's cores would make them take turns.
     for (h, host_def) in topo.hosts.iter().enumerate() {
