@@ -44,4 +44,19 @@ fn main() {
     time("forward  xb[256,1024] @ W (one batch)", 8.0 * f32m, || {
         xb.clone().matmul(w.clone())
     });
+    // Gradient accumulation adds one such sum per parameter tensor per micro-batch (7 per step).
+    let mut acc = rand([1024, 1024]);
+    let g2 = rand([1024, 1024]);
+    let n = 20;
+    let start = Instant::now();
+    for _ in 0..n {
+        acc = acc.add(g2.clone());
+    }
+    let _ = acc.into_data();
+    let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+    let gbs = 3.0 * 4.0 * 1024.0 * 1024.0 / ms / 1e6;
+    println!(
+        "  {:<38} {ms:7.3} ms  ({gbs:.1} GB/s of memory traffic)",
+        "accumulate acc += g (1024x1024)"
+    );
 }

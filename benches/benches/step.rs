@@ -76,6 +76,7 @@ fn main() {
         return; // `cargo bench -- --list` asks harness-less benches for their names
     }
     pin_to_one_core();
+    brigade_stages::alloc::tune(); // as every brigade process does
     let one = median_step_ms(1, 7);
     let eight = median_step_ms(8, 7);
     println!("mlp-8x1024 training step on one core (burn flex, median of 7 after 2 warm-up steps)");

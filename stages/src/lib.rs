@@ -2,6 +2,7 @@
 //! the single-process reference trainer, synthetic data and the wire codec.
 
 pub mod act;
+pub mod alloc;
 pub mod block;
 pub mod checkpoint;
 pub mod codec;

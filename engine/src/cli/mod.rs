@@ -102,6 +102,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
+    brigade_stages::alloc::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
