@@ -150,6 +150,7 @@ fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--list") {
         return ExitCode::SUCCESS;
     }
+    brigade_stages::alloc::tune(); // the in-process reference runs like a brigade process
     let dir = std::env::temp_dir().join(format!("brigade-bench-pipeline-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!(
