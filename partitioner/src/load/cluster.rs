@@ -1,0 +1,316 @@
+//! The `[[hosts]]`, `[[links]]` and `[partition]` sections.
+
+use crate::error::{ConfigError, did_you_mean};
+use crate::reader::Section;
+use crate::topology::*;
+use toml::Value;
+
+const HOST_KEYS: &[&str] = &[
+    "name",
+    "address",
+    "port",
+    "devices",
+    "threads",
+    "speed_gflops",
+    "memory",
+];
+const DEVICE_KEYS: &[&str] = &["device", "speed_gflops", "memory"];
+const LINK_KEYS: &[&str] = &["hosts", "bandwidth_gbps", "latency_ms"];
+pub(super) const PARTITION_KEYS: &[&str] = &["stages", "method", "balance"];
+
+pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
+    let file = top.file;
+    let items = top.opt_array("hosts")?.filter(|a| !a.is_empty()).ok_or_else(|| {
+        top.err("hosts", "no hosts", "Add a `[[hosts]]` table with name, address and devices, e.g. name = \"local\", address = \"127.0.0.1\", devices = [\"cpu\"].")
+    })?;
+    let mut hosts: Vec<Host> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("hosts[{i}]");
+        let Value::Table(t) = item else {
+            return Err(top.err(
+                &path,
+                "expected a table",
+                "Write hosts as `[[hosts]]` tables.",
+            ));
+        };
+        let s = Section::new(file, path.clone(), t, HOST_KEYS)?;
+        let name = s.req_str("name", "\"local\"")?.to_string();
+        if let Some(j) = hosts.iter().position(|h| h.name == name) {
+            return Err(s.err(
+                "name",
+                format!("duplicate host \"{name}\" (also hosts[{j}])"),
+                "Give every host a unique name.",
+            ));
+        }
+        let address = s.req_str("address", "\"127.0.0.1\"")?.to_string();
+        if address.trim().is_empty() || address.contains(['/', ' ']) {
+            return Err(s.err(
+                "address",
+                format!("\"{address}\" is not a host name or IP address"),
+                "Use an address such as \"10.0.0.2\" or \"node1\".",
+            ));
+        }
+        let host_speed = s.opt_f64("speed_gflops")?;
+        let host_mem = s.opt_bytes("memory")?;
+        let devs = s
+            .opt_array("devices")?
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| {
+                s.err(
+                    "devices",
+                    "no devices",
+                    "List the host's devices, e.g. devices = [\"cpu\", \"cuda:0\"].",
+                )
+            })?;
+        let mut devices = Vec::new();
+        for (d, dv) in devs.iter().enumerate() {
+            let dpath = format!("{path}.devices[{d}]");
+            let (spec, speed, mem) = match dv {
+                Value::String(spec) => (spec.as_str(), host_speed, host_mem),
+                Value::Table(dt) => {
+                    let ds = Section::new(file, dpath.clone(), dt, DEVICE_KEYS)?;
+                    (
+                        ds.req_str("device", "\"cuda:0\"")?,
+                        ds.opt_f64("speed_gflops")?.or(host_speed),
+                        ds.opt_bytes("memory")?.or(host_mem),
+                    )
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        file,
+                        dpath,
+                        format!("expected a device name, found `{dv}`"),
+                        "Use \"cpu\" or \"cuda:N\".",
+                    ));
+                }
+            };
+            let kind = parse_device(spec).ok_or_else(|| {
+                ConfigError::invalid(
+                    file,
+                    dpath.clone(),
+                    format!("unknown device \"{spec}\""),
+                    format!(
+                        "Use \"cpu\" or \"cuda:N\" (N = GPU index).{}",
+                        did_you_mean(spec, &["cpu", "cuda:0"])
+                    ),
+                )
+            })?;
+            let speed_gflops = speed.unwrap_or(match kind {
+                DeviceKind::Cpu => DEFAULT_CPU_GFLOPS,
+                DeviceKind::Cuda(_) => DEFAULT_CUDA_GFLOPS,
+            });
+            if !(speed_gflops > 0.0 && speed_gflops.is_finite()) {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("{dpath}.speed_gflops"),
+                    format!("must be positive, found {speed_gflops}"),
+                    "Give the device's effective GFLOP/s, e.g. 50.",
+                ));
+            }
+            devices.push(Device {
+                kind,
+                speed_gflops,
+                memory_bytes: mem,
+            });
+        }
+        for (a, da) in devices.iter().enumerate() {
+            if let DeviceKind::Cuda(_) = da.kind
+                && let Some(b) = devices[..a].iter().position(|db| db.kind == da.kind)
+            {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("{path}.devices[{a}]"),
+                    format!("{} is listed twice (also devices[{b}])", da.kind),
+                    "List each GPU once.",
+                ));
+            }
+        }
+        let threads = match s.opt_u64("threads")? {
+            Some(n) => Some(s.positive("threads", n, "Give at least one compute thread.")?),
+            None => None,
+        };
+        let port = s.u64_or("port", DEFAULT_PORT as u64)?;
+        let stage_ports = 2 * devices.len() as u64;
+        if port == 0 || port + stage_ports > 65_535 {
+            return Err(s.err(
+                "port",
+                format!("{port} leaves no room for {stage_ports} ports"),
+                format!("Use a base port between 1024 and {}.", 65_535 - stage_ports),
+            ));
+        }
+        hosts.push(Host {
+            name,
+            address,
+            port: port as u16,
+            devices,
+            threads,
+        });
+    }
+    Ok(hosts)
+}
+
+fn parse_device(spec: &str) -> Option<DeviceKind> {
+    match spec {
+        "cpu" => Some(DeviceKind::Cpu),
+        _ => spec
+            .strip_prefix("cuda:")?
+            .parse()
+            .ok()
+            .map(DeviceKind::Cuda),
+    }
+}
+
+pub(super) fn links(top: &Section, hosts: &[Host]) -> Result<Vec<Link>, ConfigError> {
+    let Some(items) = top.opt_array("links")? else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let mut links = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("links[{i}]");
+        let Value::Table(t) = item else {
+            return Err(top.err(
+                &path,
+                "expected a table",
+                "Write links as `[[links]]` tables.",
+            ));
+        };
+        let s = Section::new(top.file, path, t, LINK_KEYS)?;
+        let pair: Vec<&str> = s
+            .opt_array("hosts")?
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if pair.len() != 2 {
+            return Err(s.err(
+                "hosts",
+                "expected two host names",
+                "Write `hosts = [\"a\", \"b\"]` (the same name twice for a link inside one host).",
+            ));
+        }
+        for h in &pair {
+            if !names.contains(h) {
+                return Err(s.err(
+                    "hosts",
+                    format!("unknown host \"{h}\""),
+                    format!(
+                        "Use a name from [[hosts]]: {}.{}",
+                        names.join(", "),
+                        did_you_mean(h, &names)
+                    ),
+                ));
+            }
+        }
+        let bandwidth_gbps = s.opt_f64("bandwidth_gbps")?.ok_or_else(|| {
+            s.err(
+                "bandwidth_gbps",
+                "missing",
+                "Give the link's bandwidth in Gbit/s, e.g. bandwidth_gbps = 10.",
+            )
+        })?;
+        if !(bandwidth_gbps > 0.0 && bandwidth_gbps.is_finite()) {
+            return Err(s.err(
+                "bandwidth_gbps",
+                format!("must be positive, found {bandwidth_gbps}"),
+                "Give the bandwidth in Gbit/s, e.g. 10.",
+            ));
+        }
+        let latency_ms = s.opt_f64("latency_ms")?.unwrap_or(0.0);
+        if !(latency_ms >= 0.0 && latency_ms.is_finite()) {
+            return Err(s.err(
+                "latency_ms",
+                format!("must not be negative, found {latency_ms}"),
+                "Give the one-way latency in milliseconds, e.g. 0.1.",
+            ));
+        }
+        links.push(Link {
+            hosts: [pair[0].to_string(), pair[1].to_string()],
+            bandwidth_gbps,
+            latency_ms,
+        });
+    }
+    Ok(links)
+}
+
+pub(super) fn partition(
+    s: &Section,
+    model: &Model,
+    hosts: &[Host],
+) -> Result<Partition, ConfigError> {
+    let devices: usize = hosts.iter().map(|h| h.devices.len()).sum();
+    let stages = s.u64_or("stages", devices.min(model.layers.len()) as u64)?;
+    let stages = s.positive("stages", stages, "A pipeline has at least one stage.")?;
+    let layers = model.layers.len();
+    if stages > layers {
+        return Err(s.err(
+            "stages",
+            format!("{stages} stages but the model has only {layers} layers"),
+            format!("Use at most {layers} stages, or add layers."),
+        ));
+    }
+    if stages > devices {
+        return Err(s.err(
+            "stages",
+            format!("{stages} stages but the hosts list only {devices} devices"),
+            "Add devices to [[hosts]] or use fewer stages (one stage per device).",
+        ));
+    }
+    let method = match s.choice(
+        "method",
+        "auto",
+        &["auto", "uniform", "parameters", "manual"],
+    )? {
+        "manual" => {
+            let balance = s.usize_list("balance")?.ok_or_else(|| {
+                s.err(
+                    "balance",
+                    "missing for method = \"manual\"",
+                    format!(
+                        "List the layers per stage, e.g. balance = [{}].",
+                        even_split(layers, stages)
+                    ),
+                )
+            })?;
+            if balance.len() != stages {
+                return Err(s.err(
+                    "balance",
+                    format!("has {} entries for {stages} stages", balance.len()),
+                    "Give one layer count per stage.",
+                ));
+            }
+            let sum: usize = balance.iter().sum();
+            if sum != layers {
+                return Err(s.err(
+                    "balance",
+                    format!("sums to {sum} but the model has {layers} layers"),
+                    format!(
+                        "Make the counts add up to {layers}, e.g. balance = [{}].",
+                        even_split(layers, stages)
+                    ),
+                ));
+            }
+            Method::Manual(balance)
+        }
+        other => {
+            if s.get("balance").is_some() {
+                return Err(s.err(
+                    "balance",
+                    format!("is only used with method = \"manual\" (method is \"{other}\")"),
+                    "Remove balance, or set method = \"manual\".",
+                ));
+            }
+            match other {
+                "uniform" => Method::Uniform,
+                "parameters" => Method::Parameters,
+                _ => Method::Auto,
+            }
+        }
+    };
+    Ok(Partition { stages, method })
+}
+
+fn even_split(layers: usize, stages: usize) -> String {
+    (0..stages)
+        .map(|k| (layers * (k + 1) / stages - layers * k / stages).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,113 @@
+//! Reading a topology file: TOML text → `--set` overrides → key-checked sections → [`Topology`].
+//! The sections are read in [`model`] (model, data, train) and [`cluster`] (hosts, links,
+//! partition).
+
+mod cluster;
+mod model;
+
+use crate::error::{ConfigError, line_col};
+use crate::reader::Section;
+use crate::topology::*;
+use toml::{Table, Value};
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "model",
+    "data",
+    "train",
+    "hosts",
+    "links",
+    "partition",
+];
+
+/// Reads and validates the topology at `path`, applying `overrides` (`section.key=value`).
+pub fn load(path: &str, overrides: &[String]) -> Result<Topology, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: path.to_string(),
+        source,
+    })?;
+    parse(path, &text, overrides)
+}
+
+/// Validates topology `text`; `file` names it in errors.
+pub fn parse(file: &str, text: &str, overrides: &[String]) -> Result<Topology, ConfigError> {
+    let mut table: Table = text.parse().map_err(|e: toml::de::Error| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    for o in overrides {
+        apply_override(file, &mut table, o)?;
+    }
+    build(file, &table)
+}
+
+/// Applies one `section.key=value`; the value is read as TOML, or as a string if it is not.
+pub fn apply_override(file: &str, table: &mut Table, spec: &str) -> Result<(), ConfigError> {
+    let bad = |msg: &str| {
+        ConfigError::invalid(
+            file,
+            format!("--set {spec}"),
+            msg,
+            "Write overrides as `--set section.key=value`, e.g. `--set train.schedule=1f1b`.",
+        )
+    };
+    let (path, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("no `=` in the override"))?;
+    let parts: Vec<&str> = path.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(bad("empty key in the override"));
+    }
+    let value = format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.trim().to_string()));
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        cur = match entry {
+            Value::Table(t) => t,
+            _ => return Err(bad(&format!("`{p}` is not a section"))),
+        };
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
+    let top = Section::new(file, "", table, TOP_KEYS)?;
+    let name = top.opt_str("name")?.unwrap_or("unnamed").to_string();
+    let empty = Table::new();
+    let section = |key: &str, known: &[&str]| -> Result<Section<'_>, ConfigError> {
+        let t = top.opt_table(key)?.unwrap_or(&empty);
+        Section::new(file, key, t, known)
+    };
+    let model = model::model(&section("model", model::MODEL_KEYS)?)?;
+    let data = model::data(&section("data", model::DATA_KEYS)?)?;
+    let train = model::train(&section("train", model::TRAIN_KEYS)?)?;
+    let hosts = cluster::hosts(&top)?;
+    let links = cluster::links(&top, &hosts)?;
+    let partition = cluster::partition(
+        &section("partition", cluster::PARTITION_KEYS)?,
+        &model,
+        &hosts,
+    )?;
+    Ok(Topology {
+        file: file.to_string(),
+        name,
+        model,
+        data,
+        train,
+        hosts,
+        links,
+        partition,
+    })
+}

@@ -1,0 +1,338 @@
+//! The `[model]`, `[data]` and `[train]` sections.
+
+use crate::error::{ConfigError, did_you_mean};
+use crate::layers::{KIND_NAMES, LayerKind, kind_keys};
+use crate::reader::Section;
+use crate::topology::*;
+use toml::{Table, Value};
+
+pub(super) const MODEL_KEYS: &[&str] = &["input", "layers", "loss"];
+pub(super) const DATA_KEYS: &[&str] = &["source", "seed"];
+pub(super) const TRAIN_KEYS: &[&str] = &[
+    "steps",
+    "batch",
+    "microbatches",
+    "schedule",
+    "optimizer",
+    "lr",
+    "seed",
+    "momentum",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "eps",
+];
+
+pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
+    let input = s.usize_list("input")?.ok_or_else(|| {
+        s.err(
+            "input",
+            "missing",
+            "Add one sample's shape, e.g. `input = [64]`.",
+        )
+    })?;
+    if input.is_empty() {
+        return Err(s.err(
+            "input",
+            "is empty",
+            "Give one sample's shape, e.g. `input = [64]`.",
+        ));
+    }
+    let items = s
+        .opt_array("layers")?
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            s.err(
+                "layers",
+                "no layers",
+                "Add `layers = [ { kind = \"linear\", out = 10 } ]` to [model].",
+            )
+        })?;
+    check_elements(s, "input", &input)?;
+    let mut layers = Vec::with_capacity(items.len());
+    let mut shape = input.clone();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("model.layers[{i}]");
+        let Value::Table(t) = item else {
+            return Err(s.err(
+                &format!("layers[{i}]"),
+                format!("expected a table, found `{item}`"),
+                "Write each layer as `{ kind = \"relu\" }`.",
+            ));
+        };
+        let layer = layer(s.file, &path, t, i)?;
+        if matches!(layer.kind, LayerKind::Embedding { .. }) && i != 0 {
+            return Err(ConfigError::invalid(
+                s.file,
+                format!("{path}.kind"),
+                "an embedding can only be the first layer",
+                "Move it to the start of model.layers.",
+            ));
+        }
+        shape = layer.kind.output_shape(&shape).map_err(|m| {
+            ConfigError::invalid(
+                s.file,
+                path.clone(),
+                format!(
+                    "{m} (its input comes from {})",
+                    if i == 0 {
+                        "model.input".to_string()
+                    } else {
+                        format!("model.layers[{}]", i - 1)
+                    }
+                ),
+                "Change this layer or the one before it so the shapes match.",
+            )
+        })?;
+        check_elements(s, &format!("layers[{i}]"), &shape)?;
+        layers.push(layer);
+    }
+    let loss = match s.choice("loss", "cross_entropy", &["cross_entropy", "mse"])? {
+        "mse" => Loss::Mse,
+        _ => Loss::CrossEntropy,
+    };
+    if loss == Loss::CrossEntropy && shape.len() > 2 {
+        return Err(s.err(
+            "loss",
+            format!("cross_entropy needs an output shaped [classes] or [tokens, vocab], the model ends with {shape:?}"),
+            "Add a flatten and a linear layer before the end, or use loss = \"mse\".",
+        ));
+    }
+    Ok(Model {
+        input,
+        layers,
+        loss,
+    })
+}
+
+/// Refuses samples of more than 2^32 elements (the products in cost estimates stay in range).
+fn check_elements(s: &Section, key: &str, shape: &[usize]) -> Result<(), ConfigError> {
+    let n = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    match n {
+        Some(n) if n <= 1 << 32 => Ok(()),
+        _ => Err(s.err(
+            key,
+            format!("one sample of shape {shape:?} is too large"),
+            "Use smaller dimensions (at most 2^32 elements per sample).",
+        )),
+    }
+}
+
+fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, ConfigError> {
+    let kind_val = t.get("kind").ok_or_else(|| {
+        ConfigError::invalid(
+            file,
+            format!("{path}.kind"),
+            "missing",
+            format!("Give the layer a kind: one of {}.", KIND_NAMES.join(", ")),
+        )
+    })?;
+    let Value::String(kind) = kind_val else {
+        return Err(ConfigError::invalid(
+            file,
+            format!("{path}.kind"),
+            format!("expected a string, found `{kind_val}`"),
+            "Write it as `kind = \"linear\"`.",
+        ));
+    };
+    if !KIND_NAMES.contains(&kind.as_str()) {
+        return Err(ConfigError::invalid(
+            file,
+            format!("{path}.kind"),
+            format!("unknown layer kind \"{kind}\""),
+            format!(
+                "Use one of: {}.{}",
+                KIND_NAMES.join(", "),
+                did_you_mean(kind, KIND_NAMES)
+            ),
+        ));
+    }
+    let mut known = vec!["kind", "name"];
+    known.extend_from_slice(kind_keys(kind));
+    let s = Section::new(file, path, t, &known)?;
+    let req = |key: &str, ex: &str| -> Result<usize, ConfigError> {
+        let v = s.req_u64(key, ex)?;
+        s.positive(key, v, "A layer dimension must be at least 1.")
+    };
+    let opt = |key: &str, default: u64| -> Result<usize, ConfigError> {
+        let v = s.u64_or(key, default)?;
+        s.positive(key, v, "It must be at least 1.")
+    };
+    let kind = match kind.as_str() {
+        "linear" => LayerKind::Linear {
+            out: req("out", "128")?,
+            bias: s.opt_bool("bias")?.unwrap_or(true),
+        },
+        "relu" => LayerKind::Relu,
+        "gelu" => LayerKind::Gelu,
+        "tanh" => LayerKind::Tanh,
+        "sigmoid" => LayerKind::Sigmoid,
+        "flatten" => LayerKind::Flatten,
+        "layer_norm" => {
+            let eps = s.opt_f64("eps")?.unwrap_or(1e-5);
+            if !(eps > 0.0 && eps.is_finite()) {
+                return Err(s.err(
+                    "eps",
+                    format!("must be a small positive number, found {eps}"),
+                    "Use e.g. 1e-5.",
+                ));
+            }
+            LayerKind::LayerNorm { eps }
+        }
+        "dropout" => {
+            let p = s.opt_f64("p")?.ok_or_else(|| {
+                s.err("p", "missing", "Give the drop probability, e.g. `p = 0.1`.")
+            })?;
+            if !(0.0..1.0).contains(&p) {
+                return Err(s.err(
+                    "p",
+                    format!("must be in [0, 1), found {p}"),
+                    "Use a probability such as 0.1.",
+                ));
+            }
+            LayerKind::Dropout { p }
+        }
+        "conv2d" => LayerKind::Conv2d {
+            out: req("out", "16")?,
+            kernel: req("kernel", "3")?,
+            stride: opt("stride", 1)?,
+            padding: s.u64_or("padding", 0)?.min(crate::reader::MAX_DIM) as usize,
+        },
+        "max_pool2d" | "avg_pool2d" => {
+            let kernel = opt("kernel", 2)?;
+            let stride = opt("stride", kernel as u64)?;
+            if kind == "max_pool2d" {
+                LayerKind::MaxPool2d { kernel, stride }
+            } else {
+                LayerKind::AvgPool2d { kernel, stride }
+            }
+        }
+        "embedding" => LayerKind::Embedding {
+            vocab: req("vocab", "256")?,
+            dim: req("dim", "64")?,
+        },
+        "transformer_block" => LayerKind::TransformerBlock {
+            heads: req("heads", "4")?,
+            ff: req("ff", "256")?,
+        },
+        _ => unreachable!("checked against KIND_NAMES above"),
+    };
+    let name = s
+        .opt_str("name")?
+        .map_or_else(|| format!("{}{index}", kind.name()), str::to_string);
+    Ok(Layer { name, kind })
+}
+
+pub(super) fn data(s: &Section) -> Result<Data, ConfigError> {
+    let source = s.choice("source", "synthetic", &["synthetic", "parquet"])?;
+    if source == "parquet" {
+        return Err(s.err(
+            "source",
+            "\"parquet\" is not supported by this version of brigade",
+            "Use source = \"synthetic\".",
+        ));
+    }
+    Ok(Data {
+        source: DataSource::Synthetic,
+        seed: s.u64_or("seed", 0)?,
+    })
+}
+
+pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
+    let steps = s.u64_or("steps", 100)?;
+    let steps = s.positive("steps", steps, "Train for at least one step.")?;
+    let batch = s.u64_or("batch", 32)?;
+    let batch = s.positive("batch", batch, "A batch holds at least one sample.")?;
+    let mbs = s.u64_or("microbatches", 1)?;
+    let microbatches = s.positive(
+        "microbatches",
+        mbs,
+        "Use at least 1 micro-batch per step (4 × stages is a good start).",
+    )?;
+    if batch % microbatches != 0 {
+        return Err(s.err(
+            "batch",
+            format!("batch = {batch} is not divisible by microbatches = {microbatches}"),
+            format!(
+                "Make batch a multiple of microbatches, e.g. batch = {}.",
+                batch.div_ceil(microbatches) * microbatches
+            ),
+        ));
+    }
+    let schedule = match s.choice("schedule", "gpipe", &["gpipe", "1f1b"])? {
+        "1f1b" => ScheduleKind::OneFOneB,
+        _ => ScheduleKind::Gpipe,
+    };
+    let lr = s.opt_f64("lr")?.unwrap_or(0.01);
+    if !(lr > 0.0 && lr.is_finite()) {
+        return Err(s.err(
+            "lr",
+            format!("must be a positive number, found {lr}"),
+            "Use a learning rate such as 0.01.",
+        ));
+    }
+    let unit = |key: &str, default: f64| -> Result<f64, ConfigError> {
+        let v = s.opt_f64(key)?.unwrap_or(default);
+        if (0.0..1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(s.err(
+                key,
+                format!("must be in [0, 1), found {v}"),
+                format!("Use e.g. {default}."),
+            ))
+        }
+    };
+    let weight_decay = unit("weight_decay", 0.0)?;
+    let optimizer = match s.choice("optimizer", "sgd", &["sgd", "adam"])? {
+        "adam" => {
+            if s.get("momentum").is_some() {
+                return Err(s.err(
+                    "momentum",
+                    "applies to optimizer = \"sgd\" only",
+                    "Remove it, or set beta1 for Adam.",
+                ));
+            }
+            let eps = s.opt_f64("eps")?.unwrap_or(1e-8);
+            if !(eps.is_finite() && eps > 0.0) {
+                return Err(s.err(
+                    "eps",
+                    format!("must be positive, found {eps}"),
+                    "Use e.g. 1e-8.",
+                ));
+            }
+            Optimizer::Adam {
+                beta1: unit("beta1", 0.9)?,
+                beta2: unit("beta2", 0.999)?,
+                eps,
+                weight_decay,
+            }
+        }
+        _ => {
+            for key in ["beta1", "beta2", "eps"] {
+                if s.get(key).is_some() {
+                    return Err(s.err(
+                        key,
+                        "applies to optimizer = \"adam\" only",
+                        "Remove it, or set optimizer = \"adam\".",
+                    ));
+                }
+            }
+            Optimizer::Sgd {
+                momentum: unit("momentum", 0.0)?,
+                weight_decay,
+            }
+        }
+    };
+    Ok(Train {
+        steps,
+        batch,
+        microbatches,
+        schedule,
+        optimizer,
+        lr,
+        seed: s.u64_or("seed", 0)?,
+    })
+}
