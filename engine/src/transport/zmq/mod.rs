@@ -11,6 +11,8 @@
 
 mod auth;
 mod control;
+mod pull;
+mod push;
 mod tasks;
 
 use super::{Transport, TransportError};
