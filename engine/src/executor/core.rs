@@ -307,3 +307,65 @@ impl Executor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::build::executor;
+    use crate::planning::make_plan;
+    use burn::prelude::Device;
+
+    fn stage1() -> Executor {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/quickstart.toml");
+        let p = make_plan(brigade_partitioner::load(path, &[]).unwrap(), None).unwrap();
+        executor(&p.topo, &p.plan, 1, &Device::flex(), 3, false)
+    }
+
+    fn act(shape: &[usize]) -> Act {
+        Act::from_f32(vec![0.0; shape.iter().product()], shape, &Device::flex())
+    }
+
+    #[test]
+    fn out_of_step_and_duplicate_messages_are_errors() {
+        let mut e = stage1();
+        let shape = e.stage().input_shape().to_vec();
+        let msg = |kind, step, microbatch| Incoming {
+            kind,
+            step,
+            microbatch,
+            tensor: act(&shape),
+        };
+        // The last stage receives no gradients, nothing two steps ahead, no micro-batch 8 of 8.
+        assert!(matches!(
+            e.deliver(msg(Kind::Gradient, 0, 0)),
+            Err(ExecError::Unexpected { .. })
+        ));
+        assert!(matches!(
+            e.deliver(msg(Kind::Activation, 2, 0)),
+            Err(ExecError::Unexpected { .. })
+        ));
+        assert!(matches!(
+            e.deliver(msg(Kind::Activation, 0, 8)),
+            Err(ExecError::Unexpected { .. })
+        ));
+        e.deliver(msg(Kind::Activation, 0, 0)).unwrap();
+        e.deliver(msg(Kind::Activation, 1, 0)).unwrap(); // the next step may arrive early
+        assert!(matches!(
+            e.deliver(msg(Kind::Activation, 0, 0)),
+            Err(ExecError::Duplicate { .. })
+        ));
+    }
+
+    #[test]
+    fn poll_waits_for_what_the_schedule_needs_first() {
+        let mut e = stage1();
+        match e.poll().unwrap() {
+            Action::Wait {
+                kind,
+                step,
+                microbatch,
+            } => assert_eq!((kind, step, microbatch), (Kind::Activation, 0, 0)),
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+}
