@@ -147,7 +147,13 @@ pub fn complete(dir: &Path, layers: usize) -> Option<u64> {
             continue;
         }
         let m: Manifest = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-        if m.format != FORMAT || *step.get_or_insert(m.step) != m.step || m.layers[1] > layers {
+        // A manifest that does not describe a layer range of this model makes the checkpoint
+        // unusable, not the process.
+        if m.format != FORMAT
+            || *step.get_or_insert(m.step) != m.step
+            || m.layers[0] > m.layers[1]
+            || m.layers[1] > layers
+        {
             return None;
         }
         for c in &mut covered[m.layers[0]..m.layers[1]] {
@@ -245,4 +251,50 @@ pub fn load(stage: &mut Stage, dir: &Path, train_seed: u64) -> Result<u64, Check
     }
     stage.set_step(step);
     Ok(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(dir: &Path, stage: usize, layers: [usize; 2]) {
+        let m = Manifest {
+            format: FORMAT,
+            step: 4,
+            stage,
+            stages: 2,
+            layers,
+            train_seed: 1,
+            data_seed: 1,
+        };
+        std::fs::write(
+            dir.join(format!("stage-{stage}.done")),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn completeness_needs_every_layer_exactly_once() {
+        let root = std::env::temp_dir().join(format!("brigade-ckpt-unit-{}", std::process::id()));
+        let dir = step_dir(&root, 4);
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&dir).unwrap();
+        manifest(&dir, 0, [0, 3]);
+        assert_eq!(complete(&dir, 6), None, "layers 3..6 missing");
+        manifest(&dir, 1, [3, 6]);
+        assert_eq!(complete(&dir, 6), Some(4));
+        assert_eq!(latest(&root, 6).map(|(s, _)| s), Some(4));
+        manifest(&dir, 1, [2, 6]);
+        assert_eq!(complete(&dir, 6), None, "layer 2 twice");
+        manifest(&dir, 1, [6, 3]);
+        assert_eq!(
+            complete(&dir, 6),
+            None,
+            "a reversed range is refused, not a panic"
+        );
+        std::fs::write(dir.join("stage-1.done"), b"{not json").unwrap();
+        assert_eq!(complete(&dir, 6), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

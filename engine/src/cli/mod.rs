@@ -59,6 +59,20 @@ impl TopologyArgs {
     }
 }
 
+/// How long to train and what to write, shared by `train`, `launch` and `reference`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Train until this many steps are done, counting resumed ones (default: train.steps).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Write one JSON line per step: {"step", "loss", "step_ms", "samples_per_sec"}.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Write the final parameters, per stage, to DIR/stage-K.safetensors (named by layer).
+    #[arg(long, value_name = "DIR")]
+    pub save_params: Option<String>,
+}
+
 /// Checkpoint options shared by `train`, `launch`, `stage` and `reference`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct CheckpointArgs {

@@ -13,22 +13,16 @@ pub struct ReferenceArgs {
     pub topology: TopologyArgs,
     #[command(flatten)]
     pub checkpoint: super::CheckpointArgs,
-    /// Train until this many steps are done, counting resumed ones (default: train.steps).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Write one JSON line per step: {"step", "loss", "step_ms", "samples_per_sec"}.
-    #[arg(long)]
-    pub metrics: Option<String>,
-    /// Write the final parameters to DIR/stage-0.safetensors (per layer, like `train`).
-    #[arg(long, value_name = "DIR")]
-    pub save_params: Option<String>,
+    #[command(flatten)]
+    pub run: super::RunArgs,
 }
 
 pub fn run(args: &ReferenceArgs) -> Result<()> {
     let topo = args.topology.load()?;
-    let steps = args.steps.unwrap_or(topo.train.steps);
+    let steps = args.run.steps.unwrap_or(topo.train.steps);
     let device = burn_device(topo.hosts[0].devices[0].kind)?;
     let mut metrics = args
+        .run
         .metrics
         .as_deref()
         .map(MetricsWriter::create)
@@ -62,7 +56,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     if let Some(e) = io_error {
         return Err(e).context("cannot write the metrics file");
     }
-    if let Some(dir) = &args.save_params {
+    if let Some(dir) = &args.run.save_params {
         crate::params_io::save(&stage, std::path::Path::new(dir))?;
     }
     Ok(())

@@ -15,18 +15,11 @@ pub struct TrainArgs {
     pub topology: TopologyArgs,
     #[command(flatten)]
     pub checkpoint: super::CheckpointArgs,
-    /// Train until this many steps are done, counting resumed ones (default: train.steps).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Write one JSON line per step: {"step", "loss", "step_ms", "samples_per_sec"}.
-    #[arg(long)]
-    pub metrics: Option<String>,
+    #[command(flatten)]
+    pub run: super::RunArgs,
     /// Write a Chrome trace (open it in https://ui.perfetto.dev).
     #[arg(long)]
     pub trace: Option<String>,
-    /// Write the final parameters, per stage, to DIR/stage-K.safetensors.
-    #[arg(long, value_name = "DIR")]
-    pub save_params: Option<String>,
     /// File holding the job secret, passed to every stage (default: $BRIGADE_SECRET_FILE, then
     /// $BRIGADE_SECRET, which stages inherit).
     #[arg(long, value_name = "FILE")]
@@ -128,13 +121,13 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
         overrides: args.topology.overrides.clone(),
         stages,
         total_stages: planned.plan.stages.len(),
-        steps: args.steps.unwrap_or(topo.train.steps) as u64,
+        steps: args.run.steps.unwrap_or(topo.train.steps) as u64,
         batch: topo.train.batch,
         run_id,
         local: host.is_none(),
-        metrics: args.metrics.clone(),
+        metrics: args.run.metrics.clone(),
         trace: args.trace.clone(),
-        save_params: args.save_params.clone(),
+        save_params: args.run.save_params.clone(),
         extra_args: args
             .checkpoint
             .to_args()
