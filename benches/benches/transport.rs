@@ -6,7 +6,7 @@
 use brigade_engine::endpoints::StageEndpoints;
 use brigade_engine::executor::core::{Outgoing, Peer};
 use brigade_engine::transport::Transport;
-use brigade_engine::transport::zmq::{ZmqConfig, ZmqTransport};
+use brigade_engine::transport::net::{NetConfig, NetTransport};
 use brigade_stages::Act;
 use brigade_stages::codec::Kind;
 use burn::prelude::Device;
@@ -47,8 +47,8 @@ fn endpoints(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> Stag
     }
 }
 
-fn transport(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> ZmqTransport {
-    ZmqTransport::start(ZmqConfig {
+fn transport(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> NetTransport {
+    NetTransport::start(NetConfig {
         stage,
         run_id: 7,
         topology_hash: 9,
@@ -67,7 +67,7 @@ fn transport(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> ZmqT
 
 fn receiver(mode: &str, port: u16, dir: &std::path::Path) {
     let mut t = transport(mode, port, dir, 1);
-    let ack = |t: &mut ZmqTransport, i: u64| {
+    let ack = |t: &mut NetTransport, i: u64| {
         t.send(Outgoing {
             to: Peer::Prev,
             kind: Kind::Gradient,

@@ -9,7 +9,6 @@ use burn::tensor::TensorData;
 use common::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use zeromq::{PushSocket, Socket, SocketSend, ZmqMessage};
 
 fn topology(test: &str, offset: u16, address_b: &str) -> String {
     let port = 24_000 + (std::process::id() % 15_000) as u16 + offset;
@@ -48,54 +47,43 @@ fn peer_with_the_wrong_secret_is_refused() {
     let both = format!("{}\n{}", stderr(&oa), stderr(&ob));
     assert!(both.contains("authentication failed"), "{both}");
     assert!(
-        both.contains("connections from: tcp://127.0.0.1:"),
+        both.contains("connection from: tcp://127.0.0.1:"),
         "refusal must log the peer's address:\n{both}"
     );
 }
 
-#[test]
-fn forged_frames_from_an_intruder_are_dropped() {
-    let file = topology("auth-intruder", 8, "127.0.0.1");
-    let secret = "job-secret-for-the-intruder-test";
-    let port_b = 24_000 + (std::process::id() % 15_000) as u16 + 8 + 4;
-    let dir = tmp("auth-intruder-out");
-    let (mb, rm) = (dir.join("b.jsonl"), dir.join("ref.jsonl"));
-    let launch = |host: &str, metrics: Option<&std::path::Path>| {
-        let mut c = brigade();
-        c.args([
-            "launch",
-            &file,
-            "--host",
-            host,
-            "--steps",
-            "300",
-            "--run-id",
-            "intruder-test",
-        ])
-        .env("BRIGADE_SECRET", secret)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        if let Some(m) = metrics {
-            c.arg("--metrics").arg(m);
+/// What an intruder sends to stage 1's activation port while a job runs: a connection that
+/// declares a 1 TiB frame (which made zeromq abort the stage, decision 0003), one that speaks
+/// another protocol (a ZMTP greeting), and — when `forge` — well-formed brigade tensors of the
+/// right shape for every micro-batch of the first steps.
+async fn intrude(port: u16, forge: bool) {
+    use brigade_engine::transport::net::wire::{GREETING, write_message};
+    use tokio::io::AsyncWriteExt;
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let connect = || async {
+        loop {
+            match tokio::net::TcpStream::connect(&addr).await {
+                Ok(s) => return s,
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "stage 1 never listened");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
         }
-        c.spawn().unwrap()
     };
-    let a = launch("a", None);
-    let b = launch("b", Some(&mb));
-    // The intruder: connects to stage 1's activation port and sends well-formed tensors of the
-    // right shape for every micro-batch of the first steps.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut sock = PushSocket::new();
-        let endpoint = format!("tcp://127.0.0.1:{}", port_b + 2);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while sock.connect(&endpoint).await.is_err() {
-            assert!(Instant::now() < deadline, "stage 1 never listened");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let mut huge = connect().await;
+    let mut m = GREETING.to_vec();
+    m.push(1);
+    m.extend((1u64 << 40).to_le_bytes());
+    huge.write_all(&m).await.unwrap();
+    let mut zmtp = connect().await;
+    let _ = zmtp
+        .write_all(&[0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0])
+        .await;
+    let mut forged = connect().await;
+    if forge {
+        forged.write_all(&GREETING).await.unwrap();
         for step in 0..3u64 {
             for mb in 0..8u64 {
                 let route = Route {
@@ -106,30 +94,64 @@ fn forged_frames_from_an_intruder_are_dropped() {
                 };
                 let (h, p) =
                     encode(route, TensorData::new(vec![1e3f32; 8 * 128], vec![8, 128])).unwrap();
-                let mut msg = ZmqMessage::from(bytes::Bytes::from(h));
-                msg.push_back(bytes::Bytes::from(p));
-                let _ = tokio::time::timeout(Duration::from_secs(1), sock.send(msg)).await;
+                let _ = write_message(&mut forged, &[&h, &p]).await;
             }
         }
-        // The socket writes in background tasks of this runtime: let them run.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    });
+    }
+    // Hold the connections open while the job runs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Runs the two-host job `file` (300 steps) with an intruder on stage 1's activation port and
+/// checks that it finishes with the reference's losses and logs the refusals.
+fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) {
+    let dir = tmp(test);
+    let (mb, rm) = (dir.join("b.jsonl"), dir.join("ref.jsonl"));
+    let launch = |host: &str, metrics: Option<&std::path::Path>| {
+        let mut c = brigade();
+        c.args([
+            "launch", file, "--host", host, "--steps", "300", "--run-id", test,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        match secret {
+            Some(s) => c.env("BRIGADE_SECRET", s),
+            None => c.env_remove("BRIGADE_SECRET"),
+        };
+        if let Some(m) = metrics {
+            c.arg("--metrics").arg(m);
+        }
+        c.spawn().unwrap()
+    };
+    let a = launch("a", None);
+    let b = launch("b", Some(&mb));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(intrude(port_b + 2, secret.is_some()));
     let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let err_b = stderr(&ob);
     assert!(
         oa.status.success() && ob.status.success(),
-        "the job must survive the intruder:\n{}\n{}",
+        "the job must survive the intruder:\n{}\n{err_b}",
         stderr(&oa),
-        stderr(&ob)
     );
-    assert!(
-        stderr(&ob).contains("refused a message"),
-        "stage 1 must log the refusal:\n{}",
-        stderr(&ob)
-    );
+    for what in [
+        "refused a message",
+        "connection from: tcp://127.0.0.1:",
+        "exceeds this link's limit",
+        "not a brigade peer",
+    ] {
+        assert!(err_b.contains(what), "stage 1 must log {what:?}:\n{err_b}");
+    }
+    if secret.is_some() {
+        assert!(err_b.contains("has not authenticated"), "{err_b}");
+    }
     assert!(
         run(&[
             "reference",
-            &file,
+            file,
             "--steps",
             "300",
             "--metrics",
@@ -141,8 +163,27 @@ fn forged_frames_from_an_intruder_are_dropped() {
     assert_eq!(
         losses(&mb),
         losses(&rm),
-        "forged frames changed the training"
+        "the intruder changed the training"
     );
+}
+
+#[test]
+fn forged_frames_from_an_intruder_are_dropped() {
+    let file = topology("auth-intruder", 8, "127.0.0.1");
+    let port_b = 24_000 + (std::process::id() % 15_000) as u16 + 8 + 4;
+    survives_intruder(
+        "intruder-test",
+        &file,
+        port_b,
+        Some("job-secret-for-the-intruder-test"),
+    );
+}
+
+#[test]
+fn oversized_and_foreign_connections_do_not_end_a_job_without_secret() {
+    let file = topology("auth-oversized", 24, "127.0.0.1");
+    let port_b = 24_000 + (std::process::id() % 15_000) as u16 + 24 + 4;
+    survives_intruder("oversized-test", &file, port_b, None);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::executor::core::Checkpoints;
 use crate::executor::driver::drive;
 use crate::identity::{parse_run_id, topology_hash};
 use crate::planning::make_plan;
-use crate::transport::zmq::{MIN_SECRET, ZmqConfig, ZmqTransport, load_secret};
+use crate::transport::net::{MIN_SECRET, NetConfig, NetTransport, load_secret};
 use anyhow::{Context, Result, bail};
 use brigade_partitioner::ConfigError;
 use brigade_stages::device::burn_device;
@@ -127,7 +127,7 @@ pub fn run(args: &StageArgs) -> Result<()> {
         }
         eprintln!("stage {k}: no job secret set: accepting loopback and ipc peers only");
     }
-    let cfg = ZmqConfig {
+    let cfg = NetConfig {
         stage: k,
         run_id,
         topology_hash: hash,
@@ -141,7 +141,7 @@ pub fn run(args: &StageArgs) -> Result<()> {
         trace: args.trace_out.is_some(),
         secret,
     };
-    let mut transport = ZmqTransport::start(cfg)?;
+    let mut transport = NetTransport::start(cfg)?;
     event(
         &serde_json::json!({"event": "started", "stage": k, "host": host.name, "pid": std::process::id(), "layers": plan.stages[k].layers, "run_id": format!("{run_id:016x}")}),
     );

@@ -2,7 +2,7 @@
 //! between it and a [`Transport`]: ZeroMQ between processes, channels in tests.
 
 pub mod memory;
-pub mod zmq;
+pub mod net;
 
 use crate::executor::core::{Incoming, Outgoing};
 use std::time::Duration;

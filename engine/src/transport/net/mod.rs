@@ -1,19 +1,22 @@
-//! The ZeroMQ transport (zeromq 0.7, pure Rust on tokio): one PUSH→PULL connection per
-//! neighbour per direction. A tokio runtime on its own I/O thread owns the sockets; the compute
-//! thread talks to it through channels, so sends and receives overlap compute and a tensor's
+//! The network transport: one connection per neighbour per direction (the receiver listens,
+//! the sender connects), over TCP or Unix sockets with brigade's own framing ([`wire`],
+//! decision 0005). A tokio runtime on its own I/O thread owns the sockets; the compute thread
+//! talks to it through channels, so sends and receives overlap compute and a tensor's
 //! read-back and encoding happen off the compute thread.
 //!
 //! Each connection opens with a hello (run id, topology hash, stage) that the receiver checks,
 //! carries heartbeats while idle, and closes with a bye. A peer that stays silent longer than
 //! the peer timeout, or whose connection breaks before its bye, is a fatal error naming it.
-//! The zeromq crate has no high-water mark: in-flight messages are bounded by the schedule
-//! (at most M activations or gradients per link per step).
+//! In-flight messages are bounded by the schedule (at most M activations or gradients per
+//! link per step), and every frame by the plan's largest tensor before it is allocated.
 
 mod auth;
 mod control;
 mod pull;
 mod push;
+mod socket;
 mod tasks;
+pub mod wire;
 
 use super::{Transport, TransportError};
 use crate::endpoints::StageEndpoints;
@@ -30,7 +33,7 @@ pub use control::{Control, ControlKind};
 
 /// What a stage's transport needs to know.
 #[derive(Debug, Clone)]
-pub struct ZmqConfig {
+pub struct NetConfig {
     pub stage: usize,
     pub run_id: u64,
     pub topology_hash: u64,
@@ -57,7 +60,7 @@ enum Cmd {
 }
 
 /// The compute thread's handle on the I/O thread.
-pub struct ZmqTransport {
+pub struct NetTransport {
     stage: usize,
     to_io: mpsc::UnboundedSender<Cmd>,
     from_io: crossbeam_channel::Receiver<Result<Incoming, TransportError>>,
@@ -65,10 +68,10 @@ pub struct ZmqTransport {
     trace: Vec<TraceEvent>,
 }
 
-impl ZmqTransport {
+impl NetTransport {
     /// Binds this stage's sockets (errors are returned here) and starts connecting to the
     /// neighbours in the background.
-    pub fn start(cfg: ZmqConfig) -> Result<ZmqTransport, TransportError> {
+    pub fn start(cfg: NetConfig) -> Result<NetTransport, TransportError> {
         let stage = cfg.stage;
         let (to_io, cmds) = mpsc::unbounded_channel();
         let (to_compute, from_io) = crossbeam_channel::unbounded();
@@ -96,7 +99,7 @@ impl ZmqTransport {
                 why: format!("cannot start the I/O thread: {e}"),
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(ZmqTransport {
+            Ok(Ok(())) => Ok(NetTransport {
                 stage,
                 to_io,
                 from_io,
@@ -128,7 +131,7 @@ impl ZmqTransport {
     }
 }
 
-impl Transport for ZmqTransport {
+impl Transport for NetTransport {
     fn send(&mut self, msg: Outgoing) -> Result<(), TransportError> {
         self.to_io
             .send(Cmd::Send(Box::new(msg)))

@@ -1,55 +1,41 @@
-//! The task behind one PUSH socket: encodes and sends to one neighbour, tags messages once
-//! authenticated, and keeps an idle link alive with heartbeats.
+//! The sending side of one neighbour link: connects to the neighbour's endpoint, encodes and
+//! sends, tags messages once authenticated, and keeps an idle link alive with heartbeats.
 
-use super::ZmqConfig;
+use super::NetConfig;
 use super::auth;
 use super::control::{Control, ControlKind};
 use super::peer_index;
-use super::tasks::{Link, ToCompute, options};
+use super::socket::{self, Conn};
+use super::tasks::{Link, ToCompute};
+use super::wire;
 use crate::executor::core::{Outgoing, Peer};
 use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
 use brigade_stages::codec::{self, Route};
-use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use zeromq::{PushSocket, Socket, SocketSend, ZmqMessage};
-
-/// burn's tensor bytes as the owner of a zeromq frame.
-struct Payload(burn::tensor::Bytes);
-
-impl AsRef<[u8]> for Payload {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
 
 /// Sends messages to one neighbour, tagging them once authenticated.
 struct LinkSender {
-    sock: PushSocket,
+    conn: Conn,
     key: Option<[u8; 32]>,
     seq: u64,
     limit: Duration,
 }
 
 impl LinkSender {
-    async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), String> {
-        let mut frames = frames;
+    async fn send(&mut self, frames: &[&[u8]]) -> Result<(), String> {
+        let t;
+        let mut all: Vec<&[u8]> = frames.to_vec();
         if let Some(key) = &self.key {
-            let body: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
-            let t = auth::tag(key, self.seq, &body);
-            frames.push(Bytes::copy_from_slice(&t));
+            t = auth::tag(key, self.seq, frames);
+            all.push(&t);
             self.seq += 1;
         }
-        let mut it = frames.into_iter();
-        let mut msg = ZmqMessage::from(it.next().expect("at least one frame"));
-        for f in it {
-            msg.push_back(f);
-        }
-        match timeout(self.limit, self.sock.send(msg)).await {
+        match timeout(self.limit, wire::write_message(&mut self.conn, &all)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("send failed: {e}")),
             Err(_) => Err(format!(
@@ -61,7 +47,7 @@ impl LinkSender {
 }
 
 pub(super) async fn push_task(
-    cfg: Arc<ZmqConfig>,
+    cfg: Arc<NetConfig>,
     endpoint: String,
     to: Peer,
     mut rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
@@ -71,7 +57,7 @@ pub(super) async fn push_task(
     let k = cfg.stage;
     let peer = peer_index(k, to);
     let mut tracer = Tracer::new(k, 1, cfg.trace);
-    let control = |kind| Bytes::from(Control::new(kind, cfg.run_id, cfg.topology_hash, k).encode());
+    let control = |kind| Control::new(kind, cfg.run_id, cfg.topology_hash, k).encode();
     let lost = |why: String| TransportError::PeerLost {
         stage: k,
         peer,
@@ -82,21 +68,21 @@ pub(super) async fn push_task(
         let _ = to_compute.send(Err(e));
     };
 
-    let mut opts = options();
-    opts.connect_timeout(cfg.connect_timeout);
-    let mut sock = PushSocket::with_options(opts);
-    if let Err(e) = sock.connect(&endpoint).await {
-        report(TransportError::Unreachable {
-            stage: k,
-            peer,
-            address: endpoint.clone(),
-            secs: cfg.connect_timeout.as_secs(),
-            why: e.to_string(),
-        });
-        return tracer.into_events();
-    }
+    let conn = match socket::connect(&endpoint, cfg.connect_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            report(TransportError::Unreachable {
+                stage: k,
+                peer,
+                address: endpoint.clone(),
+                secs: cfg.connect_timeout.as_secs(),
+                why: e.to_string(),
+            });
+            return tracer.into_events();
+        }
+    };
     let mut out = LinkSender {
-        sock,
+        conn,
         key: None,
         seq: 0,
         limit: cfg.peer_timeout,
@@ -105,7 +91,7 @@ pub(super) async fn push_task(
     if cfg.secret.is_some() {
         hello = hello.with_bytes(&link.own_challenge);
     }
-    if let Err(why) = out.send(vec![Bytes::from(hello.encode())]).await {
+    if let Err(why) = out.send(&[&hello.encode()]).await {
         report(lost(why));
         return tracer.into_events();
     }
@@ -135,7 +121,7 @@ pub(super) async fn push_task(
         let answer = auth::answer(secret, cfg.run_id, cfg.topology_hash, k, peer, &challenge);
         let msg =
             Control::new(ControlKind::Auth, cfg.run_id, cfg.topology_hash, k).with_bytes(&answer);
-        if let Err(why) = out.send(vec![Bytes::from(msg.encode())]).await {
+        if let Err(why) = out.send(&[&msg.encode()]).await {
             report(lost(why));
             return tracer.into_events();
         }
@@ -162,8 +148,8 @@ pub(super) async fn push_task(
                             return tracer.into_events();
                         }
                     };
-                    // The payload frame borrows the tensor's bytes: no copy between burn and the wire.
-                    if let Err(why) = out.send(vec![Bytes::from(header), Bytes::from_owner(Payload(payload))]).await {
+                    // The payload is written from the tensor's own bytes: no copy between burn and the wire.
+                    if let Err(why) = out.send(&[&header, &payload]).await {
                         report(lost(why));
                         return tracer.into_events();
                     }
@@ -171,7 +157,7 @@ pub(super) async fn push_task(
                 }
                 Some(None) | None => {
                     // Best effort: a neighbour that already left needs no goodbye.
-                    let _ = out.send(vec![control(ControlKind::Bye)]).await;
+                    let _ = out.send(&[&control(ControlKind::Bye)]).await;
                     return tracer.into_events();
                 }
             },
@@ -179,7 +165,7 @@ pub(super) async fn push_task(
                 if link.done.load(Ordering::SeqCst) {
                     continue;
                 }
-                if let Err(why) = out.send(vec![control(ControlKind::Heartbeat)]).await {
+                if let Err(why) = out.send(&[&control(ControlKind::Heartbeat)]).await {
                     // It may have said bye while we were sending.
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     if !link.done.load(Ordering::SeqCst) {

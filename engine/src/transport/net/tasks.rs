@@ -2,31 +2,23 @@
 //! ([`super::pull`], [`super::push`]) and routes the compute thread's commands to them.
 
 use super::auth;
-use super::{Cmd, ZmqConfig};
+use super::socket::Listener;
+use super::{Cmd, NetConfig};
 use crate::executor::core::{Incoming, Outgoing, Peer};
 use crate::transport::TransportError;
 use brigade_stages::codec::Kind;
 use crossbeam_channel::Sender;
-use futures::StreamExt;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use zeromq::{PullSocket, Socket, SocketEvent, SocketOptions};
 
 pub(super) type ToCompute = Sender<Result<Incoming, TransportError>>;
 
 /// How long `finish` waits for the neighbours' byes before exiting anyway: by then they have
 /// received all they need from this stage (they could not have finished otherwise).
 const LINGER: Duration = Duration::from_secs(3);
-
-pub(super) fn options() -> SocketOptions {
-    let mut o = SocketOptions::default();
-    // Activations are megabytes: read in large chunks.
-    o.read_buffer(64 * 1024, 8 * 1024 * 1024, 2);
-    o
-}
 
 /// What the pull and push tasks of one neighbour share.
 #[derive(Clone)]
@@ -53,7 +45,7 @@ impl Link {
 }
 
 pub(super) async fn io_main(
-    cfg: ZmqConfig,
+    cfg: NetConfig,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     to_compute: ToCompute,
     ready: Sender<Result<(), TransportError>>,
@@ -69,36 +61,23 @@ pub(super) async fn io_main(
         (cfg.endpoints.grad_in.clone(), Kind::Gradient, next.clone()),
     ] {
         let Some(endpoint) = endpoint else { continue };
-        if let Some(path) = endpoint.strip_prefix("ipc://") {
-            // A socket file left by a crashed run with the same id would make bind fail.
-            let _ = std::fs::remove_file(path);
-        }
-        let mut sock = PullSocket::with_options(options());
-        let accepted = Arc::new(Mutex::new(Vec::new()));
-        let mut monitor = sock.monitor();
-        let seen = accepted.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = monitor.next().await {
-                if let SocketEvent::Accepted(ep, _) = ev {
-                    seen.lock().expect("monitor lock").push(ep.to_string());
-                }
+        let listener = match Listener::bind(&endpoint).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(TransportError::Bind {
+                    stage: k,
+                    address: endpoint,
+                    why: e.to_string(),
+                }));
+                return;
             }
-        });
-        if let Err(e) = sock.bind(&endpoint).await {
-            let _ = ready.send(Err(TransportError::Bind {
-                stage: k,
-                address: endpoint,
-                why: e.to_string(),
-            }));
-            return;
-        }
+        };
         pulls.push(tokio::spawn(super::pull::pull_task(
             cfg.clone(),
-            sock,
+            listener,
             endpoint,
             kind,
             link,
-            accepted,
             to_compute.clone(),
         )));
     }
