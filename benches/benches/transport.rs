@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const SHAPE: [usize; 2] = [256, 4096]; // 4 MiB of f32
 const WARMUP: usize = 5;
 const MESSAGES: usize = 60;
+/// Timed rounds of MESSAGES each (after one warm-up round); the median is reported.
+const ROUNDS: u64 = 7;
 const MIB4: usize = 4 << 20;
 
 fn endpoints(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> StageEndpoints {
@@ -77,7 +79,7 @@ fn receiver(mode: &str, port: u16, dir: &std::path::Path) {
         })
         .unwrap()
     };
-    for round in 0..2u64 {
+    for round in 0..=ROUNDS {
         let n = if round == 0 { WARMUP } else { MESSAGES };
         for _ in 0..n {
             while t.recv(Duration::from_secs(30)).unwrap().is_none() {}
@@ -87,12 +89,12 @@ fn receiver(mode: &str, port: u16, dir: &std::path::Path) {
     t.finish().unwrap();
 }
 
-fn sender(mode: &str, port: u16, dir: &std::path::Path) -> f64 {
+fn sender(mode: &str, port: u16, dir: &std::path::Path) -> Vec<f64> {
     let mut t = transport(mode, port, dir, 0);
     let n: usize = SHAPE.iter().product();
     let act = Act::from_f32((0..n).map(|i| i as f32).collect(), &SHAPE, &Device::flex());
-    let mut secs = 0.0;
-    for round in 0..2 {
+    let mut rates = Vec::new();
+    for round in 0..=ROUNDS {
         let count = if round == 0 { WARMUP } else { MESSAGES };
         let start = Instant::now();
         for i in 0..count {
@@ -106,10 +108,16 @@ fn sender(mode: &str, port: u16, dir: &std::path::Path) -> f64 {
             .unwrap();
         }
         while t.recv(Duration::from_secs(60)).unwrap().is_none() {}
-        secs = start.elapsed().as_secs_f64();
+        if round > 0 {
+            rates.push(gbps(start));
+        }
     }
     t.finish().unwrap();
-    (MESSAGES * MIB4) as f64 / secs / 1e9
+    rates
+}
+
+fn gbps(start: Instant) -> f64 {
+    (MESSAGES * MIB4) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 fn raw_receiver(port: u16) {
@@ -117,8 +125,9 @@ fn raw_receiver(port: u16) {
     println!("ready");
     std::io::stdout().flush().unwrap();
     let (mut s, _) = listener.accept().unwrap();
+    s.set_nodelay(true).unwrap();
     let mut buf = vec![0u8; MIB4];
-    for round in 0..2 {
+    for round in 0..=ROUNDS {
         let n = if round == 0 { WARMUP } else { MESSAGES };
         for _ in 0..n {
             s.read_exact(&mut buf).unwrap();
@@ -127,24 +136,27 @@ fn raw_receiver(port: u16) {
     }
 }
 
-fn raw_sender(port: u16) -> f64 {
+fn raw_sender(port: u16) -> Vec<f64> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
     let buf: Vec<u8> = (0..MIB4).map(|i| i as u8).collect();
-    let mut secs = 0.0;
-    for round in 0..2 {
+    let mut rates = Vec::new();
+    for round in 0..=ROUNDS {
         let n = if round == 0 { WARMUP } else { MESSAGES };
         let start = Instant::now();
         for _ in 0..n {
             s.write_all(&buf).unwrap();
         }
         s.read_exact(&mut [0u8]).unwrap();
-        secs = start.elapsed().as_secs_f64();
+        if round > 0 {
+            rates.push(gbps(start));
+        }
     }
-    (MESSAGES * MIB4) as f64 / secs / 1e9
+    rates
 }
 
 /// The zeromq crate alone: PUSH→PULL of the same 4 MiB frames, no brigade code.
-fn zmq_raw(role: &str, port: u16) -> f64 {
+fn zmq_raw(role: &str, port: u16) -> Vec<f64> {
     use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -162,7 +174,7 @@ fn zmq_raw(role: &str, port: u16) -> f64 {
             pull.bind(&data).await.unwrap();
             let mut push = PushSocket::new();
             push.connect(&ack).await.unwrap();
-            for round in 0..2 {
+            for round in 0..=ROUNDS {
                 let n = if round == 0 { WARMUP } else { MESSAGES };
                 for _ in 0..n {
                     let _ = pull.recv().await.unwrap();
@@ -170,26 +182,41 @@ fn zmq_raw(role: &str, port: u16) -> f64 {
                 push.send(ZmqMessage::from("ack")).await.unwrap();
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            0.0
+            Vec::new()
         } else {
             let mut pull = PullSocket::new();
             pull.bind(&ack).await.unwrap();
             let mut push = PushSocket::new();
             push.connect(&data).await.unwrap();
             let payload = bytes::Bytes::from((0..MIB4).map(|i| i as u8).collect::<Vec<u8>>());
-            let mut secs = 0.0;
-            for round in 0..2 {
+            let mut rates = Vec::new();
+            for round in 0..=ROUNDS {
                 let n = if round == 0 { WARMUP } else { MESSAGES };
                 let start = Instant::now();
                 for _ in 0..n {
                     push.send(ZmqMessage::from(payload.clone())).await.unwrap();
                 }
                 let _ = pull.recv().await.unwrap();
-                secs = start.elapsed().as_secs_f64();
+                if round > 0 {
+                    rates.push(gbps(start));
+                }
             }
-            (MESSAGES * MIB4) as f64 / secs / 1e9
+            rates
         }
     })
+}
+
+fn median(rates: &[f64]) -> f64 {
+    let mut r = rates.to_vec();
+    r.sort_by(f64::total_cmp);
+    r[r.len() / 2]
+}
+
+/// "median GB/s [min – max]" over the timed rounds.
+fn spread(rates: &[f64]) -> String {
+    let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = rates.iter().copied().fold(0.0, f64::max);
+    format!("{:5.2} GB/s [{lo:.2} – {hi:.2}]", median(rates))
 }
 
 fn spawn(role: &str, mode: &str, port: u16, dir: &std::path::Path) -> std::process::Child {
@@ -207,6 +234,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    brigade_stages::alloc::tune(); // as every brigade process does
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let port: u16 = env("BRIGADE_BENCH_PORT").parse().unwrap_or(0);
     let dir = std::path::PathBuf::from(env("BRIGADE_BENCH_DIR"));
@@ -223,7 +251,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = 40_000 + (std::process::id() % 10_000) as u16;
     println!(
-        "transport: {MESSAGES} messages of 4 MiB (f32 [256, 4096]) between two processes, after {WARMUP} warm-up messages"
+        "transport: {ROUNDS} rounds of {MESSAGES} messages of 4 MiB (f32 [256, 4096]) between two processes, after {WARMUP} warm-up messages; median [min – max] over the rounds"
     );
     let mut results = Vec::new();
     for (mode, p) in [("ipc", port), ("tcp", port + 2)] {
@@ -244,16 +272,20 @@ fn main() {
     let mut child = spawn("zmqraw", "tcp", port + 6, &dir);
     let zmq = zmq_raw("send", port + 6);
     child.wait().unwrap();
-    for (mode, gbps) in &results {
+    let raw = median(&raw);
+    for (mode, rates) in &results {
+        let m = median(rates);
         println!(
-            "  brigade {mode}://  {gbps:6.2} GB/s   {:.2} of raw TCP",
-            gbps / raw
+            "  brigade {mode}://      {}   {:.2} of raw TCP",
+            spread(rates),
+            m / raw
         );
     }
     println!(
-        "  zeromq crate alone {zmq:6.2} GB/s   {:.2} of raw TCP (PUSH/PULL tcp://, no brigade code)",
-        zmq / raw
+        "  zeromq 0.7 alone    {}   {:.2} of raw TCP (PUSH/PULL tcp://, no brigade code)",
+        spread(&zmq),
+        median(&zmq) / raw
     );
-    println!("  raw TCP socket     {raw:6.2} GB/s   (baseline, same run)");
+    println!("  raw TCP socket      {raw:5.2} GB/s (median; the baseline)");
     let _ = std::fs::remove_dir_all(&dir);
 }

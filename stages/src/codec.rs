@@ -135,22 +135,75 @@ pub fn encode_shared(
     route: Route,
     data: TensorData,
 ) -> Result<(Vec<u8>, burn::tensor::Bytes), CodecError> {
-    let dtype = WireDType::from_burn(data.dtype())
-        .ok_or_else(|| CodecError::UnsupportedDType(format!("{:?}", data.dtype())))?;
-    let shape: Vec<u64> = data.shape().iter().map(|&d| d as u64).collect();
+    let shape: Vec<usize> = data.shape().to_vec();
+    let dtype = data.dtype();
     let payload = data.into_bytes();
-    let header = Header {
+    Ok((header_for(route, dtype, &shape, payload.len())?, payload))
+}
+
+fn header_for(
+    route: Route,
+    dtype: DType,
+    shape: &[usize],
+    payload_len: usize,
+) -> Result<Vec<u8>, CodecError> {
+    let dtype = WireDType::from_burn(dtype)
+        .ok_or_else(|| CodecError::UnsupportedDType(format!("{dtype:?}")))?;
+    Ok(encode_header(&Header {
         magic: MAGIC,
         version: VERSION,
         run_id: route.run_id,
         step: route.step,
         microbatch: route.microbatch,
         kind: route.kind,
-        shape,
+        shape: shape.iter().map(|&d| d as u64).collect(),
         dtype,
-        payload_len: payload.len() as u64,
-    };
-    Ok((encode_header(&header), payload))
+        payload_len: payload_len as u64,
+    }))
+}
+
+/// A tensor's bytes on their way to the wire.
+pub enum Payload {
+    /// The first `len` bytes of the tensor's own storage, shared with it (no copy).
+    Shared(std::sync::Arc<burn::tensor::Bytes>, usize),
+    /// A read-back copy (another backend, or a strided view).
+    Owned(burn::tensor::Bytes),
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Shared(b, len) => &b[..*len],
+            Payload::Owned(b) => b,
+        }
+    }
+}
+
+/// Encodes an activation: (header frame, payload). On the flex backend a contiguous tensor's
+/// storage is shared with the payload instead of read back, so sending an activation the stage
+/// keeps for its backward pass costs no copy (flex copies on write while the payload lives).
+pub fn encode_act(route: Route, act: &Act) -> Result<(Vec<u8>, Payload), CodecError> {
+    if let Some(flex) = flex_primitive(act) {
+        let len = flex.layout().num_elements() * flex.dtype().size();
+        if flex.is_contiguous() && flex.layout().start_offset() == 0 && flex.bytes().len() >= len {
+            let header = header_for(route, flex.dtype(), &act.dims(), len)?;
+            return Ok((header, Payload::Shared(flex.data_arc(), len)));
+        }
+    }
+    let (header, payload) = encode_shared(route, act.to_data())?;
+    Ok((header, Payload::Owned(payload)))
+}
+
+/// The flex tensor behind an activation (`None` on other backends).
+fn flex_primitive(act: &Act) -> Option<burn_flex::FlexTensor> {
+    use burn_flex::Flex;
+    match act {
+        Act::Tokens(t) => t.clone().inner().try_into_primitive::<Flex>().ok(),
+        Act::F2(t) => t.clone().inner().try_into_primitive::<Flex>().ok(),
+        Act::F3(t) => t.clone().inner().try_into_primitive::<Flex>().ok(),
+        Act::F4(t) => t.clone().inner().try_into_primitive::<Flex>().ok(),
+    }
 }
 
 /// The msgpack bytes of a header.
@@ -266,6 +319,47 @@ mod tests {
             data.as_bytes(),
             "bytes must round-trip exactly"
         );
+    }
+
+    #[test]
+    fn sent_activations_share_storage_and_stay_unchanged_by_later_ops() {
+        let dev = Device::flex();
+        let vals: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let act = Act::from_f32(vals.clone(), &[3, 4], &dev);
+        let (h, payload) = encode_act(route(), &act).unwrap();
+        assert!(matches!(payload, Payload::Shared(..)), "flex shares");
+        // flex mutates in place only what it owns alone: the payload keeps the sent values.
+        let Act::F2(t) = act else { unreachable!() };
+        let t = t.add_scalar(1.0).mul_scalar(2.0);
+        assert_eq!(t.into_data().to_vec::<f32>().unwrap()[1], 4.0);
+        let (header, back) = decode_shared(
+            &h,
+            burn::tensor::Bytes::from_bytes_vec(payload.to_vec()),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(header.shape, vec![3, 4]);
+        assert_eq!(back.to_vec::<f32>().unwrap(), vals);
+    }
+
+    #[test]
+    fn strided_activations_are_read_back_in_logical_order() {
+        let dev = Device::flex();
+        let t = Tensor::<2>::from_data(
+            TensorData::new((0..6).map(|i| i as f32).collect::<Vec<_>>(), [2, 3]),
+            &dev,
+        );
+        let act = Act::F2(t.transpose());
+        let (h, payload) = encode_act(route(), &act).unwrap();
+        assert!(matches!(payload, Payload::Owned(_)));
+        let (header, back) = decode_shared(
+            &h,
+            burn::tensor::Bytes::from_bytes_vec(payload.to_vec()),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(header.shape, vec![3, 2]);
+        assert_eq!(back.to_vec::<f32>().unwrap(), vec![0., 3., 1., 4., 2., 5.]);
     }
 
     #[test]

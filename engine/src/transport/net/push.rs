@@ -141,7 +141,7 @@ pub(super) async fn push_task(
                 Some(Some(msg)) => {
                     let start = tracer.now();
                     let route = Route { run_id: cfg.run_id, step: msg.step, microbatch: msg.microbatch, kind: msg.kind };
-                    let (header, payload) = match codec::encode_shared(route, msg.tensor.to_data()) {
+                    let (header, payload) = match codec::encode_act(route, &msg.tensor) {
                         Ok(frames) => frames,
                         Err(e) => {
                             report(TransportError::Io { stage: k, why: e.to_string() });
