@@ -31,7 +31,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn run(case: &Case, dir: &std::path::Path) {
-    let path = format!("{}/../topologies/{}", env!("CARGO_MANIFEST_DIR"), case.file);
+    let path = format!(
+        "{}/../topologies/{}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"),
+        case.file
+    );
     let overrides = vec![format!("train.schedule={}", case.schedule)];
     let topo = load(&path, &overrides).expect("topology");
     let planned = make_plan(topo.clone(), None).expect("plan");

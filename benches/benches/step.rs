@@ -20,9 +20,12 @@ fn pin_to_one_core() {
 }
 
 fn median_step_ms(microbatches: usize, steps: usize) -> f64 {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/mlp-8x1024.toml");
+    let path = format!(
+        "{}/../topologies/mlp-8x1024.toml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+    );
     let topo =
-        load(path, &[format!("train.microbatches={microbatches}")]).expect("mlp-8x1024 topology");
+        load(&path, &[format!("train.microbatches={microbatches}")]).expect("mlp-8x1024 topology");
     let mut stage = Stage::new(&topo, 0, 0..topo.model.layers.len(), &Device::flex());
     let data = SyntheticData::new(&topo);
     let mut times = Vec::new();
@@ -40,8 +43,11 @@ fn median_step_ms(microbatches: usize, steps: usize) -> f64 {
 /// Where the 8-micro-batch step spends its time: forward, backward (with gradient
 /// accumulation), optimizer.
 fn breakdown(steps: usize) -> [f64; 3] {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/mlp-8x1024.toml");
-    let topo = load(path, &[]).expect("mlp-8x1024 topology");
+    let path = format!(
+        "{}/../topologies/mlp-8x1024.toml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+    );
+    let topo = load(&path, &[]).expect("mlp-8x1024 topology");
     let mut stage = Stage::new(&topo, 0, 0..topo.model.layers.len(), &Device::flex());
     let data = SyntheticData::new(&topo);
     let device = stage.device().clone();

@@ -60,8 +60,11 @@ mod tests {
 
     #[test]
     fn ipc_on_one_host_tcp_across() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/two-hosts.toml");
-        let topo = brigade_partitioner::load(path, &[]).unwrap();
+        let path = format!(
+            "{}/../topologies/two-hosts.toml",
+            std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+        );
+        let topo = brigade_partitioner::load(&path, &[]).unwrap();
         let dir = Path::new("/tmp/brigade-x");
         let e1 = endpoints(&topo, 4, 1, dir, false);
         assert_eq!(

@@ -5,7 +5,10 @@ use std::process::Command;
 fn brigade(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_brigade"))
         .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .current_dir(format!(
+            "{}/..",
+            std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+        ))
         .output()
         .expect("run brigade");
     (

@@ -15,7 +15,10 @@ const STEPS: u64 = 4;
 fn check(file: &str, overrides: &[&str]) {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let topo = load(
-        &format!("{}/../topologies/{file}", env!("CARGO_MANIFEST_DIR")),
+        &format!(
+            "{}/../topologies/{file}",
+            std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+        ),
         &overrides,
     )
     .unwrap();

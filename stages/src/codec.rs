@@ -359,7 +359,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(header.shape, vec![3, 2]);
-        assert_eq!(back.try_to_vec::<f32>().unwrap(), vec![0., 3., 1., 4., 2., 5.]);
+        assert_eq!(
+            back.try_to_vec::<f32>().unwrap(),
+            vec![0., 3., 1., 4., 2., 5.]
+        );
     }
 
     #[test]

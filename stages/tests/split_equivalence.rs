@@ -74,7 +74,10 @@ fn run(topo: &Topology, split: &Split) -> Run {
 
 fn check(file: &str, splits: &[&[usize]]) {
     let topo = load(
-        &format!("{}/../topologies/{file}", env!("CARGO_MANIFEST_DIR")),
+        &format!(
+            "{}/../topologies/{file}",
+            std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+        ),
         &[],
     )
     .unwrap();

@@ -316,8 +316,11 @@ mod tests {
     use burn::prelude::Device;
 
     fn stage1() -> Executor {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/quickstart.toml");
-        let p = make_plan(brigade_partitioner::load(path, &[]).unwrap(), None).unwrap();
+        let path = format!(
+            "{}/../topologies/quickstart.toml",
+            std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+        );
+        let p = make_plan(brigade_partitioner::load(&path, &[]).unwrap(), None).unwrap();
         executor(&p.topo, &p.plan, 1, &Device::flex(), 3, false)
     }
 

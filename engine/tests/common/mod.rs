@@ -6,7 +6,10 @@ use std::process::{Command, Output};
 
 pub fn brigade() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_brigade"));
-    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    c.current_dir(format!(
+        "{}/..",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+    ));
     c
 }
 
@@ -49,9 +52,9 @@ pub fn alive(pid: i32) -> bool {
 /// A copy of quickstart.toml on two single-device hosts `a` (127.0.0.1, `port`) and `b`
 /// (`address_b`, `port_b`), in a fresh directory for `test`; returns its path.
 pub fn two_host_topology(test: &str, port: u16, address_b: &str, port_b: u16) -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../topologies/quickstart.toml"
+    let text = std::fs::read_to_string(format!(
+        "{}/../topologies/quickstart.toml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
     ))
     .unwrap();
     let text = text.split("[[hosts]]").next().unwrap().to_string()
