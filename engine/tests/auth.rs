@@ -54,9 +54,10 @@ fn peer_with_the_wrong_secret_is_refused() {
 
 /// What an intruder sends to stage 1's activation port while a job runs: a connection that
 /// declares a 1 TiB frame (which made zeromq abort the stage, decision 0003), one that speaks
-/// another protocol (a ZMTP greeting), and — when `forge` — well-formed brigade tensors of the
-/// right shape for every micro-batch of the first steps.
-async fn intrude(port: u16, forge: bool) {
+/// another protocol (a ZMTP greeting), and — under a secret (`forge`) — a hello claiming to be
+/// stage 0 with a challenge of its own, then well-formed brigade tensors of the right shape for
+/// every micro-batch of the first steps. Returns the connections, to hold them open.
+async fn intrude(port: u16, forge: Option<Hello>) -> Vec<tokio::net::TcpStream> {
     use brigade_engine::transport::net::wire::{GREETING, write_message};
     use tokio::io::AsyncWriteExt;
     let addr = format!("127.0.0.1:{port}");
@@ -82,8 +83,9 @@ async fn intrude(port: u16, forge: bool) {
         .write_all(&[0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0])
         .await;
     let mut forged = connect().await;
-    if forge {
+    if let Some(hello) = forge {
         forged.write_all(&GREETING).await.unwrap();
+        write_message(&mut forged, &[&hello.0]).await.unwrap();
         for step in 0..3u64 {
             for mb in 0..8u64 {
                 let route = Route {
@@ -98,8 +100,18 @@ async fn intrude(port: u16, forge: bool) {
             }
         }
     }
-    // Hold the connections open while the job runs.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    vec![huge, zmtp, forged]
+}
+
+/// An encoded hello from stage 0 to stage 1 of the job, with an unsigned challenge.
+struct Hello(Vec<u8>);
+
+fn stranger_hello(file: &str, run: &str) -> Hello {
+    use brigade_engine::identity::{parse_run_id, topology_hash};
+    use brigade_engine::transport::net::{Control, ControlKind};
+    let hash = topology_hash(&brigade_partitioner::load(file, &[]).unwrap());
+    let c = Control::new(ControlKind::Hello, parse_run_id(hash, Some(run)), hash, 0);
+    Hello(c.with_bytes(&[0x55; 48]).encode())
 }
 
 /// Runs the two-host job `file` (300 steps) with an intruder on stage 1's activation port and
@@ -123,13 +135,16 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
         }
         c.spawn().unwrap()
     };
-    let a = launch("a", None);
+    // Stage 1 first, so the intruder speaks before the real stage 0 connects.
     let b = launch("b", Some(&mb));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(intrude(port_b + 2, secret.is_some()));
+    let hello = secret.map(|_| stranger_hello(file, test));
+    let held = rt.block_on(intrude(port_b + 2, hello));
+    std::thread::sleep(Duration::from_millis(300));
+    let a = launch("a", None);
     let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let err_b = stderr(&ob);
     assert!(
@@ -145,8 +160,11 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
     ] {
         assert!(err_b.contains(what), "stage 1 must log {what:?}:\n{err_b}");
     }
+    drop(held);
     if secret.is_some() {
-        assert!(err_b.contains("has not authenticated"), "{err_b}");
+        for what in ["has not authenticated", "hello is not signed"] {
+            assert!(err_b.contains(what), "stage 1 must log {what:?}:\n{err_b}");
+        }
     }
     assert!(
         run(&[

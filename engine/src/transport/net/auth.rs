@@ -1,8 +1,9 @@
 //! Peer authentication with a job secret.
 //!
-//! Each PULL socket draws a random 16-byte challenge and sends it in the hello of the PUSH
+//! Each receiving side draws a random 16-byte challenge and sends it in the hello of the
 //! connection going the other way — to the neighbour's address from the topology, so only the
-//! real neighbour sees it. The neighbour proves it knows the secret by answering, on its PUSH
+//! real neighbour sees it — signed with the secret, so that a stranger's hello cannot plant a
+//! challenge of its own. The neighbour proves it knows the secret by answering, on its PUSH
 //! connection to us, with `HMAC-SHA256(secret, "brigade-auth-v1" | run | topology | from | to |
 //! challenge)`. Every later message on that connection ends with a 32-byte tag,
 //! `BLAKE3-keyed(K, seq | frames)` where `K = HMAC-SHA256(secret, "brigade-frames-v1" | ... |
@@ -70,6 +71,59 @@ pub fn answer(
     .finalize()
     .into_bytes()
     .into()
+}
+
+/// The signature on a hello from `from` to `to` carrying `challenge`: only a holder of the
+/// secret can make `to` publish a challenge, so a stranger's hello cannot divert this stage's
+/// answer away from the real neighbour.
+pub fn sign_hello(
+    secret: &[u8],
+    run_id: u64,
+    topology_hash: u64,
+    from: usize,
+    to: usize,
+    challenge: &[u8],
+) -> [u8; 32] {
+    keyed(
+        secret,
+        &context(
+            b"brigade-hello-v1",
+            run_id,
+            topology_hash,
+            from,
+            to,
+            challenge,
+        ),
+    )
+    .finalize()
+    .into_bytes()
+    .into()
+}
+
+/// The challenge of a signed hello (`challenge | signature`), if the signature is right.
+pub fn verify_hello(
+    secret: &[u8],
+    run_id: u64,
+    topology_hash: u64,
+    from: usize,
+    to: usize,
+    signed: &[u8],
+) -> Option<Vec<u8>> {
+    let (challenge, sig) = signed.split_at_checked(16)?;
+    keyed(
+        secret,
+        &context(
+            b"brigade-hello-v1",
+            run_id,
+            topology_hash,
+            from,
+            to,
+            challenge,
+        ),
+    )
+    .verify_slice(sig)
+    .ok()
+    .map(|()| challenge.to_vec())
 }
 
 /// Checks an answer in constant time.
@@ -171,6 +225,21 @@ mod tests {
         assert!(!verify(b"0123456789abcdeX", 1, 2, 0, 1, &c, &a));
         assert!(!verify(b"0123456789abcdef", 1, 2, 1, 0, &c, &a));
         assert!(!verify(b"0123456789abcdef", 1, 2, 0, 1, &challenge(), &a));
+    }
+
+    #[test]
+    fn hellos_verify_only_with_the_secret_and_direction() {
+        let c = challenge();
+        let mut signed = c.to_vec();
+        signed.extend(sign_hello(b"0123456789abcdef", 1, 2, 0, 1, &c));
+        assert_eq!(
+            verify_hello(b"0123456789abcdef", 1, 2, 0, 1, &signed),
+            Some(c.to_vec())
+        );
+        assert_eq!(verify_hello(b"0123456789abcdeX", 1, 2, 0, 1, &signed), None);
+        assert_eq!(verify_hello(b"0123456789abcdef", 1, 2, 1, 0, &signed), None);
+        assert_eq!(verify_hello(b"0123456789abcdef", 1, 2, 0, 1, &c), None);
+        assert_eq!(verify_hello(b"0123456789abcdef", 1, 2, 0, 1, &[]), None);
     }
 
     #[test]

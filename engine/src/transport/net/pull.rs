@@ -248,16 +248,40 @@ pub(super) async fn pull_task(
                         format!("a second connection claims to be stage {peer}"),
                         &mut last_refusal,
                     ),
-                    ControlKind::Hello => {
-                        state.hello = true;
-                        if let Some(ch) = c.bytes {
-                            let _ = link.peer_challenge_tx.send(Some(ch));
-                        }
-                        if secret.is_none() {
+                    ControlKind::Hello => match &secret {
+                        None => {
+                            state.hello = true;
                             the_peer = Some(ev.conn);
                             deadline = Instant::now() + cfg.peer_timeout;
                         }
-                    }
+                        Some(secret) => {
+                            let signed = c.bytes.unwrap_or_default();
+                            match auth::verify_hello(
+                                secret,
+                                cfg.run_id,
+                                cfg.topology_hash,
+                                peer,
+                                k,
+                                &signed,
+                            ) {
+                                Some(ch) => {
+                                    state.hello = true;
+                                    // The first signed hello's challenge is the one answered.
+                                    link.peer_challenge_tx.send_if_modified(|c| {
+                                        c.is_none() && {
+                                            *c = Some(ch);
+                                            true
+                                        }
+                                    });
+                                }
+                                None => refuse(
+                                    &ev.addr,
+                                    "authentication failed: the peer's hello is not signed with this job's secret".into(),
+                                    &mut last_refusal,
+                                ),
+                            }
+                        }
+                    },
                     ControlKind::Auth => {
                         let Some(secret) = &secret else { continue };
                         let answer = c.bytes.unwrap_or_default();

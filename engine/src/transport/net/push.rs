@@ -88,8 +88,17 @@ pub(super) async fn push_task(
         limit: cfg.peer_timeout,
     };
     let mut hello = Control::new(ControlKind::Hello, cfg.run_id, cfg.topology_hash, k);
-    if cfg.secret.is_some() {
-        hello = hello.with_bytes(&link.own_challenge);
+    if let Some(secret) = &cfg.secret {
+        let mut signed = link.own_challenge.to_vec();
+        signed.extend(auth::sign_hello(
+            secret,
+            cfg.run_id,
+            cfg.topology_hash,
+            k,
+            peer,
+            &link.own_challenge,
+        ));
+        hello = hello.with_bytes(&signed);
     }
     if let Err(why) = out.send(&[&hello.encode()]).await {
         report(lost(why));
