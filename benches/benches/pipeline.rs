@@ -1,4 +1,4 @@
-//! End-to-end pipeline benchmark: real stage processes over ZeroMQ on this host.
+//! End-to-end pipeline benchmark: real stage processes over brigade's socket transport on this host.
 //!
 //! For each topology and schedule it reports samples/s, the median step, each stage's compute
 //! per micro-batch (from the trace), the ideal step the simulator gives for those measured costs
@@ -158,7 +158,7 @@ fn main() -> ExitCode {
     let dir = std::env::temp_dir().join(format!("brigade-bench-pipeline-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!(
-        "pipeline benchmark: every stage a process on this host, ZeroMQ ipc://, compute threads per stage: 1 (flex, no rayon)"
+        "pipeline benchmark: every stage a process on this host, ipc:// (Unix sockets), compute threads per stage: 1 (flex, no rayon)"
     );
     for case in [
         Case {

@@ -1,5 +1,5 @@
 //! 4 MiB activations from one stage process to another over brigade's real transport path
-//! (executor `Outgoing` → read-back → msgpack header + raw payload → ZeroMQ → decode → burn
+//! (executor `Outgoing` → msgpack header + the tensor's own bytes → brigade framing → decode → burn
 //! tensor), over ipc:// and tcp:// on loopback, against a raw TCP socket moving the same bytes
 //! in the same run. `cargo bench -p brigade-benches --bench transport`
 
