@@ -42,138 +42,76 @@ fn context(
     m
 }
 
+/// The two ends of one handshake — messages from stage `from` to stage `to` of one job. Every
+/// MAC binds them, so an answer or key for one direction or job is worthless for another.
+#[derive(Debug, Clone, Copy)]
+pub struct Between {
+    pub run_id: u64,
+    pub topology_hash: u64,
+    pub from: usize,
+    pub to: usize,
+}
+
+impl Between {
+    fn mac(&self, secret: &[u8], label: &[u8], challenge: &[u8]) -> Hmac<Sha256> {
+        keyed(
+            secret,
+            &context(
+                label,
+                self.run_id,
+                self.topology_hash,
+                self.from,
+                self.to,
+                challenge,
+            ),
+        )
+    }
+
+    fn bytes(&self, secret: &[u8], label: &[u8], challenge: &[u8]) -> [u8; 32] {
+        self.mac(secret, label, challenge)
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    /// The answer `from` gives to `to`'s challenge.
+    pub fn answer(&self, secret: &[u8], challenge: &[u8]) -> [u8; 32] {
+        self.bytes(secret, b"brigade-auth-v1", challenge)
+    }
+
+    /// Checks an answer in constant time.
+    pub fn verify(&self, secret: &[u8], challenge: &[u8], got: &[u8]) -> bool {
+        self.mac(secret, b"brigade-auth-v1", challenge)
+            .verify_slice(got)
+            .is_ok()
+    }
+
+    /// The signature on a hello carrying `challenge`: only a holder of the secret can make `to`
+    /// publish a challenge, so a stranger's hello cannot divert `to`'s answer away from the
+    /// real neighbour.
+    pub fn sign_hello(&self, secret: &[u8], challenge: &[u8]) -> [u8; 32] {
+        self.bytes(secret, b"brigade-hello-v1", challenge)
+    }
+
+    /// The challenge of a signed hello (`challenge | signature`), if the signature is right.
+    pub fn verify_hello(&self, secret: &[u8], signed: &[u8]) -> Option<Vec<u8>> {
+        let (challenge, sig) = signed.split_at_checked(16)?;
+        self.mac(secret, b"brigade-hello-v1", challenge)
+            .verify_slice(sig)
+            .ok()
+            .map(|()| challenge.to_vec())
+    }
+
+    /// The key that tags messages from `from` to `to` after the handshake.
+    pub fn frame_key(&self, secret: &[u8], challenge: &[u8]) -> [u8; 32] {
+        self.bytes(secret, b"brigade-frames-v1", challenge)
+    }
+}
+
 fn keyed(secret: &[u8], msg: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(msg);
     mac
-}
-
-/// The answer stage `from` gives to stage `to`'s challenge.
-pub fn answer(
-    secret: &[u8],
-    run_id: u64,
-    topology_hash: u64,
-    from: usize,
-    to: usize,
-    challenge: &[u8],
-) -> [u8; 32] {
-    keyed(
-        secret,
-        &context(
-            b"brigade-auth-v1",
-            run_id,
-            topology_hash,
-            from,
-            to,
-            challenge,
-        ),
-    )
-    .finalize()
-    .into_bytes()
-    .into()
-}
-
-/// The signature on a hello from `from` to `to` carrying `challenge`: only a holder of the
-/// secret can make `to` publish a challenge, so a stranger's hello cannot divert this stage's
-/// answer away from the real neighbour.
-pub fn sign_hello(
-    secret: &[u8],
-    run_id: u64,
-    topology_hash: u64,
-    from: usize,
-    to: usize,
-    challenge: &[u8],
-) -> [u8; 32] {
-    keyed(
-        secret,
-        &context(
-            b"brigade-hello-v1",
-            run_id,
-            topology_hash,
-            from,
-            to,
-            challenge,
-        ),
-    )
-    .finalize()
-    .into_bytes()
-    .into()
-}
-
-/// The challenge of a signed hello (`challenge | signature`), if the signature is right.
-pub fn verify_hello(
-    secret: &[u8],
-    run_id: u64,
-    topology_hash: u64,
-    from: usize,
-    to: usize,
-    signed: &[u8],
-) -> Option<Vec<u8>> {
-    let (challenge, sig) = signed.split_at_checked(16)?;
-    keyed(
-        secret,
-        &context(
-            b"brigade-hello-v1",
-            run_id,
-            topology_hash,
-            from,
-            to,
-            challenge,
-        ),
-    )
-    .verify_slice(sig)
-    .ok()
-    .map(|()| challenge.to_vec())
-}
-
-/// Checks an answer in constant time.
-pub fn verify(
-    secret: &[u8],
-    run_id: u64,
-    topology_hash: u64,
-    from: usize,
-    to: usize,
-    challenge: &[u8],
-    got: &[u8],
-) -> bool {
-    keyed(
-        secret,
-        &context(
-            b"brigade-auth-v1",
-            run_id,
-            topology_hash,
-            from,
-            to,
-            challenge,
-        ),
-    )
-    .verify_slice(got)
-    .is_ok()
-}
-
-/// The key that tags messages from `from` to `to` after the handshake.
-pub fn frame_key(
-    secret: &[u8],
-    run_id: u64,
-    topology_hash: u64,
-    from: usize,
-    to: usize,
-    challenge: &[u8],
-) -> [u8; 32] {
-    keyed(
-        secret,
-        &context(
-            b"brigade-frames-v1",
-            run_id,
-            topology_hash,
-            from,
-            to,
-            challenge,
-        ),
-    )
-    .finalize()
-    .into_bytes()
-    .into()
 }
 
 /// The tag of message number `seq` made of `frames`.
@@ -217,34 +155,43 @@ pub fn load_secret(file: Option<&str>) -> Result<Option<Vec<u8>>, String> {
 mod tests {
     use super::*;
 
+    const S: &[u8] = b"0123456789abcdef";
+    const X: &[u8] = b"0123456789abcdeX";
+
+    fn between(from: usize, to: usize) -> Between {
+        Between {
+            run_id: 1,
+            topology_hash: 2,
+            from,
+            to,
+        }
+    }
+
     #[test]
     fn answers_verify_only_with_the_same_secret_and_context() {
         let c = challenge();
-        let a = answer(b"0123456789abcdef", 1, 2, 0, 1, &c);
-        assert!(verify(b"0123456789abcdef", 1, 2, 0, 1, &c, &a));
-        assert!(!verify(b"0123456789abcdeX", 1, 2, 0, 1, &c, &a));
-        assert!(!verify(b"0123456789abcdef", 1, 2, 1, 0, &c, &a));
-        assert!(!verify(b"0123456789abcdef", 1, 2, 0, 1, &challenge(), &a));
+        let a = between(0, 1).answer(S, &c);
+        assert!(between(0, 1).verify(S, &c, &a));
+        assert!(!between(0, 1).verify(X, &c, &a));
+        assert!(!between(1, 0).verify(S, &c, &a));
+        assert!(!between(0, 1).verify(S, &challenge(), &a));
     }
 
     #[test]
     fn hellos_verify_only_with_the_secret_and_direction() {
         let c = challenge();
         let mut signed = c.to_vec();
-        signed.extend(sign_hello(b"0123456789abcdef", 1, 2, 0, 1, &c));
-        assert_eq!(
-            verify_hello(b"0123456789abcdef", 1, 2, 0, 1, &signed),
-            Some(c.to_vec())
-        );
-        assert_eq!(verify_hello(b"0123456789abcdeX", 1, 2, 0, 1, &signed), None);
-        assert_eq!(verify_hello(b"0123456789abcdef", 1, 2, 1, 0, &signed), None);
-        assert_eq!(verify_hello(b"0123456789abcdef", 1, 2, 0, 1, &c), None);
-        assert_eq!(verify_hello(b"0123456789abcdef", 1, 2, 0, 1, &[]), None);
+        signed.extend(between(0, 1).sign_hello(S, &c));
+        assert_eq!(between(0, 1).verify_hello(S, &signed), Some(c.to_vec()));
+        assert_eq!(between(0, 1).verify_hello(X, &signed), None);
+        assert_eq!(between(1, 0).verify_hello(S, &signed), None);
+        assert_eq!(between(0, 1).verify_hello(S, &c), None);
+        assert_eq!(between(0, 1).verify_hello(S, &[]), None);
     }
 
     #[test]
     fn tags_bind_sequence_and_content() {
-        let k = frame_key(b"0123456789abcdef", 1, 2, 0, 1, &[7; 16]);
+        let k = between(0, 1).frame_key(S, &[7; 16]);
         let t = tag(&k, 5, &[b"head", b"payload"]);
         assert_eq!(t, tag(&k, 5, &[b"head", b"payload"]));
         assert_ne!(t, tag(&k, 6, &[b"head", b"payload"]));

@@ -124,6 +124,12 @@ pub(super) async fn pull_task(
     let _stop = AbortOnDrop(acceptor);
 
     let secret = cfg.secret.clone();
+    let from_peer = auth::Between {
+        run_id: cfg.run_id,
+        topology_hash: cfg.topology_hash,
+        from: peer,
+        to: k,
+    };
     let mut conns: HashMap<u64, ConnState> = HashMap::new();
     // The connection that completed the handshake.
     let mut the_peer: Option<u64> = None;
@@ -256,14 +262,7 @@ pub(super) async fn pull_task(
                         }
                         Some(secret) => {
                             let signed = c.bytes.unwrap_or_default();
-                            match auth::verify_hello(
-                                secret,
-                                cfg.run_id,
-                                cfg.topology_hash,
-                                peer,
-                                k,
-                                &signed,
-                            ) {
+                            match from_peer.verify_hello(secret, &signed) {
                                 Some(ch) => {
                                     state.hello = true;
                                     // The first signed hello's challenge is the one answered.
@@ -287,24 +286,9 @@ pub(super) async fn pull_task(
                         let answer = c.bytes.unwrap_or_default();
                         let ok = the_peer.is_none()
                             && state.hello
-                            && auth::verify(
-                                secret,
-                                cfg.run_id,
-                                cfg.topology_hash,
-                                peer,
-                                k,
-                                &link.own_challenge,
-                                &answer,
-                            );
+                            && from_peer.verify(secret, &link.own_challenge, &answer);
                         if ok {
-                            state.key = Some(auth::frame_key(
-                                secret,
-                                cfg.run_id,
-                                cfg.topology_hash,
-                                peer,
-                                k,
-                                &link.own_challenge,
-                            ));
+                            state.key = Some(from_peer.frame_key(secret, &link.own_challenge));
                             state.seq = 0;
                             the_peer = Some(ev.conn);
                             deadline = Instant::now() + cfg.peer_timeout;

@@ -87,17 +87,16 @@ pub(super) async fn push_task(
         seq: 0,
         limit: cfg.peer_timeout,
     };
+    let to_peer = auth::Between {
+        run_id: cfg.run_id,
+        topology_hash: cfg.topology_hash,
+        from: k,
+        to: peer,
+    };
     let mut hello = Control::new(ControlKind::Hello, cfg.run_id, cfg.topology_hash, k);
     if let Some(secret) = &cfg.secret {
         let mut signed = link.own_challenge.to_vec();
-        signed.extend(auth::sign_hello(
-            secret,
-            cfg.run_id,
-            cfg.topology_hash,
-            k,
-            peer,
-            &link.own_challenge,
-        ));
+        signed.extend(to_peer.sign_hello(secret, &link.own_challenge));
         hello = hello.with_bytes(&signed);
     }
     if let Err(why) = out.send(&[&hello.encode()]).await {
@@ -127,21 +126,14 @@ pub(super) async fn push_task(
                 return tracer.into_events();
             }
         };
-        let answer = auth::answer(secret, cfg.run_id, cfg.topology_hash, k, peer, &challenge);
+        let answer = to_peer.answer(secret, &challenge);
         let msg =
             Control::new(ControlKind::Auth, cfg.run_id, cfg.topology_hash, k).with_bytes(&answer);
         if let Err(why) = out.send(&[&msg.encode()]).await {
             report(lost(why));
             return tracer.into_events();
         }
-        out.key = Some(auth::frame_key(
-            secret,
-            cfg.run_id,
-            cfg.topology_hash,
-            k,
-            peer,
-            &challenge,
-        ));
+        out.key = Some(to_peer.frame_key(secret, &challenge));
     }
     let mut beat = tokio::time::interval(cfg.heartbeat);
     loop {
