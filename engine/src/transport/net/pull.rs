@@ -121,7 +121,8 @@ pub(super) async fn pull_task(
         limit.max(SMALL_FRAME),
         cfg.connect_timeout,
     ));
-    let _stop = AbortOnDrop(acceptor);
+    // Listening ends once the peer is known: nobody else has business on this endpoint.
+    let mut acceptor = Some(AbortOnDrop(acceptor));
 
     let secret = cfg.secret.clone();
     let from_peer = auth::Between {
@@ -258,6 +259,7 @@ pub(super) async fn pull_task(
                         None => {
                             state.hello = true;
                             the_peer = Some(ev.conn);
+                            drop(acceptor.take());
                             deadline = Instant::now() + cfg.peer_timeout;
                         }
                         Some(secret) => {
@@ -291,6 +293,7 @@ pub(super) async fn pull_task(
                             state.key = Some(from_peer.frame_key(secret, &link.own_challenge));
                             state.seq = 0;
                             the_peer = Some(ev.conn);
+                            drop(acceptor.take());
                             deadline = Instant::now() + cfg.peer_timeout;
                         } else {
                             refuse(
