@@ -26,6 +26,42 @@ fn reference_losses(dir: &std::path::Path, steps: &str) -> Vec<f64> {
     losses(&m)
 }
 
+/// `brigade <cmd> quickstart --steps <steps>` checkpointing every `every` steps into `ck`.
+fn checkpointing(cmd: &str, steps: &str, every: &str, ck: &std::path::Path) {
+    let out = run(&[
+        cmd,
+        "topologies/quickstart.toml",
+        "--steps",
+        steps,
+        "--checkpoint-every",
+        every,
+        "--checkpoint-dir",
+        ck.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `brigade <cmd> quickstart --steps <steps> --resume` from `ck` (plus `extra` flags): the losses
+/// it logged and its stderr.
+fn resumed(cmd: &str, steps: &str, ck: &std::path::Path, extra: &[&str]) -> (Vec<f64>, String) {
+    let m = ck.with_extension(format!("{cmd}-resumed.jsonl"));
+    let mut args = vec![
+        cmd,
+        "topologies/quickstart.toml",
+        "--steps",
+        steps,
+        "--checkpoint-dir",
+        ck.to_str().unwrap(),
+        "--resume",
+        "--metrics",
+        m.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (losses(&m), stderr(&out))
+}
+
 fn assert_tail_matches(resumed: &[f64], full: &[f64], from_step: usize) {
     assert_eq!(
         resumed.len(),
@@ -46,7 +82,9 @@ fn assert_tail_matches(resumed: &[f64], full: &[f64], from_step: usize) {
 fn killed_job_resumes_on_another_stage_count_with_the_same_losses() {
     let dir = tmp("ckpt-kill");
     let ck = dir.join("ck");
-    let full = reference_losses(&dir, "14");
+    // Far beyond the kill point, so the resumed run always has steps left to compare.
+    let steps = 200;
+    let full = reference_losses(&dir, &steps.to_string());
     // A pseudo-random kill point from the clock: after checkpoint 2, 4 or 6.
     let target = 2
         * (1 + (std::time::SystemTime::now()
@@ -77,28 +115,17 @@ fn killed_job_resumes_on_another_stage_count_with_the_same_losses() {
     job.kill().unwrap(); // the launcher dies; its stages die with it
     job.wait().unwrap();
     let (resume_step, _) = latest(&ck, 6).unwrap();
-    assert!(resume_step >= target);
-    if resume_step >= 14 {
-        return; // this machine outran the kill; nothing left to resume
-    }
-    let m = dir.join("resumed.jsonl");
-    let out = run(&[
+    assert!(
+        (target..steps).contains(&resume_step),
+        "checkpoint of step {resume_step} after a kill at {target}"
+    );
+    let (got, _) = resumed(
         "train",
-        "topologies/quickstart.toml",
-        "--steps",
-        "14",
-        "--checkpoint-dir",
-        ck.to_str().unwrap(),
-        "--resume",
-        "--metrics",
-        m.to_str().unwrap(),
-        "--set",
-        THREE,
-        "--set",
-        "partition.stages=3",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_tail_matches(&losses(&m), &full, resume_step as usize);
+        &steps.to_string(),
+        &ck,
+        &["--set", THREE, "--set", "partition.stages=3"],
+    );
+    assert_tail_matches(&got, &full, resume_step as usize);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -107,37 +134,15 @@ fn torn_checkpoint_is_ignored() {
     let dir = tmp("ckpt-torn");
     let ck = dir.join("ck");
     let full = reference_losses(&dir, "9");
-    let out = run(&[
-        "train",
-        "topologies/quickstart.toml",
-        "--steps",
-        "6",
-        "--checkpoint-every",
-        "3",
-        "--checkpoint-dir",
-        ck.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    checkpointing("train", "6", "3", &ck);
     // A crash while stage 1 wrote step 6: a layer file cut short and no manifest yet.
     let six = step_dir(&ck, 6);
     std::fs::remove_file(six.join("stage-1.done")).unwrap();
     std::fs::write(six.join("layer-5.safetensors"), b"partial").unwrap();
     assert_eq!(latest(&ck, 6).map(|(s, _)| s), Some(3));
-    let m = dir.join("resumed.jsonl");
-    let out = run(&[
-        "train",
-        "topologies/quickstart.toml",
-        "--steps",
-        "9",
-        "--checkpoint-dir",
-        ck.to_str().unwrap(),
-        "--resume",
-        "--metrics",
-        m.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("(step 3)"), "{}", stderr(&out));
-    assert_tail_matches(&losses(&m), &full, 3);
+    let (got, err) = resumed("train", "9", &ck, &[]);
+    assert!(err.contains("(step 3)"), "{err}");
+    assert_tail_matches(&got, &full, 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -147,66 +152,17 @@ fn reference_and_train_share_the_checkpoint_format() {
     let full = reference_losses(&dir, "8");
     let (a, b) = (dir.join("a"), dir.join("b"));
     // reference writes, train (3 stages) resumes.
-    assert!(
-        run(&[
-            "reference",
-            "topologies/quickstart.toml",
-            "--steps",
-            "4",
-            "--checkpoint-every",
-            "4",
-            "--checkpoint-dir",
-            a.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
-    let m = dir.join("t.jsonl");
-    let out = run(&[
+    checkpointing("reference", "4", "4", &a);
+    let (got, _) = resumed(
         "train",
-        "topologies/quickstart.toml",
-        "--steps",
         "8",
-        "--checkpoint-dir",
-        a.to_str().unwrap(),
-        "--resume",
-        "--metrics",
-        m.to_str().unwrap(),
-        "--set",
-        THREE,
-        "--set",
-        "partition.stages=3",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_tail_matches(&losses(&m), &full, 4);
-    // train writes, reference resumes.
-    assert!(
-        run(&[
-            "train",
-            "topologies/quickstart.toml",
-            "--steps",
-            "4",
-            "--checkpoint-every",
-            "2",
-            "--checkpoint-dir",
-            b.to_str().unwrap()
-        ])
-        .status
-        .success()
+        &a,
+        &["--set", THREE, "--set", "partition.stages=3"],
     );
-    let m = dir.join("r.jsonl");
-    let out = run(&[
-        "reference",
-        "topologies/quickstart.toml",
-        "--steps",
-        "8",
-        "--checkpoint-dir",
-        b.to_str().unwrap(),
-        "--resume",
-        "--metrics",
-        m.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_tail_matches(&losses(&m), &full, 4);
+    assert_tail_matches(&got, &full, 4);
+    // train writes, reference resumes.
+    checkpointing("train", "4", "2", &b);
+    let (got, _) = resumed("reference", "8", &b, &[]);
+    assert_tail_matches(&got, &full, 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
