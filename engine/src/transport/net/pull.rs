@@ -43,14 +43,22 @@ struct ConnState {
 
 /// Accepts connections and starts a reader for each, until the pull task ends.
 async fn accept_loop(
+    who: String,
     listener: Listener,
     events: mpsc::UnboundedSender<Event>,
     limit: u64,
     greeting_within: std::time::Duration,
 ) {
     for conn in 0u64.. {
-        let Ok((stream, addr)) = listener.accept().await else {
-            continue;
+        let (stream, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, say: the established links carry on; back off rather
+                // than spin on an accept that keeps failing.
+                eprintln!("{who}: cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
         };
         tokio::spawn(read_loop(
             conn,
@@ -116,6 +124,7 @@ pub(super) async fn pull_task(
     let limit = shape.iter().product::<usize>() as u64 * 8;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let acceptor = tokio::spawn(accept_loop(
+        format!("stage {k}: {endpoint}"),
         listener,
         tx,
         limit.max(SMALL_FRAME),
