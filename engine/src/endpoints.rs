@@ -1,4 +1,4 @@
-//! Where each stage listens. Stage k binds one PULL socket per neighbour: activations from
+//! Where each stage listens. Stage k listens on one endpoint per neighbour: activations from
 //! k−1 and gradients from k+1. Neighbours on the same host use `ipc://` in the run directory;
 //! neighbours on different hosts use `tcp://` on the receiving host's address, at
 //! `port + 2k` (activations) and `port + 2k + 1` (gradients).

@@ -1,4 +1,4 @@
-//! The central test: pipelined training over ZeroMQ with real stage processes gives the same
+//! The central test: pipelined training over sockets with real stage processes gives the same
 //! loss at every step and the same final parameters as single-process training.
 
 mod common;

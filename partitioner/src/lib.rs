@@ -1,6 +1,6 @@
 //! brigade's planning layer: topology files, the layer graph, costs and partitioning.
 //!
-//! Pure computation — no burn, no ZeroMQ, no async runtime — so it builds and tests in seconds
+//! Pure computation — no burn, no networking, no async runtime — so it builds and tests in seconds
 //! and every other crate can depend on it.
 //!
 //! ```

@@ -12,12 +12,12 @@ use brigade_partitioner::{ConfigError, Topology};
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
-/// brigade: pipeline-parallel training over ZeroMQ.
+/// brigade: pipeline-parallel training.
 #[derive(Parser, Debug)]
 #[command(
     name = "brigade",
     version,
-    about = "brigade: pipeline-parallel training over ZeroMQ (plan, simulate, train, launch)",
+    about = "brigade: pipeline-parallel training over TCP and Unix sockets (plan, simulate, train, launch)",
     propagate_version = true
 )]
 pub struct Cli {

@@ -1,6 +1,6 @@
 //! The executor's core, free of I/O: it runs a stage's instruction list, consumes received
 //! tensors as events and emits the sends and waits the driver must perform (in the manner of
-//! raft-rs's `RawNode`/`Ready`). The ZeroMQ transport and the in-memory test transport both
+//! raft-rs's `RawNode`/`Ready`). The socket transport and the in-memory test transport both
 //! drive it the same way.
 
 use crate::schedule::Instr;

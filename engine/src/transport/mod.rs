@@ -1,5 +1,5 @@
 //! How tensors get between stages. The executor core does not know; a driver moves messages
-//! between it and a [`Transport`]: ZeroMQ between processes, channels in tests.
+//! between it and a [`Transport`]: TCP or Unix sockets between processes, channels in tests.
 
 pub mod memory;
 pub mod net;

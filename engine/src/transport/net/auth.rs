@@ -3,7 +3,7 @@
 //! Each receiving side draws a random 16-byte challenge and sends it in the hello of the
 //! connection going the other way — to the neighbour's address from the topology, so only the
 //! real neighbour sees it — signed with the secret, so that a stranger's hello cannot plant a
-//! challenge of its own. The neighbour proves it knows the secret by answering, on its PUSH
+//! challenge of its own. The neighbour proves it knows the secret by answering, on its
 //! connection to us, with `HMAC-SHA256(secret, "brigade-auth-v1" | run | topology | from | to |
 //! challenge)`. Every later message on that connection ends with a 32-byte tag,
 //! `BLAKE3-keyed(K, seq | frames)` where `K = HMAC-SHA256(secret, "brigade-frames-v1" | ... |

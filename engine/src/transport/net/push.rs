@@ -104,7 +104,7 @@ pub(super) async fn push_task(
         return tracer.into_events();
     }
     if let Some(secret) = &cfg.secret {
-        // Answer the peer's challenge, which arrives in its hello on our pull socket.
+        // Answer the peer's challenge, which arrives in its hello on the connection it opened to us.
         let challenge: Option<Vec<u8>> = match timeout(
             cfg.connect_timeout,
             link.peer_challenge.wait_for(Option::is_some),
