@@ -6,12 +6,10 @@
 //! peak RSS — and the single-process reference on the same machine.
 //! `cargo bench -p brigade-benches --bench pipeline`
 
+use brigade_engine::job::load_input;
 use brigade_engine::launcher::{LaunchSpec, launch};
-use brigade_engine::planning::make_plan;
-use brigade_engine::schedule::schedule;
-use brigade_engine::sim::{StageCost, simulate};
-use brigade_partitioner::load;
-use brigade_stages::reference::train_reference;
+use brigade_engine::reference::train;
+use brigade_engine::sim::{ChunkCost, SimCosts, simulate};
 use burn::prelude::Device;
 use std::process::ExitCode;
 
@@ -37,16 +35,17 @@ fn run(case: &Case, dir: &std::path::Path) {
         case.file
     );
     let overrides = vec![format!("train.schedule={}", case.schedule)];
-    let topo = load(&path, &overrides).expect("topology");
-    let planned = make_plan(topo.clone(), None).expect("plan");
-    let k_total = planned.plan.stages.len();
+    let job = load_input(&path, &overrides, None).expect("topology").0;
+    let topo = job.topo.clone();
+    let k_total = job.ranks();
     let m = topo.train.microbatches;
     let (trace, metrics) = (dir.join("trace.json"), dir.join("metrics.jsonl"));
     let spec = LaunchSpec {
         file: path.clone(),
-        overrides: overrides.clone(),
+        job: job.clone(),
         stages: (0..k_total).map(|k| (k, "local".to_string())).collect(),
         total_stages: k_total,
+        last_stage: job.chunk_rank[job.chunks().len() - 1],
         steps: case.steps,
         batch: topo.train.batch,
         run_id: brigade_engine::identity::fresh_run_id(),
@@ -86,18 +85,26 @@ fn run(case: &Case, dir: &std::path::Path) {
             .collect();
         d.iter().sum::<f64>() / d.len().max(1) as f64
     };
-    let costs: Vec<StageCost> = (0..k_total)
-        .map(|k| StageCost {
+    // Chunk c's costs, measured on the rank that holds it; free communication.
+    let mut ideal_costs = SimCosts::uniform_chain(k_total, 0.0, 0.0);
+    for e in 0..job.edges().len() {
+        let ends = job.ends(e);
+        ideal_costs.edges[e].producer = ends.producer;
+        ideal_costs.edges[e].consumer = ends.consumer;
+    }
+    let costs: Vec<ChunkCost> = (0..k_total)
+        .map(|k| ChunkCost {
             forward_ms: mean(k, "forward"),
             backward_ms: mean(k, "backward"),
             optimizer_ms: mean(k, "optimizer"),
-            ..Default::default()
         })
         .collect();
-    let lists = schedule(topo.train.schedule, k_total, m);
-    let ideal = simulate(&lists, &costs).expect("the schedule runs");
+    for (c, &r) in job.chunk_rank.iter().enumerate() {
+        ideal_costs.chunks[c] = costs[r];
+    }
+    let ideal = simulate(&job.instructions, &ideal_costs).expect("the schedule runs");
     let mut ref_times = Vec::new();
-    train_reference(&topo, (case.steps as usize).min(12), &Device::flex(), |s| {
+    train(&topo, (case.steps as usize).min(12), &Device::flex(), |s| {
         ref_times.push(s.step_ms)
     })
     .expect("reference");
@@ -135,7 +142,7 @@ fn run(case: &Case, dir: &std::path::Path) {
             .find(|(s, _)| *s == k)
             .map_or(0, |(_, r)| *r);
         println!(
-            "  stage {k}: fwd {:7.3} ms + bwd {:7.3} ms per micro-batch, bubble {:5.1}% measured ({:5.1}% ideal), peak live {}, peak RSS {:6.1} MiB",
+            "  rank {k}: fwd {:7.3} ms + bwd {:7.3} ms per micro-batch, bubble {:5.1}% measured ({:5.1}% ideal), peak live {}, peak RSS {:6.1} MiB",
             c.forward_ms,
             c.backward_ms,
             (1.0 - busy / step_ms) * 100.0,

@@ -3,9 +3,9 @@
 //! accumulation — the compute of a stage without any pipeline around it.
 //! `cargo bench -p brigade-benches --bench step`
 
+use brigade_engine::reference::train;
 use brigade_partitioner::load;
 use brigade_stages::SyntheticData;
-use brigade_stages::reference::reference_step;
 use brigade_stages::stage::Stage;
 use burn::prelude::Device;
 use std::time::Instant;
@@ -26,16 +26,10 @@ fn median_step_ms(microbatches: usize, steps: usize) -> f64 {
     );
     let topo =
         load(&path, &[format!("train.microbatches={microbatches}")]).expect("mlp-8x1024 topology");
-    let mut stage = Stage::new(&topo, 0, 0..topo.model.layers.len(), &Device::flex());
-    let data = SyntheticData::new(&topo);
+    // The reference trainer: the executor running the whole model as one chunk.
     let mut times = Vec::new();
-    for i in 0..steps + 2 {
-        let t = Instant::now();
-        reference_step(&mut stage, &data, microbatches).expect("a step");
-        if i >= 2 {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
+    train(&topo, steps + 2, &Device::flex(), |m| times.push(m.step_ms)).expect("steps");
+    let mut times = times.split_off(2);
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }

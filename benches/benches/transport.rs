@@ -3,8 +3,8 @@
 //! tensor), over ipc:// and tcp:// on loopback, against a raw TCP socket moving the same bytes
 //! in the same run. `cargo bench -p brigade-benches --bench transport`
 
-use brigade_engine::endpoints::StageEndpoints;
-use brigade_engine::executor::core::{Outgoing, Peer};
+use brigade_engine::endpoints::{InLink, OutLink, RankLinks};
+use brigade_engine::executor::core::Outgoing;
 use brigade_engine::transport::Transport;
 use brigade_engine::transport::net::{NetConfig, NetTransport};
 use brigade_stages::Act;
@@ -21,7 +21,8 @@ const MESSAGES: usize = 60;
 const ROUNDS: u64 = 7;
 const MIB4: usize = 4 << 20;
 
-fn endpoints(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> StageEndpoints {
+/// Rank 0 sends 4 MiB activations on edge 0 to rank 1, which acknowledges with gradients.
+fn links(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> RankLinks {
     let (act, grad) = match mode {
         "ipc" => (
             format!("ipc://{}/act.ipc", dir.display()),
@@ -32,19 +33,40 @@ fn endpoints(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> Stag
             format!("tcp://127.0.0.1:{}", port + 1),
         ),
     };
+    let (act_bytes, grad_bytes) = (SHAPE.iter().product::<usize>() as u64 * 4, 4);
     if stage == 0 {
-        StageEndpoints {
-            act_in: None,
-            grad_in: Some(grad),
-            act_out: Some(act),
-            grad_out: None,
+        RankLinks {
+            inbound: vec![InLink {
+                edge: 0,
+                kind: Kind::Gradient,
+                peer: 1,
+                endpoint: grad,
+                shape: vec![1, 1],
+                max_bytes: grad_bytes,
+            }],
+            outbound: vec![OutLink {
+                edge: 0,
+                kind: Kind::Activation,
+                peer: 1,
+                endpoint: act,
+            }],
         }
     } else {
-        StageEndpoints {
-            act_in: Some(act),
-            grad_in: None,
-            act_out: None,
-            grad_out: Some(grad),
+        RankLinks {
+            inbound: vec![InLink {
+                edge: 0,
+                kind: Kind::Activation,
+                peer: 0,
+                endpoint: act,
+                shape: SHAPE.to_vec(),
+                max_bytes: act_bytes,
+            }],
+            outbound: vec![OutLink {
+                edge: 0,
+                kind: Kind::Gradient,
+                peer: 0,
+                endpoint: grad,
+            }],
         }
     }
 }
@@ -53,10 +75,8 @@ fn transport(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> NetT
     NetTransport::start(NetConfig {
         stage,
         run_id: 7,
-        topology_hash: 9,
-        endpoints: endpoints(mode, port, dir, stage),
-        act_in_shape: SHAPE.to_vec(),
-        grad_in_shape: vec![1, 1],
+        job_hash: 9,
+        links: links(mode, port, dir, stage),
         device: Device::flex(),
         heartbeat: Duration::from_millis(500),
         peer_timeout: Duration::from_secs(10),
@@ -71,7 +91,8 @@ fn receiver(mode: &str, port: u16, dir: &std::path::Path) {
     let mut t = transport(mode, port, dir, 1);
     let ack = |t: &mut NetTransport, i: u64| {
         t.send(Outgoing {
-            to: Peer::Prev,
+            edge: 0,
+            to: 0,
             kind: Kind::Gradient,
             step: 0,
             microbatch: i,
@@ -99,7 +120,8 @@ fn sender(mode: &str, port: u16, dir: &std::path::Path) -> Vec<f64> {
         let start = Instant::now();
         for i in 0..count {
             t.send(Outgoing {
-                to: Peer::Next,
+                edge: 0,
+                to: 1,
                 kind: Kind::Activation,
                 step: 0,
                 microbatch: i as u64,

@@ -1,12 +1,16 @@
 //! Starting stage processes on this host and watching them: the embedded launcher behind
 //! `brigade train` (every stage) and `brigade launch --host NAME` (that host's stages).
 //!
-//! Each stage is a child `brigade stage` process. The launcher reads their JSON events, shows
-//! progress, writes metrics from the last stage, and — if any stage fails — stops every other
-//! stage at once and reports which stage failed, on which host, and why. Children die with the
-//! launcher (PR_SET_PDEATHSIG), so nothing is left behind.
+//! The launcher plans once: it writes the job plan into the run directory and hands that file
+//! to every rank, a child `brigade stage` process. It reads their [`StageEvent`]s, shows
+//! progress, writes metrics from the rank holding the last chunk, and — if any rank fails —
+//! stops every other rank at once and reports which failed, on which host, and why (in the
+//! rank's own words, from its `error` event). Children die with the launcher
+//! (PR_SET_PDEATHSIG), so nothing is left behind.
 
-use crate::endpoints::run_dir;
+use crate::endpoints::{ipc_files, run_dir};
+use crate::events::StageEvent;
+use crate::job::Job;
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::trace::{TraceEvent, metadata};
 use anyhow::{Context, Result, bail};
@@ -18,11 +22,15 @@ use std::time::Duration;
 
 /// What to start.
 pub struct LaunchSpec {
+    /// The file the user gave (for messages).
     pub file: String,
-    pub overrides: Vec<String>,
-    /// Stages to run here, with the host each belongs to.
+    /// The plan every rank runs.
+    pub job: Job,
+    /// Ranks to run here, with the host each belongs to.
     pub stages: Vec<(usize, String)>,
     pub total_stages: usize,
+    /// The rank holding the last chunk (it reports the loss).
+    pub last_stage: usize,
     pub steps: u64,
     pub batch: usize,
     /// `--run-id` passed to every stage.
@@ -49,7 +57,14 @@ struct Running {
     status: Option<Result<ExitStatus, String>>,
     done: bool,
     stderr_tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
+    /// The rank's own account of its failure (its `error` event), and whether it blamed input.
+    error: Option<(String, bool)>,
 }
+
+/// A rank failed because of input the user must fix (the launcher exits with code 2 too).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
 
 /// What a finished launch reports.
 #[derive(Debug, Clone, Default)]
@@ -65,17 +80,20 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     let exe = std::env::current_exe().context("cannot find the brigade executable")?;
     let dir = run_dir(spec.run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Launchers of other hosts may share this directory (one machine in tests): a file of our own.
+    let plan_file = dir.join(format!("job-{}.json", std::process::id()));
+    let tmp = plan_file.with_extension("tmp");
+    std::fs::write(&tmp, spec.job.to_json())
+        .and_then(|()| std::fs::rename(&tmp, &plan_file))
+        .with_context(|| format!("cannot write the job plan to {}", plan_file.display()))?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut running: Vec<Running> = Vec::new();
     for (k, host) in &spec.stages {
         let mut cmd = Command::new(&exe);
         cmd.arg("stage")
-            .arg(&spec.file)
+            .arg(&plan_file)
             .arg("--stage")
             .arg(k.to_string());
-        for o in &spec.overrides {
-            cmd.arg("--set").arg(o);
-        }
         cmd.arg("--steps").arg(spec.steps.to_string());
         cmd.arg("--run-id").arg(format!("{:016x}", spec.run_id));
         cmd.arg("--launcher-pid")
@@ -113,6 +131,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
             status: None,
             done: false,
             stderr_tail: tail,
+            error: None,
         });
         let tx = tx.clone();
         let k = *k;
@@ -129,7 +148,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     }
     drop(tx);
 
-    let last_stage = spec.total_stages - 1;
+    let last_stage = spec.last_stage;
     let shows_loss = spec.stages.iter().any(|(k, _)| *k == last_stage);
     let mut metrics = match (&spec.metrics, shows_loss) {
         (Some(p), true) => Some(
@@ -140,6 +159,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     };
     let bar = progress(spec.steps);
     let mut failure: Option<String> = None;
+    let mut bad_input = false;
     let mut last: Option<StepMetrics> = None;
     let mut peak_rss_kib = Vec::new();
     while running.iter().any(|r| r.status.is_none()) {
@@ -147,45 +167,51 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
             continue;
         };
         match ev {
-            Event::Line(k, line) => {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    bar.println(format!("[stage {k}] {line}"));
-                    continue;
-                };
-                match v["event"].as_str() {
-                    Some("step") if k == last_stage => {
-                        let m = StepMetrics {
-                            step: v["step"].as_u64().unwrap_or(0),
-                            loss: v["loss"].as_f64().unwrap_or(f64::NAN),
-                            step_ms: v["step_ms"].as_f64().unwrap_or(0.0),
-                            samples_per_sec: spec.batch as f64
-                                / (v["step_ms"].as_f64().unwrap_or(0.0) / 1e3).max(1e-9),
-                        };
-                        bar.set_position(m.step);
-                        bar.set_message(format!(
-                            "loss {:.4}  {:.0} samples/s",
-                            m.loss, m.samples_per_sec
-                        ));
-                        last = Some(m.clone());
-                        if let Some(w) = metrics.as_mut() {
-                            w.write(&m)
-                                .with_context(|| format!("{}: cannot write metrics", w.path()))?;
-                        }
+            Event::Line(k, line) => match StageEvent::parse(&line) {
+                None => bar.println(format!("[stage {k}] {line}")),
+                Some(StageEvent::Step {
+                    step,
+                    loss,
+                    step_ms,
+                    ..
+                }) if k == last_stage => {
+                    let m = StepMetrics {
+                        step,
+                        loss: loss.unwrap_or(f64::NAN),
+                        step_ms,
+                        samples_per_sec: spec.batch as f64 / (step_ms / 1e3).max(1e-9),
+                    };
+                    bar.set_position(m.step);
+                    bar.set_message(format!(
+                        "loss {:.4}  {:.0} samples/s",
+                        m.loss, m.samples_per_sec
+                    ));
+                    last = Some(m.clone());
+                    if let Some(w) = metrics.as_mut() {
+                        w.write(&m)
+                            .with_context(|| format!("{}: cannot write metrics", w.path()))?;
                     }
-                    Some("step") if !shows_loss => {
-                        bar.set_position(v["step"].as_u64().unwrap_or(0))
-                    }
-                    Some("done") => {
-                        if let Some(kib) = v["peak_rss_kib"].as_u64() {
-                            peak_rss_kib.push((k, kib));
-                        }
-                        if let Some(r) = running.iter_mut().find(|r| r.stage == k) {
-                            r.done = true;
-                        }
-                    }
-                    _ => {}
                 }
-            }
+                Some(StageEvent::Step { step, .. }) if !shows_loss => bar.set_position(step),
+                Some(StageEvent::Done {
+                    peak_rss_kib: kib, ..
+                }) => {
+                    if let Some(kib) = kib {
+                        peak_rss_kib.push((k, kib));
+                    }
+                    if let Some(r) = running.iter_mut().find(|r| r.stage == k) {
+                        r.done = true;
+                    }
+                }
+                Some(StageEvent::Error {
+                    message, bad_input, ..
+                }) => {
+                    if let Some(r) = running.iter_mut().find(|r| r.stage == k) {
+                        r.error = Some((message, bad_input));
+                    }
+                }
+                Some(_) => {}
+            },
             Event::Exit(k, status) => {
                 let r = running
                     .iter_mut()
@@ -195,6 +221,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
                 r.status = Some(status.map_err(|e| e.to_string()));
                 if !ok && failure.is_none() {
                     failure = Some(describe_failure(r));
+                    bad_input = r.error.as_ref().is_some_and(|(_, b)| *b);
                     bar.println(format!(
                         "error: {}; stopping the other stages",
                         failure.as_deref().unwrap_or_default()
@@ -211,18 +238,20 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     };
     // Another host's launcher may share this directory name (same run id on one machine in
     // tests): remove only what this launcher's stages wrote.
-    for (k, _) in &spec.stages {
+    let here: Vec<usize> = spec.stages.iter().map(|(k, _)| *k).collect();
+    for k in &here {
         let _ = std::fs::remove_file(dir.join(format!("stage{k}.pid")));
-        for name in [
-            format!("trace-{k}.json"),
-            format!("stage{k}-act.ipc"),
-            format!("stage{k}-grad.ipc"),
-        ] {
-            let _ = std::fs::remove_file(dir.join(name));
-        }
+        let _ = std::fs::remove_file(dir.join(format!("trace-{k}.json")));
     }
+    for f in ipc_files(&spec.job, &here, &dir) {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_file(&plan_file);
     let _ = std::fs::remove_dir(&dir);
     if let Some(f) = failure {
+        if bad_input {
+            return Err(BadInput(f).into());
+        }
         bail!("{f}");
     }
     peak_rss_kib.sort();
@@ -262,16 +291,25 @@ fn forward_stderr(
 
 fn describe_failure(r: &Running) -> String {
     use std::os::unix::process::ExitStatusExt;
-    // Let the stderr reader catch up with the child's last words.
-    std::thread::sleep(Duration::from_millis(100));
-    let last = r
-        .stderr_tail
-        .lock()
-        .expect("tail lock")
-        .iter()
-        .rev()
-        .find(|l| l.contains("error"))
-        .cloned();
+    // The rank's own account; without one (killed, or it died before it could say), the last
+    // line it wrote to stderr, which says how far it got.
+    let last = r.error.as_ref().map(|(m, _)| m.clone()).or_else(|| {
+        // Let the stderr reader catch up with the child's last words.
+        std::thread::sleep(Duration::from_millis(100));
+        let tail = r.stderr_tail.lock().expect("tail lock");
+        // A panic's message is the line after "panicked at".
+        match tail.iter().position(|l| l.contains("panicked at")) {
+            Some(i) => Some(
+                tail.iter()
+                    .skip(i)
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            None => tail.back().cloned(),
+        }
+    });
     let how = match &r.status {
         Some(Ok(s)) if s.signal().is_some() => {
             format!("was killed by signal {}", s.signal().unwrap_or(0))

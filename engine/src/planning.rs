@@ -1,12 +1,14 @@
-//! From a topology to a plan and its simulated step: what `plan`, `simulate`, `train` and the
-//! stage processes all start from.
+//! From a topology to a plan and its simulated step (what `plan` prints and writes), and the
+//! same explanation for a job plan read from a file (what `simulate` and `train` show).
 
-use crate::schedule::schedule;
-use crate::sim::{SimError, SimReport, StageCost, simulate};
+use crate::job::Job;
+use crate::schedule::{chain_schedule, peak_live};
+use crate::sim::{ChunkCost, EdgeCost, SimCosts, SimError, SimReport, simulate};
+use brigade_partitioner::partition::Split;
 use brigade_partitioner::plan::{self, Alternative, Plan};
-use brigade_partitioner::{ConfigError, Costs, LayerGraph, Profile, Topology};
+use brigade_partitioner::{ConfigError, Costs, LayerGraph, Placement, Profile, Topology};
 
-/// A topology with its plan.
+/// A plan with everything needed to explain it.
 pub struct Planned {
     pub topo: Topology,
     pub graph: LayerGraph,
@@ -15,17 +17,44 @@ pub struct Planned {
     pub alternatives: Vec<Alternative>,
     /// The chosen schedule simulated with the plan's costs.
     pub sim: SimReport,
+    /// Where each chunk (stage of `plan`) runs.
+    pub places: Vec<Placement>,
+    /// Which rank holds each chunk.
+    pub chunk_rank: Vec<usize>,
+}
+
+/// Estimated costs, or measured ones from a `brigade profile` file.
+pub fn costs_for(
+    topo: &Topology,
+    graph: &LayerGraph,
+    profile: Option<&str>,
+) -> Result<Costs, ConfigError> {
+    match profile {
+        Some(path) => Costs::from_profile(topo, graph, &Profile::load(path)?, path),
+        None => Ok(Costs::estimate(graph, topo.train.microbatch_size())),
+    }
+}
+
+/// Micro-batches each stage of the topology's pipeline keeps alive, counted from the schedule's
+/// own instruction lists.
+pub fn live_counts(topo: &Topology) -> Vec<u64> {
+    chain_schedule(
+        topo.train.schedule,
+        topo.partition.stages,
+        topo.train.microbatches,
+    )
+    .iter()
+    .map(|l| peak_live(l) as u64)
+    .collect()
 }
 
 /// Plans `topo` (with measured costs from `profile` if given) and simulates its schedule; a
 /// schedule that deadlocks or a model that does not fit is reported as bad input.
 pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, ConfigError> {
     let graph = LayerGraph::from_model(&topo.model);
-    let costs = match profile {
-        Some(path) => Costs::from_profile(&topo, &graph, &Profile::load(path)?, path)?,
-        None => Costs::estimate(&graph, topo.train.microbatch_size()),
-    };
-    let mut plan = plan::plan(&topo, &graph, &costs).map_err(|e| {
+    let costs = costs_for(&topo, &graph, profile)?;
+    let live = live_counts(&topo);
+    let plan = plan::plan(&topo, &graph, &costs, &live).map_err(|e| {
         ConfigError::invalid(
             &topo.file,
             "partition",
@@ -33,10 +62,81 @@ pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, Confi
             "Give the devices more memory (hosts.memory), use more stages, or keep fewer micro-batches alive (train.schedule = \"1f1b\").",
         )
     })?;
-    let alternatives = plan::alternatives(&plan::problem(&topo, &costs));
-    let sim = simulate_plan(&topo, &plan, &costs, true).map_err(|e| {
+    let alternatives = plan::alternatives(&plan::problem(&topo, &costs, &live));
+    let places = topo.placements();
+    let chunk_rank = (0..plan.stages.len()).collect();
+    finish(topo, graph, costs, plan, alternatives, places, chunk_rank)
+}
+
+/// The explanation of a job's own split and placement (a plan file is never re-planned).
+pub fn explain(job: &Job, profile: Option<&str>) -> Result<Planned, ConfigError> {
+    let topo = job.topo.clone();
+    let graph = LayerGraph::from_model(&topo.model);
+    let costs = costs_for(&topo, &graph, profile)?;
+    let places: Vec<Placement> = job
+        .chunk_rank
+        .iter()
+        .map(|&r| job.places[r].clone())
+        .collect();
+    let live: Vec<u64> = job
+        .chunk_lists()
+        .iter()
+        .map(|l| peak_live(l) as u64)
+        .collect();
+    let prob = plan::problem_on(&topo, &costs, &live, &places);
+    let counts: Vec<usize> = job
+        .chunks()
+        .iter()
+        .map(|c| c.layers[1] - c.layers[0])
+        .collect();
+    let mut p = plan::describe(
+        &topo,
+        &graph,
+        &costs,
+        &prob,
+        &Split::from_counts(&counts),
+        &places,
+    );
+    p.topology = job.file.clone();
+    p.method = "plan file".into();
+    let alternatives = plan::alternatives(&plan::problem(&topo, &costs, &live_counts(&topo)));
+    finish(
+        topo,
+        graph,
+        costs,
+        p,
+        alternatives,
+        places,
+        job.chunk_rank.clone(),
+    )
+}
+
+fn finish(
+    topo: Topology,
+    graph: LayerGraph,
+    costs: Costs,
+    mut plan: Plan,
+    alternatives: Vec<Alternative>,
+    places: Vec<Placement>,
+    chunk_rank: Vec<usize>,
+) -> Result<Planned, ConfigError> {
+    let mut p = Planned {
+        topo,
+        graph,
+        costs,
+        plan: plan.clone(),
+        alternatives,
+        sim: SimReport {
+            step_ms: 0.0,
+            stages: Vec::new(),
+            spans: Vec::new(),
+        },
+        places,
+        chunk_rank,
+    };
+    let sim = p.simulate(true).map_err(|e| {
         ConfigError::invalid(
-            &topo.file,
+            &p.topo.file,
             "train.schedule",
             e,
             "This is a bug in brigade's schedules; please report it.",
@@ -50,72 +150,76 @@ pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, Confi
     } else {
         1.0
     };
-    Ok(Planned {
-        topo,
-        graph,
-        costs,
-        plan,
-        alternatives,
-        sim,
-    })
+    p.plan = plan;
+    p.sim = sim;
+    Ok(p)
 }
 
-/// Per-stage costs of a plan for the simulator; `with_links = false` makes communication free
-/// (the ideal a pipeline is measured against).
-pub fn stage_costs(
-    topo: &Topology,
-    plan: &Plan,
-    costs: &Costs,
-    with_links: bool,
-) -> Vec<StageCost> {
-    let places = topo.placements();
-    let k_total = plan.stages.len();
-    plan.stages
-        .iter()
-        .enumerate()
-        .map(|(k, st)| {
-            let link = |to: usize, bytes: u64| {
-                if with_links {
-                    topo.transfer_ms(places[k].host, places[to].host, bytes)
-                } else {
-                    0.0
+impl Planned {
+    /// What the simulator charges for this plan; `with_links = false` makes communication
+    /// free (the ideal a pipeline is measured against).
+    pub fn sim_costs(&self, with_links: bool) -> SimCosts {
+        let topo = &self.topo;
+        let chunks = self
+            .plan
+            .stages
+            .iter()
+            .zip(&self.places)
+            .map(|(st, place)| {
+                let speed = topo.device(place).speed_gflops;
+                ChunkCost {
+                    forward_ms: st.forward_ms,
+                    backward_ms: st.backward_ms,
+                    // A few FLOPs per parameter and optimizer state copy.
+                    optimizer_ms: st.params as f64
+                        * (2 + 2 * topo.train.optimizer.state_copies()) as f64
+                        / (speed * 1e9)
+                        * 1e3,
                 }
-            };
-            let params = st.params as f64;
-            let speed = topo.device(&places[k]).speed_gflops;
-            StageCost {
-                forward_ms: st.forward_ms,
-                backward_ms: st.backward_ms,
-                // A few FLOPs per parameter and optimizer state copy.
-                optimizer_ms: params * (2 + 2 * topo.train.optimizer.state_copies()) as f64
-                    / (speed * 1e9)
-                    * 1e3,
-                send_act_ms: if k + 1 < k_total {
-                    link(k + 1, costs.cut_bytes[st.layers[1]])
-                } else {
-                    0.0
-                },
-                send_grad_ms: if k > 0 {
-                    link(k - 1, costs.cut_bytes[st.layers[0]])
-                } else {
-                    0.0
-                },
-            }
-        })
-        .collect()
-}
+            })
+            .collect();
+        let edges = self
+            .plan
+            .stages
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let (a, b) = (&self.places[i], &self.places[i + 1]);
+                let bytes = self.costs.cut_bytes[w[0].layers[1]];
+                let ms = |from: &Placement, to: &Placement| {
+                    if with_links {
+                        topo.transfer_ms(from.host, to.host, bytes)
+                    } else {
+                        0.0
+                    }
+                };
+                EdgeCost {
+                    producer: self.chunk_rank[i],
+                    consumer: self.chunk_rank[i + 1],
+                    act_ms: ms(a, b),
+                    grad_ms: ms(b, a),
+                }
+            })
+            .collect();
+        SimCosts { chunks, edges }
+    }
 
-/// Simulates one step of `plan` under the topology's schedule.
-pub fn simulate_plan(
-    topo: &Topology,
-    plan: &Plan,
-    costs: &Costs,
-    with_links: bool,
-) -> Result<SimReport, SimError> {
-    let lists = schedule(
-        topo.train.schedule,
-        plan.stages.len(),
-        topo.train.microbatches,
-    );
-    simulate(&lists, &stage_costs(topo, plan, costs, with_links))
+    /// Per-rank instruction lists (rank r runs the list of the chunk it holds).
+    pub fn rank_lists(&self) -> Vec<Vec<crate::schedule::Instr>> {
+        let lists = chain_schedule(
+            self.topo.train.schedule,
+            self.plan.stages.len(),
+            self.topo.train.microbatches,
+        );
+        let mut by_rank = vec![Vec::new(); lists.len()];
+        for (chunk, list) in lists.into_iter().enumerate() {
+            by_rank[self.chunk_rank[chunk]] = list;
+        }
+        by_rank
+    }
+
+    /// Simulates one step of this plan.
+    pub fn simulate(&self, with_links: bool) -> Result<SimReport, SimError> {
+        simulate(&self.rank_lists(), &self.sim_costs(with_links))
+    }
 }

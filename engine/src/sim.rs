@@ -1,8 +1,8 @@
-//! The schedule simulator: runs every stage's instruction list against per-stage costs and
-//! link times, as the executor would, and reports the step time, each stage's idle time and
+//! The schedule simulator: runs every rank's instruction list against per-chunk costs and
+//! per-edge link times, as the executors would, and reports the step time, each rank's idle time and
 //! peak live micro-batches — or the deadlock, before any process starts.
 //!
-//! Model: a stage's compute thread runs its list in order; forward, backward and the optimizer
+//! Model: a rank's compute thread runs its list in order; forward, backward and the optimizer
 //! step take their cost; a send takes no compute time (the I/O thread does it) but occupies the
 //! link for `latency + bytes / bandwidth`, one message at a time, in the order sent; a receive
 //! waits until the message has arrived.
@@ -11,22 +11,62 @@ use crate::schedule::Instr;
 use serde::Serialize;
 use std::collections::HashMap;
 
-/// Costs of one stage, per micro-batch.
+/// Costs of one chunk, per micro-batch, on the device of the rank that holds it.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct StageCost {
+pub struct ChunkCost {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub optimizer_ms: f64,
-    /// Time to move one activation to the next stage.
-    pub send_act_ms: f64,
-    /// Time to move one input gradient to the previous stage.
-    pub send_grad_ms: f64,
+}
+
+/// One edge of the plan: the ranks it joins and the time to move one message each way.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct EdgeCost {
+    /// The rank holding the edge's producer chunk (it sends activations, receives gradients).
+    pub producer: usize,
+    /// The rank holding the consumer chunk.
+    pub consumer: usize,
+    /// Time to move one activation from producer to consumer.
+    pub act_ms: f64,
+    /// Time to move one gradient back.
+    pub grad_ms: f64,
+}
+
+/// What the simulator charges: compute by chunk, communication by edge.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimCosts {
+    pub chunks: Vec<ChunkCost>,
+    pub edges: Vec<EdgeCost>,
+}
+
+impl SimCosts {
+    /// A chain of `k` chunks, chunk i on rank i, edge i from rank i to rank i+1, with the same
+    /// costs everywhere (for tests and examples).
+    pub fn uniform_chain(k: usize, forward_ms: f64, backward_ms: f64) -> SimCosts {
+        SimCosts {
+            chunks: vec![
+                ChunkCost {
+                    forward_ms,
+                    backward_ms,
+                    optimizer_ms: 0.0
+                };
+                k
+            ],
+            edges: (0..k.saturating_sub(1))
+                .map(|i| EdgeCost {
+                    producer: i,
+                    consumer: i + 1,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What one instruction occupied.
 #[derive(Debug, Clone, Serialize)]
 pub struct Span {
-    pub stage: usize,
+    pub rank: usize,
     pub instr: Instr,
     pub start_ms: f64,
     pub end_ms: f64,
@@ -44,8 +84,9 @@ pub struct StageReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct SimReport {
     pub step_ms: f64,
+    /// One report per rank.
     pub stages: Vec<StageReport>,
-    /// Compute spans (forward, backward, optimizer), in execution order per stage.
+    /// Compute spans (forward, backward, optimizer), in execution order per rank.
     pub spans: Vec<Span>,
 }
 
@@ -54,16 +95,16 @@ pub struct SimReport {
 pub enum SimError {
     #[error("the schedule deadlocks: {}", describe(.waiting))]
     Deadlock { waiting: Vec<(usize, Instr)> },
-    #[error("stage {stage}: {instr} has no peer stage to talk to")]
-    NoPeer { stage: usize, instr: Instr },
-    #[error("{0} instruction lists for {1} stage costs")]
-    Shape(usize, usize),
+    #[error(
+        "rank {rank}: {instr} names a chunk or edge the plan does not have, or one this rank does not touch"
+    )]
+    NoPeer { rank: usize, instr: Instr },
 }
 
 fn describe(waiting: &[(usize, Instr)]) -> String {
     waiting
         .iter()
-        .map(|(k, i)| format!("stage {k} waits at {i}"))
+        .map(|(k, i)| format!("rank {k} waits at {i}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -74,97 +115,110 @@ enum Dir {
     Grad,
 }
 
-/// Simulates one step.
-pub fn simulate(lists: &[Vec<Instr>], costs: &[StageCost]) -> Result<SimReport, SimError> {
-    let k_total = lists.len();
-    if costs.len() != k_total {
-        return Err(SimError::Shape(k_total, costs.len()));
-    }
-    let mut pc = vec![0usize; k_total];
-    let mut clock = vec![0.0f64; k_total];
-    let mut busy = vec![0.0f64; k_total];
-    let mut live = vec![0usize; k_total];
-    let mut peak = vec![0usize; k_total];
-    // (receiving stage, direction, mb) → arrival time.
-    let mut arrivals: HashMap<(usize, Dir, u32), f64> = HashMap::new();
-    // (from, to) → time the link is free.
+/// Simulates one step of `lists` (one instruction list per rank).
+pub fn simulate(lists: &[Vec<Instr>], costs: &SimCosts) -> Result<SimReport, SimError> {
+    let ranks = lists.len();
+    let mut pc = vec![0usize; ranks];
+    let mut clock = vec![0.0f64; ranks];
+    let mut busy = vec![0.0f64; ranks];
+    let mut live = vec![0usize; ranks];
+    let mut peak = vec![0usize; ranks];
+    // (edge, direction, mb) → arrival time.
+    let mut arrivals: HashMap<(u32, Dir, u32), f64> = HashMap::new();
+    // (from rank, to rank) → time the link is free.
     let mut link_free: HashMap<(usize, usize), f64> = HashMap::new();
     let mut spans = Vec::new();
     loop {
-        // The runnable stage that can act earliest goes next, so links serve messages in time order.
+        // The runnable rank that can act earliest goes next, so links serve messages in time order.
         let mut next: Option<(usize, f64)> = None;
         let mut waiting = Vec::new();
-        for k in 0..k_total {
-            let Some(&instr) = lists[k].get(pc[k]) else {
+        for r in 0..ranks {
+            let Some(&instr) = lists[r].get(pc[r]) else {
                 continue;
             };
             let ready = match instr {
-                Instr::RecvAct(mb) => arrivals.get(&(k, Dir::Act, mb)).map(|&a| a.max(clock[k])),
-                Instr::RecvGrad(mb) => arrivals.get(&(k, Dir::Grad, mb)).map(|&a| a.max(clock[k])),
-                _ => Some(clock[k]),
+                Instr::RecvAct { edge, mb } => arrivals
+                    .get(&(edge, Dir::Act, mb))
+                    .map(|&a| a.max(clock[r])),
+                Instr::RecvGrad { edge, mb } => arrivals
+                    .get(&(edge, Dir::Grad, mb))
+                    .map(|&a| a.max(clock[r])),
+                _ => Some(clock[r]),
             };
             match ready {
-                Some(t) if next.is_none_or(|(_, best)| t < best) => next = Some((k, t)),
+                Some(t) if next.is_none_or(|(_, best)| t < best) => next = Some((r, t)),
                 Some(_) => {}
-                None => waiting.push((k, instr)),
+                None => waiting.push((r, instr)),
             }
         }
-        let Some((k, t)) = next else {
+        let Some((r, t)) = next else {
             if waiting.is_empty() {
                 break;
             }
             return Err(SimError::Deadlock { waiting });
         };
-        let instr = lists[k][pc[k]];
-        pc[k] += 1;
-        clock[k] = t;
-        let c = costs[k];
+        let instr = lists[r][pc[r]];
+        pc[r] += 1;
+        clock[r] = t;
+        let no_peer = || SimError::NoPeer { rank: r, instr };
+        let chunk_cost = |chunk: u32| {
+            costs
+                .chunks
+                .get(chunk as usize)
+                .copied()
+                .ok_or_else(no_peer)
+        };
         let mut compute = |clock: &mut f64, ms: f64| {
             spans.push(Span {
-                stage: k,
+                rank: r,
                 instr,
                 start_ms: *clock,
                 end_ms: *clock + ms,
             });
             *clock += ms;
-            busy[k] += ms;
+            busy[r] += ms;
         };
         match instr {
-            Instr::RecvAct(_) | Instr::RecvGrad(_) => {}
-            Instr::Forward(_) => {
-                compute(&mut clock[k], c.forward_ms);
-                live[k] += 1;
-                peak[k] = peak[k].max(live[k]);
+            Instr::RecvAct { .. } | Instr::RecvGrad { .. } => {}
+            Instr::Forward { chunk, .. } => {
+                compute(&mut clock[r], chunk_cost(chunk)?.forward_ms);
+                live[r] += 1;
+                peak[r] = peak[r].max(live[r]);
             }
-            Instr::Backward(_) => {
-                compute(&mut clock[k], c.backward_ms);
-                live[k] = live[k].saturating_sub(1);
+            Instr::Backward { chunk, .. } => {
+                compute(&mut clock[r], chunk_cost(chunk)?.backward_ms);
+                live[r] = live[r].saturating_sub(1);
             }
-            Instr::OptimizerStep => compute(&mut clock[k], c.optimizer_ms),
-            Instr::SendAct(mb) | Instr::SendGrad(mb) => {
-                let (to, dir, ms) = match instr {
-                    Instr::SendAct(_) if k + 1 < k_total => (k + 1, Dir::Act, c.send_act_ms),
-                    Instr::SendGrad(_) if k > 0 => (k - 1, Dir::Grad, c.send_grad_ms),
-                    _ => return Err(SimError::NoPeer { stage: k, instr }),
+            Instr::OptimizerStep { chunk } => {
+                compute(&mut clock[r], chunk_cost(chunk)?.optimizer_ms)
+            }
+            Instr::SendAct { edge, mb } | Instr::SendGrad { edge, mb } => {
+                let e = costs.edges.get(edge as usize).ok_or_else(no_peer)?;
+                let (from, to, dir, ms) = match instr {
+                    Instr::SendAct { .. } => (e.producer, e.consumer, Dir::Act, e.act_ms),
+                    _ => (e.consumer, e.producer, Dir::Grad, e.grad_ms),
                 };
-                let free = link_free.entry((k, to)).or_insert(0.0);
-                let start = free.max(clock[k]);
+                if from != r {
+                    return Err(no_peer());
+                }
+                let free = link_free.entry((from, to)).or_insert(0.0);
+                let start = free.max(clock[r]);
                 *free = start + ms;
-                arrivals.insert((to, dir, mb), start + ms);
+                arrivals.insert((edge, dir, mb), start + ms);
             }
         }
     }
     let step_ms = clock.iter().copied().fold(0.0, f64::max);
-    let stages = (0..k_total)
-        .map(|k| StageReport {
-            busy_ms: busy[k],
-            idle_ms: step_ms - busy[k],
+    let stages = (0..ranks)
+        .map(|r| StageReport {
+            busy_ms: busy[r],
+            idle_ms: step_ms - busy[r],
             bubble_fraction: if step_ms > 0.0 {
-                (step_ms - busy[k]) / step_ms
+                (step_ms - busy[r]) / step_ms
             } else {
                 0.0
             },
-            peak_live_microbatches: peak[k],
+            peak_live_microbatches: peak[r],
         })
         .collect();
     Ok(SimReport {
@@ -174,7 +228,7 @@ pub fn simulate(lists: &[Vec<Instr>], costs: &[StageCost]) -> Result<SimReport, 
     })
 }
 
-/// A text Gantt chart, one row per stage, `width` columns for the step. Forward of micro-batch i
+/// A text Gantt chart, one row per rank, `width` columns for the step. Forward of micro-batch i
 /// is shown as its digit (0-9, then A-Z), backward as a letter (a = micro-batch 0), the optimizer
 /// step as `#`, idle as `.`.
 pub fn gantt(report: &SimReport, stages: usize, width: usize) -> Vec<String> {
@@ -186,14 +240,16 @@ pub fn gantt(report: &SimReport, stages: usize, width: usize) -> Vec<String> {
     };
     for s in &report.spans {
         let c = match s.instr {
-            Instr::Forward(mb) => char::from_digit(mb % 36, 36).unwrap().to_ascii_uppercase(),
-            Instr::Backward(mb) => (b'a' + (mb % 26) as u8) as char,
+            Instr::Forward { mb, .. } => {
+                char::from_digit(mb % 36, 36).unwrap().to_ascii_uppercase()
+            }
+            Instr::Backward { mb, .. } => (b'a' + (mb % 26) as u8) as char,
             _ => '#',
         };
         // A column shows what runs at its midpoint.
         let first = ((s.start_ms * scale) - 0.5).ceil().max(0.0) as usize;
         let last = ((s.end_ms * scale) - 0.5).ceil().max(0.0) as usize;
-        for cell in rows[s.stage].iter_mut().take(last.min(width)).skip(first) {
+        for cell in rows[s.rank].iter_mut().take(last.min(width)).skip(first) {
             *cell = c;
         }
     }
@@ -203,18 +259,11 @@ pub fn gantt(report: &SimReport, stages: usize, width: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::{gpipe, one_f_one_b};
+    use crate::schedule::{ChunkSlot, chain_schedule, gpipe, one_f_one_b};
     use brigade_partitioner::ScheduleKind;
 
-    fn unit(k: usize, fwd: f64, bwd: f64) -> Vec<StageCost> {
-        vec![
-            StageCost {
-                forward_ms: fwd,
-                backward_ms: bwd,
-                ..Default::default()
-            };
-            k
-        ]
+    fn unit(k: usize, fwd: f64, bwd: f64) -> SimCosts {
+        SimCosts::uniform_chain(k, fwd, bwd)
     }
 
     fn chart(
@@ -224,7 +273,7 @@ mod tests {
         fwd: f64,
         bwd: f64,
     ) -> (SimReport, Vec<String>) {
-        let lists = crate::schedule::schedule(kind, k, m);
+        let lists = chain_schedule(kind, k, m);
         let r = simulate(&lists, &unit(k, fwd, bwd)).unwrap();
         let width = (r.step_ms / fwd).round() as usize;
         let g = gantt(&r, k, width);
@@ -297,10 +346,10 @@ mod tests {
 
     #[test]
     fn links_delay_receives() {
-        let lists = vec![gpipe(0, 2, 1), gpipe(1, 2, 1)];
+        let lists = chain_schedule(ScheduleKind::Gpipe, 2, 1);
         let mut costs = unit(2, 1.0, 1.0);
-        costs[0].send_act_ms = 0.5;
-        costs[1].send_grad_ms = 0.25;
+        costs.edges[0].act_ms = 0.5;
+        costs.edges[0].grad_ms = 0.25;
         let r = simulate(&lists, &costs).unwrap();
         // F0 on stage 0 [0,1], transfer [1,1.5], F0+B0 on stage 1 [1.5,3.5], transfer [3.5,3.75], B0 [3.75,4.75].
         assert!((r.step_ms - 4.75).abs() < 1e-12);
@@ -310,16 +359,55 @@ mod tests {
     fn broken_schedule_is_a_deadlock() {
         // Stage 1 waits for a gradient before it ever receives an activation: it never sends the
         // activation gradient stage 0 waits for, and stage 0 cannot proceed either.
-        let mut lists = vec![one_f_one_b(0, 2, 2), one_f_one_b(1, 2, 2)];
-        lists[0].retain(|i| *i != Instr::SendAct(1));
+        let mut lists = chain_schedule(ScheduleKind::OneFOneB, 2, 2);
+        lists[0].retain(|i| *i != Instr::SendAct { edge: 0, mb: 1 });
         let err = simulate(&lists, &unit(2, 1.0, 1.0)).unwrap_err();
         match &err {
             SimError::Deadlock { waiting } => {
-                assert!(waiting.contains(&(0, Instr::RecvGrad(1))), "{err}");
-                assert!(waiting.contains(&(1, Instr::RecvAct(1))), "{err}");
+                assert!(
+                    waiting.contains(&(0, Instr::RecvGrad { edge: 0, mb: 1 })),
+                    "{err}"
+                );
+                assert!(
+                    waiting.contains(&(1, Instr::RecvAct { edge: 0, mb: 1 })),
+                    "{err}"
+                );
             }
             other => panic!("expected a deadlock, got {other}"),
         }
-        assert!(err.to_string().contains("stage 1 waits at recv_act1"));
+        assert!(err.to_string().contains("rank 1 waits at recv_act1@e0"));
+    }
+
+    #[test]
+    fn ranks_follow_the_plan_not_the_chunk_order() {
+        // Chunk 0 on rank 1 and chunk 1 on rank 0: the same step, the rows swapped.
+        let lists = vec![
+            gpipe(ChunkSlot::chain(1, 2), 2),
+            gpipe(ChunkSlot::chain(0, 2), 2),
+        ];
+        let mut costs = unit(2, 1.0, 1.0);
+        costs.edges[0] = EdgeCost {
+            producer: 1,
+            consumer: 0,
+            ..Default::default()
+        };
+        let r = simulate(&lists, &costs).unwrap();
+        assert_eq!(gantt(&r, 2, 6), vec![".01ab.", "01..ab"]);
+        // A send from a rank that does not hold the edge's producer chunk is caught.
+        costs.edges[0].producer = 0;
+        costs.edges[0].consumer = 1;
+        assert!(matches!(
+            simulate(&lists, &costs),
+            Err(SimError::NoPeer { rank: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn one_f_one_b_lists_used_by_name() {
+        // The schedule functions take a chunk's slot; the simulator only sees the lists.
+        let lists: Vec<_> = (0..2)
+            .map(|k| one_f_one_b(ChunkSlot::chain(k, 2), 2))
+            .collect();
+        assert_eq!(simulate(&lists, &unit(2, 1.0, 1.0)).unwrap().step_ms, 6.0);
     }
 }

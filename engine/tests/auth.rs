@@ -107,9 +107,13 @@ async fn intrude(port: u16, forge: Option<Hello>) -> Vec<tokio::net::TcpStream> 
 struct Hello(Vec<u8>);
 
 fn stranger_hello(file: &str, run: &str) -> Hello {
-    use brigade_engine::identity::{parse_run_id, topology_hash};
+    use brigade_engine::identity::parse_run_id;
     use brigade_engine::transport::net::{Control, ControlKind};
-    let hash = topology_hash(&brigade_partitioner::load(file, &[]).unwrap());
+    // What the launchers plan from this topology: the job hash every hello carries.
+    let hash = brigade_engine::job::load_input(file, &[], None)
+        .unwrap()
+        .0
+        .hash;
     let c = Control::new(ControlKind::Hello, parse_run_id(hash, Some(run)), hash, 0);
     Hello(c.with_bytes(&[0x55; 48]).encode())
 }

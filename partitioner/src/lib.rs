@@ -23,7 +23,8 @@
 //! let topo = parse("example.toml", toml, &[]).unwrap();
 //! let graph = LayerGraph::from_model(&topo.model);
 //! let costs = Costs::estimate(&graph, topo.train.microbatch_size());
-//! let plan = plan::plan(&topo, &graph, &costs).unwrap();
+//! // Live micro-batches per stage come from the schedule (the engine counts them); GPipe keeps all 8.
+//! let plan = plan::plan(&topo, &graph, &costs, &[8, 8]).unwrap();
 //! assert_eq!(plan.stages.len(), 2);
 //! assert_eq!(plan.stages[1].layers[1], 3);
 //! ```

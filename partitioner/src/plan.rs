@@ -4,10 +4,10 @@ use crate::cost::Costs;
 use crate::graph::LayerGraph;
 use crate::partition::{self, PartitionError, Problem, Split, StageSlot};
 use crate::topology::{Method, Placement, Topology};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One stage of a plan. Times are per micro-batch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanStage {
     pub stage: usize,
     pub host: String,
@@ -28,7 +28,7 @@ pub struct PlanStage {
 }
 
 /// A complete plan (the `--json` output of `brigade plan`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub topology: String,
     pub method: String,
@@ -48,7 +48,7 @@ pub struct Plan {
 }
 
 /// Cost of the same model under another partitioning method, for comparison.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alternative {
     pub method: String,
     pub layers_per_stage: Vec<usize>,
@@ -56,10 +56,17 @@ pub struct Alternative {
     pub fits_memory: bool,
 }
 
-/// The partitioning problem a topology poses with these costs.
-pub fn problem(topo: &Topology, costs: &Costs) -> Problem {
-    let k_total = topo.partition.stages;
-    let places = topo.placements();
+/// The partitioning problem a topology poses with these costs. `live[k]` is how many
+/// micro-batches stage k keeps alive at its peak: the schedule's own count (the engine derives
+/// it from the instruction lists, so there is one formula, not two).
+pub fn problem(topo: &Topology, costs: &Costs, live: &[u64]) -> Problem {
+    problem_on(topo, costs, live, &topo.placements())
+}
+
+/// [`problem`] with stage k on `places[k]` (a job plan may place its chunks in another order
+/// than the topology's host and device order).
+pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placement]) -> Problem {
+    let k_total = places.len();
     let per_byte = |a: &Placement, b: &Placement| {
         let (gbps, lat) = topo.link(a.host, b.host);
         (8.0 / (gbps * 1e9) * 1e3, lat)
@@ -72,11 +79,10 @@ pub fn problem(topo: &Topology, costs: &Costs) -> Problem {
             StageSlot {
                 speed_gflops: dev.speed_gflops,
                 memory_bytes: dev.memory_bytes,
-                live_microbatches: topo.train.schedule.live_microbatches(
-                    k,
-                    k_total,
-                    topo.train.microbatches,
-                ) as u64,
+                live_microbatches: live
+                    .get(k)
+                    .copied()
+                    .unwrap_or(topo.train.microbatches as u64),
                 param_factor: 1 + topo.train.optimizer.state_copies(),
                 send_next: if k + 1 < k_total {
                     per_byte(pl, &places[k + 1])
@@ -116,22 +122,34 @@ pub fn split(method: &Method, problem: &Problem) -> Result<Split, PartitionError
     }
 }
 
-/// Plans `topo` with `costs` using the topology's method.
-pub fn plan(topo: &Topology, graph: &LayerGraph, costs: &Costs) -> Result<Plan, PartitionError> {
-    let prob = problem(topo, costs);
+/// Plans `topo` with `costs` using the topology's method (`live`: see [`problem`]).
+pub fn plan(
+    topo: &Topology,
+    graph: &LayerGraph,
+    costs: &Costs,
+    live: &[u64],
+) -> Result<Plan, PartitionError> {
+    let prob = problem(topo, costs, live);
     let split = split(&topo.partition.method, &prob)?;
-    Ok(describe(topo, graph, costs, &prob, &split))
+    Ok(describe(
+        topo,
+        graph,
+        costs,
+        &prob,
+        &split,
+        &topo.placements(),
+    ))
 }
 
-/// The plan for a given split.
+/// The plan for a given split, stage k on `places[k]`.
 pub fn describe(
     topo: &Topology,
     graph: &LayerGraph,
     costs: &Costs,
     prob: &Problem,
     split: &Split,
+    places: &[Placement],
 ) -> Plan {
-    let places = topo.placements();
     let stages: Vec<PlanStage> = (0..split.stages())
         .map(|k| {
             let r = split.range(k);

@@ -90,11 +90,12 @@ impl ScheduleKind {
         }
     }
 
-    /// Micro-batches whose activations stage `stage` of `stages` keeps alive at once.
-    pub fn live_microbatches(self, stage: usize, stages: usize, microbatches: usize) -> usize {
-        match self {
-            ScheduleKind::Gpipe => microbatches,
-            ScheduleKind::OneFOneB => (stages - stage).min(microbatches),
+    /// The schedule named `name` (as written in a topology or a job plan).
+    pub fn from_name(name: &str) -> Option<ScheduleKind> {
+        match name {
+            "gpipe" => Some(ScheduleKind::Gpipe),
+            "1f1b" => Some(ScheduleKind::OneFOneB),
+            _ => None,
         }
     }
 }

@@ -209,8 +209,9 @@ fn exercise(text: &str) {
     if let Ok(topo) = parse("fuzz.toml", text, &[]) {
         let graph = LayerGraph::from_model(&topo.model);
         let costs = Costs::estimate(&graph, topo.train.microbatch_size());
-        let _ = plan::plan(&topo, &graph, &costs);
-        let _ = plan::alternatives(&plan::problem(&topo, &costs));
+        let live = vec![topo.train.microbatches as u64; topo.partition.stages];
+        let _ = plan::plan(&topo, &graph, &costs, &live);
+        let _ = plan::alternatives(&plan::problem(&topo, &costs, &live));
     }
 }
 

@@ -73,16 +73,25 @@ pub fn step_dir(root: &Path, step: u64) -> PathBuf {
     root.join(format!("step-{step:08}"))
 }
 
-/// Saves `stage`'s layers after its current step; returns the checkpoint directory.
-pub fn save(
+/// A stage's checkpoint in memory: every file's bytes, ready to be written. Taking it is the
+/// compute thread's part (a copy of the parameters); [`Snapshot::write`] — files, fsync,
+/// renames — can run anywhere.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub manifest: Manifest,
+    /// (file name, bytes), the manifest excluded.
+    files: Vec<(String, Vec<u8>)>,
+}
+
+/// Takes `stage`'s checkpoint after its current step (`stages`: how many stages the job has).
+pub fn snapshot(
     stage: &Stage,
-    root: &Path,
     stages: usize,
     train_seed: u64,
     data_seed: u64,
-) -> Result<PathBuf, CheckpointError> {
-    let dir = step_dir(root, stage.step());
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+) -> Result<Snapshot, CheckpointError> {
+    let label = || format!("stage {} at step {}", stage.index(), stage.step());
+    let mut files = Vec::new();
     for (i, params) in stage.parameters() {
         let views: Vec<(String, TensorView<'_>)> = params
             .iter()
@@ -92,42 +101,65 @@ pub fn save(
             })
             .collect::<Result<_, _>>()
             .map_err(|e| CheckpointError::Corrupt {
-                path: dir.display().to_string(),
+                path: label(),
                 why: e.to_string(),
             })?;
-        let path = dir.join(format!("layer-{i}.safetensors"));
+        let name = format!("layer-{i}.safetensors");
         let bytes = safetensors::serialize(views, None).map_err(|e| CheckpointError::Corrupt {
-            path: path.display().to_string(),
+            path: format!("{} ({name})", label()),
             why: e.to_string(),
         })?;
-        write_atomic(&path, &bytes)?;
+        files.push((name, bytes));
     }
     for (i, state) in stage.optimizer_states() {
-        let path = dir.join(format!("layer-{i}.optim"));
-        write_atomic(
-            &path,
-            &state.map_err(|why| CheckpointError::Corrupt {
-                path: path.display().to_string(),
-                why,
-            })?,
-        )?;
+        let name = format!("layer-{i}.optim");
+        let bytes = state.map_err(|why| CheckpointError::Corrupt {
+            path: format!("{} ({name})", label()),
+            why,
+        })?;
+        files.push((name, bytes));
     }
     let layers = stage.layers();
-    let manifest = Manifest {
-        format: FORMAT,
-        step: stage.step(),
-        stage: stage.index(),
-        stages,
-        layers: [layers.start, layers.end],
-        train_seed,
-        data_seed,
-    };
-    let path = dir.join(format!("stage-{}.done", stage.index()));
-    write_atomic(
-        &path,
-        &serde_json::to_vec_pretty(&manifest).expect("a manifest serialises"),
-    )?;
-    Ok(dir)
+    Ok(Snapshot {
+        manifest: Manifest {
+            format: FORMAT,
+            step: stage.step(),
+            stage: stage.index(),
+            stages,
+            layers: [layers.start, layers.end],
+            train_seed,
+            data_seed,
+        },
+        files,
+    })
+}
+
+impl Snapshot {
+    /// Writes the checkpoint under `root` (its manifest last); returns the step directory.
+    pub fn write(&self, root: &Path) -> Result<PathBuf, CheckpointError> {
+        let dir = step_dir(root, self.manifest.step);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        for (name, bytes) in &self.files {
+            write_atomic(&dir.join(name), bytes)?;
+        }
+        let path = dir.join(format!("stage-{}.done", self.manifest.stage));
+        write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises"),
+        )?;
+        Ok(dir)
+    }
+}
+
+/// Saves `stage`'s layers after its current step; returns the checkpoint directory.
+pub fn save(
+    stage: &Stage,
+    root: &Path,
+    stages: usize,
+    train_seed: u64,
+    data_seed: u64,
+) -> Result<PathBuf, CheckpointError> {
+    snapshot(stage, stages, train_seed, data_seed)?.write(root)
 }
 
 fn bytemuck_f32(v: &[f32]) -> &[u8] {

@@ -16,6 +16,31 @@ use rand::Rng;
 
 const TEACHER_HIDDEN: usize = 32;
 
+/// Why a batch could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct DataError(pub String);
+
+/// Where a pipeline's inputs and targets come from: the first chunk asks for inputs, the last
+/// for targets, by (step, micro-batch). Implementations must give every split of the model the
+/// same samples for the same (step, micro-batch), so pipelined runs equal the reference.
+pub trait Batches: Send {
+    /// The inputs of micro-batch `mb` of step `step` (0-based), `[microbatch, ..input]`.
+    fn inputs(&mut self, step: u64, mb: u64, device: &Device) -> Result<Act, DataError>;
+    /// The targets of micro-batch `mb` of step `step`.
+    fn targets(&mut self, step: u64, mb: u64, device: &Device) -> Result<Target, DataError>;
+}
+
+impl Batches for SyntheticData {
+    fn inputs(&mut self, step: u64, mb: u64, device: &Device) -> Result<Act, DataError> {
+        Ok(SyntheticData::inputs(self, step, mb, device))
+    }
+
+    fn targets(&mut self, step: u64, mb: u64, device: &Device) -> Result<Target, DataError> {
+        Ok(SyntheticData::targets(self, step, mb, device))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SyntheticData {
     seed: u64,

@@ -1,5 +1,5 @@
 //! brigade's stages: burn modules for every layer kind, the compute of one pipeline stage,
-//! the single-process reference trainer, synthetic data, checkpoints and the wire codec.
+//! synthetic data behind the [`Batches`] trait, checkpoints and the wire codec.
 //!
 //! Two stages chained by hand — what the engine does across processes:
 //!
@@ -53,6 +53,6 @@ pub mod reference;
 pub mod stage;
 
 pub use act::Act;
-pub use data::SyntheticData;
+pub use data::{Batches, DataError, SyntheticData};
 pub use loss::Target;
 pub use stage::{Stage, StageError};

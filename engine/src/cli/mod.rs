@@ -46,7 +46,8 @@ pub enum Command {
 /// The topology file and its overrides, shared by every subcommand.
 #[derive(Args, Debug, Clone)]
 pub struct TopologyArgs {
-    /// Topology TOML file.
+    /// Topology TOML file — or, for `train`, `launch`, `stage` and `simulate`, a job plan
+    /// written by `brigade plan --out`.
     pub file: String,
     /// Override a key, e.g. `--set train.schedule=1f1b` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
@@ -131,7 +132,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.chain().any(|c| c.is::<ConfigError>()) {
+            if e.chain()
+                .any(|c| c.is::<ConfigError>() || c.is::<crate::launcher::BadInput>())
+            {
                 ExitCode::from(EXIT_BAD_INPUT)
             } else {
                 ExitCode::FAILURE

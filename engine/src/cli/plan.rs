@@ -1,10 +1,10 @@
-//! `brigade plan FILE [--profile P] [--json]`.
+//! `brigade plan FILE [--profile P] [--json] [--out job.json]`.
 
 use super::TopologyArgs;
 use crate::fmt;
-use crate::planning::{Planned, make_plan};
-use anyhow::Result;
-use brigade_partitioner::plan;
+use crate::job::load_planned;
+use crate::planning::Planned;
+use anyhow::{Context, Result};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -17,10 +17,23 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write the job plan here: `train`, `launch`, `stage` and `simulate` then run exactly
+    /// this split (see docs/plan-file.md).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<String>,
 }
 
 pub fn run(args: &PlanArgs) -> Result<()> {
-    let p = make_plan(args.topology.load()?, args.profile.as_deref())?;
+    let (job, _, p) = load_planned(
+        &args.topology.file,
+        &args.topology.overrides,
+        args.profile.as_deref(),
+    )?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, job.to_json())
+            .with_context(|| format!("{out}: cannot write the job plan"))?;
+        eprintln!("wrote the job plan to {out} (job {})", job.hash_hex());
+    }
     if args.json {
         let mut v = serde_json::to_value(&p.plan)?;
         v["alternatives"] = serde_json::to_value(&p.alternatives)?;
@@ -66,8 +79,9 @@ pub fn render(p: &Planned) -> String {
         "memory",
         "sends/mb"
     );
-    for (st, slot) in plan.stages.iter().zip(plan::problem(topo, &p.costs).slots) {
-        let over = slot.memory_bytes.is_some_and(|cap| st.memory_bytes > cap);
+    for (st, place) in plan.stages.iter().zip(&p.places) {
+        let cap = topo.device(place).memory_bytes;
+        let over = cap.is_some_and(|cap| st.memory_bytes > cap);
         let _ = writeln!(
             s,
             "{:<5} {:<12} {:<8} {:<10} {:>9} {:>12} {:>11} {:>11} {:>11}  {}",
@@ -90,7 +104,7 @@ pub fn render(p: &Planned) -> String {
             let _ = writeln!(
                 s,
                 "      ! exceeds the device's {} of memory",
-                fmt::bytes(slot.memory_bytes.unwrap_or(0))
+                fmt::bytes(cap.unwrap_or(0))
             );
         }
     }
@@ -112,6 +126,18 @@ pub fn render(p: &Planned) -> String {
         plan.microbatches,
         plan.bubble_fraction * 100.0
     );
+    for (i, w) in plan.stages.windows(2).enumerate() {
+        let _ = writeln!(
+            s,
+            "{:<14} e{i}: chunk {} (rank {}) → chunk {} (rank {}), {} per micro-batch each way",
+            if i == 0 { "edges" } else { "" },
+            w[0].stage,
+            p.chunk_rank[w[0].stage],
+            w[1].stage,
+            p.chunk_rank[w[1].stage],
+            fmt::bytes(w[0].send_bytes),
+        );
+    }
     let peaks: Vec<String> = p
         .sim
         .stages
@@ -120,7 +146,7 @@ pub fn render(p: &Planned) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "live           peak micro-batches alive per stage: [{}]",
+        "live           peak micro-batches alive per rank: [{}]",
         peaks.join(", ")
     );
     let _ = writeln!(

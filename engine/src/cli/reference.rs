@@ -2,9 +2,9 @@
 
 use super::TopologyArgs;
 use crate::metrics::MetricsWriter;
+use crate::reference::{Checkpointing, train_with};
 use anyhow::{Context, Result};
 use brigade_stages::device::burn_device;
-use brigade_stages::reference::{Checkpointing, train_reference_with};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -42,7 +42,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
         every: args.checkpoint.checkpoint_every,
         resume: args.checkpoint.resume,
     };
-    let stage = train_reference_with(&topo, steps, &device, &ckpt, |m| {
+    let stage = train_with(&topo, steps, &device, &ckpt, |m| {
         println!(
             "step {:>5}/{steps}  loss {:.6}  {:>8.2} ms  {:>10.0} samples/s",
             m.step, m.loss, m.step_ms, m.samples_per_sec

@@ -2,7 +2,7 @@
 
 use super::TopologyArgs;
 use crate::fmt;
-use crate::planning::{make_plan, simulate_plan};
+use crate::job::load_planned;
 use crate::sim::gantt;
 use anyhow::Result;
 use clap::Args;
@@ -23,8 +23,12 @@ pub struct SimulateArgs {
 }
 
 pub fn run(args: &SimulateArgs) -> Result<()> {
-    let p = make_plan(args.topology.load()?, args.profile.as_deref())?;
-    let ideal = simulate_plan(&p.topo, &p.plan, &p.costs, false)?;
+    let (_, _, p) = load_planned(
+        &args.topology.file,
+        &args.topology.overrides,
+        args.profile.as_deref(),
+    )?;
+    let ideal = p.simulate(false)?;
     if args.json {
         let v = serde_json::json!({ "step_ms": p.sim.step_ms, "ideal_step_ms": ideal.step_ms, "stages": p.sim.stages, "spans": p.sim.spans });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -32,8 +36,8 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     }
     let k = p.plan.stages.len();
     println!(
-        "{}: {} schedule, {} stages, {} micro-batches ({} costs)",
-        p.topo.file,
+        "{}: {} schedule, {} ranks, {} micro-batches ({} costs)",
+        p.plan.topology,
         p.plan.schedule,
         k,
         p.plan.microbatches,
@@ -47,11 +51,11 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         "legend: 0-9A-Z forward of micro-batch i, a-z backward (a = micro-batch 0), # optimizer, . idle\n"
     );
     for (s, row) in gantt(&p.sim, k, args.width.max(8)).iter().enumerate() {
-        println!("stage {s:<3} |{row}|");
+        println!("rank {s:<4} |{row}|");
     }
     println!(
         "\n{:<6} {:>12} {:>12} {:>8} {:>10}",
-        "stage", "busy", "idle", "bubble", "peak live"
+        "rank", "busy", "idle", "bubble", "peak live"
     );
     for (s, r) in p.sim.stages.iter().enumerate() {
         println!(

@@ -1,17 +1,23 @@
-//! `brigade stage FILE --stage K`: one stage process. Launchers (`train`, `launch`, Slurm,
-//! Kubernetes, Spark barrier tasks) start one per stage; it prints JSON events on stdout
-//! (`started`, `step`, `done`) and human messages on stderr.
+//! `brigade stage FILE --stage K`: one rank's process. Launchers (`train`, `launch`, Slurm,
+//! Kubernetes, Spark barrier tasks) start one per rank; it prints [`StageEvent`]s on stdout and
+//! human messages on stderr. FILE is a job plan (what launchers hand their stages) or a
+//! topology, planned here exactly as `brigade plan` would.
 
 use super::TopologyArgs;
-use crate::endpoints::{endpoints, run_dir};
-use crate::executor::build::executor_for;
-use crate::executor::core::Checkpoints;
-use crate::executor::driver::drive;
-use crate::identity::{parse_run_id, topology_hash};
-use crate::planning::make_plan;
+use crate::endpoints::{links, run_dir};
+use crate::events::StageEvent;
+use crate::executor::build::{program, stages};
+use crate::executor::core::{CheckpointPolicy, Executor};
+use crate::executor::driver::{DriveError, Progress, drive};
+use crate::executor::writer::CheckpointWriter;
+use crate::identity::parse_run_id;
+use crate::job::load_input;
+use crate::trace::Tracer;
+use crate::transport::TransportError;
 use crate::transport::net::{MIN_SECRET, NetConfig, NetTransport, load_secret};
 use anyhow::{Context, Result, bail};
 use brigade_partitioner::ConfigError;
+use brigade_stages::SyntheticData;
 use brigade_stages::device::burn_device;
 use clap::Args;
 use std::time::{Duration, Instant};
@@ -22,33 +28,33 @@ pub struct StageArgs {
     pub topology: TopologyArgs,
     #[command(flatten)]
     pub checkpoint: super::CheckpointArgs,
-    /// Which stage of the plan to run (0-based).
-    #[arg(long)]
+    /// Which rank of the plan to run (0-based; the plan says which chunk it holds).
+    #[arg(long, visible_alias = "rank")]
     pub stage: usize,
     /// Train until this many steps are done, counting resumed ones (default: train.steps).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Job identity shared by all stages: 16 hex digits, or any name (e.g. a Slurm job id)
-    /// hashed with the topology. Default: derived from the topology alone.
+    /// Job identity shared by all ranks: 16 hex digits, or any name (e.g. a Slurm job id)
+    /// hashed with the job plan. Default: derived from the job plan alone.
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Every stage runs on this machine: use ipc:// for every link, whatever the hosts say.
+    /// Every rank runs on this machine: use ipc:// for every link, whatever the hosts say.
     #[arg(long)]
     pub local: bool,
     /// Seconds a connected peer may stay silent before it counts as lost.
     #[arg(long, default_value_t = 5)]
     pub peer_timeout: u64,
-    /// Seconds to wait for the neighbours to start.
+    /// Seconds to wait for the peers to start.
     #[arg(long, default_value_t = 60)]
     pub connect_timeout: u64,
-    /// Write this stage's trace events (JSON array) here.
+    /// Write this rank's trace events (JSON array) here.
     #[arg(long)]
     pub trace_out: Option<String>,
-    /// Write this stage's final parameters to DIR/stage-K.safetensors.
+    /// Write this rank's final parameters to DIR/stage-K.safetensors (K: the chunk).
     #[arg(long, value_name = "DIR")]
     pub save_params: Option<String>,
     /// File holding the job secret (default: $BRIGADE_SECRET_FILE, then $BRIGADE_SECRET).
-    /// Without a secret, stages accept loopback and ipc peers only.
+    /// Without a secret, ranks accept loopback and ipc peers only.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<String>,
     /// Exit when the process with this pid (the launcher) goes away.
@@ -56,39 +62,50 @@ pub struct StageArgs {
     pub launcher_pid: Option<u32>,
 }
 
+/// Runs the rank; a failure is also reported to the launcher as an `error` event.
 pub fn run(args: &StageArgs) -> Result<()> {
+    let result = run_rank(args);
+    if let Err(e) = &result {
+        StageEvent::Error {
+            stage: args.stage,
+            message: format!("{e:#}"),
+            bad_input: e.chain().any(|c| c.is::<ConfigError>()),
+        }
+        .emit();
+    }
+    result
+}
+
+fn run_rank(args: &StageArgs) -> Result<()> {
     if let Some(pid) = args.launcher_pid {
         die_with_launcher(pid);
     }
-    let topo = args.topology.load()?;
-    let planned = make_plan(topo, None)?;
-    let (topo, plan) = (&planned.topo, &planned.plan);
+    let (job, _) = load_input(&args.topology.file, &args.topology.overrides, None)?;
     let k = args.stage;
-    let k_total = plan.stages.len();
-    if k >= k_total {
+    let ranks = job.ranks();
+    if k >= ranks {
         return Err(ConfigError::invalid(
-            &topo.file,
+            &job.file,
             "--stage",
-            format!("stage {k} does not exist, the plan has {k_total} stages"),
-            format!("Use --stage 0 to {}.", k_total - 1),
+            format!("rank {k} does not exist, the plan has {ranks} ranks"),
+            format!("Use --stage 0 to {}.", ranks - 1),
         )
         .into());
     }
-    let hash = topology_hash(topo);
-    let run_id = parse_run_id(hash, args.run_id.as_deref());
+    let topo = &job.topo;
+    let run_id = parse_run_id(job.hash, args.run_id.as_deref());
     let dir = run_dir(run_id);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the run directory {}", dir.display()))?;
     let pid_file = dir.join(format!("stage{k}.pid"));
     std::fs::write(&pid_file, std::process::id().to_string())?;
     let _remove_pid_file = RemoveOnDrop(pid_file);
-    let place = &topo.placements()[k];
+    let place = &job.places[k];
     let host = &topo.hosts[place.host];
     let device = burn_device(topo.device(place).kind)?;
     let steps = args.steps.unwrap_or(topo.train.steps) as u64;
 
-    let [start, end] = plan.stages[k].layers;
-    let mut stage = brigade_stages::Stage::new(topo, k, start..end, &device);
+    let mut chunks = stages(&job, k, &device);
     if args.checkpoint.resume
         && let Some(root) = &args.checkpoint.checkpoint_dir
     {
@@ -97,26 +114,50 @@ pub fn run(args: &StageArgs) -> Result<()> {
             topo.model.layers.len(),
         ) {
             Some((step, dir)) => {
-                brigade_stages::checkpoint::load(&mut stage, &dir, topo.train.seed)?;
+                for stage in &mut chunks {
+                    brigade_stages::checkpoint::load(stage, &dir, topo.train.seed)?;
+                }
                 eprintln!("stage {k}: resumed from {} (step {step})", dir.display());
             }
             None => eprintln!("stage {k}: no complete checkpoint in {root}; starting from step 0"),
         }
     }
-    let mut exec = executor_for(topo, plan, stage, steps, args.trace_out.is_some());
+    let held: Vec<usize> = chunks.iter().map(|s| s.index()).collect();
+    let layers = [
+        chunks.first().map_or(0, |s| s.layers().start),
+        chunks.last().map_or(0, |s| s.layers().end),
+    ];
+    let mut exec = Executor::new(
+        program(&job, k),
+        chunks,
+        Box::new(SyntheticData::new(topo)),
+        steps,
+        Tracer::new(k, 0, args.trace_out.is_some()),
+    );
+    let mut writer = None;
     if let Some(root) = &args.checkpoint.checkpoint_dir {
-        exec = exec.with_checkpoints(Checkpoints {
-            dir: root.into(),
+        exec = exec.with_checkpoints(CheckpointPolicy {
             every: args.checkpoint.checkpoint_every,
+            chunks: job.chunks().len(),
             train_seed: topo.train.seed,
             data_seed: topo.data.seed,
         });
+        writer = Some(CheckpointWriter::start(root.into(), move |step, dir| {
+            StageEvent::Checkpoint {
+                stage: k,
+                step,
+                dir: dir.display().to_string(),
+            }
+            .emit()
+        }));
     }
     let secret = load_secret(args.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let eps = endpoints(topo, k_total, k, &dir, args.local);
-    let tcp: Vec<&String> = [&eps.act_in, &eps.grad_in, &eps.act_out, &eps.grad_out]
-        .into_iter()
-        .flatten()
+    let links = links(&job, k, &dir, args.local);
+    let tcp: Vec<&String> = links
+        .inbound
+        .iter()
+        .map(|l| &l.endpoint)
+        .chain(links.outbound.iter().map(|l| &l.endpoint))
         .filter(|e| e.starts_with("tcp://"))
         .collect();
     if secret.is_none() && !tcp.is_empty() {
@@ -130,11 +171,10 @@ pub fn run(args: &StageArgs) -> Result<()> {
     let cfg = NetConfig {
         stage: k,
         run_id,
-        topology_hash: hash,
-        endpoints: eps,
-        act_in_shape: exec.stage().input_shape().to_vec(),
-        grad_in_shape: exec.stage().output_shape().to_vec(),
-        device: exec.stage().device().clone(),
+        job_hash: job.hash,
+        links,
+        // Received tensors land on the chunk's (autodiff) device.
+        device: exec.stages()[0].device().clone(),
         heartbeat: Duration::from_millis(500),
         peer_timeout: Duration::from_secs(args.peer_timeout.max(1)),
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
@@ -142,21 +182,64 @@ pub fn run(args: &StageArgs) -> Result<()> {
         secret,
     };
     let mut transport = NetTransport::start(cfg)?;
-    event(
-        &serde_json::json!({"event": "started", "stage": k, "host": host.name, "pid": std::process::id(), "layers": plan.stages[k].layers, "run_id": format!("{run_id:016x}")}),
-    );
+    StageEvent::Started {
+        stage: k,
+        host: host.name.clone(),
+        pid: std::process::id(),
+        layers,
+        chunks: held,
+        run_id: format!("{run_id:016x}"),
+        job_hash: job.hash_hex(),
+    }
+    .emit();
 
     let mut last = Instant::now();
-    drive(&mut exec, &mut transport, |step, loss| {
-        let now = Instant::now();
-        let ms = (now - last).as_secs_f64() * 1e3;
-        last = now;
-        event(&serde_json::json!({"event": "step", "stage": k, "step": step + 1, "loss": loss, "step_ms": ms}));
+    drive(&mut exec, &mut transport, |p| {
+        match p {
+            Progress::Step { step, loss } => {
+                let now = Instant::now();
+                let step_ms = (now - last).as_secs_f64() * 1e3;
+                last = now;
+                StageEvent::Step {
+                    stage: k,
+                    step: step + 1,
+                    loss,
+                    step_ms,
+                }
+                .emit();
+            }
+            Progress::Checkpoint { step, snapshots } => {
+                if let Some(w) = writer.as_mut() {
+                    w.submit(step, snapshots).map_err(DriveError::Checkpoint)?;
+                }
+            }
+        }
+        Ok(())
     })
-    .map_err(|e| anyhow::anyhow!("{e} (host {}, stage {k})", host.name))?;
+    .map_err(|e| match e {
+        // The peer was given another plan: bad input, named by the file this rank was given.
+        DriveError::Transport(TransportError::OtherPlan { address, why, .. }) => {
+            ConfigError::invalid(
+                &job.file,
+                "job_hash",
+                format!(
+                    "stage {k} (host {}) refused a connection on {address}: {why}",
+                    host.name
+                ),
+                "Start every rank from the same plan file.",
+            )
+            .into()
+        }
+        e => anyhow::anyhow!("{e} (host {}, stage {k})", host.name),
+    })?;
+    if let Some(w) = writer {
+        w.finish()
+            .map_err(|e| anyhow::anyhow!("stage {k} (host {}): {e}", host.name))?;
+    }
 
     let io_events = transport.take_trace();
-    let (stage, tracer) = exec.into_parts();
+    let done = exec.step();
+    let (chunks, tracer) = exec.into_parts();
     if let Some(path) = &args.trace_out {
         let mut events = tracer.into_events();
         events.extend(io_events);
@@ -164,12 +247,18 @@ pub fn run(args: &StageArgs) -> Result<()> {
             .with_context(|| format!("{path}: cannot write the trace"))?;
     }
     if let Some(dir) = &args.save_params {
-        crate::params_io::save(&stage, std::path::Path::new(dir))?;
+        for stage in &chunks {
+            crate::params_io::save(stage, std::path::Path::new(dir))?;
+        }
     }
-    if stage.step() != steps {
-        bail!("stage {k} stopped at step {} of {steps}", stage.step());
+    if done != steps {
+        bail!("stage {k} stopped at step {done} of {steps}");
     }
-    event(&serde_json::json!({"event": "done", "stage": k, "peak_rss_kib": peak_rss_kib()}));
+    StageEvent::Done {
+        stage: k,
+        peak_rss_kib: peak_rss_kib(),
+    }
+    .emit();
     Ok(())
 }
 
@@ -198,20 +287,13 @@ fn is_loopback(endpoint: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Removes a file when the stage ends, however it ends (short of being killed).
+/// Removes a file when the rank ends, however it ends (short of being killed).
 struct RemoveOnDrop(std::path::PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-fn event(v: &serde_json::Value) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
-    let _ = out.flush();
 }
 
 /// Asks the kernel to kill this process when its parent dies, so a killed launcher leaves no

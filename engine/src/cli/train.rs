@@ -2,9 +2,9 @@
 //! (one host's stages of a multi-host run).
 
 use super::TopologyArgs;
-use crate::identity::{fresh_run_id, parse_run_id, topology_hash};
+use crate::identity::{fresh_run_id, parse_run_id};
+use crate::job::{Input, load_input};
 use crate::launcher::{LaunchSpec, launch};
-use crate::planning::make_plan;
 use anyhow::Result;
 use brigade_partitioner::{ConfigError, error::did_you_mean};
 use clap::Args;
@@ -46,15 +46,14 @@ pub struct LaunchArgs {
 }
 
 fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<LaunchSpec> {
-    let planned = make_plan(args.topology.load()?, None)?;
-    let topo = &planned.topo;
-    let places = topo.placements();
+    let (job, input) = load_input(&args.topology.file, &args.topology.overrides, None)?;
+    let topo = &job.topo;
     if let Some(h) = host
         && !topo.hosts.iter().any(|x| x.name == h)
     {
         let names: Vec<&str> = topo.hosts.iter().map(|x| x.name.as_str()).collect();
         return Err(ConfigError::invalid(
-            &topo.file,
+            &job.file,
             "--host",
             format!("no host named \"{h}\""),
             format!(
@@ -65,43 +64,44 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
         )
         .into());
     }
-    let stages: Vec<(usize, String)> = places
-        .iter()
-        .enumerate()
-        .map(|(k, p)| (k, topo.hosts[p.host].name.clone()))
+    let stages: Vec<(usize, String)> = (0..job.ranks())
+        .map(|r| (r, job.host_name(r).to_string()))
         .filter(|(_, name)| host.is_none_or(|h| h == name))
         .collect();
     if stages.is_empty() {
         return Err(ConfigError::invalid(
-            &topo.file,
+            &job.file,
             "--host",
             format!(
-                "the plan puts no stage on host \"{}\"",
+                "the plan puts no rank on host \"{}\"",
                 host.unwrap_or_default()
             ),
-            "Start launchers only on hosts that run stages.",
+            "Start launchers only on hosts that run ranks.",
         )
         .into());
     }
     // A device this build cannot drive is bad input, reported before any process starts.
-    for (k, p) in places.iter().enumerate() {
+    for (r, p) in job.places.iter().enumerate() {
         let h = &topo.hosts[p.host];
         if host.is_none_or(|n| n == h.name)
             && let Err(e) = brigade_stages::device::burn_device(topo.device(p).kind)
         {
             return Err(ConfigError::invalid(
-                &topo.file,
-                format!("hosts[{}].devices[{}]", p.host, p.device),
-                format!("stage {k}: {e}"),
+                &job.file,
+                match input {
+                    Input::Topology => format!("hosts[{}].devices[{}]", p.host, p.device),
+                    Input::Plan => format!("ranks[{r}].device"),
+                },
+                format!("stage {r}: {e}"),
                 "Rebuild with `cargo build --release -p brigade-engine --features cuda`, or use \"cpu\".",
             )
             .into());
         }
     }
-    // Each stage computes on one thread (flex runs its kernels on the calling thread); more
-    // stages than a host's cores would make them take turns.
+    // Each rank computes on one thread (flex runs its kernels on the calling thread); more
+    // ranks than a host's cores would make them take turns.
     for (h, host_def) in topo.hosts.iter().enumerate() {
-        let here = places.iter().filter(|p| p.host == h).count();
+        let here = job.places.iter().filter(|p| p.host == h).count();
         let cores = host_def
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -114,13 +114,14 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
     }
     let run_id = match host {
         None => fresh_run_id(),
-        Some(_) => parse_run_id(topology_hash(topo), run_id),
+        Some(_) => parse_run_id(job.hash, run_id),
     };
+    let last_chunk = job.chunks().len() - 1;
     Ok(LaunchSpec {
         file: args.topology.file.clone(),
-        overrides: args.topology.overrides.clone(),
         stages,
-        total_stages: planned.plan.stages.len(),
+        total_stages: job.ranks(),
+        last_stage: job.chunk_rank[last_chunk],
         steps: args.run.steps.unwrap_or(topo.train.steps) as u64,
         batch: topo.train.batch,
         run_id,
@@ -140,6 +141,7 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
             .collect(),
         peer_timeout: args.peer_timeout,
         connect_timeout: args.connect_timeout,
+        job,
     })
 }
 

@@ -1,33 +1,40 @@
-//! The executor's core, free of I/O: it runs a stage's instruction list, consumes received
-//! tensors as events and emits the sends and waits the driver must perform (in the manner of
-//! raft-rs's `RawNode`/`Ready`). The socket transport and the in-memory test transport both
-//! drive it the same way.
+//! The executor's core, free of I/O: it runs a rank's instruction list, consumes received
+//! tensors as events and emits the actions the driver must perform — sends, waits, checkpoint
+//! writes, finished steps — in the manner of raft-rs's `RawNode`/`Ready`. Batches come through
+//! the [`Batches`] trait; sockets and files belong to drivers. The socket transport, the
+//! in-memory test transport and the one-rank reference trainer all drive it the same way.
 
 use crate::schedule::Instr;
 use crate::trace::{Span, Tracer};
+use brigade_stages::checkpoint::Snapshot;
 use brigade_stages::codec::Kind;
-use brigade_stages::{Act, Stage, StageError, SyntheticData};
+use brigade_stages::{Act, Batches, Stage, StageError};
+use std::collections::{HashMap, HashSet, VecDeque};
 
-/// Which neighbour a message goes to or comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Peer {
-    Prev,
-    Next,
+/// One edge as an executor sees it: the chunks it joins and the ranks holding them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeRoute {
+    pub from_chunk: usize,
+    pub to_chunk: usize,
+    pub producer: usize,
+    pub consumer: usize,
 }
 
-/// A tensor received from a neighbour (already decoded and checked against the plan's shape).
+/// A tensor received on an edge (already decoded and checked against the plan's shape).
 #[derive(Debug)]
 pub struct Incoming {
+    pub edge: u32,
     pub kind: Kind,
     pub step: u64,
     pub microbatch: u64,
     pub tensor: Act,
 }
 
-/// A tensor to send.
+/// A tensor to send along an edge to rank `to`.
 #[derive(Debug)]
 pub struct Outgoing {
-    pub to: Peer,
+    pub edge: u32,
+    pub to: usize,
     pub kind: Kind,
     pub step: u64,
     pub microbatch: u64,
@@ -41,11 +48,14 @@ pub enum Action {
     Send(Box<Outgoing>),
     /// Nothing can run until this message is delivered.
     Wait {
+        edge: u32,
         kind: Kind,
         step: u64,
         microbatch: u64,
     },
-    /// A step finished; `loss` is the batch mean (last stage only).
+    /// Write these chunks' checkpoints (taken after `step` steps) under the checkpoint directory.
+    Checkpoint { step: u64, snapshots: Vec<Snapshot> },
+    /// A step finished; `loss` is the batch mean (on the rank holding the last chunk).
     StepDone { step: u64, loss: Option<f64> },
     /// Every step is done.
     Finished,
@@ -57,122 +67,183 @@ pub enum ExecError {
     #[error(transparent)]
     Stage(#[from] StageError),
     #[error(
-        "stage {stage}: received {kind:?} for step {step}, micro-batch {microbatch}, which the schedule does not expect now (at step {current})"
+        "rank {rank}: received {kind:?} on edge {edge} for step {step}, micro-batch {microbatch}, which the schedule does not expect now (at step {current})"
     )]
     Unexpected {
-        stage: usize,
+        rank: usize,
+        edge: u32,
         kind: Kind,
         step: u64,
         microbatch: u64,
         current: u64,
     },
-    #[error("stage {stage}: cannot write a checkpoint: {why}")]
-    Checkpoint { stage: usize, why: String },
-    #[error("stage {stage}: received {kind:?} for step {step}, micro-batch {microbatch} twice")]
+    #[error("rank {rank}: cannot take a checkpoint: {why}")]
+    Checkpoint { rank: usize, why: String },
+    #[error(
+        "rank {rank}: received {kind:?} on edge {edge} for step {step}, micro-batch {microbatch} twice"
+    )]
     Duplicate {
-        stage: usize,
+        rank: usize,
+        edge: u32,
         kind: Kind,
         step: u64,
         microbatch: u64,
     },
+    #[error("rank {rank}: cannot read the data of step {step}, micro-batch {microbatch}: {why}")]
+    Data {
+        rank: usize,
+        step: u64,
+        microbatch: u64,
+        why: String,
+    },
+    #[error("rank {rank}: the schedule is inconsistent with the plan at {instr}: {why}")]
+    Schedule {
+        rank: usize,
+        instr: Instr,
+        why: &'static str,
+    },
 }
 
-/// One stage's executor.
+/// What a rank runs: its instruction list for one step and the plan's edges (indexed by id).
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub rank: usize,
+    pub edges: Vec<EdgeRoute>,
+    pub list: Vec<Instr>,
+    pub microbatches: usize,
+}
+
+/// Where and how often a rank checkpoints.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    pub every: u64,
+    /// Chunks in the job (written in each manifest).
+    pub chunks: usize,
+    pub train_seed: u64,
+    pub data_seed: u64,
+}
+
+/// One rank's executor.
 pub struct Executor {
-    stage: Stage,
-    data: SyntheticData,
-    stages: usize,
+    rank: usize,
+    /// The chunks this rank holds, by chunk id.
+    stages: HashMap<usize, Stage>,
+    edges: Vec<EdgeRoute>,
+    data: Box<dyn Batches>,
     microbatches: u64,
     list: Vec<Instr>,
     pc: usize,
     step: u64,
     end_step: u64,
-    /// Received and not yet consumed by a forward or backward, keyed by (kind, step, micro-batch).
-    inbox: std::collections::HashMap<(Kind, u64, u64), Act>,
-    /// Outputs and input gradients computed and not yet sent.
-    outbox: std::collections::HashMap<(Kind, u64), Act>,
+    /// (edge, kind) this rank receives, from its list.
+    receives: HashSet<(u32, Kind)>,
+    /// Received and not yet consumed, keyed by (edge, kind, step, micro-batch).
+    inbox: HashMap<(u32, Kind, u64, u64), Act>,
+    /// Outputs and input gradients computed and not yet sent, keyed by (chunk, kind, mb).
+    outbox: HashMap<(usize, Kind, u64), Act>,
     losses: Vec<f64>,
     waiting_since: Option<u64>,
     tracer: Tracer,
-    checkpoints: Option<Checkpoints>,
-}
-
-/// Where a stage saves checkpoints, and how often.
-#[derive(Debug, Clone)]
-pub struct Checkpoints {
-    pub dir: std::path::PathBuf,
-    pub every: u64,
-    pub train_seed: u64,
-    pub data_seed: u64,
+    checkpoints: Option<CheckpointPolicy>,
+    pending: VecDeque<Action>,
 }
 
 impl Executor {
-    /// Runs `list` (one step's instructions) from the stage's current step to `end_step`.
+    /// Runs `program` with the chunks in `stages` from their current step to `end_step`.
     pub fn new(
-        stage: Stage,
-        data: SyntheticData,
-        stages: usize,
-        microbatches: usize,
-        list: Vec<Instr>,
+        program: Program,
+        stages: Vec<Stage>,
+        data: Box<dyn Batches>,
         end_step: u64,
         tracer: Tracer,
     ) -> Self {
-        let step = stage.step();
+        let Program {
+            rank,
+            edges,
+            list,
+            microbatches,
+        } = program;
+        let step = stages.first().map_or(0, |s| s.step());
+        let receives = list
+            .iter()
+            .filter_map(|i| match *i {
+                Instr::RecvAct { edge, .. } => Some((edge, Kind::Activation)),
+                Instr::RecvGrad { edge, .. } => Some((edge, Kind::Gradient)),
+                _ => None,
+            })
+            .collect();
         Executor {
-            stage,
+            rank,
+            stages: stages.into_iter().map(|s| (s.index(), s)).collect(),
+            edges,
             data,
-            stages,
             microbatches: microbatches as u64,
             list,
             pc: 0,
             step,
             end_step,
+            receives,
             inbox: Default::default(),
             outbox: Default::default(),
             losses: Vec::new(),
             waiting_since: None,
             tracer,
             checkpoints: None,
+            pending: VecDeque::new(),
         }
     }
 
-    /// Saves a checkpoint after every `every`-th step.
-    pub fn with_checkpoints(mut self, c: Checkpoints) -> Self {
+    /// Asks for a checkpoint after every `every`-th step.
+    pub fn with_checkpoints(mut self, c: CheckpointPolicy) -> Self {
         self.checkpoints = Some(c).filter(|c| c.every > 0);
         self
     }
 
-    pub fn stage(&self) -> &Stage {
-        &self.stage
+    pub fn rank(&self) -> usize {
+        self.rank
     }
 
-    pub fn into_parts(self) -> (Stage, Tracer) {
-        (self.stage, self.tracer)
+    /// The steps completed so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The chunks this rank holds, in chunk order.
+    pub fn stages(&self) -> Vec<&Stage> {
+        let mut v: Vec<&Stage> = self.stages.values().collect();
+        v.sort_by_key(|s| s.index());
+        v
+    }
+
+    pub fn into_parts(self) -> (Vec<Stage>, Tracer) {
+        let mut v: Vec<Stage> = self.stages.into_values().collect();
+        v.sort_by_key(|s| s.index());
+        (v, self.tracer)
     }
 
     /// Accepts a received tensor. Messages for the next step may arrive early (a neighbour that
     /// finished its optimizer step first); anything else out of step is an error.
     pub fn deliver(&mut self, msg: Incoming) -> Result<(), ExecError> {
-        let index = self.stage.index();
-        let expected_kind = match msg.kind {
-            Kind::Activation => index > 0,
-            Kind::Gradient => index + 1 < self.stages,
-        };
         let in_window =
             msg.step == self.step || (msg.step == self.step + 1 && msg.step < self.end_step);
-        if !expected_kind || !in_window || msg.microbatch >= self.microbatches {
+        if !self.receives.contains(&(msg.edge, msg.kind))
+            || !in_window
+            || msg.microbatch >= self.microbatches
+        {
             return Err(ExecError::Unexpected {
-                stage: index,
+                rank: self.rank,
+                edge: msg.edge,
                 kind: msg.kind,
                 step: msg.step,
                 microbatch: msg.microbatch,
                 current: self.step,
             });
         }
-        let key = (msg.kind, msg.step, msg.microbatch);
+        let key = (msg.edge, msg.kind, msg.step, msg.microbatch);
         if self.inbox.insert(key, msg.tensor).is_some() {
             return Err(ExecError::Duplicate {
-                stage: index,
+                rank: self.rank,
+                edge: msg.edge,
                 kind: msg.kind,
                 step: msg.step,
                 microbatch: msg.microbatch,
@@ -184,191 +255,196 @@ impl Executor {
     /// Runs instructions until one needs the driver.
     pub fn poll(&mut self) -> Result<Action, ExecError> {
         loop {
+            if let Some(a) = self.pending.pop_front() {
+                return Ok(a);
+            }
             if self.step >= self.end_step {
                 return Ok(Action::Finished);
             }
+            if self.pc == self.list.len() {
+                self.end_step_()?;
+                continue;
+            }
             let instr = self.list[self.pc];
-            let step = self.step;
-            match instr {
-                Instr::RecvAct(mb) | Instr::RecvGrad(mb) => {
-                    let kind = if matches!(instr, Instr::RecvAct(_)) {
-                        Kind::Activation
-                    } else {
-                        Kind::Gradient
-                    };
-                    let mb = mb as u64;
-                    if !self.inbox.contains_key(&(kind, step, mb)) {
-                        self.waiting_since.get_or_insert_with(|| self.tracer.now());
-                        return Ok(Action::Wait {
-                            kind,
-                            step,
-                            microbatch: mb,
-                        });
-                    }
-                    if let Some(start) = self.waiting_since.take() {
-                        self.tracer
-                            .record(Span::new("recv", start, self.tracer.now(), step, mb));
-                    }
-                }
-                Instr::Forward(mb) => {
-                    let mb = mb as u64;
-                    let start = self.tracer.now();
-                    let input = if self.stage.index() == 0 {
-                        self.data.inputs(step, mb, self.stage.device())
-                    } else {
-                        self.inbox
-                            .remove(&(Kind::Activation, step, mb))
-                            .expect("the schedule receives before it runs forward")
-                    };
-                    let out = self.stage.forward(mb, input)?;
-                    self.tracer
-                        .record(Span::new("forward", start, self.tracer.now(), step, mb));
-                    if !self.stage.is_last() {
-                        self.outbox.insert((Kind::Activation, mb), out);
-                    }
-                }
-                Instr::Backward(mb) => {
-                    let mb = mb as u64;
-                    let start = self.tracer.now();
-                    let grad_in = if self.stage.is_last() {
-                        let target = self.data.targets(step, mb, self.stage.device());
-                        let (loss, g) = self.stage.backward_loss(mb, &target)?;
-                        self.losses.push(loss as f64);
-                        g
-                    } else {
-                        let g = self
-                            .inbox
-                            .remove(&(Kind::Gradient, step, mb))
-                            .expect("the schedule receives before it runs backward");
-                        self.stage.backward(mb, g)?
-                    };
-                    self.tracer
-                        .record(Span::new("backward", start, self.tracer.now(), step, mb));
-                    if let Some(g) = grad_in {
-                        self.outbox.insert((Kind::Gradient, mb), g);
-                    }
-                }
-                Instr::SendAct(mb) | Instr::SendGrad(mb) => {
-                    let (kind, to) = if matches!(instr, Instr::SendAct(_)) {
-                        (Kind::Activation, Peer::Next)
-                    } else {
-                        (Kind::Gradient, Peer::Prev)
-                    };
-                    let mb = mb as u64;
-                    let tensor = self
-                        .outbox
-                        .remove(&(kind, mb))
-                        .expect("the schedule computes before it sends");
-                    self.pc += 1;
-                    return Ok(Action::Send(Box::new(Outgoing {
-                        to,
+            if let Some(action) = self.run(instr)? {
+                return Ok(action);
+            }
+        }
+    }
+
+    /// Runs one instruction; returns the action it needs, if any (then the instruction is
+    /// either done, or — for a wait — run again on the next poll).
+    fn run(&mut self, instr: Instr) -> Result<Option<Action>, ExecError> {
+        let (step, rank) = (self.step, self.rank);
+        let inconsistent = move |why| ExecError::Schedule { rank, instr, why };
+        match instr {
+            Instr::RecvAct { edge, mb } | Instr::RecvGrad { edge, mb } => {
+                let kind = if matches!(instr, Instr::RecvAct { .. }) {
+                    Kind::Activation
+                } else {
+                    Kind::Gradient
+                };
+                let mb = mb as u64;
+                if !self.inbox.contains_key(&(edge, kind, step, mb)) {
+                    self.waiting_since.get_or_insert_with(|| self.tracer.now());
+                    return Ok(Some(Action::Wait {
+                        edge,
                         kind,
                         step,
                         microbatch: mb,
-                        tensor,
-                    })));
+                    }));
                 }
-                Instr::OptimizerStep => {
-                    let start = self.tracer.now();
-                    self.stage.optimizer_step()?;
+                if let Some(start) = self.waiting_since.take() {
                     self.tracer
-                        .record(Span::new("optimizer", start, self.tracer.now(), step, 0));
-                    if let Some(c) = &self.checkpoints
-                        && self.stage.step().is_multiple_of(c.every)
-                    {
-                        let start = self.tracer.now();
-                        brigade_stages::checkpoint::save(
-                            &self.stage,
-                            &c.dir,
-                            self.stages,
-                            c.train_seed,
-                            c.data_seed,
-                        )
-                        .map_err(|e| ExecError::Checkpoint {
-                            stage: self.stage.index(),
-                            why: e.to_string(),
-                        })?;
-                        self.tracer.record(Span::new(
-                            "checkpoint",
-                            start,
-                            self.tracer.now(),
-                            step,
-                            0,
-                        ));
-                    }
-                    self.pc = 0;
-                    self.step += 1;
-                    let loss = (!self.losses.is_empty())
-                        .then(|| self.losses.drain(..).sum::<f64>() / self.microbatches as f64);
-                    return Ok(Action::StepDone { step, loss });
+                        .record(Span::new("recv", start, self.tracer.now(), step, mb));
                 }
             }
-            self.pc += 1;
+            Instr::Forward { chunk, mb } => {
+                let (chunk, mb) = (chunk as usize, mb as u64);
+                let start = self.tracer.now();
+                let input = match self.edges.iter().position(|e| e.to_chunk == chunk) {
+                    None => {
+                        let device = self.stage(chunk, instr)?.device().clone();
+                        self.data
+                            .inputs(step, mb, &device)
+                            .map_err(|e| self.data_error(step, mb, e))?
+                    }
+                    Some(edge) => self
+                        .inbox
+                        .remove(&(edge as u32, Kind::Activation, step, mb))
+                        .ok_or_else(|| inconsistent("forward before its input arrived"))?,
+                };
+                let last = !self.edges.iter().any(|e| e.from_chunk == chunk);
+                let out = self.stage_mut(chunk, instr)?.forward(mb, input)?;
+                self.tracer
+                    .record(Span::new("forward", start, self.tracer.now(), step, mb));
+                if !last {
+                    self.outbox.insert((chunk, Kind::Activation, mb), out);
+                }
+            }
+            Instr::Backward { chunk, mb } => {
+                let (chunk, mb) = (chunk as usize, mb as u64);
+                let start = self.tracer.now();
+                let grad_in = match self.edges.iter().position(|e| e.from_chunk == chunk) {
+                    None => {
+                        let device = self.stage(chunk, instr)?.device().clone();
+                        let target = self
+                            .data
+                            .targets(step, mb, &device)
+                            .map_err(|e| self.data_error(step, mb, e))?;
+                        let (loss, g) = self.stage_mut(chunk, instr)?.backward_loss(mb, &target)?;
+                        self.losses.push(loss as f64);
+                        g
+                    }
+                    Some(edge) => {
+                        let g = self
+                            .inbox
+                            .remove(&(edge as u32, Kind::Gradient, step, mb))
+                            .ok_or_else(|| inconsistent("backward before its gradient arrived"))?;
+                        self.stage_mut(chunk, instr)?.backward(mb, g)?
+                    }
+                };
+                self.tracer
+                    .record(Span::new("backward", start, self.tracer.now(), step, mb));
+                if let Some(g) = grad_in {
+                    self.outbox.insert((chunk, Kind::Gradient, mb), g);
+                }
+            }
+            Instr::SendAct { edge, mb } | Instr::SendGrad { edge, mb } => {
+                let e = *self
+                    .edges
+                    .get(edge as usize)
+                    .ok_or_else(|| inconsistent("no such edge"))?;
+                let (kind, chunk, to) = if matches!(instr, Instr::SendAct { .. }) {
+                    (Kind::Activation, e.from_chunk, e.consumer)
+                } else {
+                    (Kind::Gradient, e.to_chunk, e.producer)
+                };
+                let mb = mb as u64;
+                let tensor = self
+                    .outbox
+                    .remove(&(chunk, kind, mb))
+                    .ok_or_else(|| inconsistent("send before its tensor was computed"))?;
+                self.pc += 1;
+                return Ok(Some(Action::Send(Box::new(Outgoing {
+                    edge,
+                    to,
+                    kind,
+                    step,
+                    microbatch: mb,
+                    tensor,
+                }))));
+            }
+            Instr::OptimizerStep { chunk } => {
+                let start = self.tracer.now();
+                self.stage_mut(chunk as usize, instr)?.optimizer_step()?;
+                self.tracer
+                    .record(Span::new("optimizer", start, self.tracer.now(), step, 0));
+            }
+        }
+        self.pc += 1;
+        Ok(None)
+    }
+
+    /// The end of the list: the step is done.
+    fn end_step_(&mut self) -> Result<(), ExecError> {
+        let step = self.step;
+        self.pc = 0;
+        self.step += 1;
+        if let Some(c) = self.checkpoints
+            && self.step.is_multiple_of(c.every)
+        {
+            let start = self.tracer.now();
+            let snapshots = self
+                .stages()
+                .into_iter()
+                .map(|s| {
+                    brigade_stages::checkpoint::snapshot(s, c.chunks, c.train_seed, c.data_seed)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ExecError::Checkpoint {
+                    rank: self.rank,
+                    why: e.to_string(),
+                })?;
+            self.tracer
+                .record(Span::new("checkpoint", start, self.tracer.now(), step, 0));
+            self.pending.push_back(Action::Checkpoint {
+                step: self.step,
+                snapshots,
+            });
+        }
+        let loss = (!self.losses.is_empty())
+            .then(|| self.losses.drain(..).sum::<f64>() / self.microbatches as f64);
+        self.pending.push_back(Action::StepDone { step, loss });
+        Ok(())
+    }
+
+    fn stage(&self, chunk: usize, instr: Instr) -> Result<&Stage, ExecError> {
+        self.stages.get(&chunk).ok_or(ExecError::Schedule {
+            rank: self.rank,
+            instr,
+            why: "this rank does not hold the chunk",
+        })
+    }
+
+    fn stage_mut(&mut self, chunk: usize, instr: Instr) -> Result<&mut Stage, ExecError> {
+        let rank = self.rank;
+        self.stages.get_mut(&chunk).ok_or(ExecError::Schedule {
+            rank,
+            instr,
+            why: "this rank does not hold the chunk",
+        })
+    }
+
+    fn data_error(&self, step: u64, mb: u64, e: brigade_stages::DataError) -> ExecError {
+        ExecError::Data {
+            rank: self.rank,
+            step,
+            microbatch: mb,
+            why: e.to_string(),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::executor::build::executor;
-    use crate::planning::make_plan;
-    use burn::prelude::Device;
-
-    fn stage1() -> Executor {
-        let path = format!(
-            "{}/../topologies/quickstart.toml",
-            std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
-        );
-        let p = make_plan(brigade_partitioner::load(&path, &[]).unwrap(), None).unwrap();
-        executor(&p.topo, &p.plan, 1, &Device::flex(), 3, false)
-    }
-
-    fn act(shape: &[usize]) -> Act {
-        Act::from_f32(vec![0.0; shape.iter().product()], shape, &Device::flex())
-    }
-
-    #[test]
-    fn out_of_step_and_duplicate_messages_are_errors() {
-        let mut e = stage1();
-        let shape = e.stage().input_shape().to_vec();
-        let msg = |kind, step, microbatch| Incoming {
-            kind,
-            step,
-            microbatch,
-            tensor: act(&shape),
-        };
-        // The last stage receives no gradients, nothing two steps ahead, no micro-batch 8 of 8.
-        assert!(matches!(
-            e.deliver(msg(Kind::Gradient, 0, 0)),
-            Err(ExecError::Unexpected { .. })
-        ));
-        assert!(matches!(
-            e.deliver(msg(Kind::Activation, 2, 0)),
-            Err(ExecError::Unexpected { .. })
-        ));
-        assert!(matches!(
-            e.deliver(msg(Kind::Activation, 0, 8)),
-            Err(ExecError::Unexpected { .. })
-        ));
-        e.deliver(msg(Kind::Activation, 0, 0)).unwrap();
-        e.deliver(msg(Kind::Activation, 1, 0)).unwrap(); // the next step may arrive early
-        assert!(matches!(
-            e.deliver(msg(Kind::Activation, 0, 0)),
-            Err(ExecError::Duplicate { .. })
-        ));
-    }
-
-    #[test]
-    fn poll_waits_for_what_the_schedule_needs_first() {
-        let mut e = stage1();
-        match e.poll().unwrap() {
-            Action::Wait {
-                kind,
-                step,
-                microbatch,
-            } => assert_eq!((kind, step, microbatch), (Kind::Activation, 0, 0)),
-            other => panic!("expected a wait, got {other:?}"),
-        }
-    }
-}
+mod tests;

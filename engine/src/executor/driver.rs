@@ -1,8 +1,9 @@
 //! The compute thread's loop: poll the executor, hand sends to the transport, deliver what
-//! arrives, report finished steps.
+//! arrives, and pass finished steps and checkpoints to the caller.
 
 use super::core::{Action, ExecError, Executor};
 use crate::transport::{Transport, TransportError};
+use brigade_stages::checkpoint::Snapshot;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -11,17 +12,28 @@ pub enum DriveError {
     Exec(#[from] ExecError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error("{0}")]
+    Checkpoint(String),
+}
+
+/// What the driver reports to its caller.
+#[derive(Debug)]
+pub enum Progress {
+    /// Step `step` (0-based) finished; the batch's mean loss on the rank with the last chunk.
+    Step { step: u64, loss: Option<f64> },
+    /// Checkpoints to write, taken after `step` steps.
+    Checkpoint { step: u64, snapshots: Vec<Snapshot> },
 }
 
 /// How long one wait for a message lasts before the transport is asked again; peer loss is
 /// detected by the transport (heartbeats), not by this timeout.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Runs `exec` to its last step over `transport`, calling `on_step(step, loss)` after each.
+/// Runs `exec` to its last step over `transport`, calling `on` with its progress.
 pub fn drive(
     exec: &mut Executor,
     transport: &mut impl Transport,
-    mut on_step: impl FnMut(u64, Option<f64>),
+    mut on: impl FnMut(Progress) -> Result<(), DriveError>,
 ) -> Result<(), DriveError> {
     loop {
         match exec.poll()? {
@@ -35,7 +47,8 @@ pub fn drive(
                     }
                 }
             }
-            Action::StepDone { step, loss } => on_step(step, loss),
+            Action::Checkpoint { step, snapshots } => on(Progress::Checkpoint { step, snapshots })?,
+            Action::StepDone { step, loss } => on(Progress::Step { step, loss })?,
             Action::Finished => {
                 transport.finish()?;
                 return Ok(());

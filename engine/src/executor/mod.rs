@@ -1,6 +1,7 @@
-//! Running one stage: the sans-I/O [`core::Executor`] and the [`driver`] that connects it to a
-//! transport.
+//! Running one rank: the sans-I/O [`core::Executor`], the [`driver`] that connects it to a
+//! transport, and the [`writer`] that writes its checkpoints off the compute thread.
 
 pub mod build;
 pub mod core;
 pub mod driver;
+pub mod writer;

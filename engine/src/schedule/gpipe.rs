@@ -1,18 +1,18 @@
 //! GPipe: every forward, then every backward (Huang et al., 2019).
 
-use super::{Instr, backward, forward};
+use super::{ChunkSlot, Instr, backward, forward};
 
-/// Stage `k`'s instructions: F0 … F(M−1), B0 … B(M−1), optimizer step. Keeps M micro-batches
+/// The chunk's instructions: F0 … F(M−1), B0 … B(M−1), optimizer step. Keeps M micro-batches
 /// alive at its peak.
-pub fn gpipe(k: usize, stages: usize, microbatches: usize) -> Vec<Instr> {
+pub fn gpipe(slot: ChunkSlot, microbatches: usize) -> Vec<Instr> {
     let mut out = Vec::with_capacity(6 * microbatches + 1);
     for mb in 0..microbatches as u32 {
-        forward(&mut out, k, stages, mb);
+        forward(&mut out, slot, mb);
     }
     for mb in 0..microbatches as u32 {
-        backward(&mut out, k, stages, mb);
+        backward(&mut out, slot, mb);
     }
-    out.push(Instr::OptimizerStep);
+    out.push(Instr::OptimizerStep { chunk: slot.chunk });
     out
 }
 
@@ -20,67 +20,105 @@ pub fn gpipe(k: usize, stages: usize, microbatches: usize) -> Vec<Instr> {
 mod tests {
     use super::*;
     use crate::schedule::compute_order;
-    use Instr::*;
+
+    #[allow(non_snake_case)]
+    mod lit {
+        //! Short constructors so the tables below read like the timelines.
+        use super::Instr;
+        pub fn F(chunk: u32, mb: u32) -> Instr {
+            Instr::Forward { chunk, mb }
+        }
+        pub fn B(chunk: u32, mb: u32) -> Instr {
+            Instr::Backward { chunk, mb }
+        }
+        pub fn RA(edge: u32, mb: u32) -> Instr {
+            Instr::RecvAct { edge, mb }
+        }
+        pub fn SA(edge: u32, mb: u32) -> Instr {
+            Instr::SendAct { edge, mb }
+        }
+        pub fn RG(edge: u32, mb: u32) -> Instr {
+            Instr::RecvGrad { edge, mb }
+        }
+        pub fn SG(edge: u32, mb: u32) -> Instr {
+            Instr::SendGrad { edge, mb }
+        }
+        pub fn STEP(chunk: u32) -> Instr {
+            Instr::OptimizerStep { chunk }
+        }
+    }
+    use lit::*;
 
     #[test]
     fn literal_instruction_lists() {
-        // K = 3, M = 2: first, middle and last stage.
+        let chain = ChunkSlot::chain;
+        // K = 3, M = 2: first, middle and last chunk (edge e joins chunk e to chunk e+1).
         assert_eq!(
-            gpipe(0, 3, 2),
+            gpipe(chain(0, 3), 2),
             vec![
-                Forward(0),
-                SendAct(0),
-                Forward(1),
-                SendAct(1),
-                RecvGrad(0),
-                Backward(0),
-                RecvGrad(1),
-                Backward(1),
-                OptimizerStep
+                F(0, 0),
+                SA(0, 0),
+                F(0, 1),
+                SA(0, 1),
+                RG(0, 0),
+                B(0, 0),
+                RG(0, 1),
+                B(0, 1),
+                STEP(0)
             ]
         );
         assert_eq!(
-            gpipe(1, 3, 2),
+            gpipe(chain(1, 3), 2),
             vec![
-                RecvAct(0),
-                Forward(0),
-                SendAct(0),
-                RecvAct(1),
-                Forward(1),
-                SendAct(1),
-                RecvGrad(0),
-                Backward(0),
-                SendGrad(0),
-                RecvGrad(1),
-                Backward(1),
-                SendGrad(1),
-                OptimizerStep
+                RA(0, 0),
+                F(1, 0),
+                SA(1, 0),
+                RA(0, 1),
+                F(1, 1),
+                SA(1, 1),
+                RG(1, 0),
+                B(1, 0),
+                SG(0, 0),
+                RG(1, 1),
+                B(1, 1),
+                SG(0, 1),
+                STEP(1)
             ]
         );
         assert_eq!(
-            gpipe(2, 3, 2),
+            gpipe(chain(2, 3), 2),
             vec![
-                RecvAct(0),
-                Forward(0),
-                RecvAct(1),
-                Forward(1),
-                Backward(0),
-                SendGrad(0),
-                Backward(1),
-                SendGrad(1),
-                OptimizerStep
+                RA(1, 0),
+                F(2, 0),
+                RA(1, 1),
+                F(2, 1),
+                B(2, 0),
+                SG(1, 0),
+                B(2, 1),
+                SG(1, 1),
+                STEP(2)
             ]
         );
-        // A single stage is the reference trainer's order.
+        // A single chunk is the reference trainer's order.
         assert_eq!(
-            gpipe(0, 1, 2),
-            vec![
-                Forward(0),
-                Forward(1),
-                Backward(0),
-                Backward(1),
-                OptimizerStep
-            ]
+            gpipe(chain(0, 1), 2),
+            vec![F(0, 0), F(0, 1), B(0, 0), B(0, 1), STEP(0)]
+        );
+    }
+
+    #[test]
+    fn edges_come_from_the_slot_not_from_the_position() {
+        // A chunk whose edges are numbered differently (as a plan may number them).
+        let slot = ChunkSlot {
+            chunk: 7,
+            position: 1,
+            depth: 2,
+            input: Some(4),
+            output: None,
+        };
+        assert_eq!(
+            gpipe(slot, 1),
+            vec![RA(4, 0), F(7, 0), B(7, 0), SG(4, 0), STEP(7)]
         );
     }
 
@@ -88,7 +126,7 @@ mod tests {
     fn compute_order_k4_m8() {
         for k in 0..4 {
             assert_eq!(
-                compute_order(&gpipe(k, 4, 8)),
+                compute_order(&gpipe(ChunkSlot::chain(k, 4), 8)),
                 "F0 F1 F2 F3 F4 F5 F6 F7 B0 B1 B2 B3 B4 B5 B6 B7 step"
             );
         }

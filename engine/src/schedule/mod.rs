@@ -1,115 +1,225 @@
-//! Pipeline schedules as data: a pure function gives each stage its instruction list for one
+//! Pipeline schedules as data: a pure function gives each rank its instruction list for one
 //! training step. The executor runs the list; the simulator times it; tests compare it with
 //! literal tables.
 //!
-//! Stage k receives activations from k−1 and gradients from k+1; the first stage reads its
+//! Instructions speak the plan's words, in the manner of PyTorch's `_Action`: a compute
+//! instruction names its **chunk** (a contiguous range of layers) and micro-batch; a send or
+//! receive names an **edge** of the plan (producer chunk → consumer chunk) and a micro-batch.
+//! Activations flow along an edge, gradients flow back along it. Which rank holds a chunk — and
+//! so which process a message goes to — is the plan's business, not the schedule's.
+//!
+//! A schedule sees one chunk through a [`ChunkSlot`]: its position in the pipeline (how many
+//! chunks come before it) and the edges it receives from and sends to. The first chunk reads its
 //! input from the data, the last computes the loss instead of receiving a gradient.
 //!
-//! GPipe (fill–drain), K = 4 stages, M = 4 micro-batches, forward = 1 slot, backward = 1 slot
+//! GPipe (fill–drain), K = 4 chunks, M = 4 micro-batches, forward = 1 slot, backward = 1 slot
 //! (digits: forward of micro-batch i; letters: backward, a = micro-batch 0):
 //!
 //! ```text
-//! stage 0  0123......abcd
-//! stage 1  .0123....abcd.
-//! stage 2  ..0123..abcd..
-//! stage 3  ...0123abcd...
+//! chunk 0  0123......abcd
+//! chunk 1  .0123....abcd.
+//! chunk 2  ..0123..abcd..
+//! chunk 3  ...0123abcd...
 //! ```
 //!
-//! 1F1B (PipeDream-Flush): stage k runs K−k−1 warm-up forwards, then alternates one forward
+//! 1F1B (PipeDream-Flush): chunk k runs K−k−1 warm-up forwards, then alternates one forward
 //! and one backward, then drains. Same bubble, but at most K−k micro-batches alive (GPipe: M):
 //!
 //! ```text
-//! stage 0  0123...a.b.c.d
-//! stage 1  .012..a3b.c.d.
-//! stage 2  ..01.a2b3c.d..
-//! stage 3  ...0a1b2c3d...
+//! chunk 0  0123...a.b.c.d
+//! chunk 1  .012..a3b.c.d.
+//! chunk 2  ..01.a2b3c.d..
+//! chunk 3  ...0a1b2c3d...
 //! ```
 
 mod gpipe;
 mod one_f_one_b;
 
 use brigade_partitioner::ScheduleKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub use gpipe::gpipe;
 pub use one_f_one_b::one_f_one_b;
 
-/// One instruction of a stage's step. Micro-batch indices are 0-based within the step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// One instruction of a rank's step. Micro-batch indices are 0-based within the step; `chunk`
+/// and `edge` are the plan's chunk and edge ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Instr {
-    /// Wait for micro-batch `mb`'s activation from the previous stage.
-    RecvAct(u32),
-    /// Run micro-batch `mb` forward (the first stage reads it from the data).
-    Forward(u32),
-    /// Send micro-batch `mb`'s output to the next stage.
-    SendAct(u32),
-    /// Wait for the gradient of micro-batch `mb`'s output from the next stage.
-    RecvGrad(u32),
-    /// Backward of micro-batch `mb` (the last stage computes the loss first).
-    Backward(u32),
-    /// Send the gradient of micro-batch `mb`'s input to the previous stage.
-    SendGrad(u32),
-    /// Apply the accumulated gradients.
-    OptimizerStep,
+    /// Wait for micro-batch `mb`'s activation arriving on `edge`.
+    RecvAct { edge: u32, mb: u32 },
+    /// Run micro-batch `mb` forward through `chunk` (the first chunk reads it from the data).
+    Forward { chunk: u32, mb: u32 },
+    /// Send micro-batch `mb`'s output along `edge` to its consumer.
+    SendAct { edge: u32, mb: u32 },
+    /// Wait for the gradient of micro-batch `mb`'s output, coming back along `edge`.
+    RecvGrad { edge: u32, mb: u32 },
+    /// Backward of micro-batch `mb` through `chunk` (the last chunk computes the loss first).
+    Backward { chunk: u32, mb: u32 },
+    /// Send the gradient of micro-batch `mb`'s input back along `edge` to its producer.
+    SendGrad { edge: u32, mb: u32 },
+    /// Apply `chunk`'s accumulated gradients.
+    OptimizerStep { chunk: u32 },
 }
 
-impl fmt::Display for Instr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Instr::RecvAct(m) => write!(f, "recv_act{m}"),
-            Instr::Forward(m) => write!(f, "F{m}"),
-            Instr::SendAct(m) => write!(f, "send_act{m}"),
-            Instr::RecvGrad(m) => write!(f, "recv_grad{m}"),
-            Instr::Backward(m) => write!(f, "B{m}"),
-            Instr::SendGrad(m) => write!(f, "send_grad{m}"),
-            Instr::OptimizerStep => write!(f, "step"),
+impl Instr {
+    /// The micro-batch this instruction works on (none for the optimizer step).
+    pub fn microbatch(&self) -> Option<u32> {
+        match *self {
+            Instr::RecvAct { mb, .. }
+            | Instr::Forward { mb, .. }
+            | Instr::SendAct { mb, .. }
+            | Instr::RecvGrad { mb, .. }
+            | Instr::Backward { mb, .. }
+            | Instr::SendGrad { mb, .. } => Some(mb),
+            Instr::OptimizerStep { .. } => None,
         }
     }
 }
 
-/// Instruction lists of every stage for one step of `kind`.
-pub fn schedule(kind: ScheduleKind, stages: usize, microbatches: usize) -> Vec<Vec<Instr>> {
-    (0..stages)
-        .map(|k| match kind {
-            ScheduleKind::Gpipe => gpipe(k, stages, microbatches),
-            ScheduleKind::OneFOneB => one_f_one_b(k, stages, microbatches),
-        })
+impl fmt::Display for Instr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Instr::RecvAct { edge, mb } => write!(f, "recv_act{mb}@e{edge}"),
+            Instr::Forward { chunk, mb } => write!(f, "F{mb}@c{chunk}"),
+            Instr::SendAct { edge, mb } => write!(f, "send_act{mb}@e{edge}"),
+            Instr::RecvGrad { edge, mb } => write!(f, "recv_grad{mb}@e{edge}"),
+            Instr::Backward { chunk, mb } => write!(f, "B{mb}@c{chunk}"),
+            Instr::SendGrad { edge, mb } => write!(f, "send_grad{mb}@e{edge}"),
+            Instr::OptimizerStep { chunk } => write!(f, "step@c{chunk}"),
+        }
+    }
+}
+
+/// What a schedule needs to know about one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSlot {
+    pub chunk: u32,
+    /// Chunks before this one in the pipeline.
+    pub position: usize,
+    /// Chunks in the pipeline.
+    pub depth: usize,
+    /// The edge this chunk's input arrives on (none for the first chunk).
+    pub input: Option<u32>,
+    /// The edge this chunk's output leaves on (none for the last chunk).
+    pub output: Option<u32>,
+}
+
+impl ChunkSlot {
+    /// Chunk `k` of a chain of `depth` chunks whose edge `e` joins chunk e to chunk e+1 (the
+    /// shape every plan has today).
+    pub fn chain(k: usize, depth: usize) -> ChunkSlot {
+        ChunkSlot {
+            chunk: k as u32,
+            position: k,
+            depth,
+            input: (k > 0).then(|| k as u32 - 1),
+            output: (k + 1 < depth).then_some(k as u32),
+        }
+    }
+}
+
+/// The instruction list of one chunk for one step of `kind`.
+pub fn chunk_schedule(kind: ScheduleKind, slot: ChunkSlot, microbatches: usize) -> Vec<Instr> {
+    match kind {
+        ScheduleKind::Gpipe => gpipe(slot, microbatches),
+        ScheduleKind::OneFOneB => one_f_one_b(slot, microbatches),
+    }
+}
+
+/// Instruction lists of every chunk of a chain of `chunks` (for the simulator, tests and the
+/// planner's memory model, which plan before ranks exist).
+pub fn chain_schedule(kind: ScheduleKind, chunks: usize, microbatches: usize) -> Vec<Vec<Instr>> {
+    (0..chunks)
+        .map(|k| chunk_schedule(kind, ChunkSlot::chain(k, chunks), microbatches))
         .collect()
 }
 
-/// The forward of `mb` on stage `k` of `stages`, with its receive and send.
-pub(crate) fn forward(out: &mut Vec<Instr>, k: usize, stages: usize, mb: u32) {
-    if k > 0 {
-        out.push(Instr::RecvAct(mb));
+/// The most micro-batches a list keeps alive at once (forwards not yet run backward): what
+/// the planner's memory model charges for activations.
+pub fn peak_live(list: &[Instr]) -> usize {
+    let (mut live, mut peak) = (0usize, 0usize);
+    for i in list {
+        match i {
+            Instr::Forward { .. } => {
+                live += 1;
+                peak = peak.max(live);
+            }
+            Instr::Backward { .. } => live = live.saturating_sub(1),
+            _ => {}
+        }
     }
-    out.push(Instr::Forward(mb));
-    if k + 1 < stages {
-        out.push(Instr::SendAct(mb));
+    peak
+}
+
+/// The forward of `mb` through `slot`'s chunk, with its receive and send.
+pub(crate) fn forward(out: &mut Vec<Instr>, slot: ChunkSlot, mb: u32) {
+    if let Some(edge) = slot.input {
+        out.push(Instr::RecvAct { edge, mb });
+    }
+    out.push(Instr::Forward {
+        chunk: slot.chunk,
+        mb,
+    });
+    if let Some(edge) = slot.output {
+        out.push(Instr::SendAct { edge, mb });
     }
 }
 
-/// The backward of `mb` on stage `k` of `stages`, with its receive and send.
-pub(crate) fn backward(out: &mut Vec<Instr>, k: usize, stages: usize, mb: u32) {
-    if k + 1 < stages {
-        out.push(Instr::RecvGrad(mb));
+/// The backward of `mb` through `slot`'s chunk, with its receive and send.
+pub(crate) fn backward(out: &mut Vec<Instr>, slot: ChunkSlot, mb: u32) {
+    if let Some(edge) = slot.output {
+        out.push(Instr::RecvGrad { edge, mb });
     }
-    out.push(Instr::Backward(mb));
-    if k > 0 {
-        out.push(Instr::SendGrad(mb));
+    out.push(Instr::Backward {
+        chunk: slot.chunk,
+        mb,
+    });
+    if let Some(edge) = slot.input {
+        out.push(Instr::SendGrad { edge, mb });
     }
 }
 
-/// The compute instructions only, as `F0 F1 B0 ...` (for tests and logs).
+/// The compute instructions only, as `F0 F1 B0 ... step` (for tests and logs).
 pub fn compute_order(list: &[Instr]) -> String {
     list.iter()
-        .filter(|i| {
-            matches!(
-                i,
-                Instr::Forward(_) | Instr::Backward(_) | Instr::OptimizerStep
-            )
+        .filter_map(|i| match *i {
+            Instr::Forward { mb, .. } => Some(format!("F{mb}")),
+            Instr::Backward { mb, .. } => Some(format!("B{mb}")),
+            Instr::OptimizerStep { .. } => Some("step".to_string()),
+            _ => None,
         })
-        .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_live_is_counted_from_the_lists() {
+        let peaks = |kind| -> Vec<usize> {
+            chain_schedule(kind, 4, 8)
+                .iter()
+                .map(|l| peak_live(l))
+                .collect()
+        };
+        assert_eq!(peaks(ScheduleKind::Gpipe), vec![8, 8, 8, 8]);
+        assert_eq!(peaks(ScheduleKind::OneFOneB), vec![4, 3, 2, 1]);
+        assert_eq!(
+            peak_live(&one_f_one_b(ChunkSlot::chain(0, 4), 2)),
+            2,
+            "never more than M"
+        );
+    }
+
+    #[test]
+    fn instructions_round_trip_through_json() {
+        let list = gpipe(ChunkSlot::chain(1, 3), 2);
+        let json = serde_json::to_string(&list).unwrap();
+        assert!(json.contains(r#"{"recv_act":{"edge":0,"mb":0}}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Vec<Instr>>(&json).unwrap(), list);
+    }
 }

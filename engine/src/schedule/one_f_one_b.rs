@@ -1,26 +1,26 @@
 //! 1F1B with a flush at the end of the step (PipeDream-Flush; Narayanan et al., 2021; the
 //! schedule of Megatron-LM and DeepSpeed's `TrainSchedule`).
 
-use super::{Instr, backward, forward};
+use super::{ChunkSlot, Instr, backward, forward};
 
-/// Stage `k`'s instructions: `w = min(K−k−1, M)` warm-up forwards, then forward and backward
-/// alternating, then the remaining `w` backwards, then the optimizer step. At most `w + 1 ≤ K−k`
-/// micro-batches are alive at once.
-pub fn one_f_one_b(k: usize, stages: usize, microbatches: usize) -> Vec<Instr> {
+/// The chunk's instructions: `w = min(K−k−1, M)` warm-up forwards (k: the chunk's position,
+/// K: the pipeline's depth), then forward and backward alternating, then the remaining `w`
+/// backwards, then the optimizer step. At most `w + 1 ≤ K−k` micro-batches are alive at once.
+pub fn one_f_one_b(slot: ChunkSlot, microbatches: usize) -> Vec<Instr> {
     let m = microbatches as u32;
-    let warmup = (stages - k - 1).min(microbatches) as u32;
+    let warmup = (slot.depth - slot.position - 1).min(microbatches) as u32;
     let mut out = Vec::with_capacity(6 * microbatches + 1);
     for mb in 0..warmup {
-        forward(&mut out, k, stages, mb);
+        forward(&mut out, slot, mb);
     }
     for i in 0..m - warmup {
-        forward(&mut out, k, stages, warmup + i);
-        backward(&mut out, k, stages, i);
+        forward(&mut out, slot, warmup + i);
+        backward(&mut out, slot, i);
     }
     for mb in m - warmup..m {
-        backward(&mut out, k, stages, mb);
+        backward(&mut out, slot, mb);
     }
-    out.push(Instr::OptimizerStep);
+    out.push(Instr::OptimizerStep { chunk: slot.chunk });
     out
 }
 
@@ -32,41 +32,41 @@ mod tests {
 
     #[test]
     fn literal_instruction_lists() {
-        // K = 2, M = 3.
+        // K = 2, M = 3; edge 0 joins chunk 0 to chunk 1.
         assert_eq!(
-            one_f_one_b(0, 2, 3),
+            one_f_one_b(ChunkSlot::chain(0, 2), 3),
             vec![
-                Forward(0),
-                SendAct(0),
-                Forward(1),
-                SendAct(1),
-                RecvGrad(0),
-                Backward(0),
-                Forward(2),
-                SendAct(2),
-                RecvGrad(1),
-                Backward(1),
-                RecvGrad(2),
-                Backward(2),
-                OptimizerStep
+                Forward { chunk: 0, mb: 0 },
+                SendAct { edge: 0, mb: 0 },
+                Forward { chunk: 0, mb: 1 },
+                SendAct { edge: 0, mb: 1 },
+                RecvGrad { edge: 0, mb: 0 },
+                Backward { chunk: 0, mb: 0 },
+                Forward { chunk: 0, mb: 2 },
+                SendAct { edge: 0, mb: 2 },
+                RecvGrad { edge: 0, mb: 1 },
+                Backward { chunk: 0, mb: 1 },
+                RecvGrad { edge: 0, mb: 2 },
+                Backward { chunk: 0, mb: 2 },
+                OptimizerStep { chunk: 0 }
             ]
         );
         assert_eq!(
-            one_f_one_b(1, 2, 3),
+            one_f_one_b(ChunkSlot::chain(1, 2), 3),
             vec![
-                RecvAct(0),
-                Forward(0),
-                Backward(0),
-                SendGrad(0),
-                RecvAct(1),
-                Forward(1),
-                Backward(1),
-                SendGrad(1),
-                RecvAct(2),
-                Forward(2),
-                Backward(2),
-                SendGrad(2),
-                OptimizerStep
+                RecvAct { edge: 0, mb: 0 },
+                Forward { chunk: 1, mb: 0 },
+                Backward { chunk: 1, mb: 0 },
+                SendGrad { edge: 0, mb: 0 },
+                RecvAct { edge: 0, mb: 1 },
+                Forward { chunk: 1, mb: 1 },
+                Backward { chunk: 1, mb: 1 },
+                SendGrad { edge: 0, mb: 1 },
+                RecvAct { edge: 0, mb: 2 },
+                Forward { chunk: 1, mb: 2 },
+                Backward { chunk: 1, mb: 2 },
+                SendGrad { edge: 0, mb: 2 },
+                OptimizerStep { chunk: 1 }
             ]
         );
     }
@@ -80,12 +80,19 @@ mod tests {
             "F0 B0 F1 B1 F2 B2 F3 B3 F4 B4 F5 B5 F6 B6 F7 B7 step",
         ];
         for (k, e) in expected.iter().enumerate() {
-            assert_eq!(compute_order(&one_f_one_b(k, 4, 8)), *e, "stage {k}");
+            assert_eq!(
+                compute_order(&one_f_one_b(ChunkSlot::chain(k, 4), 8)),
+                *e,
+                "chunk {k}"
+            );
         }
     }
 
     #[test]
     fn fewer_microbatches_than_stages() {
-        assert_eq!(compute_order(&one_f_one_b(0, 4, 2)), "F0 F1 B0 B1 step");
+        assert_eq!(
+            compute_order(&one_f_one_b(ChunkSlot::chain(0, 4), 2)),
+            "F0 F1 B0 B1 step"
+        );
     }
 }

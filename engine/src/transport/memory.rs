@@ -1,52 +1,58 @@
 //! An in-process transport over crossbeam channels, for tests and single-process runs: each
-//! stage runs on its own thread and tensors move without serialisation.
+//! rank runs on its own thread and tensors move without serialisation.
 
 use super::{Transport, TransportError};
-use crate::executor::core::{Incoming, Outgoing, Peer};
+use crate::executor::core::{Incoming, Outgoing};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use std::time::Duration;
 
 pub struct MemoryTransport {
-    stage: usize,
+    rank: usize,
     inbox: Receiver<Incoming>,
-    prev: Option<Sender<Incoming>>,
-    next: Option<Sender<Incoming>>,
+    /// Every rank's inbox, by rank (empty after `finish`).
+    peers: Vec<Sender<Incoming>>,
 }
 
-/// Transports for a chain of `stages` stages, in stage order.
-pub fn chain(stages: usize) -> Vec<MemoryTransport> {
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..stages).map(|_| unbounded()).unzip();
+/// Transports for `ranks` ranks that can all reach each other, in rank order.
+pub fn mesh(ranks: usize) -> Vec<MemoryTransport> {
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..ranks).map(|_| unbounded()).unzip();
     rxs.into_iter()
         .enumerate()
-        .map(|(k, inbox)| MemoryTransport {
-            stage: k,
+        .map(|(rank, inbox)| MemoryTransport {
+            rank,
             inbox,
-            prev: (k > 0).then(|| txs[k - 1].clone()),
-            next: (k + 1 < stages).then(|| txs[k + 1].clone()),
+            // A rank never sends to itself; its own slot holds a sender to nowhere, so that its
+            // inbox disconnects once every other rank has ended.
+            peers: txs
+                .iter()
+                .enumerate()
+                .map(|(r, tx)| if r == rank { unbounded().0 } else { tx.clone() })
+                .collect(),
         })
         .collect()
 }
 
 impl Transport for MemoryTransport {
     fn send(&mut self, msg: Outgoing) -> Result<(), TransportError> {
-        let (tx, peer) = match msg.to {
-            Peer::Prev => (self.prev.as_ref(), self.stage.wrapping_sub(1)),
-            Peer::Next => (self.next.as_ref(), self.stage + 1),
-        };
         let lost = |why: &str| TransportError::PeerLost {
-            stage: self.stage,
-            peer,
+            stage: self.rank,
+            peer: msg.to,
             address: "memory".into(),
             why: why.into(),
         };
-        tx.ok_or_else(|| lost("no such neighbour"))?
-            .send(Incoming {
-                kind: msg.kind,
-                step: msg.step,
-                microbatch: msg.microbatch,
-                tensor: msg.tensor,
-            })
-            .map_err(|_| lost("its thread has ended"))
+        let tx = self
+            .peers
+            .get(msg.to)
+            .filter(|_| msg.to != self.rank)
+            .ok_or_else(|| lost("no such rank"))?;
+        tx.send(Incoming {
+            edge: msg.edge,
+            kind: msg.kind,
+            step: msg.step,
+            microbatch: msg.microbatch,
+            tensor: msg.tensor,
+        })
+        .map_err(|_| lost("its thread has ended"))
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<Incoming>, TransportError> {
@@ -57,15 +63,14 @@ impl Transport for MemoryTransport {
             // come is an error.
             Err(RecvTimeoutError::Disconnected) if timeout.is_zero() => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(TransportError::Io {
-                stage: self.stage,
-                why: "every neighbour has ended".into(),
+                stage: self.rank,
+                why: "every other rank has ended".into(),
             }),
         }
     }
 
     fn finish(&mut self) -> Result<(), TransportError> {
-        self.prev = None;
-        self.next = None;
+        self.peers.clear();
         Ok(())
     }
 }

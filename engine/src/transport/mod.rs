@@ -7,13 +7,19 @@ pub mod net;
 use crate::executor::core::{Incoming, Outgoing};
 use std::time::Duration;
 
-/// A transport failure; every variant names the stage and peer concerned.
+/// A transport failure; every variant names the rank (`stage`) and peer concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("stage {stage}: lost peer stage {peer} ({address}): {why}")]
     PeerLost {
         stage: usize,
         peer: usize,
+        address: String,
+        why: String,
+    },
+    #[error("stage {stage}: refused a connection on {address}: {why}")]
+    OtherPlan {
+        stage: usize,
         address: String,
         why: String,
     },

@@ -28,14 +28,14 @@ pub fn challenge() -> [u8; 16] {
 fn context(
     label: &[u8],
     run_id: u64,
-    topology_hash: u64,
+    job_hash: u64,
     from: usize,
     to: usize,
     challenge: &[u8],
 ) -> Vec<u8> {
     let mut m = label.to_vec();
     m.extend(run_id.to_le_bytes());
-    m.extend(topology_hash.to_le_bytes());
+    m.extend(job_hash.to_le_bytes());
     m.extend((from as u64).to_le_bytes());
     m.extend((to as u64).to_le_bytes());
     m.extend(challenge);
@@ -47,7 +47,7 @@ fn context(
 #[derive(Debug, Clone, Copy)]
 pub struct Between {
     pub run_id: u64,
-    pub topology_hash: u64,
+    pub job_hash: u64,
     pub from: usize,
     pub to: usize,
 }
@@ -59,7 +59,7 @@ impl Between {
             &context(
                 label,
                 self.run_id,
-                self.topology_hash,
+                self.job_hash,
                 self.from,
                 self.to,
                 challenge,
@@ -161,7 +161,7 @@ mod tests {
     fn between(from: usize, to: usize) -> Between {
         Between {
             run_id: 1,
-            topology_hash: 2,
+            job_hash: 2,
             from,
             to,
         }

@@ -5,6 +5,19 @@
 use brigade_stages::codec::{MAGIC, VERSION};
 use serde::{Deserialize, Serialize};
 
+const OTHER_PLAN: &str = "peer runs a different job plan";
+
+/// Why a control frame does not belong here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// A brigade of this job's run with another plan: the user gave the ranks different files.
+    #[error("{0}")]
+    Plan(String),
+    /// Anything else: not brigade, another version, another run, the wrong rank.
+    #[error("{0}")]
+    Other(String),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ControlKind {
@@ -20,7 +33,7 @@ pub struct Control {
     pub magic: u32,
     pub version: u16,
     pub run_id: u64,
-    pub topology_hash: u64,
+    pub job_hash: u64,
     pub from_stage: u32,
     pub kind: ControlKind,
     /// Hello: the challenge the receiver must answer on its connection back to us. Auth: the
@@ -56,12 +69,12 @@ mod serde_bytes_opt {
 }
 
 impl Control {
-    pub fn new(kind: ControlKind, run_id: u64, topology_hash: u64, from_stage: usize) -> Self {
+    pub fn new(kind: ControlKind, run_id: u64, job_hash: u64, from_stage: usize) -> Self {
         Control {
             magic: MAGIC,
             version: VERSION,
             run_id,
-            topology_hash,
+            job_hash,
             from_stage: from_stage as u32,
             kind,
             bytes: None,
@@ -81,7 +94,22 @@ impl Control {
     pub fn decode_checked(
         frame: &[u8],
         run_id: u64,
-        topology_hash: u64,
+        job_hash: u64,
+        peer: usize,
+    ) -> Result<Control, Mismatch> {
+        Self::decode_inner(frame, run_id, job_hash, peer).map_err(|why| {
+            if why.starts_with(OTHER_PLAN) {
+                Mismatch::Plan(why)
+            } else {
+                Mismatch::Other(why)
+            }
+        })
+    }
+
+    fn decode_inner(
+        frame: &[u8],
+        run_id: u64,
+        job_hash: u64,
         peer: usize,
     ) -> Result<Control, String> {
         let c: Control = rmp_serde::from_slice(frame)
@@ -101,15 +129,15 @@ impl Control {
                 c.run_id
             ));
         }
-        if c.topology_hash != topology_hash {
+        if c.job_hash != job_hash {
             return Err(format!(
-                "peer read a different topology (hash {:016x}, here {topology_hash:016x}); give every host the same file and --set overrides",
-                c.topology_hash
+                "{OTHER_PLAN} (job hash {:016x}, here {job_hash:016x}): a different topology, split or schedule; give every host the same plan file (`brigade plan --out`), or the same topology file and --set overrides",
+                c.job_hash
             ));
         }
         if c.from_stage as usize != peer {
             return Err(format!(
-                "peer says it is stage {}, expected stage {peer} (mis-wired endpoints)",
+                "peer says it is rank {}, expected rank {peer} (mis-wired endpoints)",
                 c.from_stage
             ));
         }

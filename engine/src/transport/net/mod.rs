@@ -1,10 +1,10 @@
-//! The network transport: one connection per neighbour per direction (the receiver listens,
-//! the sender connects), over TCP or Unix sockets with brigade's own framing ([`wire`],
+//! The network transport: one connection per edge per direction (the receiver listens, the
+//! sender connects; which ranks and endpoints comes from the job plan's edges), over TCP or Unix sockets with brigade's own framing ([`wire`],
 //! decision 0005). A tokio runtime on its own I/O thread owns the sockets; the compute thread
 //! talks to it through channels, so sends and receives overlap compute and a tensor's
 //! read-back and encoding happen off the compute thread.
 //!
-//! Each connection opens with a hello (run id, topology hash, stage) that the receiver checks,
+//! Each connection opens with a hello (run id, job hash, rank) that the receiver checks,
 //! carries heartbeats while idle, and closes with a bye. A peer that stays silent longer than
 //! the peer timeout, or whose connection breaks before its bye, is a fatal error naming it.
 //! In-flight messages are bounded by the schedule (at most M activations or gradients per
@@ -19,10 +19,9 @@ mod tasks;
 pub mod wire;
 
 use super::{Transport, TransportError};
-use crate::endpoints::StageEndpoints;
-use crate::executor::core::{Incoming, Outgoing, Peer};
+use crate::endpoints::RankLinks;
+use crate::executor::core::{Incoming, Outgoing};
 use crate::trace::TraceEvent;
-use brigade_stages::codec::Kind;
 use burn::prelude::Device;
 use crossbeam_channel::RecvTimeoutError;
 use std::time::Duration;
@@ -34,14 +33,13 @@ pub use control::{Control, ControlKind};
 /// What a stage's transport needs to know.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
+    /// This rank.
     pub stage: usize,
     pub run_id: u64,
-    pub topology_hash: u64,
-    pub endpoints: StageEndpoints,
-    /// `[microbatch, ..]` of the activations this stage receives (k > 0).
-    pub act_in_shape: Vec<usize>,
-    /// `[microbatch, ..]` of the gradients this stage receives (k < K − 1).
-    pub grad_in_shape: Vec<usize>,
+    /// The job plan's hash: peers running another plan are refused.
+    pub job_hash: u64,
+    /// What this rank receives and sends, on which endpoints.
+    pub links: RankLinks,
     /// Device received tensors are placed on.
     pub device: Device,
     pub heartbeat: Duration,
@@ -157,20 +155,5 @@ impl Transport for NetTransport {
             let _ = t.join();
         }
         Ok(())
-    }
-}
-
-/// The neighbour a message kind comes from.
-pub(crate) fn source(stage: usize, kind: Kind) -> usize {
-    match kind {
-        Kind::Activation => stage - 1,
-        Kind::Gradient => stage + 1,
-    }
-}
-
-pub(crate) fn peer_index(stage: usize, to: Peer) -> usize {
-    match to {
-        Peer::Prev => stage - 1,
-        Peer::Next => stage + 1,
     }
 }

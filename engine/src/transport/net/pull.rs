@@ -1,4 +1,4 @@
-//! The receiving side of one neighbour link: accepts connections on this stage's endpoint,
+//! The receiving side of one link (one edge, one direction): accepts connections on this stage's endpoint,
 //! reads each with [`super::wire`], and hands what the authenticated peer sends to the
 //! compute thread.
 //!
@@ -10,14 +10,14 @@
 
 use super::NetConfig;
 use super::auth;
-use super::control::{Control, ControlKind};
+use super::control::{Control, ControlKind, Mismatch};
 use super::socket::{Conn, Listener};
-use super::source;
 use super::tasks::{Link, ToCompute};
 use super::wire::{self, Frame, WireError};
+use crate::endpoints::InLink;
 use crate::executor::core::Incoming;
 use crate::transport::TransportError;
-use brigade_stages::codec::{self, Kind};
+use brigade_stages::codec;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -108,20 +108,19 @@ async fn read_loop(
 pub(super) async fn pull_task(
     cfg: Arc<NetConfig>,
     listener: Listener,
-    endpoint: String,
-    kind: Kind,
+    inbound: InLink,
     link: Link,
     to_compute: ToCompute,
 ) {
     let k = cfg.stage;
-    let peer = source(k, kind);
-    let shape = if kind == Kind::Activation {
-        cfg.act_in_shape.clone()
-    } else {
-        cfg.grad_in_shape.clone()
-    };
-    // The largest payload the plan allows on this link (f32 or i64 elements).
-    let limit = shape.iter().product::<usize>() as u64 * 8;
+    let InLink {
+        edge,
+        kind,
+        peer,
+        endpoint,
+        shape,
+        max_bytes: limit,
+    } = inbound;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let acceptor = tokio::spawn(accept_loop(
         format!("stage {k}: {endpoint}"),
@@ -136,7 +135,7 @@ pub(super) async fn pull_task(
     let secret = cfg.secret.clone();
     let from_peer = auth::Between {
         run_id: cfg.run_id,
-        topology_hash: cfg.topology_hash,
+        job_hash: cfg.job_hash,
         from: peer,
         to: k,
     };
@@ -237,20 +236,22 @@ pub(super) async fn pull_task(
         }
         match frames.len() {
             1 => {
-                let c = match Control::decode_checked(
-                    &frames[0],
-                    cfg.run_id,
-                    cfg.topology_hash,
-                    peer,
-                ) {
+                let c = match Control::decode_checked(&frames[0], cfg.run_id, cfg.job_hash, peer) {
                     Ok(c) => c,
                     Err(why) if secret.is_some() || the_peer.is_some() => {
-                        refuse(&ev.addr, why, &mut last_refusal);
+                        refuse(&ev.addr, why.to_string(), &mut last_refusal);
                         continue;
                     }
-                    Err(why) => {
-                        // Without a secret, a brigade of another run or topology on this
-                        // address is a mis-wired job: say so now rather than at the timeout.
+                    // Without a secret, a brigade of another run or plan on this address is a
+                    // mis-wired job: say so now rather than at the timeout.
+                    Err(Mismatch::Plan(why)) => {
+                        return fail(TransportError::OtherPlan {
+                            stage: k,
+                            address: endpoint.clone(),
+                            why,
+                        });
+                    }
+                    Err(Mismatch::Other(why)) => {
                         return fail(TransportError::Refused {
                             stage: k,
                             address: endpoint.clone(),
@@ -261,7 +262,7 @@ pub(super) async fn pull_task(
                 match c.kind {
                     ControlKind::Hello if the_peer.is_some() && !is_peer => refuse(
                         &ev.addr,
-                        format!("a second connection claims to be stage {peer}"),
+                        format!("a second connection claims to be rank {peer}"),
                         &mut last_refusal,
                     ),
                     ControlKind::Hello => match &secret {
@@ -347,6 +348,7 @@ pub(super) async fn pull_task(
                         let tensor =
                             codec::to_act(data, &cfg.device).map_err(|e| bad(e.to_string()))?;
                         Ok(Incoming {
+                            edge,
                             kind,
                             step: h.step,
                             microbatch: h.microbatch,

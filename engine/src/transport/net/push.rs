@@ -1,14 +1,14 @@
-//! The sending side of one neighbour link: connects to the neighbour's endpoint, encodes and
+//! The sending side of one link (one edge, one direction): connects to the neighbour's endpoint, encodes and
 //! sends, tags messages once authenticated, and keeps an idle link alive with heartbeats.
 
 use super::NetConfig;
 use super::auth;
 use super::control::{Control, ControlKind};
-use super::peer_index;
 use super::socket::{self, Conn};
 use super::tasks::{Link, ToCompute};
 use super::wire;
-use crate::executor::core::{Outgoing, Peer};
+use crate::endpoints::OutLink;
+use crate::executor::core::Outgoing;
 use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
 use brigade_stages::codec::{self, Route};
@@ -48,16 +48,15 @@ impl LinkSender {
 
 pub(super) async fn push_task(
     cfg: Arc<NetConfig>,
-    endpoint: String,
-    to: Peer,
+    outbound: OutLink,
     mut rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
     mut link: Link,
     to_compute: ToCompute,
 ) -> Vec<TraceEvent> {
     let k = cfg.stage;
-    let peer = peer_index(k, to);
+    let OutLink { peer, endpoint, .. } = outbound;
     let mut tracer = Tracer::new(k, 1, cfg.trace);
-    let control = |kind| Control::new(kind, cfg.run_id, cfg.topology_hash, k).encode();
+    let control = |kind| Control::new(kind, cfg.run_id, cfg.job_hash, k).encode();
     let lost = |why: String| TransportError::PeerLost {
         stage: k,
         peer,
@@ -89,11 +88,11 @@ pub(super) async fn push_task(
     };
     let to_peer = auth::Between {
         run_id: cfg.run_id,
-        topology_hash: cfg.topology_hash,
+        job_hash: cfg.job_hash,
         from: k,
         to: peer,
     };
-    let mut hello = Control::new(ControlKind::Hello, cfg.run_id, cfg.topology_hash, k);
+    let mut hello = Control::new(ControlKind::Hello, cfg.run_id, cfg.job_hash, k);
     if let Some(secret) = &cfg.secret {
         let mut signed = link.own_challenge.to_vec();
         signed.extend(to_peer.sign_hello(secret, &link.own_challenge));
@@ -127,8 +126,7 @@ pub(super) async fn push_task(
             }
         };
         let answer = to_peer.answer(secret, &challenge);
-        let msg =
-            Control::new(ControlKind::Auth, cfg.run_id, cfg.topology_hash, k).with_bytes(&answer);
+        let msg = Control::new(ControlKind::Auth, cfg.run_id, cfg.job_hash, k).with_bytes(&answer);
         if let Err(why) = out.send(&[&msg.encode()]).await {
             report(lost(why));
             return tracer.into_events();

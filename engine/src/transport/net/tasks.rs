@@ -4,10 +4,11 @@
 use super::auth;
 use super::socket::Listener;
 use super::{Cmd, NetConfig};
-use crate::executor::core::{Incoming, Outgoing, Peer};
+use crate::executor::core::{Incoming, Outgoing};
 use crate::transport::TransportError;
 use brigade_stages::codec::Kind;
 use crossbeam_channel::Sender;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -20,7 +21,8 @@ pub(super) type ToCompute = Sender<Result<Incoming, TransportError>>;
 /// received all they need from this stage (they could not have finished otherwise).
 const LINGER: Duration = Duration::from_secs(3);
 
-/// What the pull and push tasks of one neighbour share.
+/// What the pull and push tasks of one edge share (on the consumer: the activations pulled and
+/// the gradients pushed; on the producer: the other way round).
 #[derive(Clone)]
 pub(super) struct Link {
     /// Sent in our hello, answered by the peer on its connection to us.
@@ -52,65 +54,66 @@ pub(super) async fn io_main(
 ) {
     let k = cfg.stage;
     let cfg = Arc::new(cfg);
-    let prev = Link::new();
-    let next = Link::new();
+    let mut links: HashMap<u32, Link> = HashMap::new();
+    let mut link = |edge: u32| links.entry(edge).or_insert_with(Link::new).clone();
 
     let mut pulls = Vec::new();
-    for (endpoint, kind, link) in [
-        (cfg.endpoints.act_in.clone(), Kind::Activation, prev.clone()),
-        (cfg.endpoints.grad_in.clone(), Kind::Gradient, next.clone()),
-    ] {
-        let Some(endpoint) = endpoint else { continue };
-        let listener = match Listener::bind(&endpoint).await {
+    for inbound in cfg.links.inbound.clone() {
+        let listener = match Listener::bind(&inbound.endpoint).await {
             Ok(l) => l,
             Err(e) => {
                 let _ = ready.send(Err(TransportError::Bind {
                     stage: k,
-                    address: endpoint,
+                    address: inbound.endpoint.clone(),
                     why: e.to_string(),
                 }));
                 return;
             }
         };
+        let shared = link(inbound.edge);
         pulls.push(tokio::spawn(super::pull::pull_task(
             cfg.clone(),
             listener,
-            endpoint,
-            kind,
-            link,
+            inbound,
+            shared,
             to_compute.clone(),
         )));
     }
     let _ = ready.send(Ok(()));
 
     let mut pushes = Vec::new();
-    let mut routes: Vec<(Peer, mpsc::UnboundedSender<Option<Outgoing>>)> = Vec::new();
-    for (endpoint, to, link) in [
-        (cfg.endpoints.act_out.clone(), Peer::Next, next.clone()),
-        (cfg.endpoints.grad_out.clone(), Peer::Prev, prev.clone()),
-    ] {
-        let Some(endpoint) = endpoint else { continue };
+    let mut routes: HashMap<(u32, Kind), mpsc::UnboundedSender<Option<Outgoing>>> = HashMap::new();
+    for outbound in cfg.links.outbound.clone() {
         let (tx, rx) = mpsc::unbounded_channel();
-        routes.push((to, tx));
+        routes.insert((outbound.edge, outbound.kind), tx);
+        let shared = link(outbound.edge);
         pushes.push(tokio::spawn(super::push::push_task(
             cfg.clone(),
-            endpoint,
-            to,
+            outbound,
             rx,
-            link,
+            shared,
             to_compute.clone(),
         )));
     }
 
     while let Some(cmd) = cmds.recv().await {
         match cmd {
-            Cmd::Send(out) => {
-                if let Some((_, tx)) = routes.iter().find(|(p, _)| *p == out.to) {
+            Cmd::Send(out) => match routes.get(&(out.edge, out.kind)) {
+                Some(tx) => {
                     let _ = tx.send(Some(*out));
                 }
-            }
+                None => {
+                    let _ = to_compute.send(Err(TransportError::Io {
+                        stage: k,
+                        why: format!(
+                            "no link sends {:?} on edge {} (the executor and the plan disagree)",
+                            out.kind, out.edge
+                        ),
+                    }));
+                }
+            },
             Cmd::Finish(ack) => {
-                for (_, tx) in &routes {
+                for tx in routes.values() {
                     let _ = tx.send(None);
                 }
                 let mut events = Vec::new();

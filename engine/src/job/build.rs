@@ -1,0 +1,82 @@
+//! A job plan from the planner's split: chunk k is stage k's layers, rank k holds chunk k on
+//! the k-th device of the topology, edge k joins chunk k to chunk k+1.
+
+use super::{
+    ChunkSpec, EdgeSpec, Explain, FORMAT, Job, JobPlan, RankSpec, TopologySource, VERSION,
+};
+use brigade_partitioner::plan::{Alternative, Plan};
+use brigade_partitioner::{ConfigError, LayerGraph, Topology};
+
+/// The job plan for `plan` (made from `topo`, read from `source`), validated and hashed.
+pub fn job_from_plan(
+    source: TopologySource,
+    topo: &Topology,
+    plan: &Plan,
+    alternatives: &[Alternative],
+) -> Result<Job, ConfigError> {
+    let graph = LayerGraph::from_model(&topo.model);
+    let mbs = topo.train.microbatch_size();
+    let with_batch =
+        |s: &[usize]| -> Vec<usize> { std::iter::once(mbs).chain(s.iter().copied()).collect() };
+    let chunks: Vec<ChunkSpec> = plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(k, st)| {
+            let [a, b] = st.layers;
+            ChunkSpec {
+                id: k,
+                layers: [a, b],
+                input_shape: with_batch(&graph.layer(a).input_shape),
+                output_shape: with_batch(&graph.layer(b - 1).output_shape),
+            }
+        })
+        .collect();
+    let places = topo.placements();
+    let ranks = places
+        .iter()
+        .take(chunks.len())
+        .enumerate()
+        .map(|(k, p)| RankSpec {
+            rank: k,
+            host: topo.hosts[p.host].name.clone(),
+            device: p.device,
+            device_kind: topo.device(p).kind.to_string(),
+            chunks: vec![k],
+        })
+        .collect();
+    let edges = chunks
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| EdgeSpec {
+            id: i,
+            from_chunk: i,
+            to_chunk: i + 1,
+            shape: w[0].output_shape.clone(),
+            dtype: "f32".into(),
+            max_bytes: w[0].output_shape.iter().product::<usize>() as u64 * 4,
+        })
+        .collect();
+    let file = source.file.clone();
+    let raw = JobPlan {
+        format: FORMAT.into(),
+        version: VERSION,
+        brigade_version: env!("CARGO_PKG_VERSION").into(),
+        job_hash: None,
+        topology: source,
+        schedule: topo.train.schedule.name().into(),
+        microbatches: topo.train.microbatches,
+        chunks,
+        ranks,
+        edges,
+        explain: Some(Explain {
+            plan: plan.clone(),
+            alternatives: alternatives.to_vec(),
+        }),
+    };
+    let mut job = raw.validate(&file)?;
+    // Messages name the file the user gave.
+    job.topo.file = topo.file.clone();
+    job.plan.job_hash = Some(job.hash_hex());
+    Ok(job)
+}

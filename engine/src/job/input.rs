@@ -1,0 +1,144 @@
+//! The positional FILE of `train`, `launch`, `stage` and `simulate`: a topology (TOML), which
+//! is planned here, or a job plan (JSON, from `brigade plan --out`), which is used as it is.
+
+use super::{FORMAT, Job, JobPlan, TopologySource, VERSION, job_from_plan};
+use crate::planning::{Planned, explain, make_plan};
+use brigade_partitioner::ConfigError;
+
+/// What FILE turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    Topology,
+    Plan,
+}
+
+/// Reads FILE as a job plan or a topology (by content: a plan is a JSON object) and returns
+/// the job. A topology is planned with `profile`'s costs, or estimates.
+pub fn load_input(
+    file: &str,
+    overrides: &[String],
+    profile: Option<&str>,
+) -> Result<(Job, Input), ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+        file: file.to_string(),
+        source,
+    })?;
+    if text.trim_start().starts_with('{') {
+        if !overrides.is_empty() {
+            return Err(ConfigError::invalid(
+                file,
+                "--set",
+                "a job plan cannot be changed with --set (its split was planned for the topology it holds)",
+                "Plan again with the overrides: `brigade plan TOPOLOGY --set ... --out FILE`.",
+            ));
+        }
+        return Ok((read_plan(file, &text)?, Input::Plan));
+    }
+    let (job, _) = plan_topology(file, text, overrides, profile)?;
+    Ok((job, Input::Topology))
+}
+
+/// [`load_input`] with the planner's explanation: for a topology, the plan just made; for a
+/// plan file, its own split and placement explained with `profile`'s costs (or estimates).
+pub fn load_planned(
+    file: &str,
+    overrides: &[String],
+    profile: Option<&str>,
+) -> Result<(Job, Input, Planned), ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+        file: file.to_string(),
+        source,
+    })?;
+    if text.trim_start().starts_with('{') {
+        let (job, input) = load_input(file, overrides, profile)?;
+        let planned = explain(&job, profile)?;
+        return Ok((job, input, planned));
+    }
+    let (job, planned) = plan_topology(file, text, overrides, profile)?;
+    Ok((job, Input::Topology, planned))
+}
+
+/// Plans the topology in `text` (read from `file`).
+fn plan_topology(
+    file: &str,
+    text: String,
+    overrides: &[String],
+    profile: Option<&str>,
+) -> Result<(Job, Planned), ConfigError> {
+    let topo = brigade_partitioner::parse(file, &text, overrides).map_err(|e| match e {
+        // Neither a plan nor a topology: say what was expected.
+        ConfigError::Syntax {
+            file,
+            line,
+            column,
+            message,
+        } => ConfigError::Syntax {
+            file,
+            line,
+            column,
+            message: format!(
+                "{message} (expected a topology in TOML, or a job plan in JSON from `brigade plan --out`)"
+            ),
+        },
+        other => other,
+    })?;
+    let planned = make_plan(topo, profile)?;
+    let source = TopologySource {
+        file: file.to_string(),
+        toml: text,
+        overrides: overrides.to_vec(),
+    };
+    let job = job_from_plan(source, &planned.topo, &planned.plan, &planned.alternatives)?;
+    Ok((job, planned))
+}
+
+/// Parses and validates a job plan's JSON text.
+pub fn read_plan(file: &str, text: &str) -> Result<Job, ConfigError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        line: e.line(),
+        column: e.column(),
+        message: format!("{e} (the job plan is not valid JSON: truncated or corrupt?)"),
+    })?;
+    // Identify the file before reading its fields, so that a plan of another version is
+    // reported as such rather than as an unknown field.
+    if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        return Err(ConfigError::invalid(
+            file,
+            "format",
+            "this JSON file is not a brigade job plan (it has no \"format\": \"brigade-job-plan\")",
+            "Give a topology (TOML) or a plan written by `brigade plan --out`.",
+        ));
+    }
+    let version = value.get("version").and_then(|v| v.as_u64());
+    let by = value.get("brigade_version").and_then(|v| v.as_str());
+    let ours = env!("CARGO_PKG_VERSION");
+    if version != Some(VERSION as u64) || by != Some(ours) {
+        return Err(ConfigError::invalid(
+            file,
+            "version",
+            format!(
+                "the plan was written by brigade {} (plan format {}); this is brigade {ours} (plan format {VERSION})",
+                by.unwrap_or("(unknown)"),
+                version.map_or("(unknown)".to_string(), |v| v.to_string())
+            ),
+            "Write the plan again with this brigade: `brigade plan TOPOLOGY --out FILE`.",
+        ));
+    }
+    let raw: JobPlan = serde_json::from_value(value).map_err(|e| {
+        ConfigError::invalid(
+            file,
+            "(job plan)",
+            e,
+            "Give a plan written by `brigade plan --out`, or write it again.",
+        )
+    })?;
+    raw.validate(file)
+}
+
+impl Job {
+    /// The plan as pretty JSON (what `brigade plan --out` writes).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.plan).expect("a plan always serialises") + "\n"
+    }
+}

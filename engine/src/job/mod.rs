@@ -1,0 +1,198 @@
+//! The job plan: the one artifact every process of a job runs from.
+//!
+//! `brigade plan FILE --out job.json` writes it; `train`, `launch`, `stage` and `simulate`
+//! read it wherever they read a topology. It holds the topology it was made from (the TOML
+//! text and the `--set` overrides, validated again on load), the **chunks** (contiguous layer
+//! ranges), the **ranks** (one stage process each: a host, a device and the chunks it holds),
+//! the **edges** (producer chunk → consumer chunk: the activation's shape, dtype and byte
+//! limit; the gradient flows back along the same edge), the schedule and micro-batches, and a
+//! hash that identifies the job. A launcher plans once and hands every stage the plan; a stage
+//! never re-plans, and peers whose plans differ refuse each other at the handshake.
+//!
+//! [`JobPlan`] is the file as written; [`Job`] is the validated plan (built only by
+//! [`JobPlan::validate`]), with its per-rank instruction lists computed once.
+
+mod build;
+mod input;
+mod validate;
+
+use crate::schedule::{ChunkSlot, Instr, chunk_schedule};
+use brigade_partitioner::plan::{Alternative, Plan};
+use brigade_partitioner::{Placement, ScheduleKind, Topology};
+use serde::{Deserialize, Serialize};
+
+pub use build::job_from_plan;
+pub use input::{Input, load_input, load_planned, read_plan};
+
+/// `format` of every job plan file.
+pub const FORMAT: &str = "brigade-job-plan";
+/// Bumped on any change of the file's meaning.
+pub const VERSION: u32 = 1;
+
+/// A job plan file, as written and read (not yet validated).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobPlan {
+    /// Always "brigade-job-plan".
+    pub format: String,
+    /// The file format's version ([`VERSION`]).
+    pub version: u32,
+    /// The brigade version that wrote it; another version refuses the file.
+    pub brigade_version: String,
+    /// 16 hex digits identifying the job (see [`Job::hash`]). Checked on load when present:
+    /// after editing a plan by hand, delete this line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_hash: Option<String>,
+    pub topology: TopologySource,
+    /// "gpipe" or "1f1b" (the topology's `train.schedule`).
+    pub schedule: String,
+    pub microbatches: usize,
+    pub chunks: Vec<ChunkSpec>,
+    pub ranks: Vec<RankSpec>,
+    pub edges: Vec<EdgeSpec>,
+    /// What the planner predicted for this split (for people; not read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explain>,
+}
+
+/// The topology a plan was made from: validated again whenever the plan is loaded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySource {
+    /// The file it was read from (for messages).
+    pub file: String,
+    /// The file's TOML text.
+    pub toml: String,
+    /// `--set` overrides applied on top.
+    pub overrides: Vec<String>,
+}
+
+/// A contiguous range of layers that runs as one unit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkSpec {
+    pub id: usize,
+    /// `[start, end)` layer indices.
+    pub layers: [usize; 2],
+    /// `[micro-batch, ..]` of the chunk's input and output.
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+}
+
+/// One stage process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RankSpec {
+    pub rank: usize,
+    /// A `[[hosts]]` name of the topology.
+    pub host: String,
+    /// Index into that host's `devices`.
+    pub device: usize,
+    /// That device, as written in the topology ("cpu", "cuda:0"); checked on load.
+    pub device_kind: String,
+    /// Chunk ids this rank holds.
+    pub chunks: Vec<usize>,
+}
+
+/// A tensor crossing from one chunk to another: activations forward, gradients back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSpec {
+    pub id: usize,
+    pub from_chunk: usize,
+    pub to_chunk: usize,
+    /// `[micro-batch, ..]`.
+    pub shape: Vec<usize>,
+    /// Element type on the wire ("f32").
+    pub dtype: String,
+    /// The largest payload a message on this edge may declare; a larger frame is refused
+    /// before anything is allocated.
+    pub max_bytes: u64,
+}
+
+/// The planner's explanation of the split (the `plan --json` report).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Explain {
+    pub plan: Plan,
+    pub alternatives: Vec<Alternative>,
+}
+
+/// A validated job plan.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The file it came from (a plan file, or the topology it was planned from).
+    pub file: String,
+    pub plan: JobPlan,
+    pub topo: Topology,
+    pub schedule: ScheduleKind,
+    /// Identifies the job: peers with another hash refuse each other.
+    pub hash: u64,
+    /// Where each rank runs.
+    pub places: Vec<Placement>,
+    /// Which rank holds each chunk.
+    pub chunk_rank: Vec<usize>,
+    /// Each rank's instructions for one step.
+    pub instructions: Vec<Vec<Instr>>,
+}
+
+/// The ranks and direction of one edge's traffic, as one rank sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeEnds {
+    pub edge: usize,
+    pub producer: usize,
+    pub consumer: usize,
+}
+
+impl Job {
+    pub fn ranks(&self) -> usize {
+        self.plan.ranks.len()
+    }
+
+    pub fn chunks(&self) -> &[ChunkSpec] {
+        &self.plan.chunks
+    }
+
+    pub fn edges(&self) -> &[EdgeSpec] {
+        &self.plan.edges
+    }
+
+    /// The ranks an edge joins.
+    pub fn ends(&self, edge: usize) -> EdgeEnds {
+        let e = &self.plan.edges[edge];
+        EdgeEnds {
+            edge,
+            producer: self.chunk_rank[e.from_chunk],
+            consumer: self.chunk_rank[e.to_chunk],
+        }
+    }
+
+    /// What a schedule needs to know about `chunk`.
+    pub fn slot(&self, chunk: usize) -> ChunkSlot {
+        let edge_into = self.plan.edges.iter().find(|e| e.to_chunk == chunk);
+        let edge_out = self.plan.edges.iter().find(|e| e.from_chunk == chunk);
+        ChunkSlot {
+            chunk: chunk as u32,
+            position: chunk,
+            depth: self.plan.chunks.len(),
+            input: edge_into.map(|e| e.id as u32),
+            output: edge_out.map(|e| e.id as u32),
+        }
+    }
+
+    /// The host name a rank runs on.
+    pub fn host_name(&self, rank: usize) -> &str {
+        &self.plan.ranks[rank].host
+    }
+
+    /// The job hash as written in plan files and messages.
+    pub fn hash_hex(&self) -> String {
+        format!("{:016x}", self.hash)
+    }
+
+    /// Every chunk's instruction list (in chunk order), for the simulator.
+    pub fn chunk_lists(&self) -> Vec<Vec<Instr>> {
+        (0..self.plan.chunks.len())
+            .map(|c| chunk_schedule(self.schedule, self.slot(c), self.plan.microbatches))
+            .collect()
+    }
+}
