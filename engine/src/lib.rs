@@ -21,6 +21,7 @@ pub mod fmt;
 pub mod identity;
 pub mod job;
 pub mod launcher;
+pub mod message;
 pub mod metrics;
 pub mod params_io;
 pub mod planning;

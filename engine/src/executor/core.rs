@@ -9,6 +9,8 @@ use crate::trace::{Span, Tracer};
 use brigade_stages::checkpoint::Snapshot;
 use brigade_stages::codec::Kind;
 use brigade_stages::{Act, Batches, Stage, StageError};
+
+pub use crate::message::{Incoming, Outgoing};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// One edge as an executor sees it: the chunks it joins and the ranks holding them.
@@ -18,27 +20,6 @@ pub struct EdgeRoute {
     pub to_chunk: usize,
     pub producer: usize,
     pub consumer: usize,
-}
-
-/// A tensor received on an edge (already decoded and checked against the plan's shape).
-#[derive(Debug)]
-pub struct Incoming {
-    pub edge: u32,
-    pub kind: Kind,
-    pub step: u64,
-    pub microbatch: u64,
-    pub tensor: Act,
-}
-
-/// A tensor to send along an edge to rank `to`.
-#[derive(Debug)]
-pub struct Outgoing {
-    pub edge: u32,
-    pub to: usize,
-    pub kind: Kind,
-    pub step: u64,
-    pub microbatch: u64,
-    pub tensor: Act,
 }
 
 /// What the driver must do next.

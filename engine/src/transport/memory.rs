@@ -2,7 +2,7 @@
 //! rank runs on its own thread and tensors move without serialisation.
 
 use super::{Transport, TransportError};
-use crate::executor::core::{Incoming, Outgoing};
+use crate::message::{Incoming, Outgoing};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use std::time::Duration;
 

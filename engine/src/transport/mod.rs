@@ -4,7 +4,7 @@
 pub mod memory;
 pub mod net;
 
-use crate::executor::core::{Incoming, Outgoing};
+use crate::message::{Incoming, Outgoing};
 use std::time::Duration;
 
 /// A transport failure; every variant names the rank (`stage`) and peer concerned.

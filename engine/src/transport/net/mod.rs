@@ -12,6 +12,7 @@
 
 mod auth;
 mod control;
+mod policy;
 mod pull;
 mod push;
 mod socket;
@@ -20,7 +21,7 @@ pub mod wire;
 
 use super::{Transport, TransportError};
 use crate::endpoints::RankLinks;
-use crate::executor::core::{Incoming, Outgoing};
+use crate::message::{Incoming, Outgoing};
 use crate::trace::TraceEvent;
 use burn::prelude::Device;
 use crossbeam_channel::RecvTimeoutError;

@@ -1,24 +1,17 @@
-//! The receiving side of one link (one edge, one direction): accepts connections on this stage's endpoint,
-//! reads each with [`super::wire`], and hands what the authenticated peer sends to the
-//! compute thread.
-//!
-//! Every connection has its own handshake state. The first connection that says a valid hello
-//! (and, under a job secret, answers this stage's challenge) becomes *the peer*; whatever other
-//! connections send — a stranger's greeting, oversized frames, forged tensors — is logged with
-//! their address and dropped, and never ends the job. The peer's own faults are fatal: it was
-//! authenticated, so a bad frame from it means a broken or mismatched brigade.
+//! The receiving side of one link (one edge, one direction): accepts connections on this
+//! rank's endpoint, reads each with [`super::wire`], asks the link's [`LinkPolicy`] what to do
+//! with every message and read error, and hands the peer's tensors to the compute thread.
+//! Which connection is the peer, and what is refused, is decided by the policy alone.
 
 use super::NetConfig;
-use super::auth;
-use super::control::{Control, ControlKind, Mismatch};
+use super::policy::{LinkIdentity, LinkPolicy, Verdict};
 use super::socket::{Conn, Listener};
 use super::tasks::{Link, ToCompute};
 use super::wire::{self, Frame, WireError};
 use crate::endpoints::InLink;
-use crate::executor::core::Incoming;
+use crate::message::Incoming;
 use crate::transport::TransportError;
 use brigade_stages::codec;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
@@ -31,14 +24,6 @@ struct Event {
     conn: u64,
     addr: Arc<str>,
     what: Result<Vec<Frame>, WireError>,
-}
-
-/// Handshake state of one connection.
-#[derive(Default)]
-struct ConnState {
-    hello: bool,
-    key: Option<[u8; 32]>,
-    seq: u64,
 }
 
 /// Accepts connections and starts a reader for each, until the pull task ends.
@@ -131,25 +116,18 @@ pub(super) async fn pull_task(
     ));
     // Listening ends once the peer is known: nobody else has business on this endpoint.
     let mut acceptor = Some(AbortOnDrop(acceptor));
-
-    let secret = cfg.secret.clone();
-    let from_peer = auth::Between {
+    let mut policy = LinkPolicy::new(LinkIdentity {
+        rank: k,
+        peer,
+        endpoint: endpoint.clone(),
         run_id: cfg.run_id,
         job_hash: cfg.job_hash,
-        from: peer,
-        to: k,
-    };
-    let mut conns: HashMap<u64, ConnState> = HashMap::new();
-    // The connection that completed the handshake.
-    let mut the_peer: Option<u64> = None;
+        secret: cfg.secret.clone(),
+        own_challenge: link.own_challenge,
+    });
     let mut deadline = Instant::now() + cfg.connect_timeout;
-    let mut last_refusal: Option<String> = None;
     let fail = |e: TransportError| {
         let _ = to_compute.send(Err(e));
-    };
-    let refuse = |addr: &str, why: String, last: &mut Option<String>| {
-        eprintln!("stage {k}: refused a message on {endpoint} (connection from: {addr}): {why}");
-        *last = Some(why);
     };
     let bad = |why: String| TransportError::BadFrame {
         stage: k,
@@ -161,170 +139,43 @@ pub(super) async fn pull_task(
         let ev = match timeout_at(deadline, rx.recv()).await {
             Ok(Some(ev)) => ev,
             Ok(None) => return,
-            Err(_) if the_peer.is_some() => {
-                return fail(TransportError::PeerLost {
-                    stage: k,
-                    peer,
-                    address: endpoint.clone(),
-                    why: format!(
-                        "no message or heartbeat for {} s",
-                        cfg.peer_timeout.as_secs()
-                    ),
-                });
-            }
             Err(_) => {
-                let secs = cfg.connect_timeout.as_secs();
-                return fail(match last_refusal {
-                    Some(why) => TransportError::Refused {
-                        stage: k,
-                        address: endpoint.clone(),
-                        why: format!("no authenticated peer within {secs} s; last refusal: {why}"),
-                    },
-                    None => TransportError::NeverConnected {
-                        stage: k,
-                        peer,
-                        address: endpoint.clone(),
-                        secs,
-                    },
-                });
-            }
-        };
-        let is_peer = the_peer == Some(ev.conn);
-        let mut frames = match ev.what {
-            Ok(frames) => frames,
-            Err(e) if !is_peer => {
-                if !matches!(e, WireError::Closed) {
-                    refuse(&ev.addr, e.to_string(), &mut last_refusal);
-                }
-                conns.remove(&ev.conn);
-                continue;
-            }
-            Err(_) if link.done.load(Ordering::SeqCst) => return,
-            Err(e @ (WireError::TooLarge { .. } | WireError::FrameCount(_))) => {
-                return fail(bad(e.to_string()));
-            }
-            Err(e) => {
-                return fail(TransportError::PeerLost {
-                    stage: k,
-                    peer,
-                    address: endpoint.clone(),
-                    why: e.to_string(),
-                });
-            }
-        };
-        let state = conns.entry(ev.conn).or_default();
-        if let Some(key) = &state.key {
-            let tagged = frames.len() >= 2 && {
-                let t = frames.last().expect("two frames or more");
-                let body: Vec<&[u8]> = frames[..frames.len() - 1].iter().map(|f| &f[..]).collect();
-                t.len() == auth::TAG_LEN && auth::tag(key, state.seq, &body)[..] == t[..]
-            };
-            if !tagged {
-                refuse(
-                    &ev.addr,
-                    "bad or missing message tag (not from the authenticated peer, or replayed)"
-                        .into(),
-                    &mut last_refusal,
+                return fail(
+                    policy.on_timeout(cfg.peer_timeout.as_secs(), cfg.connect_timeout.as_secs()),
                 );
-                continue;
             }
-            frames.pop();
-            state.seq += 1;
-        }
-        if is_peer {
+        };
+        let verdict = match ev.what {
+            Ok(frames) => policy.on_message(ev.conn, frames),
+            Err(e) => policy.on_error(ev.conn, e),
+        };
+        // Whatever the peer sends (and the handshake completing) restarts its silence timer.
+        if policy.is_peer(ev.conn) && !matches!(verdict, Verdict::Refuse(_)) {
             deadline = Instant::now() + cfg.peer_timeout;
         }
-        match frames.len() {
-            1 => {
-                let c = match Control::decode_checked(&frames[0], cfg.run_id, cfg.job_hash, peer) {
-                    Ok(c) => c,
-                    Err(why) if secret.is_some() || the_peer.is_some() => {
-                        refuse(&ev.addr, why.to_string(), &mut last_refusal);
-                        continue;
+        match verdict {
+            Verdict::Nothing => {}
+            Verdict::Refuse(why) => eprintln!(
+                "stage {k}: refused a message on {endpoint} (connection from: {}): {why}",
+                ev.addr
+            ),
+            Verdict::Peer => drop(acceptor.take()),
+            Verdict::Challenge(ch) => {
+                // The first signed hello's challenge is the one answered.
+                link.peer_challenge_tx.send_if_modified(|c| {
+                    c.is_none() && {
+                        *c = Some(ch);
+                        true
                     }
-                    // Without a secret, a brigade of another run or plan on this address is a
-                    // mis-wired job: say so now rather than at the timeout.
-                    Err(Mismatch::Plan(why)) => {
-                        return fail(TransportError::OtherPlan {
-                            stage: k,
-                            address: endpoint.clone(),
-                            why,
-                        });
-                    }
-                    Err(Mismatch::Other(why)) => {
-                        return fail(TransportError::Refused {
-                            stage: k,
-                            address: endpoint.clone(),
-                            why,
-                        });
-                    }
-                };
-                match c.kind {
-                    ControlKind::Hello if the_peer.is_some() && !is_peer => refuse(
-                        &ev.addr,
-                        format!("a second connection claims to be rank {peer}"),
-                        &mut last_refusal,
-                    ),
-                    ControlKind::Hello => match &secret {
-                        None => {
-                            state.hello = true;
-                            the_peer = Some(ev.conn);
-                            drop(acceptor.take());
-                            deadline = Instant::now() + cfg.peer_timeout;
-                        }
-                        Some(secret) => {
-                            let signed = c.bytes.unwrap_or_default();
-                            match from_peer.verify_hello(secret, &signed) {
-                                Some(ch) => {
-                                    state.hello = true;
-                                    // The first signed hello's challenge is the one answered.
-                                    link.peer_challenge_tx.send_if_modified(|c| {
-                                        c.is_none() && {
-                                            *c = Some(ch);
-                                            true
-                                        }
-                                    });
-                                }
-                                None => refuse(
-                                    &ev.addr,
-                                    "authentication failed: the peer's hello is not signed with this job's secret".into(),
-                                    &mut last_refusal,
-                                ),
-                            }
-                        }
-                    },
-                    ControlKind::Auth => {
-                        let Some(secret) = &secret else { continue };
-                        let answer = c.bytes.unwrap_or_default();
-                        let ok = the_peer.is_none()
-                            && state.hello
-                            && from_peer.verify(secret, &link.own_challenge, &answer);
-                        if ok {
-                            state.key = Some(from_peer.frame_key(secret, &link.own_challenge));
-                            state.seq = 0;
-                            the_peer = Some(ev.conn);
-                            drop(acceptor.take());
-                            deadline = Instant::now() + cfg.peer_timeout;
-                        } else {
-                            refuse(
-                                &ev.addr,
-                                "authentication failed: the peer does not have this job's secret"
-                                    .into(),
-                                &mut last_refusal,
-                            );
-                        }
-                    }
-                    ControlKind::Heartbeat => {}
-                    ControlKind::Bye if is_peer => {
-                        link.done.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    ControlKind::Bye => {}
-                }
+                });
             }
-            2 if is_peer => {
-                let payload = frames.pop().expect("two frames");
-                let decoded = codec::decode_shared(&frames[0], payload, limit)
+            Verdict::Done => {
+                link.done.store(true, Ordering::SeqCst);
+                return;
+            }
+            Verdict::Fail(e) => return fail(e),
+            Verdict::Tensor(header, payload) => {
+                let decoded = codec::decode_shared(&header, payload, limit)
                     .map_err(|e| bad(e.to_string()))
                     .and_then(|(h, data)| {
                         if h.run_id != cfg.run_id {
@@ -364,18 +215,6 @@ pub(super) async fn pull_task(
                     Err(e) => return fail(e),
                 }
             }
-            2 if secret.is_some() || the_peer.is_some() => refuse(
-                &ev.addr,
-                "a tensor from a connection that has not authenticated".into(),
-                &mut last_refusal,
-            ),
-            2 => return fail(bad("tensor before the hello handshake".into())),
-            n if is_peer => return fail(bad(format!("message of {n} frames"))),
-            n => refuse(
-                &ev.addr,
-                format!("message of {n} frames"),
-                &mut last_refusal,
-            ),
         }
     }
 }

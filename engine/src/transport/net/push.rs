@@ -8,7 +8,7 @@ use super::socket::{self, Conn};
 use super::tasks::{Link, ToCompute};
 use super::wire;
 use crate::endpoints::OutLink;
-use crate::executor::core::Outgoing;
+use crate::message::Outgoing;
 use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
 use brigade_stages::codec::{self, Route};

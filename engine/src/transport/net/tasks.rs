@@ -4,7 +4,7 @@
 use super::auth;
 use super::socket::Listener;
 use super::{Cmd, NetConfig};
-use crate::executor::core::{Incoming, Outgoing};
+use crate::message::{Incoming, Outgoing};
 use crate::transport::TransportError;
 use brigade_stages::codec::Kind;
 use crossbeam_channel::Sender;
