@@ -6,7 +6,7 @@
 //! {"event":"started","stage":0,"host":"local","pid":4242,"layers":[0,3],"chunks":[0],"run_id":"…","job_hash":"…"}
 //! {"event":"step","stage":1,"step":1,"loss":2.31,"step_ms":41.2}
 //! {"event":"checkpoint","stage":0,"step":10,"dir":"ck/step-00000010"}
-//! {"event":"error","stage":1,"message":"stage 1: lost peer stage 0 …","bad_input":false}
+//! {"event":"error","stage":1,"message":"stage 1: lost peer stage 0 …","bad_input":false,"lost_peer":0}
 //! {"event":"done","stage":0,"peak_rss_kib":70312}
 //! ```
 //!
@@ -50,6 +50,10 @@ pub enum StageEvent {
         message: String,
         #[serde(default)]
         bad_input: bool,
+        /// The rank it lost contact with, when that is how it failed (the peer's own failure
+        /// is then the cause).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lost_peer: Option<usize>,
     },
     /// Every step is done.
     Done {
@@ -106,6 +110,7 @@ mod tests {
                     stage: 0,
                     message: "boom".into(),
                     bad_input: true,
+                    lost_peer: None,
                 },
                 r#"{"event":"error","stage":0,"message":"boom","bad_input":true}"#,
             ),

@@ -70,10 +70,19 @@ pub fn run(args: &StageArgs) -> Result<()> {
             stage: args.stage,
             message: format!("{e:#}"),
             bad_input: e.chain().any(|c| c.is::<ConfigError>()),
+            lost_peer: e.downcast_ref::<LostPeer>().map(|l| l.peer),
         }
         .emit();
     }
     result
+}
+
+/// This rank failed because it lost `peer`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct LostPeer {
+    peer: usize,
+    message: String,
 }
 
 fn run_rank(args: &StageArgs) -> Result<()> {
@@ -230,6 +239,11 @@ fn run_rank(args: &StageArgs) -> Result<()> {
             )
             .into()
         }
+        DriveError::Transport(TransportError::PeerLost { peer, .. }) => LostPeer {
+            peer,
+            message: format!("{e} (host {}, stage {k})", host.name),
+        }
+        .into(),
         e => anyhow::anyhow!("{e} (host {}, stage {k})", host.name),
     })?;
     if let Some(w) = writer {

@@ -8,8 +8,9 @@ use crate::schedule::Instr;
 use crate::trace::{Span, Tracer};
 use brigade_stages::checkpoint::Snapshot;
 use brigade_stages::codec::Kind;
-use brigade_stages::{Act, Batches, Stage, StageError};
+use brigade_stages::{Act, Batches, Stage};
 
+pub use super::error::ExecError;
 pub use crate::message::{Incoming, Outgoing};
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -40,49 +41,6 @@ pub enum Action {
     StepDone { step: u64, loss: Option<f64> },
     /// Every step is done.
     Finished,
-}
-
-/// A message or instruction out of step with the schedule.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ExecError {
-    #[error(transparent)]
-    Stage(#[from] StageError),
-    #[error(
-        "rank {rank}: received {kind:?} on edge {edge} for step {step}, micro-batch {microbatch}, which the schedule does not expect now (at step {current})"
-    )]
-    Unexpected {
-        rank: usize,
-        edge: u32,
-        kind: Kind,
-        step: u64,
-        microbatch: u64,
-        current: u64,
-    },
-    #[error("rank {rank}: cannot take a checkpoint: {why}")]
-    Checkpoint { rank: usize, why: String },
-    #[error(
-        "rank {rank}: received {kind:?} on edge {edge} for step {step}, micro-batch {microbatch} twice"
-    )]
-    Duplicate {
-        rank: usize,
-        edge: u32,
-        kind: Kind,
-        step: u64,
-        microbatch: u64,
-    },
-    #[error("rank {rank}: cannot read the data of step {step}, micro-batch {microbatch}: {why}")]
-    Data {
-        rank: usize,
-        step: u64,
-        microbatch: u64,
-        why: String,
-    },
-    #[error("rank {rank}: the schedule is inconsistent with the plan at {instr}: {why}")]
-    Schedule {
-        rank: usize,
-        instr: Instr,
-        why: &'static str,
-    },
 }
 
 /// What a rank runs: its instruction list for one step and the plan's edges (indexed by id).

@@ -4,4 +4,5 @@
 pub mod build;
 pub mod core;
 pub mod driver;
+pub mod error;
 pub mod writer;

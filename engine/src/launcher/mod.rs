@@ -8,6 +8,11 @@
 //! rank's own words, from its `error` event). Children die with the launcher
 //! (PR_SET_PDEATHSIG), so nothing is left behind.
 
+mod failure;
+
+pub use failure::BadInput;
+use failure::{BLAME_GRACE, RankError, describe_failure};
+
 use crate::endpoints::{ipc_files, run_dir};
 use crate::events::StageEvent;
 use crate::job::Job;
@@ -18,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What to start.
 pub struct LaunchSpec {
@@ -57,14 +62,9 @@ struct Running {
     status: Option<Result<ExitStatus, String>>,
     done: bool,
     stderr_tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
-    /// The rank's own account of its failure (its `error` event), and whether it blamed input.
-    error: Option<(String, bool)>,
+    /// The rank's own account of its failure (its `error` event).
+    error: Option<RankError>,
 }
-
-/// A rank failed because of input the user must fix (the launcher exits with code 2 too).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
 
 /// What a finished launch reports.
 #[derive(Debug, Clone, Default)]
@@ -162,8 +162,32 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     let mut bad_input = false;
     let mut last: Option<StepMetrics> = None;
     let mut peak_rss_kib = Vec::new();
+    // A rank that failed because it lost a peer still running here: (rank, until when its
+    // peer may still exit and take the blame).
+    let mut suspect: Option<(usize, Instant)> = None;
+    let mut fail = |r: &Running, running: &[Running], failure: &mut Option<String>| {
+        *failure = Some(describe_failure(r));
+        bad_input = r.error.as_ref().is_some_and(|e| e.bad_input);
+        bar.println(format!(
+            "error: {}; stopping the other stages",
+            failure.as_deref().unwrap_or_default()
+        ));
+        kill_all(running);
+    };
     while running.iter().any(|r| r.status.is_none()) {
-        let Ok(ev) = rx.recv_timeout(Duration::from_millis(500)) else {
+        if let Some((k, until)) = suspect
+            && Instant::now() >= until
+        {
+            suspect = None;
+            if failure.is_none() {
+                let r = running
+                    .iter()
+                    .find(|r| r.stage == k)
+                    .expect("a started stage");
+                fail(r, &running, &mut failure);
+            }
+        }
+        let Ok(ev) = rx.recv_timeout(Duration::from_millis(100)) else {
             continue;
         };
         match ev {
@@ -204,10 +228,17 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
                     }
                 }
                 Some(StageEvent::Error {
-                    message, bad_input, ..
+                    message,
+                    bad_input,
+                    lost_peer,
+                    ..
                 }) => {
                     if let Some(r) = running.iter_mut().find(|r| r.stage == k) {
-                        r.error = Some((message, bad_input));
+                        r.error = Some(RankError {
+                            message,
+                            bad_input,
+                            lost_peer,
+                        });
                     }
                 }
                 Some(_) => {}
@@ -220,13 +251,19 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
                 let ok = matches!(&status, Ok(s) if s.success()) && r.done;
                 r.status = Some(status.map_err(|e| e.to_string()));
                 if !ok && failure.is_none() {
-                    failure = Some(describe_failure(r));
-                    bad_input = r.error.as_ref().is_some_and(|(_, b)| *b);
-                    bar.println(format!(
-                        "error: {}; stopping the other stages",
-                        failure.as_deref().unwrap_or_default()
-                    ));
-                    kill_all(&running);
+                    let lost = r.error.as_ref().and_then(|e| e.lost_peer);
+                    let peer_running = lost.is_some_and(|p| {
+                        running.iter().any(|x| x.stage == p && x.status.is_none())
+                    });
+                    if peer_running && suspect.is_none() {
+                        suspect = Some((k, Instant::now() + BLAME_GRACE));
+                    } else {
+                        let r = running
+                            .iter()
+                            .find(|r| r.stage == k)
+                            .expect("a started stage");
+                        fail(r, &running, &mut failure);
+                    }
                 }
             }
         }
@@ -286,48 +323,6 @@ fn forward_stderr(
                 t.push_back(line);
             }
         });
-    }
-}
-
-fn describe_failure(r: &Running) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    // The rank's own account; without one (killed, or it died before it could say), the last
-    // line it wrote to stderr, which says how far it got.
-    let last = r.error.as_ref().map(|(m, _)| m.clone()).or_else(|| {
-        // Let the stderr reader catch up with the child's last words.
-        std::thread::sleep(Duration::from_millis(100));
-        let tail = r.stderr_tail.lock().expect("tail lock");
-        // A panic's message is the line after "panicked at".
-        match tail.iter().position(|l| l.contains("panicked at")) {
-            Some(i) => Some(
-                tail.iter()
-                    .skip(i)
-                    .take(2)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            None => tail.back().cloned(),
-        }
-    });
-    let how = match &r.status {
-        Some(Ok(s)) if s.signal().is_some() => {
-            format!("was killed by signal {}", s.signal().unwrap_or(0))
-        }
-        Some(Ok(s)) if s.success() => "exited before finishing its steps".to_string(),
-        Some(Ok(s)) => format!("exited with code {}", s.code().unwrap_or(-1)),
-        Some(Err(e)) => format!("could not be waited for: {e}"),
-        None => "is still running".to_string(),
-    };
-    match last {
-        Some(l) => format!(
-            "stage {} (host {}, pid {}) {how}: {}",
-            r.stage,
-            r.host,
-            r.pid,
-            l.trim_start_matches("error: ")
-        ),
-        None => format!("stage {} (host {}, pid {}) {how}", r.stage, r.host, r.pid),
     }
 }
 
