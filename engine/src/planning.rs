@@ -1,10 +1,8 @@
-//! From a topology to a plan and its simulated step (what `plan` prints and writes), and the
-//! same explanation for a job plan read from a file (what `simulate` and `train` show).
+//! From a topology to a plan and its simulated step: what `plan` prints and writes, and what a
+//! job plan read from a file is explained with (`crate::job::explain`).
 
-use crate::job::Job;
 use crate::schedule::{chain_schedule, peak_live};
 use crate::sim::{ChunkCost, EdgeCost, SimCosts, SimError, SimReport, simulate};
-use brigade_partitioner::partition::Split;
 use brigade_partitioner::plan::{self, Alternative, Plan};
 use brigade_partitioner::{ConfigError, Costs, LayerGraph, Placement, Profile, Topology};
 
@@ -68,50 +66,9 @@ pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, Confi
     finish(topo, graph, costs, plan, alternatives, places, chunk_rank)
 }
 
-/// The explanation of a job's own split and placement (a plan file is never re-planned).
-pub fn explain(job: &Job, profile: Option<&str>) -> Result<Planned, ConfigError> {
-    let topo = job.topo.clone();
-    let graph = LayerGraph::from_model(&topo.model);
-    let costs = costs_for(&topo, &graph, profile)?;
-    let places: Vec<Placement> = job
-        .chunk_rank
-        .iter()
-        .map(|&r| job.places[r].clone())
-        .collect();
-    let live: Vec<u64> = job
-        .chunk_lists()
-        .iter()
-        .map(|l| peak_live(l) as u64)
-        .collect();
-    let prob = plan::problem_on(&topo, &costs, &live, &places);
-    let counts: Vec<usize> = job
-        .chunks()
-        .iter()
-        .map(|c| c.layers[1] - c.layers[0])
-        .collect();
-    let mut p = plan::describe(
-        &topo,
-        &graph,
-        &costs,
-        &prob,
-        &Split::from_counts(&counts),
-        &places,
-    );
-    p.topology = job.file.clone();
-    p.method = "plan file".into();
-    let alternatives = plan::alternatives(&plan::problem(&topo, &costs, &live_counts(&topo)));
-    finish(
-        topo,
-        graph,
-        costs,
-        p,
-        alternatives,
-        places,
-        job.chunk_rank.clone(),
-    )
-}
-
-fn finish(
+/// The plan's simulated step, filled in (shared by [`make_plan`] and the job plan's
+/// explanation).
+pub(crate) fn finish(
     topo: Topology,
     graph: LayerGraph,
     costs: Costs,

@@ -1,8 +1,9 @@
 //! The positional FILE of `train`, `launch`, `stage` and `simulate`: a topology (TOML), which
 //! is planned here, or a job plan (JSON, from `brigade plan --out`), which is used as it is.
 
+use super::explain::explain;
 use super::{FORMAT, Job, JobPlan, TopologySource, VERSION, job_from_plan};
-use crate::planning::{Planned, explain, make_plan};
+use crate::planning::{Planned, make_plan};
 use brigade_partitioner::ConfigError;
 
 /// What FILE turned out to be.

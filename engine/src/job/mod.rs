@@ -13,6 +13,7 @@
 //! [`JobPlan::validate`]), with its per-rank instruction lists computed once.
 
 mod build;
+mod explain;
 mod input;
 mod validate;
 
@@ -22,6 +23,7 @@ use brigade_partitioner::{Placement, ScheduleKind, Topology};
 use serde::{Deserialize, Serialize};
 
 pub use build::job_from_plan;
+pub use explain::explain;
 pub use input::{Input, load_input, load_planned, read_plan};
 
 /// `format` of every job plan file.
