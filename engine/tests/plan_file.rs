@@ -223,6 +223,17 @@ fn hand_edited_plan_with_swapped_ranks_trains_and_equals_reference() {
         "rank 1 holds chunk 0 and has no loss"
     );
     let (rl, rp) = reference(&dir, "5");
+    // `reference` takes the plan file too (its topology; the reference does not split).
+    let rm2 = dir.join("ref-from-plan.jsonl");
+    ok(&[
+        "reference",
+        swapped.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--metrics",
+        rm2.to_str().unwrap(),
+    ]);
+    assert_eq!(losses(&rm2), rl);
     assert_same(
         "swapped ranks (stage processes)",
         (&rank0_losses, &load_dir(&tp).unwrap()),

@@ -46,8 +46,7 @@ pub enum Command {
 /// The topology file and its overrides, shared by every subcommand.
 #[derive(Args, Debug, Clone)]
 pub struct TopologyArgs {
-    /// Topology TOML file — or, for `train`, `launch`, `stage` and `simulate`, a job plan
-    /// written by `brigade plan --out`.
+    /// Topology TOML file, or a job plan written by `brigade plan --out`.
     pub file: String,
     /// Override a key, e.g. `--set train.schedule=1f1b` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
@@ -55,8 +54,9 @@ pub struct TopologyArgs {
 }
 
 impl TopologyArgs {
+    /// The topology of FILE (a job plan's, when FILE is one), not planned.
     pub fn load(&self) -> Result<Topology, ConfigError> {
-        brigade_partitioner::load(&self.file, &self.overrides)
+        crate::job::load_topology(&self.file, &self.overrides)
     }
 }
 

@@ -18,6 +18,7 @@ pub struct ReferenceArgs {
 }
 
 pub fn run(args: &ReferenceArgs) -> Result<()> {
+    // A topology, or a job plan's topology: the reference does not split.
     let topo = args.topology.load()?;
     let steps = args.run.steps.unwrap_or(topo.train.steps);
     let device = burn_device(topo.hosts[0].devices[0].kind)?;

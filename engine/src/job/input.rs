@@ -4,7 +4,7 @@
 use super::explain::explain;
 use super::{FORMAT, Job, JobPlan, TopologySource, VERSION, job_from_plan};
 use crate::planning::{Planned, make_plan};
-use brigade_partitioner::ConfigError;
+use brigade_partitioner::{ConfigError, Topology};
 
 /// What FILE turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,27 @@ pub fn load_input(
     }
     let (job, _) = plan_topology(file, text, overrides, profile)?;
     Ok((job, Input::Topology))
+}
+
+/// Just the topology of FILE (a topology, or a job plan's), without planning it: for commands
+/// that do not split the model (`reference`, `profile`).
+pub fn load_topology(file: &str, overrides: &[String]) -> Result<Topology, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+        file: file.to_string(),
+        source,
+    })?;
+    if text.trim_start().starts_with('{') {
+        if !overrides.is_empty() {
+            return Err(ConfigError::invalid(
+                file,
+                "--set",
+                "a job plan cannot be changed with --set",
+                "Give the topology file instead, with the overrides.",
+            ));
+        }
+        return Ok(read_plan(file, &text)?.topo);
+    }
+    brigade_partitioner::parse(file, &text, overrides)
 }
 
 /// [`load_input`] with the planner's explanation: for a topology, the plan just made; for a

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use build::job_from_plan;
 pub use explain::explain;
-pub use input::{Input, load_input, load_planned, read_plan};
+pub use input::{Input, load_input, load_planned, load_topology, read_plan};
 
 /// `format` of every job plan file.
 pub const FORMAT: &str = "brigade-job-plan";
