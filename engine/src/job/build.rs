@@ -69,10 +69,13 @@ pub fn job_from_plan(
         chunks,
         ranks,
         edges,
-        explain: Some(Explain {
-            plan: plan.clone(),
-            alternatives: alternatives.to_vec(),
-        }),
+        explain: Some(
+            serde_json::to_value(Explain {
+                plan: plan.clone(),
+                alternatives: alternatives.to_vec(),
+            })
+            .expect("a plan always serialises"),
+        ),
     };
     let mut job = raw.validate(&file)?;
     // Messages name the file the user gave.

@@ -13,51 +13,45 @@ pub enum Input {
     Plan,
 }
 
-/// Reads FILE as a job plan or a topology (by content: a plan is a JSON object) and returns
-/// the job. A topology is planned with `profile`'s costs, or estimates.
+/// FILE's text, and whether it is a job plan (by content: a plan is a JSON object; a topology
+/// is TOML, which cannot start with `{`). A plan refuses `--set` overrides.
+fn read_source(file: &str, overrides: &[String]) -> Result<(String, Input), ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+        file: file.to_string(),
+        source,
+    })?;
+    if !text.trim_start().starts_with('{') {
+        return Ok((text, Input::Topology));
+    }
+    if !overrides.is_empty() {
+        return Err(ConfigError::invalid(
+            file,
+            "--set",
+            "a job plan cannot be changed with --set (its split was planned for the topology it holds)",
+            "Plan again with the overrides: `brigade plan TOPOLOGY --set ... --out FILE`.",
+        ));
+    }
+    Ok((text, Input::Plan))
+}
+
+/// Reads FILE as a job plan or a topology and returns the job. A topology is planned with
+/// `profile`'s costs, or estimates.
 pub fn load_input(
     file: &str,
     overrides: &[String],
     profile: Option<&str>,
 ) -> Result<(Job, Input), ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-        file: file.to_string(),
-        source,
-    })?;
-    if text.trim_start().starts_with('{') {
-        if !overrides.is_empty() {
-            return Err(ConfigError::invalid(
-                file,
-                "--set",
-                "a job plan cannot be changed with --set (its split was planned for the topology it holds)",
-                "Plan again with the overrides: `brigade plan TOPOLOGY --set ... --out FILE`.",
-            ));
-        }
-        return Ok((read_plan(file, &text)?, Input::Plan));
-    }
-    let (job, _) = plan_topology(file, text, overrides, profile)?;
-    Ok((job, Input::Topology))
+    let (job, input, _) = load(file, overrides, profile, false)?;
+    Ok((job, input))
 }
 
 /// Just the topology of FILE (a topology, or a job plan's), without planning it: for commands
 /// that do not split the model (`reference`, `profile`).
 pub fn load_topology(file: &str, overrides: &[String]) -> Result<Topology, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-        file: file.to_string(),
-        source,
-    })?;
-    if text.trim_start().starts_with('{') {
-        if !overrides.is_empty() {
-            return Err(ConfigError::invalid(
-                file,
-                "--set",
-                "a job plan cannot be changed with --set",
-                "Give the topology file instead, with the overrides.",
-            ));
-        }
-        return Ok(read_plan(file, &text)?.topo);
+    match read_source(file, overrides)? {
+        (text, Input::Plan) => Ok(read_plan(file, &text)?.topo),
+        (text, Input::Topology) => brigade_partitioner::parse(file, &text, overrides),
     }
-    brigade_partitioner::parse(file, &text, overrides)
 }
 
 /// [`load_input`] with the planner's explanation: for a topology, the plan just made; for a
@@ -67,17 +61,27 @@ pub fn load_planned(
     overrides: &[String],
     profile: Option<&str>,
 ) -> Result<(Job, Input, Planned), ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-        file: file.to_string(),
-        source,
-    })?;
-    if text.trim_start().starts_with('{') {
-        let (job, input) = load_input(file, overrides, profile)?;
-        let planned = explain(&job, profile)?;
-        return Ok((job, input, planned));
+    let (job, input, planned) = load(file, overrides, profile, true)?;
+    Ok((job, input, planned.expect("asked for")))
+}
+
+fn load(
+    file: &str,
+    overrides: &[String],
+    profile: Option<&str>,
+    explained: bool,
+) -> Result<(Job, Input, Option<Planned>), ConfigError> {
+    match read_source(file, overrides)? {
+        (text, Input::Plan) => {
+            let job = read_plan(file, &text)?;
+            let planned = explained.then(|| explain(&job, profile)).transpose()?;
+            Ok((job, Input::Plan, planned))
+        }
+        (text, Input::Topology) => {
+            let (job, planned) = plan_topology(file, text, overrides, profile)?;
+            Ok((job, Input::Topology, Some(planned)))
+        }
     }
-    let (job, planned) = plan_topology(file, text, overrides, profile)?;
-    Ok((job, Input::Topology, planned))
 }
 
 /// Plans the topology in `text` (read from `file`).

@@ -52,9 +52,10 @@ pub struct JobPlan {
     pub chunks: Vec<ChunkSpec>,
     pub ranks: Vec<RankSpec>,
     pub edges: Vec<EdgeSpec>,
-    /// What the planner predicted for this split (for people; not read back).
+    /// What the planner predicted for this split, an [`Explain`] when brigade wrote it (for
+    /// people; never read back, so editing or deleting it changes nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub explain: Option<Explain>,
+    pub explain: Option<serde_json::Value>,
 }
 
 /// The topology a plan was made from: validated again whenever the plan is loaded.
