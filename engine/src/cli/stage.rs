@@ -60,6 +60,10 @@ pub struct StageArgs {
     /// Exit when the process with this pid (the launcher) goes away.
     #[arg(long, hide = true)]
     pub launcher_pid: Option<u32>,
+    /// The file the user gave the launcher (messages name it rather than the launcher's copy
+    /// of the plan in the run directory).
+    #[arg(long, hide = true)]
+    pub plan_source: Option<String>,
 }
 
 /// Runs the rank; a failure is also reported to the launcher as an `error` event.
@@ -89,7 +93,10 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     if let Some(pid) = args.launcher_pid {
         die_with_launcher(pid);
     }
-    let (job, _) = load_input(&args.topology.file, &args.topology.overrides, None)?;
+    let (mut job, _) = load_input(&args.topology.file, &args.topology.overrides, None)?;
+    if let Some(source) = &args.plan_source {
+        job.file = source.clone();
+    }
     let k = args.stage;
     let ranks = job.ranks();
     if k >= ranks {

@@ -68,8 +68,10 @@ impl CheckpointWriter {
     /// Waits until every queued checkpoint is written.
     pub fn finish(mut self) -> Result<(), String> {
         self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            return Err("the checkpoint writer failed unexpectedly (see the message above); checkpoints after the last one reported may be missing".into());
         }
         match self.errors.try_recv() {
             Ok(e) => Err(e),

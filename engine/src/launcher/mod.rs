@@ -94,6 +94,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
             .arg(&plan_file)
             .arg("--stage")
             .arg(k.to_string());
+        cmd.arg("--plan-source").arg(&spec.file);
         cmd.arg("--steps").arg(spec.steps.to_string());
         cmd.arg("--run-id").arg(format!("{:016x}", spec.run_id));
         cmd.arg("--launcher-pid")
@@ -255,8 +256,10 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
                     let peer_running = lost.is_some_and(|p| {
                         running.iter().any(|x| x.stage == p && x.status.is_none())
                     });
-                    if peer_running && suspect.is_none() {
-                        suspect = Some((k, Instant::now() + BLAME_GRACE));
+                    if peer_running {
+                        // Wait for the peer: its own failure is the cause (the first rank
+                        // that lost a peer stays the suspect).
+                        suspect.get_or_insert((k, Instant::now() + BLAME_GRACE));
                     } else {
                         let r = running
                             .iter()
@@ -266,6 +269,23 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
                     }
                 }
             }
+        }
+    }
+    // Every rank has exited. A suspect whose peer then finished cleanly, or any rank that did
+    // not finish every step, still fails the launch.
+    if failure.is_none() {
+        let first_bad = suspect.map(|(k, _)| k).or_else(|| {
+            running
+                .iter()
+                .find(|r| !(r.done && matches!(&r.status, Some(Ok(s)) if s.success())))
+                .map(|r| r.stage)
+        });
+        if let Some(k) = first_bad {
+            let r = running
+                .iter()
+                .find(|r| r.stage == k)
+                .expect("a started stage");
+            fail(r, &running, &mut failure);
         }
     }
     bar.finish_and_clear();

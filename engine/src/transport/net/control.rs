@@ -125,7 +125,7 @@ impl Control {
         }
         if c.run_id != run_id {
             return Err(format!(
-                "peer belongs to run {:016x}, this is run {run_id:016x} (a stale process from another run, or launchers given different --run-id)",
+                "peer belongs to run {:016x}, this is run {run_id:016x} (a stale process from another run, launchers given different --run-id, or ranks given different plans or topologies: a run id given as a name, or none, is derived from the job plan)",
                 c.run_id
             ));
         }
