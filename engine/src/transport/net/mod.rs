@@ -18,6 +18,7 @@ mod push;
 mod socket;
 mod tasks;
 pub mod wire;
+pub mod zmtp;
 
 use super::{Transport, TransportError};
 use crate::endpoints::RankLinks;

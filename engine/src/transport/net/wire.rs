@@ -89,7 +89,10 @@ pub async fn read_message<R: AsyncRead + Unpin>(
 
 /// Reads `len` bytes into fresh storage aligned for its largest fitting element type, without
 /// zero-filling it first.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> std::io::Result<Frame> {
+pub(in crate::transport::net) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+) -> std::io::Result<Frame> {
     match len {
         n if n % 8 == 0 => read_elems::<u64, R>(r, len).await,
         n if n % 4 == 0 => read_elems::<u32, R>(r, len).await,

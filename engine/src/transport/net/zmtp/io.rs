@@ -1,0 +1,194 @@
+//! Moving ZMTP bytes on any byte stream (TCP, Unix socket, an in-memory pipe in tests): the
+//! NULL handshake, and messages and commands in both directions. Every size is checked
+//! against a limit before a byte of the body is allocated or read.
+
+use super::command::{Command, Metadata, SocketType, property};
+use super::{ZmtpError, frame, greeting};
+use crate::transport::net::wire::{Frame, read_frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The most a command frame (READY, PING, ERROR, …) may declare.
+pub const COMMAND_LIMIT: u64 = 64 * 1024;
+/// Data frames up to this size are gathered into one write with the frame heads.
+const COALESCE: usize = 64 * 1024;
+
+fn eof_is_closed(e: std::io::Error) -> ZmtpError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ZmtpError::Closed
+    } else {
+        ZmtpError::Io(e)
+    }
+}
+
+/// Exchanges greetings and READY commands (mechanism NULL) as a `ours` socket, announcing
+/// `metadata` beside `Socket-Type`; returns the peer's metadata. Refuses anything that is not a
+/// ZMTP ≥ 3.0 peer of the matching socket type using NULL.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    ours: SocketType,
+    metadata: &Metadata,
+) -> Result<Metadata, ZmtpError> {
+    // Send the whole greeting at once: a peer that waits for our signature before sending
+    // the rest of its own (libzmq does) is not kept waiting.
+    s.write_all(&greeting::encode("NULL", false)).await?;
+    s.flush().await?;
+    let mut g = [0u8; greeting::LEN];
+    s.read_exact(&mut g[..greeting::SIGNATURE_LEN])
+        .await
+        .map_err(eof_is_closed)?;
+    greeting::check_signature(g[..greeting::SIGNATURE_LEN].try_into().expect("10 bytes"))?;
+    s.read_exact(&mut g[10..11]).await?;
+    greeting::check_major(g[10])?;
+    s.read_exact(&mut g[11..]).await?;
+    let peer = greeting::parse(&g)?;
+    if peer.mechanism != "NULL" {
+        return Err(ZmtpError::Mechanism(peer.mechanism, "NULL"));
+    }
+    let mut ready: Metadata = vec![("Socket-Type".into(), ours.name().as_bytes().to_vec())];
+    ready.extend(metadata.iter().cloned());
+    write_command(s, &Command::Ready(ready)).await?;
+    match read_command(s).await? {
+        Command::Ready(meta) => {
+            let wants = ours.peer().name();
+            match property(&meta, "Socket-Type") {
+                Some(t) if t == wants.as_bytes() => Ok(meta),
+                other => Err(ZmtpError::SocketType {
+                    peer: other.map_or("(unnamed)".into(), |t| {
+                        String::from_utf8_lossy(t).into_owned()
+                    }),
+                    ours: ours.name(),
+                    wants,
+                }),
+            }
+        }
+        Command::Error(reason) => Err(ZmtpError::PeerError(reason)),
+        other => Err(ZmtpError::Unexpected(command_name(&other))),
+    }
+}
+
+fn command_name(c: &Command) -> String {
+    match c {
+        Command::Ready(_) => "READY".into(),
+        Command::Error(_) => "ERROR".into(),
+        Command::Ping { .. } => "PING".into(),
+        Command::Pong { .. } => "PONG".into(),
+        Command::Other(n) => n.clone(),
+    }
+}
+
+/// Reads one frame head: (head, whether the stream ended cleanly before it).
+async fn read_head<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: u64,
+    first: bool,
+) -> Result<frame::Head, ZmtpError> {
+    let mut flags = [0u8; 1];
+    if r.read(&mut flags).await? == 0 {
+        // EOF between messages is the peer closing; inside one it is a broken message.
+        return Err(if first {
+            ZmtpError::Closed
+        } else {
+            ZmtpError::Io(std::io::ErrorKind::UnexpectedEof.into())
+        });
+    }
+    let mut size = [0u8; 8];
+    let n = frame::size_len(flags[0])?;
+    r.read_exact(&mut size[..n]).await?;
+    let command = flags[0] & frame::COMMAND != 0;
+    frame::decode(
+        flags[0],
+        &size[..n],
+        if command { COMMAND_LIMIT } else { limit },
+    )
+}
+
+async fn read_body<R: AsyncRead + Unpin>(r: &mut R, len: u64) -> Result<Vec<u8>, ZmtpError> {
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Reads the next command, which must come before any message.
+pub async fn read_command<R: AsyncRead + Unpin>(r: &mut R) -> Result<Command, ZmtpError> {
+    let head = read_head(r, COMMAND_LIMIT, true).await?;
+    if !head.command {
+        return Err(ZmtpError::Unexpected("message before READY".into()));
+    }
+    Command::decode(&read_body(r, head.len).await?)
+}
+
+/// What arrived.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message of 1 to `max_frames` data frames, each in aligned storage.
+    Message(Vec<Frame>),
+    Command(Command),
+}
+
+/// Reads the next message or command; data frames over `limit` bytes or messages of more than
+/// `max_frames` frames are refused before they are read.
+pub async fn read<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: u64,
+    max_frames: usize,
+) -> Result<Inbound, ZmtpError> {
+    let mut frames = Vec::new();
+    loop {
+        let head = read_head(r, limit, frames.is_empty()).await?;
+        if head.command {
+            if !frames.is_empty() {
+                return Err(ZmtpError::Malformed {
+                    what: "message",
+                    why: "a command between the frames of a message".into(),
+                });
+            }
+            return Ok(Inbound::Command(Command::decode(
+                &read_body(r, head.len).await?,
+            )?));
+        }
+        if frames.len() == max_frames {
+            return Err(ZmtpError::FrameCount(max_frames));
+        }
+        frames.push(read_frame(r, head.len as usize).await?);
+        if !head.more {
+            return Ok(Inbound::Message(frames));
+        }
+    }
+}
+
+/// Writes one message. Small frames go out with their heads in one write; a large frame is
+/// written from its own memory.
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(COALESCE + 9 * frames.len());
+    for (i, f) in frames.iter().enumerate() {
+        let (head, n) = frame::encode(i + 1 < frames.len(), false, f.len());
+        buf.extend_from_slice(&head[..n]);
+        if f.len() <= COALESCE {
+            buf.extend_from_slice(f);
+        } else {
+            w.write_all(&buf).await?;
+            buf.clear();
+            w.write_all(f).await?;
+        }
+    }
+    if !buf.is_empty() {
+        w.write_all(&buf).await?;
+    }
+    w.flush().await
+}
+
+/// Writes one command.
+pub async fn write_command<W: AsyncWrite + Unpin>(w: &mut W, c: &Command) -> std::io::Result<()> {
+    let body = c.encode();
+    let (head, n) = frame::encode(false, true, body.len());
+    let mut buf = head[..n].to_vec();
+    buf.extend(body);
+    w.write_all(&buf).await?;
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,53 @@
+//! ZeroMQ's wire protocol, ZMTP 3.1 (RFC 23/ZMTP and 37/ZMTP), from brigade's own code: the
+//! 64-byte greeting, the NULL mechanism's READY handshake with metadata, frames with MORE,
+//! LONG and COMMAND flags, and the PING/PONG/ERROR commands. Any ZeroMQ PUSH or PULL socket
+//! (libzmq through pyzmq, the `zeromq` crate) can talk to a brigade link.
+//!
+//! The parsing is pure ([`greeting`], [`frame`], [`command`]) and tested with tables; [`io`]
+//! only moves bytes. What brigade's framing did better than the libraries stays: every
+//! declared length — in the handshake and after it — is checked against a limit before
+//! anything is allocated, and data frames are read straight into aligned storage that becomes a
+//! tensor.
+
+pub mod command;
+pub mod frame;
+pub mod greeting;
+pub mod io;
+
+pub use command::{Command, Metadata, SocketType};
+
+/// Why a ZMTP peer was refused or a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ZmtpError {
+    /// The stream ended cleanly between messages.
+    #[error("the connection was closed")]
+    Closed,
+    #[error("the connection broke: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a ZeroMQ peer, or one speaking ZMTP 1.0 (it opened with {0:02x?})")]
+    NotZmtp([u8; 10]),
+    #[error(
+        "the peer speaks an older ZMTP (version byte {0}; 1 is ZMTP 2.0); brigade speaks ZMTP 3.1 and refuses older versions"
+    )]
+    OldVersion(u8),
+    #[error("the peer asks for the {0:?} security mechanism; this link uses {1}")]
+    Mechanism(String, &'static str),
+    #[error("a frame of {len} bytes exceeds this link's limit of {limit} bytes")]
+    TooLarge { len: u64, limit: u64 },
+    #[error("a frame with reserved flag bits set ({0:#04x})")]
+    Flags(u8),
+    #[error("a message of more than {0} frames")]
+    FrameCount(usize),
+    #[error("malformed {what}: {why}")]
+    Malformed { what: &'static str, why: String },
+    #[error("the peer is a ZeroMQ {peer} socket; a brigade {ours} link talks only to {wants}")]
+    SocketType {
+        peer: String,
+        ours: &'static str,
+        wants: &'static str,
+    },
+    #[error("the peer sent ERROR: {0}")]
+    PeerError(String),
+    #[error("unexpected {0} command")]
+    Unexpected(String),
+}
