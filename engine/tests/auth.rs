@@ -52,13 +52,16 @@ fn peer_with_the_wrong_secret_is_refused() {
     );
 }
 
-/// What an intruder sends to stage 1's activation port while a job runs: a connection that
-/// declares a 1 TiB frame (which made zeromq abort the stage, decision 0003), one that speaks
-/// another protocol (a ZMTP greeting), and — under a secret (`forge`) — a hello claiming to be
-/// stage 0 with a challenge of its own, then well-formed brigade tensors of the right shape for
-/// every micro-batch of the first steps. Returns the connections, to hold them open.
+/// What an intruder sends to stage 1's activation port while a job runs: a ZeroMQ PUSH that
+/// completes the ZMTP handshake without saying who it is and then declares a 1 TiB frame (which
+/// made the zeromq crate abort a stage, decision 0003), a ZMTP 2.0 peer, a stranger speaking no
+/// ZMTP at all, and — under a secret (`forge`) — a ZeroMQ PUSH claiming to be rank 0 with a
+/// hello of its own, then well-formed tensors of the right shape for every micro-batch of the
+/// first steps. Returns the connections, to hold them open.
 async fn intrude(port: u16, forge: Option<Hello>) -> Vec<tokio::net::TcpStream> {
-    use brigade_engine::transport::net::wire::{GREETING, write_message};
+    use brigade_engine::transport::net::meta;
+    use brigade_engine::transport::net::zmtp::SocketType;
+    use brigade_engine::transport::net::zmtp::io::{handshake, write_message};
     use tokio::io::AsyncWriteExt;
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -74,22 +77,29 @@ async fn intrude(port: u16, forge: Option<Hello>) -> Vec<tokio::net::TcpStream> 
         }
     };
     let mut huge = connect().await;
-    let mut m = GREETING.to_vec();
-    m.push(1);
-    m.extend((1u64 << 40).to_le_bytes());
+    handshake(&mut huge, SocketType::Push, &Vec::new())
+        .await
+        .unwrap();
+    let mut m = vec![0x02u8];
+    m.extend((1u64 << 40).to_be_bytes());
     huge.write_all(&m).await.unwrap();
-    let mut zmtp = connect().await;
-    let _ = zmtp
-        .write_all(&[0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0])
+    let mut zmtp2 = connect().await;
+    let _ = zmtp2
+        .write_all(&[0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 0x01, 0x08])
         .await;
+    let mut junk = connect().await;
+    let _ = junk.write_all(b"\x00\x05hello, is anybody there?").await;
     let mut forged = connect().await;
     if let Some(hello) = forge {
-        forged.write_all(&GREETING).await.unwrap();
-        write_message(&mut forged, &[&hello.0]).await.unwrap();
+        let claims = meta::ours(hello.run_id, hello.job_hash, 0, 0);
+        handshake(&mut forged, SocketType::Push, &claims)
+            .await
+            .unwrap();
+        write_message(&mut forged, &[&hello.bytes]).await.unwrap();
         for step in 0..3u64 {
             for mb in 0..8u64 {
                 let route = Route {
-                    run_id: 0,
+                    run_id: hello.run_id,
                     step,
                     microbatch: mb,
                     kind: Kind::Activation,
@@ -100,11 +110,16 @@ async fn intrude(port: u16, forge: Option<Hello>) -> Vec<tokio::net::TcpStream> 
             }
         }
     }
-    vec![huge, zmtp, forged]
+    vec![huge, zmtp2, junk, forged]
 }
 
-/// An encoded hello from stage 0 to stage 1 of the job, with an unsigned challenge.
-struct Hello(Vec<u8>);
+/// An encoded hello from rank 0 to rank 1 of the job, with an unsigned challenge, and the
+/// identity it claims.
+struct Hello {
+    bytes: Vec<u8>,
+    run_id: u64,
+    job_hash: u64,
+}
 
 fn stranger_hello(file: &str, run: &str) -> Hello {
     use brigade_engine::identity::parse_run_id;
@@ -114,8 +129,13 @@ fn stranger_hello(file: &str, run: &str) -> Hello {
         .unwrap()
         .0
         .hash;
-    let c = Control::new(ControlKind::Hello, parse_run_id(hash, Some(run)), hash, 0);
-    Hello(c.with_bytes(&[0x55; 48]).encode())
+    let run_id = parse_run_id(hash, Some(run));
+    let c = Control::new(ControlKind::Hello, run_id, hash, 0);
+    Hello {
+        bytes: c.with_bytes(&[0x55; 48]).encode(),
+        run_id,
+        job_hash: hash,
+    }
 }
 
 /// Runs the two-host job `file` (300 steps) with an intruder on stage 1's activation port and
@@ -159,8 +179,10 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
     for what in [
         "refused a message",
         "connection from: tcp://127.0.0.1:",
+        "without brigade's X-Brigade-Run",
         "exceeds this link's limit",
-        "not a brigade peer",
+        "1 is ZMTP 2.0",
+        "not a ZeroMQ peer",
     ] {
         assert!(err_b.contains(what), "stage 1 must log {what:?}:\n{err_b}");
     }

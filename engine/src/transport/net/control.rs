@@ -97,13 +97,7 @@ impl Control {
         job_hash: u64,
         peer: usize,
     ) -> Result<Control, Mismatch> {
-        Self::decode_inner(frame, run_id, job_hash, peer).map_err(|why| {
-            if why.starts_with(OTHER_PLAN) {
-                Mismatch::Plan(why)
-            } else {
-                Mismatch::Other(why)
-            }
-        })
+        Self::decode_inner(frame, run_id, job_hash, peer).map_err(mismatch)
     }
 
     fn decode_inner(
@@ -123,24 +117,51 @@ impl Control {
                 c.version
             ));
         }
-        if c.run_id != run_id {
-            return Err(format!(
-                "peer belongs to run {:016x}, this is run {run_id:016x} (a stale process from another run, launchers given different --run-id, or ranks given different plans or topologies: a run id given as a name, or none, is derived from the job plan)",
-                c.run_id
-            ));
-        }
-        if c.job_hash != job_hash {
-            return Err(format!(
-                "{OTHER_PLAN} (job hash {:016x}, here {job_hash:016x}): a different topology, split or schedule; give every host the same plan file (`brigade plan --out`), or the same topology file and --set overrides",
-                c.job_hash
-            ));
-        }
-        if c.from_stage as usize != peer {
-            return Err(format!(
-                "peer says it is rank {}, expected rank {peer} (mis-wired endpoints)",
-                c.from_stage
-            ));
-        }
+        check_identity(
+            c.run_id,
+            c.job_hash,
+            c.from_stage as usize,
+            run_id,
+            job_hash,
+            peer,
+        )?;
         Ok(c)
+    }
+}
+
+/// Whether a peer that says it is rank `rank` of run `run` with job hash `job` is the `peer`
+/// this link expects (the same checks for a hello and for ZMTP READY metadata).
+pub fn check_identity(
+    run: u64,
+    job: u64,
+    rank: usize,
+    run_id: u64,
+    job_hash: u64,
+    peer: usize,
+) -> Result<(), String> {
+    if run != run_id {
+        return Err(format!(
+            "peer belongs to run {run:016x}, this is run {run_id:016x} (a stale process from another run, launchers given different --run-id, or ranks given different plans or topologies: a run id given as a name, or none, is derived from the job plan)"
+        ));
+    }
+    if job != job_hash {
+        return Err(format!(
+            "{OTHER_PLAN} (job hash {job:016x}, here {job_hash:016x}): a different topology, split or schedule; give every host the same plan file (`brigade plan --out`), or the same topology file and --set overrides"
+        ));
+    }
+    if rank != peer {
+        return Err(format!(
+            "peer says it is rank {rank}, expected rank {peer} (mis-wired endpoints)"
+        ));
+    }
+    Ok(())
+}
+
+/// Classifies a refusal's text.
+pub fn mismatch(why: String) -> Mismatch {
+    if why.starts_with(OTHER_PLAN) {
+        Mismatch::Plan(why)
+    } else {
+        Mismatch::Other(why)
     }
 }

@@ -12,6 +12,7 @@
 
 mod auth;
 mod control;
+pub mod meta;
 mod policy;
 mod pull;
 mod push;

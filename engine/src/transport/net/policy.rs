@@ -4,16 +4,19 @@
 //! task feeds it events and carries out the [`Verdict`]s, and the tests below drive it with
 //! tables.
 //!
-//! The rules: the first connection that completes the handshake (a valid hello; under a job
-//! secret, a signed hello and the answer to this rank's challenge) becomes *the peer*. Whatever
+//! The rules: the first connection that completes the handshake (ZMTP READY metadata naming
+//! this job, run and the expected rank; under a job secret, also a signed hello and the answer
+//! to this rank's challenge) becomes *the peer*. Whatever
 //! other connections send is refused (logged with their address) and never ends the job. The
 //! peer's own faults are fatal: it was authenticated, so a bad frame from it means a broken or
 //! mismatched brigade. Without a secret, a brigade of another run or plan saying hello is a
 //! mis-wired job and fails at once rather than at the connect timeout.
 
 use super::auth;
-use super::control::{Control, ControlKind, Mismatch};
-use super::wire::{Frame, WireError};
+use super::control::{Control, ControlKind, Mismatch, check_identity, mismatch};
+use super::meta;
+use super::wire::Frame;
+use super::zmtp::{Metadata, ZmtpError};
 use crate::transport::TransportError;
 use std::collections::HashMap;
 
@@ -114,12 +117,55 @@ impl LinkPolicy {
         }
     }
 
+    /// A connection's ZMTP handshake finished with the peer's READY `metadata`.
+    pub fn on_ready(&mut self, conn: u64, metadata: &Metadata) -> Verdict {
+        let id = &self.id;
+        let Some((run, job, rank)) = meta::claimed(metadata) else {
+            return self.refuse(format!(
+                "a ZeroMQ peer without brigade's {}, {} and {} metadata",
+                meta::RUN,
+                meta::JOB,
+                meta::RANK
+            ));
+        };
+        if let Err(why) = check_identity(run, job, rank, id.run_id, id.job_hash, id.peer) {
+            return match mismatch(why) {
+                why if id.secret.is_some() || self.the_peer.is_some() => {
+                    self.refuse(why.to_string())
+                }
+                // Without a secret, a brigade of another run or plan on this address is a
+                // mis-wired job: say so now rather than at the timeout.
+                Mismatch::Plan(why) => Verdict::Fail(TransportError::OtherPlan {
+                    stage: id.rank,
+                    address: id.endpoint.clone(),
+                    why,
+                }),
+                Mismatch::Other(why) => Verdict::Fail(TransportError::Refused {
+                    stage: id.rank,
+                    address: id.endpoint.clone(),
+                    why,
+                }),
+            };
+        }
+        if id.secret.is_some() {
+            // Metadata proves nothing: the signed hello and the answer to our challenge do.
+            return Verdict::Nothing;
+        }
+        if self.the_peer.is_some_and(|p| p != conn) {
+            let why = format!("a second connection claims to be rank {}", id.peer);
+            return self.refuse(why);
+        }
+        self.conns.entry(conn).or_default().hello = true;
+        self.the_peer = Some(conn);
+        Verdict::Peer
+    }
+
     /// A connection's reader stopped with `e`.
-    pub fn on_error(&mut self, conn: u64, e: WireError) -> Verdict {
+    pub fn on_error(&mut self, conn: u64, e: ZmtpError) -> Verdict {
         if self.the_peer != Some(conn) {
             self.conns.remove(&conn);
             return match e {
-                WireError::Closed => Verdict::Nothing,
+                ZmtpError::Closed => Verdict::Nothing,
                 e => self.refuse(e.to_string()),
             };
         }
@@ -127,9 +173,10 @@ impl LinkPolicy {
             return Verdict::Done;
         }
         match e {
-            e @ (WireError::TooLarge { .. } | WireError::FrameCount(_)) => {
-                Verdict::Fail(self.bad(e.to_string()))
-            }
+            e @ (ZmtpError::TooLarge { .. }
+            | ZmtpError::FrameCount(_)
+            | ZmtpError::Flags(_)
+            | ZmtpError::Malformed { .. }) => Verdict::Fail(self.bad(e.to_string())),
             e => Verdict::Fail(TransportError::PeerLost {
                 stage: self.id.rank,
                 peer: self.id.peer,
@@ -210,6 +257,8 @@ impl LinkPolicy {
                 self.refuse(why)
             }
             ControlKind::Hello => match &id.secret {
+                // Without a secret the peer was named by its READY metadata.
+                None if is_peer => Verdict::Nothing,
                 None => {
                     self.conns.entry(conn).or_default().hello = true;
                     self.the_peer = Some(conn);

@@ -4,10 +4,14 @@
 //! Which connection is the peer, and what is refused, is decided by the policy alone.
 
 use super::NetConfig;
+use super::meta;
 use super::policy::{LinkIdentity, LinkPolicy, Verdict};
 use super::socket::{Conn, Listener};
 use super::tasks::{Link, ToCompute};
-use super::wire::{self, Frame, WireError};
+use super::wire::{self, Frame};
+use super::zmtp::command::Command;
+use super::zmtp::io::Inbound;
+use super::zmtp::{self, Metadata, SocketType, ZmtpError};
 use crate::endpoints::InLink;
 use crate::message::Incoming;
 use crate::transport::TransportError;
@@ -23,16 +27,34 @@ const SMALL_FRAME: u64 = 64 * 1024;
 struct Event {
     conn: u64,
     addr: Arc<str>,
-    what: Result<Vec<Frame>, WireError>,
+    what: Result<Arrival, ZmtpError>,
+}
+
+/// What one connection's reader reports.
+enum Arrival {
+    /// The ZMTP handshake finished; the peer's READY metadata.
+    Ready(Metadata),
+    Message(Vec<Frame>),
+    /// A heartbeat (answered with PONG by the reader).
+    Ping,
 }
 
 /// Accepts connections and starts a reader for each, until the pull task ends.
+/// What every connection's reader on one link needs.
+struct ReaderConfig {
+    /// The largest data frame.
+    limit: u64,
+    /// How long a connection may take to finish the ZMTP handshake.
+    greeting_within: std::time::Duration,
+    /// This rank's READY metadata.
+    ours: Metadata,
+}
+
 async fn accept_loop(
     who: String,
     listener: Listener,
     events: mpsc::UnboundedSender<Event>,
-    limit: u64,
-    greeting_within: std::time::Duration,
+    reader: Arc<ReaderConfig>,
 ) {
     for conn in 0u64.. {
         let (stream, addr) = match listener.accept().await {
@@ -50,8 +72,7 @@ async fn accept_loop(
             stream,
             addr.into(),
             events.clone(),
-            limit,
-            greeting_within,
+            reader.clone(),
         ));
     }
 }
@@ -61,9 +82,9 @@ async fn read_loop(
     mut stream: Conn,
     addr: Arc<str>,
     events: mpsc::UnboundedSender<Event>,
-    limit: u64,
-    greeting_within: std::time::Duration,
+    reader: Arc<ReaderConfig>,
 ) {
+    let (limit, ours) = (reader.limit, &reader.ours);
     let send = |what| {
         events
             .send(Event {
@@ -73,18 +94,38 @@ async fn read_loop(
             })
             .is_ok()
     };
-    let greeted = match timeout(greeting_within, wire::read_greeting(&mut stream)).await {
+    let handshake = zmtp::io::handshake(&mut stream, SocketType::Pull, ours);
+    let peer = match timeout(reader.greeting_within, handshake).await {
         Ok(r) => r,
-        Err(_) => Err(WireError::Io(std::io::ErrorKind::TimedOut.into())),
+        Err(_) => Err(ZmtpError::Io(std::io::ErrorKind::TimedOut.into())),
     };
-    if let Err(e) = greeted {
-        send(Err(e));
-        return;
+    match peer {
+        Ok(meta) => {
+            if !send(Ok(Arrival::Ready(meta))) {
+                return;
+            }
+        }
+        Err(e) => {
+            send(Err(e));
+            return;
+        }
     }
     loop {
-        let m = wire::read_message(&mut stream, limit).await;
-        let end = m.is_err();
-        if !send(m) || end {
+        let what = match zmtp::io::read(&mut stream, limit, wire::MAX_FRAMES).await {
+            Ok(Inbound::Message(frames)) => Ok(Arrival::Message(frames)),
+            Ok(Inbound::Command(Command::Ping { context, .. })) => {
+                match zmtp::io::write_command(&mut stream, &Command::Pong { context }).await {
+                    Ok(()) => Ok(Arrival::Ping),
+                    Err(e) => Err(ZmtpError::Io(e)),
+                }
+            }
+            Ok(Inbound::Command(Command::Error(reason))) => Err(ZmtpError::PeerError(reason)),
+            // PONG, and commands a PULL socket has no use for.
+            Ok(Inbound::Command(_)) => continue,
+            Err(e) => Err(e),
+        };
+        let end = what.is_err();
+        if !send(what) || end {
             return;
         }
     }
@@ -111,8 +152,11 @@ pub(super) async fn pull_task(
         format!("stage {k}: {endpoint}"),
         listener,
         tx,
-        limit.max(SMALL_FRAME),
-        cfg.connect_timeout,
+        Arc::new(ReaderConfig {
+            limit: limit.max(SMALL_FRAME),
+            greeting_within: cfg.connect_timeout,
+            ours: meta::ours(cfg.run_id, cfg.job_hash, k, edge),
+        }),
     ));
     // Listening ends once the peer is known: nobody else has business on this endpoint.
     let mut acceptor = Some(AbortOnDrop(acceptor));
@@ -146,7 +190,9 @@ pub(super) async fn pull_task(
             }
         };
         let verdict = match ev.what {
-            Ok(frames) => policy.on_message(ev.conn, frames),
+            Ok(Arrival::Ready(meta)) => policy.on_ready(ev.conn, &meta),
+            Ok(Arrival::Message(frames)) => policy.on_message(ev.conn, frames),
+            Ok(Arrival::Ping) => Verdict::Nothing,
             Err(e) => policy.on_error(ev.conn, e),
         };
         // Whatever the peer sends (and the handshake completing) restarts its silence timer.

@@ -4,9 +4,12 @@
 use super::NetConfig;
 use super::auth;
 use super::control::{Control, ControlKind};
+use super::meta;
 use super::socket::{self, Conn};
 use super::tasks::{Link, ToCompute};
-use super::wire;
+use super::zmtp::command::Command;
+use super::zmtp::io::Inbound;
+use super::zmtp::{self, SocketType};
 use crate::endpoints::OutLink;
 use crate::message::Outgoing;
 use crate::trace::{Span, TraceEvent, Tracer};
@@ -15,12 +18,13 @@ use brigade_stages::codec::{self, Route};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-/// Sends messages to one neighbour, tagging them once authenticated.
+/// Sends messages to one peer, tagging them once authenticated.
 struct LinkSender {
-    conn: Conn,
+    conn: WriteHalf<Conn>,
     key: Option<[u8; 32]>,
     seq: u64,
     limit: Duration,
@@ -35,13 +39,39 @@ impl LinkSender {
             all.push(&t);
             self.seq += 1;
         }
-        match timeout(self.limit, wire::write_message(&mut self.conn, &all)).await {
+        within(self.limit, zmtp::io::write_message(&mut self.conn, &all)).await
+    }
+
+    async fn command(&mut self, c: &Command) -> Result<(), String> {
+        within(self.limit, zmtp::io::write_command(&mut self.conn, c)).await
+    }
+}
+
+/// A write that must finish within `limit`: a peer that stops reading is lost.
+async fn within(
+    limit: Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> Result<(), String> {
+    {
+        match timeout(limit, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("send failed: {e}")),
             Err(_) => Err(format!(
                 "send did not complete within {} s",
-                self.limit.as_secs()
+                limit.as_secs()
             )),
+        }
+    }
+}
+
+/// Reads what a PULL peer sends back on our connection — PING (answered through `pongs`),
+/// PONG, ERROR — until the connection ends.
+async fn drain(mut rd: ReadHalf<Conn>, pongs: mpsc::UnboundedSender<Vec<u8>>) {
+    while let Ok(Inbound::Command(c)) = zmtp::io::read(&mut rd, zmtp::io::COMMAND_LIMIT, 1).await {
+        if let Command::Ping { context, .. } = c
+            && pongs.send(context).is_err()
+        {
+            return;
         }
     }
 }
@@ -54,7 +84,12 @@ pub(super) async fn push_task(
     to_compute: ToCompute,
 ) -> Vec<TraceEvent> {
     let k = cfg.stage;
-    let OutLink { peer, endpoint, .. } = outbound;
+    let OutLink {
+        peer,
+        endpoint,
+        edge,
+        ..
+    } = outbound;
     let mut tracer = Tracer::new(k, 1, cfg.trace);
     let control = |kind| Control::new(kind, cfg.run_id, cfg.job_hash, k).encode();
     let lost = |why: String| TransportError::PeerLost {
@@ -67,21 +102,38 @@ pub(super) async fn push_task(
         let _ = to_compute.send(Err(e));
     };
 
-    let conn = match socket::connect(&endpoint, cfg.connect_timeout).await {
+    let unreachable = |why: String| TransportError::Unreachable {
+        stage: k,
+        peer,
+        address: endpoint.clone(),
+        secs: cfg.connect_timeout.as_secs(),
+        why,
+    };
+    let mut conn = match socket::connect(&endpoint, cfg.connect_timeout).await {
         Ok(c) => c,
         Err(e) => {
-            report(TransportError::Unreachable {
-                stage: k,
-                peer,
-                address: endpoint.clone(),
-                secs: cfg.connect_timeout.as_secs(),
-                why: e.to_string(),
-            });
+            report(unreachable(e.to_string()));
             return tracer.into_events();
         }
     };
+    let ours = meta::ours(cfg.run_id, cfg.job_hash, k, edge);
+    let handshake = zmtp::io::handshake(&mut conn, SocketType::Push, &ours);
+    match timeout(cfg.connect_timeout, handshake).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            report(unreachable(format!("ZMTP handshake failed: {e}")));
+            return tracer.into_events();
+        }
+        Err(_) => {
+            report(unreachable("the ZMTP handshake did not complete".into()));
+            return tracer.into_events();
+        }
+    }
+    let (rd, wr) = tokio::io::split(conn);
+    let (pong_tx, mut pongs) = mpsc::unbounded_channel();
+    let drainer = AbortOnDrop(tokio::spawn(drain(rd, pong_tx)));
     let mut out = LinkSender {
-        conn,
+        conn: wr,
         key: None,
         seq: 0,
         limit: cfg.peer_timeout,
@@ -92,17 +144,17 @@ pub(super) async fn push_task(
         from: k,
         to: peer,
     };
-    let mut hello = Control::new(ControlKind::Hello, cfg.run_id, cfg.job_hash, k);
     if let Some(secret) = &cfg.secret {
+        // Under a job secret the READY metadata proves nothing: a signed hello, then the
+        // answer to the peer's challenge (without a secret, READY alone names us).
         let mut signed = link.own_challenge.to_vec();
         signed.extend(to_peer.sign_hello(secret, &link.own_challenge));
-        hello = hello.with_bytes(&signed);
-    }
-    if let Err(why) = out.send(&[&hello.encode()]).await {
-        report(lost(why));
-        return tracer.into_events();
-    }
-    if let Some(secret) = &cfg.secret {
+        let hello =
+            Control::new(ControlKind::Hello, cfg.run_id, cfg.job_hash, k).with_bytes(&signed);
+        if let Err(why) = out.send(&[&hello.encode()]).await {
+            report(lost(why));
+            return tracer.into_events();
+        }
         // Answer the peer's challenge, which arrives in its hello on the connection it opened to us.
         let challenge: Option<Vec<u8>> = match timeout(
             cfg.connect_timeout,
@@ -157,14 +209,23 @@ pub(super) async fn push_task(
                 Some(None) | None => {
                     // Best effort: a neighbour that already left needs no goodbye.
                     let _ = out.send(&[&control(ControlKind::Bye)]).await;
+                    drop(drainer);
                     return tracer.into_events();
                 }
             },
+            Some(context) = pongs.recv() => {
+                if let Err(why) = out.command(&Command::Pong { context }).await {
+                    report(lost(why));
+                    return tracer.into_events();
+                }
+            }
             _ = beat.tick() => {
                 if link.done.load(Ordering::SeqCst) {
                     continue;
                 }
-                if let Err(why) = out.send(&[&control(ControlKind::Heartbeat)]).await {
+                // A ZMTP PING keeps the link alive without a message a ZeroMQ tap would see.
+                let ping = Command::Ping { ttl: ttl_deciseconds(cfg.peer_timeout), context: Vec::new() };
+                if let Err(why) = out.command(&ping).await {
                     // It may have said bye while we were sending.
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     if !link.done.load(Ordering::SeqCst) {
@@ -174,5 +235,19 @@ pub(super) async fn push_task(
                 }
             }
         }
+    }
+}
+
+/// The TTL a PING announces: the peer timeout, in tenths of a second.
+fn ttl_deciseconds(d: Duration) -> u16 {
+    (d.as_millis() / 100).min(u16::MAX as u128) as u16
+}
+
+/// Stops the drain task when the push task ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

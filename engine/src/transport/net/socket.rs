@@ -2,11 +2,10 @@
 //! (TCP, Nagle off: control messages are small and latency-bound) and `ipc://path` (a Unix
 //! socket in the run directory).
 
-use super::wire::GREETING;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::time::Instant;
 
@@ -76,8 +75,8 @@ impl Drop for Listener {
     }
 }
 
-/// Connects to `endpoint` and sends the greeting, retrying until `within` has passed: the
-/// neighbour may start later than this stage.
+/// Connects to `endpoint`, retrying until `within` has passed: the peer may start later than
+/// this rank. The ZMTP handshake is the caller's.
 pub(super) async fn connect(endpoint: &str, within: Duration) -> io::Result<Conn> {
     let deadline = Instant::now() + within;
     let addr = parse(endpoint)?;
@@ -90,10 +89,7 @@ pub(super) async fn connect(endpoint: &str, within: Duration) -> io::Result<Conn
             Addr::Ipc(p) => UnixStream::connect(p).await.map(|s| Box::new(s) as Conn),
         };
         match attempt {
-            Ok(mut s) => {
-                s.write_all(&GREETING).await?;
-                return Ok(s);
-            }
+            Ok(s) => return Ok(s),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -1,6 +1,7 @@
 //! Tables of (connection, event) → verdict, for the link of rank 1 receiving from rank 0.
 
 use super::*;
+use crate::transport::net::meta;
 
 const RUN: u64 = 0xaa;
 const JOB: u64 = 0xbb;
@@ -46,7 +47,14 @@ enum Ev {
     /// A message tagged with the peer's frame key and sequence number.
     Tagged(Box<Ev>, u64),
     Three,
-    Error(WireError),
+    Error(ZmtpError),
+    /// The ZMTP handshake finished with this READY metadata.
+    Ready(Metadata),
+}
+
+/// READY metadata claiming (run, job, rank).
+fn ready(run: u64, job: u64, rank: usize) -> Ev {
+    Ev::Ready(meta::ours(run, job, rank, 0))
 }
 
 fn ctl(kind: ControlKind) -> Ev {
@@ -84,7 +92,7 @@ fn frames(ev: &Ev) -> Vec<Frame> {
             f.push(frame(&t));
             f
         }
-        Ev::Error(_) => unreachable!(),
+        Ev::Error(_) | Ev::Ready(_) => unreachable!(),
     }
 }
 
@@ -104,6 +112,7 @@ fn run(p: &mut LinkPolicy, table: Vec<(u64, Ev, V)>) {
     for (i, (conn, ev, want)) in table.into_iter().enumerate() {
         let got = match ev {
             Ev::Error(e) => p.on_error(conn, e),
+            Ev::Ready(m) => p.on_ready(conn, &m),
             ev => p.on_message(conn, frames(&ev)),
         };
         let ok = match (&got, &want) {
@@ -124,7 +133,7 @@ fn run(p: &mut LinkPolicy, table: Vec<(u64, Ev, V)>) {
 }
 
 #[test]
-fn without_a_secret_the_first_hello_makes_the_peer() {
+fn without_a_secret_the_first_ready_naming_the_peer_makes_it_the_peer() {
     let mut p = policy(false);
     run(
         &mut p,
@@ -132,22 +141,40 @@ fn without_a_secret_the_first_hello_makes_the_peer() {
             // A stranger's garbage and clean close: refused or ignored, never fatal.
             (
                 1,
-                Ev::Error(WireError::Greeting([0xff; 8])),
-                V::Refuse("not a brigade peer"),
+                Ev::Error(ZmtpError::NotZmtp([0xff; 10])),
+                V::Refuse("not a ZeroMQ peer"),
+            ),
+            (
+                6,
+                Ev::Error(ZmtpError::OldVersion(1)),
+                V::Refuse("ZMTP 2.0"),
+            ),
+            // A ZeroMQ socket that does not say who it is.
+            (
+                7,
+                Ev::Ready(Vec::new()),
+                V::Refuse("without brigade's X-Brigade-Run"),
             ),
             (
                 2,
-                Ev::Error(WireError::TooLarge {
+                Ev::Error(ZmtpError::TooLarge {
                     len: 1 << 40,
                     limit: 65536,
                 }),
                 V::Refuse("exceeds"),
             ),
-            (3, Ev::Error(WireError::Closed), V::Nothing),
-            (4, ctl(ControlKind::Hello), V::Peer),
+            (3, Ev::Error(ZmtpError::Closed), V::Nothing),
+            (4, ready(RUN, JOB, 0), V::Peer),
+            // A brigade hello from the peer changes nothing.
+            (4, ctl(ControlKind::Hello), V::Nothing),
             (4, ctl(ControlKind::Heartbeat), V::Nothing),
             (4, Ev::Tensor, V::Tensor),
             // Once there is a peer, others are strangers.
+            (
+                5,
+                ready(RUN, JOB, 0),
+                V::Refuse("a second connection claims to be rank 0"),
+            ),
             (
                 5,
                 ctl(ControlKind::Hello),
@@ -158,7 +185,7 @@ fn without_a_secret_the_first_hello_makes_the_peer() {
             (5, ctl(ControlKind::Bye), V::Nothing),
             (4, ctl(ControlKind::Bye), V::Done),
             // The peer closing after its bye is the end of the link, not a loss.
-            (4, Ev::Error(WireError::Closed), V::Done),
+            (4, Ev::Error(ZmtpError::Closed), V::Done),
         ],
     );
     assert!(p.is_peer(4) && !p.is_peer(5));
@@ -167,6 +194,15 @@ fn without_a_secret_the_first_hello_makes_the_peer() {
 #[test]
 fn without_a_secret_a_mis_wired_job_fails_at_once() {
     for (ev, want) in [
+        (ready(RUN, 0xcc, 0), V::Fail("different job plan")),
+        (
+            ready(0xdd, JOB, 0),
+            V::Fail("peer belongs to run 00000000000000dd"),
+        ),
+        (
+            ready(RUN, JOB, 2),
+            V::Fail("says it is rank 2, expected rank 0"),
+        ),
         (
             Ev::Control {
                 kind: ControlKind::Hello,
@@ -177,41 +213,14 @@ fn without_a_secret_a_mis_wired_job_fails_at_once() {
             },
             V::Fail("different job plan"),
         ),
-        (
-            Ev::Control {
-                kind: ControlKind::Hello,
-                run: 0xdd,
-                job: JOB,
-                from: 0,
-                bytes: None,
-            },
-            V::Fail("peer belongs to run 00000000000000dd"),
-        ),
-        (
-            Ev::Control {
-                kind: ControlKind::Hello,
-                run: RUN,
-                job: JOB,
-                from: 2,
-                bytes: None,
-            },
-            V::Fail("says it is rank 2, expected rank 0"),
-        ),
         (Ev::Tensor, V::Fail("tensor before the hello handshake")),
     ] {
         run(&mut policy(false), vec![(1, ev, want)]);
     }
     // Another plan is its own error: the rank turns it into bad input naming its plan file.
     let mut p = policy(false);
-    let hello = Ev::Control {
-        kind: ControlKind::Hello,
-        run: RUN,
-        job: 0xcc,
-        from: 0,
-        bytes: None,
-    };
     assert!(matches!(
-        p.on_message(1, frames(&hello)),
+        p.on_ready(1, &meta::ours(RUN, 0xcc, 0, 0)),
         Verdict::Fail(TransportError::OtherPlan { .. })
     ));
 }
@@ -221,15 +230,15 @@ fn the_peers_own_faults_are_fatal() {
     for (ev, want) in [
         (Ev::Three, V::Fail("bad frame from stage 0")),
         (
-            Ev::Error(WireError::TooLarge { len: 9, limit: 8 }),
+            Ev::Error(ZmtpError::TooLarge { len: 9, limit: 8 }),
             V::Fail("bad frame"),
         ),
-        (Ev::Error(WireError::FrameCount(9)), V::Fail("bad frame")),
-        (Ev::Error(WireError::Closed), V::Fail("lost peer stage 0")),
+        (Ev::Error(ZmtpError::FrameCount(9)), V::Fail("bad frame")),
+        (Ev::Error(ZmtpError::Closed), V::Fail("lost peer stage 0")),
     ] {
         run(
             &mut policy(false),
-            vec![(1, ctl(ControlKind::Hello), V::Peer), (1, ev, want)],
+            vec![(1, ready(RUN, JOB, 0), V::Peer), (1, ev, want)],
         );
     }
 }
@@ -258,7 +267,9 @@ fn under_a_secret_the_peer_signs_its_hello_answers_and_tags() {
     run(
         &mut p,
         vec![
-            // A stranger who knows the job but not the secret.
+            // A stranger who knows the job but not the secret: its READY metadata proves nothing.
+            (1, ready(RUN, JOB, 0), V::Nothing),
+            (1, ready(RUN, 0xcc, 0), V::Refuse("different job plan")),
             (1, ctl(ControlKind::Hello), V::Refuse("hello is not signed")),
             (1, Ev::Tensor, V::Refuse("has not authenticated")),
             (
@@ -279,6 +290,7 @@ fn under_a_secret_the_peer_signs_its_hello_answers_and_tags() {
                 V::Refuse("different job plan"),
             ),
             // The real peer.
+            (2, ready(RUN, JOB, 0), V::Nothing),
             (2, signed_hello([3; 16]), V::Challenge),
             (
                 2,
@@ -321,6 +333,7 @@ fn timeouts_say_what_was_missing() {
         &mut p,
         vec![(1, ctl(ControlKind::Hello), V::Refuse("hello is not signed"))],
     );
+    assert!(!p.is_peer(1));
     let e = p.on_timeout(5, 60).to_string();
     assert!(
         e.contains("no authenticated peer within 60 s") && e.contains("hello is not signed"),

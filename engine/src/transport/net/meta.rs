@@ -1,0 +1,48 @@
+//! brigade's ZMTP READY metadata: who a connection's peer says it is. Any ZeroMQ socket can
+//! send these properties (libzmq's `ZMQ_METADATA`, e.g. pyzmq's
+//! `sock.setsockopt(zmq.METADATA, b"X-Brigade-Rank:0")`), so a tool can feed or tap a rank
+//! on purpose (without a job secret, on loopback).
+
+use super::zmtp::Metadata;
+use super::zmtp::command::property;
+
+pub const RUN: &str = "X-Brigade-Run";
+pub const JOB: &str = "X-Brigade-Job";
+pub const RANK: &str = "X-Brigade-Rank";
+pub const EDGE: &str = "X-Brigade-Edge";
+
+/// What a rank announces on a link: its run id and job hash (16 hex digits), rank and edge.
+pub fn ours(run_id: u64, job_hash: u64, rank: usize, edge: u32) -> Metadata {
+    vec![
+        (RUN.into(), format!("{run_id:016x}").into_bytes()),
+        (JOB.into(), format!("{job_hash:016x}").into_bytes()),
+        (RANK.into(), rank.to_string().into_bytes()),
+        (EDGE.into(), edge.to_string().into_bytes()),
+    ]
+}
+
+/// The identity a peer claims: (run id, job hash, rank), if it sent all three.
+pub fn claimed(meta: &Metadata) -> Option<(u64, u64, usize)> {
+    let text = |name| property(meta, name).and_then(|v| std::str::from_utf8(v).ok());
+    let hex = |name| text(name).and_then(|s| u64::from_str_radix(s, 16).ok());
+    Some((hex(RUN)?, hex(JOB)?, text(RANK)?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_round_trip_and_partial_ones_are_none() {
+        assert_eq!(claimed(&ours(0xaa, 0xbb, 3, 1)), Some((0xaa, 0xbb, 3)));
+        let mut partial = ours(0xaa, 0xbb, 3, 1);
+        partial.remove(0);
+        assert_eq!(claimed(&partial), None);
+        let garbage: Metadata = vec![
+            (RUN.into(), b"zz".to_vec()),
+            (JOB.into(), b"1".to_vec()),
+            (RANK.into(), b"0".to_vec()),
+        ];
+        assert_eq!(claimed(&garbage), None);
+    }
+}
