@@ -1,0 +1,152 @@
+//! Real ZeroMQ peers on brigade's links: libzmq (through pyzmq) PUSHes activations into a
+//! running rank and PULLs the gradients it sends back — ZMTP 3.1, NULL, on loopback. Skipped
+//! (and says so) where pyzmq is not installed; `.ci/run` installs it.
+
+mod common;
+
+use brigade_engine::identity::parse_run_id;
+use brigade_engine::job::load_input;
+use brigade_stages::codec::{Kind, Route, encode};
+use burn::tensor::TensorData;
+use common::*;
+use std::process::{Command, Stdio};
+
+fn pyzmq() -> bool {
+    Command::new("python3")
+        .args(["-c", "import zmq"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Plays rank 0 with pyzmq: binds a PULL where rank 0 receives gradients, connects a PUSH
+/// (announcing itself as rank 0 in ZMTP metadata) to rank 1's activation endpoint, sends every
+/// message given as hex on stdin, and prints the sizes of the two-frame messages it receives.
+const RANK0: &str = r#"
+import sys, zmq
+run, job, act, grad, want = sys.argv[1:6]
+ctx = zmq.Context()
+pull = ctx.socket(zmq.PULL)
+pull.setsockopt(zmq.RCVTIMEO, 30000)
+pull.setsockopt(zmq.LINGER, 0)
+for prop in (b"X-Brigade-Run:" + run.encode(), b"X-Brigade-Job:" + job.encode(), b"X-Brigade-Rank:0"):
+    pull.setsockopt(zmq.METADATA, prop)
+pull.bind(grad)
+push = ctx.socket(zmq.PUSH)
+push.setsockopt(zmq.LINGER, 5000)
+for prop in (b"X-Brigade-Run:" + run.encode(), b"X-Brigade-Job:" + job.encode(), b"X-Brigade-Rank:0"):
+    push.setsockopt(zmq.METADATA, prop)
+push.connect(act)
+for line in sys.stdin:
+    frames = [bytes.fromhex(f) for f in line.split()]
+    push.send_multipart(frames)
+sizes = []
+while len(sizes) < int(want):
+    msg = pull.recv_multipart()
+    if len(msg) == 2:  # a tensor (header, payload); a one-frame message is brigade's bye
+        sizes.append(len(msg[1]))
+print("gradients", len(sizes), sorted(set(sizes)))
+push.close()
+pull.close()
+ctx.term()
+"#;
+
+#[test]
+fn pyzmq_push_feeds_a_rank_and_pyzmq_pull_taps_its_gradients() {
+    if !pyzmq() {
+        eprintln!("SKIP: pyzmq is not installed (pip install pyzmq); .ci/run installs it");
+        return;
+    }
+    let port = 21_000 + (std::process::id() % 20_000) as u16;
+    let file = two_host_topology("zmq-interop", port, "127.0.0.1", port + 4);
+    let job = load_input(&file, &[], None).unwrap().0;
+    let run_id = parse_run_id(job.hash, Some("interop"));
+    // Rank 1 listens for edge 0's activations at host b's port + 2; rank 0 for its gradients
+    // at host a's port + 1.
+    let (act, grad) = (
+        format!("tcp://127.0.0.1:{}", port + 4 + 2),
+        format!("tcp://127.0.0.1:{}", port + 1),
+    );
+    let m = job.plan.microbatches as u64;
+    let shape = job.edges()[0].shape.clone();
+    let mut messages = String::new();
+    for mb in 0..m {
+        let route = Route {
+            run_id,
+            step: 0,
+            microbatch: mb,
+            kind: Kind::Activation,
+        };
+        let n: usize = shape.iter().product();
+        let (h, p) = encode(route, TensorData::new(vec![0.5f32; n], shape.clone())).unwrap();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        messages += &format!("{} {}\n", hex(&h), hex(&p));
+    }
+
+    let rank1 = brigade()
+        .args([
+            "stage",
+            &file,
+            "--stage",
+            "1",
+            "--steps",
+            "1",
+            "--run-id",
+            "interop",
+            "--connect-timeout",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            RANK0,
+            &format!("{run_id:016x}"),
+            &job.hash_hex(),
+            &act,
+            &grad,
+            &m.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        py.stdin
+            .take()
+            .unwrap()
+            .write_all(messages.as_bytes())
+            .unwrap();
+    }
+    let py = py.wait_with_output().unwrap();
+    let out1 = rank1.wait_with_output().unwrap();
+    let (py_out, py_err) = (
+        String::from_utf8_lossy(&py.stdout),
+        String::from_utf8_lossy(&py.stderr),
+    );
+    assert!(
+        py.status.success(),
+        "pyzmq rank 0 failed:\n{py_out}\n{py_err}\nrank 1:\n{}",
+        stderr(&out1)
+    );
+    let grad_bytes = shape.iter().product::<usize>() * 4;
+    assert_eq!(
+        py_out.trim(),
+        format!("gradients {m} [{grad_bytes}]"),
+        "rank 1:\n{}",
+        stderr(&out1)
+    );
+    assert!(out1.status.success(), "rank 1 failed:\n{}", stderr(&out1));
+    let events = String::from_utf8_lossy(&out1.stdout);
+    let step = events
+        .lines()
+        .find(|l| l.contains(r#""event":"step""#))
+        .unwrap_or_else(|| panic!("no step event:\n{events}"));
+    let v: serde_json::Value = serde_json::from_str(step).unwrap();
+    assert!(v["loss"].as_f64().is_some_and(f64::is_finite), "{step}");
+}
