@@ -3,6 +3,7 @@
 //! against a limit before a byte of the body is allocated or read.
 
 use super::command::{Command, Metadata, SocketType, property};
+use super::curve::{Client, KeyPair, Server, Session};
 use super::{ZmtpError, frame, greeting};
 use crate::transport::net::wire::{Frame, read_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,6 +21,31 @@ fn eof_is_closed(e: std::io::Error) -> ZmtpError {
     }
 }
 
+/// The security mechanism of a connection.
+#[derive(Debug, Clone)]
+pub enum Mechanism {
+    Null,
+    /// CURVE, connecting: our long-term keys and the server's public key.
+    CurveClient {
+        long: KeyPair,
+        server: [u8; 32],
+    },
+    /// CURVE, listening: our long-term keys and the client keys allowed in.
+    CurveServer {
+        long: KeyPair,
+        allowed: Vec<[u8; 32]>,
+    },
+}
+
+impl Mechanism {
+    fn name(&self) -> &'static str {
+        match self {
+            Mechanism::Null => "NULL",
+            _ => "CURVE",
+        }
+    }
+}
+
 /// Exchanges greetings and READY commands (mechanism NULL) as a `ours` socket, announcing
 /// `metadata` beside `Socket-Type`; returns the peer's metadata. Refuses anything that is not a
 /// ZMTP ≥ 3.0 peer of the matching socket type using NULL.
@@ -28,9 +54,21 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     ours: SocketType,
     metadata: &Metadata,
 ) -> Result<Metadata, ZmtpError> {
+    Ok(handshake_with(s, ours, metadata, &Mechanism::Null).await?.0)
+}
+
+/// [`handshake`] under `mechanism`; with CURVE, also the session that boxes every frame.
+pub async fn handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    ours: SocketType,
+    metadata: &Metadata,
+    mechanism: &Mechanism,
+) -> Result<(Metadata, Option<Session>), ZmtpError> {
+    let as_server = matches!(mechanism, Mechanism::CurveServer { .. });
     // Send the whole greeting at once: a peer that waits for our signature before sending
     // the rest of its own (libzmq does) is not kept waiting.
-    s.write_all(&greeting::encode("NULL", false)).await?;
+    s.write_all(&greeting::encode(mechanism.name(), as_server))
+        .await?;
     s.flush().await?;
     let mut g = [0u8; greeting::LEN];
     s.read_exact(&mut g[..greeting::SIGNATURE_LEN])
@@ -41,29 +79,152 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     greeting::check_major(g[10])?;
     s.read_exact(&mut g[11..]).await?;
     let peer = greeting::parse(&g)?;
-    if peer.mechanism != "NULL" {
-        return Err(ZmtpError::Mechanism(peer.mechanism, "NULL"));
+    if peer.mechanism != mechanism.name() {
+        return Err(ZmtpError::Mechanism(peer.mechanism, mechanism.name()));
     }
     let mut ready: Metadata = vec![("Socket-Type".into(), ours.name().as_bytes().to_vec())];
     ready.extend(metadata.iter().cloned());
-    write_command(s, &Command::Ready(ready)).await?;
-    match read_command(s).await? {
-        Command::Ready(meta) => {
-            let wants = ours.peer().name();
-            match property(&meta, "Socket-Type") {
-                Some(t) if t == wants.as_bytes() => Ok(meta),
-                other => Err(ZmtpError::SocketType {
-                    peer: other.map_or("(unnamed)".into(), |t| {
-                        String::from_utf8_lossy(t).into_owned()
-                    }),
-                    ours: ours.name(),
-                    wants,
-                }),
+    let (theirs, session) = match mechanism {
+        Mechanism::Null => {
+            write_command(s, &Command::Ready(ready)).await?;
+            match read_command(s).await? {
+                Command::Ready(meta) => (meta, None),
+                Command::Error(reason) => return Err(ZmtpError::PeerError(reason)),
+                other => return Err(ZmtpError::Unexpected(command_name(&other))),
             }
         }
-        Command::Error(reason) => Err(ZmtpError::PeerError(reason)),
-        other => Err(ZmtpError::Unexpected(command_name(&other))),
+        Mechanism::CurveClient { long, server } => {
+            let mut client = Client::new(long.clone(), *server);
+            write_raw_command(s, &client.hello()).await?;
+            let welcome = read_raw_command(s).await?;
+            write_raw_command(s, &client.on_welcome(&welcome, &ready)?).await?;
+            let (meta, session) = client.on_ready(&read_raw_command(s).await?)?;
+            (meta, Some(session))
+        }
+        Mechanism::CurveServer { long, allowed } => {
+            let mut server = Server::new(long.clone(), allowed.clone());
+            let welcome = server.on_hello(&read_raw_command(s).await?)?;
+            write_raw_command(s, &welcome).await?;
+            let initiate = read_raw_command(s).await?;
+            match server.on_initiate(&initiate, &ready) {
+                Ok((meta, ready, session)) => {
+                    write_raw_command(s, &ready).await?;
+                    (meta, Some(session))
+                }
+                Err(e) => {
+                    // Tell a refused client why, as ZMTP's ERROR, before closing.
+                    let _ = write_command(s, &Command::Error(e.to_string())).await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let wants = ours.peer().name();
+    match property(&theirs, "Socket-Type") {
+        Some(t) if t == wants.as_bytes() => Ok((theirs, session)),
+        other => Err(ZmtpError::SocketType {
+            peer: other.map_or("(unnamed)".into(), |t| {
+                String::from_utf8_lossy(t).into_owned()
+            }),
+            ours: ours.name(),
+            wants,
+        }),
     }
+}
+
+/// Reads a command frame's raw body (CURVE's handshake commands carry boxes, not metadata).
+async fn read_raw_command<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ZmtpError> {
+    let head = read_head(r, COMMAND_LIMIT, COMMAND_LIMIT, true).await?;
+    if !head.command {
+        return Err(ZmtpError::Unexpected(
+            "message before the handshake ended".into(),
+        ));
+    }
+    read_body(r, head.len).await
+}
+
+async fn write_raw_command<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
+    let (head, n) = frame::encode(false, true, body.len());
+    let mut buf = head[..n].to_vec();
+    buf.extend_from_slice(body);
+    w.write_all(&buf).await?;
+    w.flush().await
+}
+
+/// Bytes a CURVE MESSAGE adds around a frame: name, nonce, tag, flags.
+pub const CURVE_OVERHEAD: u64 = 1 + 7 + 8 + 16 + 1;
+
+/// [`read`] on a CURVE connection: every frame arrives boxed in a MESSAGE command.
+pub async fn read_boxed<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: u64,
+    max_frames: usize,
+    session: &mut Session,
+) -> Result<Inbound, ZmtpError> {
+    let mut frames = Vec::new();
+    loop {
+        // libzmq sends each MESSAGE box as a plain single frame (MORE and COMMAND travel
+        // inside the box); accept the COMMAND flag too.
+        let boxed = limit + CURVE_OVERHEAD;
+        let head = read_head(r, boxed, boxed, frames.is_empty()).await?;
+        if head.more {
+            return Err(ZmtpError::Malformed {
+                what: "CURVE message",
+                why: "MORE outside the box".into(),
+            });
+        }
+        let body = read_body(r, head.len).await?;
+        if body.get(1..6) == Some(b"ERROR") {
+            return Ok(Inbound::Command(Command::decode(&body)?));
+        }
+        let (flags, data) = session.open(body)?;
+        if flags & 2 != 0 {
+            if !frames.is_empty() {
+                return Err(ZmtpError::Malformed {
+                    what: "message",
+                    why: "a command between the frames of a message".into(),
+                });
+            }
+            return Ok(Inbound::Command(Command::decode(&data)?));
+        }
+        if frames.len() == max_frames {
+            return Err(ZmtpError::FrameCount(max_frames));
+        }
+        frames.push(Frame::from_elems(data));
+        if flags & 1 == 0 {
+            return Ok(Inbound::Message(frames));
+        }
+    }
+}
+
+/// [`write_message`] on a CURVE connection.
+pub async fn write_boxed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[&[u8]],
+    session: &mut Session,
+) -> std::io::Result<()> {
+    for (i, f) in frames.iter().enumerate() {
+        let body = session.seal(u8::from(i + 1 < frames.len()), f);
+        // As libzmq does: a plain frame, its flags inside the box.
+        let (head, n) = frame::encode(false, false, body.len());
+        w.write_all(&head[..n]).await?;
+        w.write_all(&body).await?;
+    }
+    w.flush().await
+}
+
+/// [`write_command`] on a CURVE connection (PING, PONG inside a box).
+pub async fn write_boxed_command<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    c: &Command,
+    session: &mut Session,
+) -> std::io::Result<()> {
+    let body = session.seal(2, &c.encode());
+    let (head, n) = frame::encode(false, false, body.len());
+    let mut buf = head[..n].to_vec();
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await?;
+    w.flush().await
 }
 
 fn command_name(c: &Command) -> String {
@@ -76,12 +237,14 @@ fn command_name(c: &Command) -> String {
     }
 }
 
-/// Reads one frame head: (head, whether the stream ended cleanly before it).
+/// Reads one frame head, refusing a body over its limit before it is read.
 async fn read_head<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: u64,
+    command_limit: u64,
     first: bool,
 ) -> Result<frame::Head, ZmtpError> {
+    // Data frames are held to `limit`, command frames to `command_limit`.
     let mut flags = [0u8; 1];
     if r.read(&mut flags).await? == 0 {
         // EOF between messages is the peer closing; inside one it is a broken message.
@@ -98,7 +261,7 @@ async fn read_head<R: AsyncRead + Unpin>(
     frame::decode(
         flags[0],
         &size[..n],
-        if command { COMMAND_LIMIT } else { limit },
+        if command { command_limit } else { limit },
     )
 }
 
@@ -110,7 +273,7 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut R, len: u64) -> Result<Vec<u8>,
 
 /// Reads the next command, which must come before any message.
 pub async fn read_command<R: AsyncRead + Unpin>(r: &mut R) -> Result<Command, ZmtpError> {
-    let head = read_head(r, COMMAND_LIMIT, true).await?;
+    let head = read_head(r, COMMAND_LIMIT, COMMAND_LIMIT, true).await?;
     if !head.command {
         return Err(ZmtpError::Unexpected("message before READY".into()));
     }
@@ -134,7 +297,7 @@ pub async fn read<R: AsyncRead + Unpin>(
 ) -> Result<Inbound, ZmtpError> {
     let mut frames = Vec::new();
     loop {
-        let head = read_head(r, limit, frames.is_empty()).await?;
+        let head = read_head(r, limit, COMMAND_LIMIT, frames.is_empty()).await?;
         if head.command {
             if !frames.is_empty() {
                 return Err(ZmtpError::Malformed {

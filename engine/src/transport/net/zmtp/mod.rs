@@ -10,11 +10,13 @@
 //! tensor.
 
 pub mod command;
+pub mod curve;
 pub mod frame;
 pub mod greeting;
 pub mod io;
 
 pub use command::{Command, Metadata, SocketType};
+pub use io::Mechanism;
 
 /// Why a ZMTP peer was refused or a connection ended.
 #[derive(Debug, thiserror::Error)]
