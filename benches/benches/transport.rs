@@ -1,12 +1,12 @@
-//! 4 MiB activations from one stage process to another over brigade's real transport path
-//! (executor `Outgoing` → msgpack header + the tensor's own bytes → brigade framing → decode → burn
-//! tensor), over ipc:// and tcp:// on loopback, against a raw TCP socket moving the same bytes
-//! in the same run. `cargo bench -p brigade-benches --bench transport`
+//! 4 MiB activations from one rank process to another over brigade's real transport path
+//! (executor `Outgoing` → msgpack header + the tensor's own bytes → ZMTP 3.1 → decode → burn
+//! tensor), over ipc:// and tcp:// (NULL) and tcp:// under a job secret (CURVE) on loopback,
+//! against a raw TCP socket moving the same bytes in the same run. `cargo bench -p brigade-benches --bench transport`
 
 use brigade_engine::endpoints::{InLink, OutLink, RankLinks};
 use brigade_engine::executor::core::Outgoing;
 use brigade_engine::transport::Transport;
-use brigade_engine::transport::net::{NetConfig, NetTransport};
+use brigade_engine::transport::net::{JobKeys, NetConfig, NetTransport};
 use brigade_stages::Act;
 use brigade_stages::codec::Kind;
 use burn::prelude::Device;
@@ -82,7 +82,8 @@ fn transport(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> NetT
         peer_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(30),
         trace: false,
-        secret: None,
+        // "curve": tcp:// under a job secret, so CURVE boxes every frame.
+        keys: (mode == "curve").then(|| JobKeys::from_secret(b"brigade transport bench secret")),
     })
     .expect("transport starts")
 }
@@ -276,7 +277,7 @@ fn main() {
         "transport: {ROUNDS} rounds of {MESSAGES} messages of 4 MiB (f32 [256, 4096]) between two processes, after {WARMUP} warm-up messages; median [min – max] over the rounds"
     );
     let mut results = Vec::new();
-    for (mode, p) in [("ipc", port), ("tcp", port + 2)] {
+    for (mode, p) in [("ipc", port), ("tcp", port + 2), ("curve", port + 8)] {
         let mut child = spawn("receiver", mode, p, &dir);
         let gbps = sender(mode, p, &dir);
         child.wait().unwrap();
@@ -297,8 +298,12 @@ fn main() {
     let raw = median(&raw);
     for (mode, rates) in &results {
         let m = median(rates);
+        let label = match *mode {
+            "curve" => "tcp:// CURVE".to_string(),
+            m => format!("{m}://      "),
+        };
         println!(
-            "  brigade {mode}://      {}   {:.2} of raw TCP",
+            "  brigade {label}{}   {:.2} of raw TCP",
             spread(rates),
             m / raw
         );

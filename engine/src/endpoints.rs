@@ -15,6 +15,19 @@ pub fn run_dir(run_id: u64) -> PathBuf {
     std::env::temp_dir().join(format!("brigade-{run_id:016x}"))
 }
 
+/// Creates (or reuses) the run directory, readable only by this user: its `ipc://` sockets
+/// carry tensors without encryption, so nobody else may open them.
+pub fn create_run_dir(run_id: u64) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = run_dir(run_id);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
 /// One direction of one edge, as the rank that receives it sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InLink {

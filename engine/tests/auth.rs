@@ -4,8 +4,6 @@
 
 mod common;
 
-use brigade_stages::codec::{Kind, Route, encode};
-use burn::tensor::TensorData;
 use common::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -52,16 +50,18 @@ fn peer_with_the_wrong_secret_is_refused() {
     );
 }
 
-/// What an intruder sends to stage 1's activation port while a job runs: a ZeroMQ PUSH that
-/// completes the ZMTP handshake without saying who it is and then declares a 1 TiB frame (which
-/// made the zeromq crate abort a stage, decision 0003), a ZMTP 2.0 peer, a stranger speaking no
-/// ZMTP at all, and — under a secret (`forge`) — a ZeroMQ PUSH claiming to be rank 0 with a
-/// hello of its own, then well-formed tensors of the right shape for every micro-batch of the
-/// first steps. Returns the connections, to hold them open.
-async fn intrude(port: u16, forge: Option<Hello>) -> Vec<tokio::net::TcpStream> {
-    use brigade_engine::transport::net::meta;
-    use brigade_engine::transport::net::zmtp::SocketType;
-    use brigade_engine::transport::net::zmtp::io::{handshake, write_message};
+/// What an intruder sends to stage 1's activation port while a job runs: a ZMTP greeting
+/// with the link's mechanism and then a frame head declaring 1 TiB (which made the zeromq
+/// crate abort a stage, decision 0003) — after completing the NULL handshake without saying
+/// who it is, or in the middle of CURVE's — a ZMTP 2.0 peer, a stranger speaking no ZMTP at
+/// all, and under a secret (`secret`) CURVE clients without the job's keys: one with the
+/// server's public key but a client key of its own, one that does not know the server's key.
+/// Returns the connections, to hold them open.
+async fn intrude(port: u16, secret: Option<&str>) -> Vec<tokio::net::TcpStream> {
+    use brigade_engine::transport::net::JobKeys;
+    use brigade_engine::transport::net::zmtp::curve::KeyPair;
+    use brigade_engine::transport::net::zmtp::io::{Mechanism, handshake, handshake_with};
+    use brigade_engine::transport::net::zmtp::{SocketType, greeting};
     use tokio::io::AsyncWriteExt;
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -77,10 +77,18 @@ async fn intrude(port: u16, forge: Option<Hello>) -> Vec<tokio::net::TcpStream> 
         }
     };
     let mut huge = connect().await;
-    handshake(&mut huge, SocketType::Push, &Vec::new())
-        .await
-        .unwrap();
-    let mut m = vec![0x02u8];
+    match secret {
+        None => {
+            handshake(&mut huge, SocketType::Push, &Vec::new())
+                .await
+                .unwrap();
+        }
+        Some(_) => huge
+            .write_all(&greeting::encode("CURVE", false))
+            .await
+            .unwrap(),
+    }
+    let mut m = vec![0x06u8]; // a LONG command frame (CURVE's HELLO would be one)
     m.extend((1u64 << 40).to_be_bytes());
     huge.write_all(&m).await.unwrap();
     let mut zmtp2 = connect().await;
@@ -89,53 +97,26 @@ async fn intrude(port: u16, forge: Option<Hello>) -> Vec<tokio::net::TcpStream> 
         .await;
     let mut junk = connect().await;
     let _ = junk.write_all(b"\x00\x05hello, is anybody there?").await;
-    let mut forged = connect().await;
-    if let Some(hello) = forge {
-        let claims = meta::ours(hello.run_id, hello.job_hash, 0, 0);
-        handshake(&mut forged, SocketType::Push, &claims)
-            .await
-            .unwrap();
-        write_message(&mut forged, &[&hello.bytes]).await.unwrap();
-        for step in 0..3u64 {
-            for mb in 0..8u64 {
-                let route = Route {
-                    run_id: hello.run_id,
-                    step,
-                    microbatch: mb,
-                    kind: Kind::Activation,
-                };
-                let (h, p) =
-                    encode(route, TensorData::new(vec![1e3f32; 8 * 128], vec![8, 128])).unwrap();
-                let _ = write_message(&mut forged, &[&h, &p]).await;
-            }
+    let mut conns = vec![huge, zmtp2, junk];
+    if let Some(secret) = secret {
+        let keys = JobKeys::from_secret(secret.as_bytes());
+        for mechanism in [
+            Mechanism::CurveClient {
+                long: KeyPair::generate(),
+                server: keys.server.public,
+            },
+            Mechanism::CurveClient {
+                long: keys.client.clone(),
+                server: KeyPair::generate().public,
+            },
+        ] {
+            let mut c = connect().await;
+            let e = handshake_with(&mut c, SocketType::Push, &Vec::new(), &mechanism).await;
+            assert!(e.is_err(), "a CURVE client without the job's keys got in");
+            conns.push(c);
         }
     }
-    vec![huge, zmtp2, junk, forged]
-}
-
-/// An encoded hello from rank 0 to rank 1 of the job, with an unsigned challenge, and the
-/// identity it claims.
-struct Hello {
-    bytes: Vec<u8>,
-    run_id: u64,
-    job_hash: u64,
-}
-
-fn stranger_hello(file: &str, run: &str) -> Hello {
-    use brigade_engine::identity::parse_run_id;
-    use brigade_engine::transport::net::{Control, ControlKind};
-    // What the launchers plan from this topology: the job hash every hello carries.
-    let hash = brigade_engine::job::load_input(file, &[], None)
-        .unwrap()
-        .0
-        .hash;
-    let run_id = parse_run_id(hash, Some(run));
-    let c = Control::new(ControlKind::Hello, run_id, hash, 0);
-    Hello {
-        bytes: c.with_bytes(&[0x55; 48]).encode(),
-        run_id,
-        job_hash: hash,
-    }
+    conns
 }
 
 /// Runs the two-host job `file` (300 steps) with an intruder on stage 1's activation port and
@@ -165,8 +146,7 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
         .enable_all()
         .build()
         .unwrap();
-    let hello = secret.map(|_| stranger_hello(file, test));
-    let held = rt.block_on(intrude(port_b + 2, hello));
+    let held = rt.block_on(intrude(port_b + 2, secret));
     std::thread::sleep(Duration::from_millis(300));
     let a = launch("a", None);
     let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -179,7 +159,6 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
     for what in [
         "refused a message",
         "connection from: tcp://127.0.0.1:",
-        "without brigade's X-Brigade-Run",
         "exceeds this link's limit",
         "1 is ZMTP 2.0",
         "not a ZeroMQ peer",
@@ -187,10 +166,17 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
         assert!(err_b.contains(what), "stage 1 must log {what:?}:\n{err_b}");
     }
     drop(held);
-    if secret.is_some() {
-        for what in ["has not authenticated", "hello is not signed"] {
-            assert!(err_b.contains(what), "stage 1 must log {what:?}:\n{err_b}");
-        }
+    let only = if secret.is_some() {
+        [
+            "authentication failed (CURVE)",
+            "a CURVE client key this job does not know",
+        ]
+        .as_slice()
+    } else {
+        ["without brigade's X-Brigade-Run"].as_slice()
+    };
+    for what in only {
+        assert!(err_b.contains(what), "stage 1 must log {what:?}:\n{err_b}");
     }
     assert!(
         run(&[

@@ -25,8 +25,12 @@ fn pyzmq() -> bool {
 const RANK0: &str = r#"
 import sys, zmq
 run, job, act, grad, want = sys.argv[1:6]
+keys = sys.argv[6:]  # under a job secret: server public, server secret, client public, client secret (Z85)
 ctx = zmq.Context()
 pull = ctx.socket(zmq.PULL)
+if keys:
+    pull.curve_server = True
+    pull.curve_publickey, pull.curve_secretkey = keys[0].encode(), keys[1].encode()
 pull.setsockopt(zmq.RCVTIMEO, 30000)
 pull.setsockopt(zmq.LINGER, 0)
 for prop in (b"X-Brigade-Run:" + run.encode(), b"X-Brigade-Job:" + job.encode(), b"X-Brigade-Rank:0"):
@@ -34,6 +38,9 @@ for prop in (b"X-Brigade-Run:" + run.encode(), b"X-Brigade-Job:" + job.encode(),
 pull.bind(grad)
 push = ctx.socket(zmq.PUSH)
 push.setsockopt(zmq.LINGER, 5000)
+if keys:
+    push.curve_serverkey = keys[0].encode()
+    push.curve_publickey, push.curve_secretkey = keys[2].encode(), keys[3].encode()
 for prop in (b"X-Brigade-Run:" + run.encode(), b"X-Brigade-Job:" + job.encode(), b"X-Brigade-Rank:0"):
     push.setsockopt(zmq.METADATA, prop)
 push.connect(act)
@@ -53,12 +60,45 @@ ctx.term()
 
 #[test]
 fn pyzmq_push_feeds_a_rank_and_pyzmq_pull_taps_its_gradients() {
+    interop("zmq-interop", 0, None);
+}
+
+#[test]
+fn under_a_job_secret_pyzmq_joins_with_the_keys_brigade_keys_prints() {
+    interop(
+        "zmq-interop-curve",
+        10,
+        Some("a job secret for the CURVE interop test"),
+    );
+}
+
+/// The keys `brigade keys` prints for `secret`: server public and secret, client public and
+/// secret (Z85).
+fn job_keys(secret: &str) -> Vec<String> {
+    let out = brigade()
+        .arg("keys")
+        .env("BRIGADE_SECRET", secret)
+        .env_remove("BRIGADE_SECRET_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let keys: Vec<String> = text
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 4, "{text}");
+    assert!(keys.iter().all(|k| k.len() == 40), "{text}");
+    keys
+}
+
+fn interop(test: &str, offset: u16, secret: Option<&str>) {
     if !pyzmq() {
         eprintln!("SKIP: pyzmq is not installed (pip install pyzmq); .ci/run installs it");
         return;
     }
-    let port = 21_000 + (std::process::id() % 20_000) as u16;
-    let file = two_host_topology("zmq-interop", port, "127.0.0.1", port + 4);
+    let port = 21_000 + (std::process::id() % 20_000) as u16 + offset;
+    let file = two_host_topology(test, port, "127.0.0.1", port + 4);
     let job = load_input(&file, &[], None).unwrap().0;
     let run_id = parse_run_id(job.hash, Some("interop"));
     // Rank 1 listens for edge 0's activations at host b's port + 2; rank 0 for its gradients
@@ -83,7 +123,13 @@ fn pyzmq_push_feeds_a_rank_and_pyzmq_pull_taps_its_gradients() {
         messages += &format!("{} {}\n", hex(&h), hex(&p));
     }
 
-    let rank1 = brigade()
+    let mut rank1 = brigade();
+    match secret {
+        Some(s) => rank1.env("BRIGADE_SECRET", s),
+        None => rank1.env_remove("BRIGADE_SECRET"),
+    };
+    let rank1 = rank1
+        .env_remove("BRIGADE_SECRET_FILE")
         .args([
             "stage",
             &file,
@@ -110,6 +156,7 @@ fn pyzmq_push_feeds_a_rank_and_pyzmq_pull_taps_its_gradients() {
             &grad,
             &m.to_string(),
         ])
+        .args(secret.map(job_keys).unwrap_or_default())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

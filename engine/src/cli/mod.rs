@@ -1,6 +1,7 @@
 //! Subcommands of `brigade`. Each reads a topology through [`TopologyArgs`], so every command
 //! takes the same `--set section.key=value` overrides.
 
+mod keys;
 mod plan;
 mod profile;
 mod reference;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 #[command(
     name = "brigade",
     version,
-    about = "brigade: pipeline-parallel training over TCP and Unix sockets (plan, simulate, train, launch)",
+    about = "brigade: pipeline-parallel training over ZeroMQ links (plan, simulate, train, launch)",
     propagate_version = true
 )]
 pub struct Cli {
@@ -41,6 +42,8 @@ pub enum Command {
     Launch(train::LaunchArgs),
     /// Run one stage (for external launchers: Slurm, Kubernetes, Spark).
     Stage(stage::StageArgs),
+    /// Print the job's CURVE keys (derived from the job secret) in Z85, for ZeroMQ tools.
+    Keys(keys::KeysArgs),
 }
 
 /// The topology file and its overrides, shared by every subcommand.
@@ -127,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run_train(&args),
         Command::Launch(args) => train::run_launch(&args),
         Command::Stage(args) => stage::run(&args),
+        Command::Keys(args) => keys::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 //! topology, planned here exactly as `brigade plan` would.
 
 use super::TopologyArgs;
-use crate::endpoints::{links, run_dir};
+use crate::endpoints::{create_run_dir, links, run_dir};
 use crate::events::StageEvent;
 use crate::executor::build::{program, stages};
 use crate::executor::core::{CheckpointPolicy, Executor};
@@ -14,7 +14,7 @@ use crate::identity::parse_run_id;
 use crate::job::load_input;
 use crate::trace::Tracer;
 use crate::transport::TransportError;
-use crate::transport::net::{MIN_SECRET, NetConfig, NetTransport, load_secret};
+use crate::transport::net::{JobKeys, MIN_SECRET, NetConfig, NetTransport, load_secret};
 use anyhow::{Context, Result, bail};
 use brigade_partitioner::ConfigError;
 use brigade_stages::SyntheticData;
@@ -110,9 +110,12 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     }
     let topo = &job.topo;
     let run_id = parse_run_id(job.hash, args.run_id.as_deref());
-    let dir = run_dir(run_id);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the run directory {}", dir.display()))?;
+    let dir = create_run_dir(run_id).with_context(|| {
+        format!(
+            "cannot create the run directory {}",
+            run_dir(run_id).display()
+        )
+    })?;
     let pid_file = dir.join(format!("stage{k}.pid"));
     std::fs::write(&pid_file, std::process::id().to_string())?;
     let _remove_pid_file = RemoveOnDrop(pid_file);
@@ -195,7 +198,7 @@ fn run_rank(args: &StageArgs) -> Result<()> {
         peer_timeout: Duration::from_secs(args.peer_timeout.max(1)),
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         trace: args.trace_out.is_some(),
-        secret,
+        keys: secret.as_deref().map(JobKeys::from_secret),
     };
     let mut transport = NetTransport::start(cfg)?;
     StageEvent::Started {

@@ -13,7 +13,7 @@ mod failure;
 pub use failure::BadInput;
 use failure::{BLAME_GRACE, RankError, describe_failure};
 
-use crate::endpoints::{ipc_files, run_dir};
+use crate::endpoints::{create_run_dir, ipc_files, run_dir};
 use crate::events::StageEvent;
 use crate::job::Job;
 use crate::metrics::{MetricsWriter, StepMetrics};
@@ -78,8 +78,8 @@ pub struct LaunchReport {
 /// Starts the stages and waits for them; `Ok` only if every one finished every step.
 pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     let exe = std::env::current_exe().context("cannot find the brigade executable")?;
-    let dir = run_dir(spec.run_id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = create_run_dir(spec.run_id)
+        .with_context(|| format!("cannot create {}", run_dir(spec.run_id).display()))?;
     // Launchers of other hosts may share this directory (one machine in tests): a file of our own.
     let plan_file = dir.join(format!("job-{}.json", std::process::id()));
     let tmp = plan_file.with_extension("tmp");

@@ -10,12 +10,12 @@
 //! In-flight messages are bounded by the schedule (at most M activations or gradients per
 //! link per step), and every frame by the plan's largest tensor before it is allocated.
 
-mod auth;
 mod control;
 pub mod meta;
 mod policy;
 mod pull;
 mod push;
+pub mod secret;
 mod socket;
 mod tasks;
 pub mod wire;
@@ -30,8 +30,8 @@ use crossbeam_channel::RecvTimeoutError;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-pub use auth::{MIN_SECRET, load_secret};
 pub use control::{Control, ControlKind};
+pub use secret::{JobKeys, MIN_SECRET, load_secret, z85};
 
 /// What a stage's transport needs to know.
 #[derive(Debug, Clone)]
@@ -51,8 +51,9 @@ pub struct NetConfig {
     /// How long a peer may take to appear at start.
     pub connect_timeout: Duration,
     pub trace: bool,
-    /// The job secret; without one only loopback and ipc peers may take part.
-    pub secret: Option<Vec<u8>>,
+    /// CURVE keys derived from the job secret: every `tcp://` link uses CURVE with them.
+    /// Without a secret, only loopback and ipc peers may take part.
+    pub keys: Option<JobKeys>,
 }
 
 enum Cmd {
@@ -158,5 +159,28 @@ impl Transport for NetTransport {
             let _ = t.join();
         }
         Ok(())
+    }
+}
+
+/// The mechanism a link's end uses: CURVE with the job's keys on `tcp://` under a job secret;
+/// NULL on `ipc://` (a run directory only the job's user can open) and without a secret
+/// (loopback only).
+pub(crate) fn mechanism(
+    cfg: &NetConfig,
+    endpoint: &str,
+    role: zmtp::SocketType,
+) -> zmtp::Mechanism {
+    match &cfg.keys {
+        Some(keys) if endpoint.starts_with("tcp://") => match role {
+            zmtp::SocketType::Push => zmtp::Mechanism::CurveClient {
+                long: keys.client.clone(),
+                server: keys.server.public,
+            },
+            zmtp::SocketType::Pull => zmtp::Mechanism::CurveServer {
+                long: keys.server.clone(),
+                allowed: vec![keys.client.public],
+            },
+        },
+        _ => zmtp::Mechanism::Null,
     }
 }

@@ -8,10 +8,14 @@ use super::meta;
 use super::policy::{LinkIdentity, LinkPolicy, Verdict};
 use super::socket::{Conn, Listener};
 use super::tasks::{Link, ToCompute};
-use super::wire::{self, Frame};
+use super::wire::Frame;
 use super::zmtp::command::Command;
+use super::zmtp::curve::Session;
 use super::zmtp::io::Inbound;
-use super::zmtp::{self, Metadata, SocketType, ZmtpError};
+use super::zmtp::{self, Mechanism, Metadata, SocketType, ZmtpError};
+
+/// A brigade message: a header and a payload, or one control frame.
+const MAX_FRAMES: usize = 2;
 use crate::endpoints::InLink;
 use crate::message::Incoming;
 use crate::transport::TransportError;
@@ -48,6 +52,8 @@ struct ReaderConfig {
     greeting_within: std::time::Duration,
     /// This rank's READY metadata.
     ours: Metadata,
+    /// NULL, or CURVE with the job's keys (`tcp://` under a job secret).
+    mechanism: Mechanism,
 }
 
 async fn accept_loop(
@@ -94,27 +100,32 @@ async fn read_loop(
             })
             .is_ok()
     };
-    let handshake = zmtp::io::handshake(&mut stream, SocketType::Pull, ours);
-    let peer = match timeout(reader.greeting_within, handshake).await {
-        Ok(r) => r,
-        Err(_) => Err(ZmtpError::Io(std::io::ErrorKind::TimedOut.into())),
-    };
-    match peer {
-        Ok(meta) => {
+    let handshake =
+        zmtp::io::handshake_with(&mut stream, SocketType::Pull, ours, &reader.mechanism);
+    let mut session = match timeout(reader.greeting_within, handshake).await {
+        Ok(Ok((meta, session))) => {
             if !send(Ok(Arrival::Ready(meta))) {
                 return;
             }
+            session.map(Session::split)
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             send(Err(e));
             return;
         }
-    }
+        Err(_) => {
+            send(Err(ZmtpError::Io(std::io::ErrorKind::TimedOut.into())));
+            return;
+        }
+    };
     loop {
-        let what = match zmtp::io::read(&mut stream, limit, wire::MAX_FRAMES).await {
+        let opener = session.as_mut().map(|(_, open)| open);
+        let what = match zmtp::io::receive(&mut stream, limit, MAX_FRAMES, opener).await {
             Ok(Inbound::Message(frames)) => Ok(Arrival::Message(frames)),
             Ok(Inbound::Command(Command::Ping { context, .. })) => {
-                match zmtp::io::write_command(&mut stream, &Command::Pong { context }).await {
+                let sealer = session.as_mut().map(|(seal, _)| seal);
+                let pong = Command::Pong { context };
+                match zmtp::io::send_command(&mut stream, &pong, sealer).await {
                     Ok(()) => Ok(Arrival::Ping),
                     Err(e) => Err(ZmtpError::Io(e)),
                 }
@@ -156,6 +167,7 @@ pub(super) async fn pull_task(
             limit: limit.max(SMALL_FRAME),
             greeting_within: cfg.connect_timeout,
             ours: meta::ours(cfg.run_id, cfg.job_hash, k, edge),
+            mechanism: super::mechanism(&cfg, &endpoint, SocketType::Pull),
         }),
     ));
     // Listening ends once the peer is known: nobody else has business on this endpoint.
@@ -166,8 +178,6 @@ pub(super) async fn pull_task(
         endpoint: endpoint.clone(),
         run_id: cfg.run_id,
         job_hash: cfg.job_hash,
-        secret: cfg.secret.clone(),
-        own_challenge: link.own_challenge,
     });
     let mut deadline = Instant::now() + cfg.connect_timeout;
     let fail = |e: TransportError| {
@@ -206,15 +216,6 @@ pub(super) async fn pull_task(
                 ev.addr
             ),
             Verdict::Peer => drop(acceptor.take()),
-            Verdict::Challenge(ch) => {
-                // The first signed hello's challenge is the one answered.
-                link.peer_challenge_tx.send_if_modified(|c| {
-                    c.is_none() && {
-                        *c = Some(ch);
-                        true
-                    }
-                });
-            }
             Verdict::Done => {
                 link.done.store(true, Ordering::SeqCst);
                 return;

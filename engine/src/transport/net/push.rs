@@ -2,12 +2,12 @@
 //! sends, tags messages once authenticated, and keeps an idle link alive with heartbeats.
 
 use super::NetConfig;
-use super::auth;
 use super::control::{Control, ControlKind};
 use super::meta;
 use super::socket::{self, Conn};
 use super::tasks::{Link, ToCompute};
 use super::zmtp::command::Command;
+use super::zmtp::curve::Session;
 use super::zmtp::io::Inbound;
 use super::zmtp::{self, SocketType};
 use crate::endpoints::OutLink;
@@ -22,28 +22,22 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-/// Sends messages to one peer, tagging them once authenticated.
+/// Sends messages to one peer, boxed under CURVE.
 struct LinkSender {
     conn: WriteHalf<Conn>,
-    key: Option<[u8; 32]>,
-    seq: u64,
+    session: Option<Session>,
     limit: Duration,
 }
 
 impl LinkSender {
     async fn send(&mut self, frames: &[&[u8]]) -> Result<(), String> {
-        let t;
-        let mut all: Vec<&[u8]> = frames.to_vec();
-        if let Some(key) = &self.key {
-            t = auth::tag(key, self.seq, frames);
-            all.push(&t);
-            self.seq += 1;
-        }
-        within(self.limit, zmtp::io::write_message(&mut self.conn, &all)).await
+        let write = zmtp::io::send(&mut self.conn, frames, self.session.as_mut());
+        within(self.limit, write).await
     }
 
     async fn command(&mut self, c: &Command) -> Result<(), String> {
-        within(self.limit, zmtp::io::write_command(&mut self.conn, c)).await
+        let write = zmtp::io::send_command(&mut self.conn, c, self.session.as_mut());
+        within(self.limit, write).await
     }
 }
 
@@ -66,8 +60,14 @@ async fn within(
 
 /// Reads what a PULL peer sends back on our connection — PING (answered through `pongs`),
 /// PONG, ERROR — until the connection ends.
-async fn drain(mut rd: ReadHalf<Conn>, pongs: mpsc::UnboundedSender<Vec<u8>>) {
-    while let Ok(Inbound::Command(c)) = zmtp::io::read(&mut rd, zmtp::io::COMMAND_LIMIT, 1).await {
+async fn drain(
+    mut rd: ReadHalf<Conn>,
+    mut session: Option<Session>,
+    pongs: mpsc::UnboundedSender<Vec<u8>>,
+) {
+    while let Ok(Inbound::Command(c)) =
+        zmtp::io::receive(&mut rd, zmtp::io::COMMAND_LIMIT, 1, session.as_mut()).await
+    {
         if let Command::Ping { context, .. } = c
             && pongs.send(context).is_err()
         {
@@ -80,7 +80,7 @@ pub(super) async fn push_task(
     cfg: Arc<NetConfig>,
     outbound: OutLink,
     mut rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
-    mut link: Link,
+    link: Link,
     to_compute: ToCompute,
 ) -> Vec<TraceEvent> {
     let k = cfg.stage;
@@ -117,9 +117,10 @@ pub(super) async fn push_task(
         }
     };
     let ours = meta::ours(cfg.run_id, cfg.job_hash, k, edge);
-    let handshake = zmtp::io::handshake(&mut conn, SocketType::Push, &ours);
-    match timeout(cfg.connect_timeout, handshake).await {
-        Ok(Ok(_)) => {}
+    let mechanism = super::mechanism(&cfg, &endpoint, SocketType::Push);
+    let handshake = zmtp::io::handshake_with(&mut conn, SocketType::Push, &ours, &mechanism);
+    let session = match timeout(cfg.connect_timeout, handshake).await {
+        Ok(Ok((_, session))) => session,
         Ok(Err(e)) => {
             report(unreachable(format!("ZMTP handshake failed: {e}")));
             return tracer.into_events();
@@ -128,63 +129,19 @@ pub(super) async fn push_task(
             report(unreachable("the ZMTP handshake did not complete".into()));
             return tracer.into_events();
         }
-    }
+    };
+    let (seal, open) = match session.map(Session::split) {
+        Some((seal, open)) => (Some(seal), Some(open)),
+        None => (None, None),
+    };
     let (rd, wr) = tokio::io::split(conn);
     let (pong_tx, mut pongs) = mpsc::unbounded_channel();
-    let drainer = AbortOnDrop(tokio::spawn(drain(rd, pong_tx)));
+    let drainer = AbortOnDrop(tokio::spawn(drain(rd, open, pong_tx)));
     let mut out = LinkSender {
         conn: wr,
-        key: None,
-        seq: 0,
+        session: seal,
         limit: cfg.peer_timeout,
     };
-    let to_peer = auth::Between {
-        run_id: cfg.run_id,
-        job_hash: cfg.job_hash,
-        from: k,
-        to: peer,
-    };
-    if let Some(secret) = &cfg.secret {
-        // Under a job secret the READY metadata proves nothing: a signed hello, then the
-        // answer to the peer's challenge (without a secret, READY alone names us).
-        let mut signed = link.own_challenge.to_vec();
-        signed.extend(to_peer.sign_hello(secret, &link.own_challenge));
-        let hello =
-            Control::new(ControlKind::Hello, cfg.run_id, cfg.job_hash, k).with_bytes(&signed);
-        if let Err(why) = out.send(&[&hello.encode()]).await {
-            report(lost(why));
-            return tracer.into_events();
-        }
-        // Answer the peer's challenge, which arrives in its hello on the connection it opened to us.
-        let challenge: Option<Vec<u8>> = match timeout(
-            cfg.connect_timeout,
-            link.peer_challenge.wait_for(Option::is_some),
-        )
-        .await
-        {
-            Ok(Ok(c)) => c.clone(),
-            _ => None,
-        };
-        let challenge = match challenge {
-            Some(c) => c,
-            None => {
-                report(TransportError::NeverConnected {
-                    stage: k,
-                    peer,
-                    address: endpoint.clone(),
-                    secs: cfg.connect_timeout.as_secs(),
-                });
-                return tracer.into_events();
-            }
-        };
-        let answer = to_peer.answer(secret, &challenge);
-        let msg = Control::new(ControlKind::Auth, cfg.run_id, cfg.job_hash, k).with_bytes(&answer);
-        if let Err(why) = out.send(&[&msg.encode()]).await {
-            report(lost(why));
-            return tracer.into_events();
-        }
-        out.key = Some(to_peer.frame_key(secret, &challenge));
-    }
     let mut beat = tokio::time::interval(cfg.heartbeat);
     loop {
         tokio::select! {

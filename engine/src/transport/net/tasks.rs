@@ -1,7 +1,6 @@
 //! The I/O thread's main task: binds and connects the sockets, starts one task per socket
 //! ([`super::pull`], [`super::push`]) and routes the compute thread's commands to them.
 
-use super::auth;
 use super::socket::Listener;
 use super::{Cmd, NetConfig};
 use crate::message::{Incoming, Outgoing};
@@ -12,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 pub(super) type ToCompute = Sender<Result<Incoming, TransportError>>;
@@ -23,27 +22,10 @@ const LINGER: Duration = Duration::from_secs(3);
 
 /// What the pull and push tasks of one edge share (on the consumer: the activations pulled and
 /// the gradients pushed; on the producer: the other way round).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(super) struct Link {
-    /// Sent in our hello, answered by the peer on its connection to us.
-    pub(super) own_challenge: [u8; 16],
-    /// The peer's challenge, from its hello, which our push task answers.
-    pub(super) peer_challenge: watch::Receiver<Option<Vec<u8>>>,
-    pub(super) peer_challenge_tx: Arc<watch::Sender<Option<Vec<u8>>>>,
     /// The peer said bye: its silence afterwards is expected.
     pub(super) done: Arc<AtomicBool>,
-}
-
-impl Link {
-    fn new() -> Self {
-        let (tx, rx) = watch::channel(None);
-        Link {
-            own_challenge: auth::challenge(),
-            peer_challenge: rx,
-            peer_challenge_tx: Arc::new(tx),
-            done: Arc::new(AtomicBool::new(false)),
-        }
-    }
 }
 
 pub(super) async fn io_main(
@@ -55,7 +37,7 @@ pub(super) async fn io_main(
     let k = cfg.stage;
     let cfg = Arc::new(cfg);
     let mut links: HashMap<u32, Link> = HashMap::new();
-    let mut link = |edge: u32| links.entry(edge).or_insert_with(Link::new).clone();
+    let mut link = |edge: u32| links.entry(edge).or_default().clone();
 
     let mut pulls = Vec::new();
     for inbound in cfg.links.inbound.clone() {

@@ -97,16 +97,19 @@ pub async fn handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
             let mut client = Client::new(long.clone(), *server);
             write_raw_command(s, &client.hello()).await?;
             let welcome = read_raw_command(s).await?;
-            write_raw_command(s, &client.on_welcome(&welcome, &ready)?).await?;
-            let (meta, session) = client.on_ready(&read_raw_command(s).await?)?;
+            let initiate = client.on_welcome(&welcome, &ready).map_err(auth)?;
+            write_raw_command(s, &initiate).await?;
+            let (meta, session) = client
+                .on_ready(&read_raw_command(s).await.map_err(auth)?)
+                .map_err(auth)?;
             (meta, Some(session))
         }
         Mechanism::CurveServer { long, allowed } => {
             let mut server = Server::new(long.clone(), allowed.clone());
-            let welcome = server.on_hello(&read_raw_command(s).await?)?;
+            let welcome = server.on_hello(&read_raw_command(s).await?).map_err(auth)?;
             write_raw_command(s, &welcome).await?;
             let initiate = read_raw_command(s).await?;
-            match server.on_initiate(&initiate, &ready) {
+            match server.on_initiate(&initiate, &ready).map_err(auth) {
                 Ok((meta, ready, session)) => {
                     write_raw_command(s, &ready).await?;
                     (meta, Some(session))
@@ -129,6 +132,52 @@ pub async fn handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
             ours: ours.name(),
             wants,
         }),
+    }
+}
+
+/// A failure inside the CURVE exchange means the peer does not hold the keys.
+fn auth(e: ZmtpError) -> ZmtpError {
+    match e {
+        e @ (ZmtpError::Io(_) | ZmtpError::Closed | ZmtpError::Auth(_)) => e,
+        ZmtpError::PeerError(why) => ZmtpError::Auth(format!("the peer refused us: {why}")),
+        e => ZmtpError::Auth(e.to_string()),
+    }
+}
+
+/// Writes a message, boxed when the connection has a CURVE session.
+pub async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[&[u8]],
+    session: Option<&mut Session>,
+) -> std::io::Result<()> {
+    match session {
+        Some(s) => write_boxed(w, frames, s).await,
+        None => write_message(w, frames).await,
+    }
+}
+
+/// Writes a command (PING, PONG), boxed when the connection has a CURVE session.
+pub async fn send_command<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    c: &Command,
+    session: Option<&mut Session>,
+) -> std::io::Result<()> {
+    match session {
+        Some(s) => write_boxed_command(w, c, s).await,
+        None => write_command(w, c).await,
+    }
+}
+
+/// Reads a message or command, opening boxes when the connection has a CURVE session.
+pub async fn receive<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: u64,
+    max_frames: usize,
+    session: Option<&mut Session>,
+) -> Result<Inbound, ZmtpError> {
+    match session {
+        Some(s) => read_boxed(r, limit, max_frames, s).await,
+        None => read(r, limit, max_frames).await,
     }
 }
 

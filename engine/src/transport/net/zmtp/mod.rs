@@ -50,6 +50,8 @@ pub enum ZmtpError {
     },
     #[error("the peer sent ERROR: {0}")]
     PeerError(String),
+    #[error("authentication failed (CURVE): {0}; the peer does not have this job's secret")]
+    Auth(String),
     #[error("unexpected {0} command")]
     Unexpected(String),
 }
