@@ -17,6 +17,7 @@ fn bench(c: &mut Criterion) {
         step: 0,
         microbatch: 0,
         kind: Kind::Activation,
+        edge: 0,
     };
     let mut g = c.benchmark_group("codec 4 MiB f32");
     g.throughput(Throughput::Bytes(4 * n as u64));

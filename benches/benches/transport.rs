@@ -3,7 +3,7 @@
 //! tensor), over ipc:// and tcp:// (NULL) and tcp:// under a job secret (CURVE) on loopback,
 //! against a raw TCP socket moving the same bytes in the same run. `cargo bench -p brigade-benches --bench transport`
 
-use brigade_engine::endpoints::{InLink, OutLink, RankLinks};
+use brigade_engine::endpoints::{InRoute, Listen, OutPeer, RankLinks};
 use brigade_engine::executor::core::Outgoing;
 use brigade_engine::transport::Transport;
 use brigade_engine::transport::net::{JobKeys, NetConfig, NetTransport};
@@ -34,36 +34,30 @@ fn links(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> RankLink
         ),
     };
     let (act_bytes, grad_bytes) = (SHAPE.iter().product::<usize>() as u64 * 4, 4);
+    let listen = |endpoint: String, kind, peer, shape: Vec<usize>, max_bytes| {
+        Some(Listen {
+            endpoint,
+            routes: vec![InRoute {
+                edge: 0,
+                kind,
+                peer,
+                shape,
+                max_bytes,
+            }],
+        })
+    };
     if stage == 0 {
         RankLinks {
-            inbound: vec![InLink {
-                edge: 0,
-                kind: Kind::Gradient,
-                peer: 1,
-                endpoint: grad,
-                shape: vec![1, 1],
-                max_bytes: grad_bytes,
-            }],
-            outbound: vec![OutLink {
-                edge: 0,
-                kind: Kind::Activation,
+            listen: listen(grad, Kind::Gradient, 1, vec![1, 1], grad_bytes),
+            out: vec![OutPeer {
                 peer: 1,
                 endpoint: act,
             }],
         }
     } else {
         RankLinks {
-            inbound: vec![InLink {
-                edge: 0,
-                kind: Kind::Activation,
-                peer: 0,
-                endpoint: act,
-                shape: SHAPE.to_vec(),
-                max_bytes: act_bytes,
-            }],
-            outbound: vec![OutLink {
-                edge: 0,
-                kind: Kind::Gradient,
+            listen: listen(act, Kind::Activation, 0, SHAPE.to_vec(), act_bytes),
+            out: vec![OutPeer {
                 peer: 0,
                 endpoint: grad,
             }],

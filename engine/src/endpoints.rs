@@ -1,10 +1,10 @@
-//! Where each rank listens, from the job plan's edges. An edge carries activations from the
-//! rank holding its producer chunk to the rank holding its consumer chunk, and gradients back:
-//! the consumer listens for the activations, the producer for the gradients. Ranks on the same
-//! host use `ipc://` in the run directory; ranks on different hosts use `tcp://` on the
-//! listening host's address, at `port + 2(e+1)` (activations of edge e) and `port + 2e + 1`
-//! (gradients of edge e) — for a chain with rank k holding chunk k, that is stage k's
-//! `port + 2k` and `port + 2k + 1`, as before plans had edges.
+//! Where each rank listens, from the job plan. A rank binds one ZeroMQ PULL endpoint that
+//! receives every tensor sent to it (all its in-edges, fair-queued across its peers) and
+//! connects one PUSH to each rank it sends to. An edge carries activations from the rank
+//! holding its producer chunk to the rank holding its consumer chunk, and gradients back.
+//! A rank whose senders all run on its host listens on `ipc://` in the run directory;
+//! otherwise on `tcp://` at its host's address and `port + r` (rank r) — deterministic, so
+//! firewall rules can be written from the topology.
 
 use crate::job::Job;
 use brigade_stages::codec::Kind;
@@ -28,37 +28,49 @@ pub fn create_run_dir(run_id: u64) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// One direction of one edge, as the rank that receives it sees it.
+/// One kind of tensor a rank receives: on `edge`, from rank `peer`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InLink {
+pub struct InRoute {
     pub edge: u32,
     pub kind: Kind,
-    /// The rank that sends on it.
     pub peer: usize,
-    /// Where this rank listens.
-    pub endpoint: String,
     /// `[micro-batch, ..]` of every tensor on it.
     pub shape: Vec<usize>,
     /// The largest payload the plan allows on it.
     pub max_bytes: u64,
 }
 
-/// One direction of one edge, as the rank that sends on it sees it.
+/// The rank's one receiving socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutLink {
-    pub edge: u32,
-    pub kind: Kind,
-    /// The rank that receives it.
+pub struct Listen {
+    pub endpoint: String,
+    pub routes: Vec<InRoute>,
+}
+
+impl Listen {
+    /// The ranks that send to this one, in rank order.
+    pub fn peers(&self) -> Vec<usize> {
+        let mut p: Vec<usize> = self.routes.iter().map(|r| r.peer).collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+}
+
+/// A rank this rank sends to, and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutPeer {
     pub peer: usize,
-    /// Where that rank listens.
     pub endpoint: String,
 }
 
 /// Every link of one rank.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RankLinks {
-    pub inbound: Vec<InLink>,
-    pub outbound: Vec<OutLink>,
+    /// Where it listens, if any rank sends to it.
+    pub listen: Option<Listen>,
+    /// The ranks it sends to.
+    pub out: Vec<OutPeer>,
 }
 
 /// (sender, receiver) of `kind` on `edge`.
@@ -70,68 +82,73 @@ fn ends(job: &Job, edge: usize, kind: Kind) -> (usize, usize) {
     }
 }
 
-fn ipc_path(run_dir: &Path, edge: usize, kind: Kind) -> PathBuf {
-    let name = match kind {
-        Kind::Activation => "act",
-        Kind::Gradient => "grad",
-    };
-    run_dir.join(format!("e{edge}-{name}.ipc"))
+/// Every (edge, kind, sender, receiver) of the job.
+fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ {
+    (0..job.edges().len())
+        .flat_map(|e| [(e, Kind::Activation), (e, Kind::Gradient)])
+        .map(|(e, kind)| {
+            let (from, to) = ends(job, e, kind);
+            (e, kind, from, to)
+        })
 }
 
-/// Where `kind` on `edge` is received. `all_local`: every rank runs on this machine
-/// (`brigade train`), so every link is ipc.
-pub fn endpoint(job: &Job, edge: usize, kind: Kind, run_dir: &Path, all_local: bool) -> String {
-    let (from, to) = ends(job, edge, kind);
-    let (pf, pt) = (&job.places[from], &job.places[to]);
-    if all_local || pf.host == pt.host {
-        format!("ipc://{}", ipc_path(run_dir, edge, kind).display())
+fn ipc_path(run_dir: &Path, rank: usize) -> PathBuf {
+    run_dir.join(format!("rank{rank}.ipc"))
+}
+
+/// Where rank `rank` listens. `all_local`: every rank runs on this machine (`brigade train`),
+/// so every link is ipc.
+pub fn endpoint(job: &Job, rank: usize, run_dir: &Path, all_local: bool) -> String {
+    let host = job.places[rank].host;
+    let local = all_local
+        || traffic(job)
+            .filter(|&(_, _, _, to)| to == rank)
+            .all(|(_, _, from, _)| job.places[from].host == host);
+    if local {
+        format!("ipc://{}", ipc_path(run_dir, rank).display())
     } else {
-        let host = &job.topo.hosts[pt.host];
-        let offset = match kind {
-            Kind::Activation => 2 * (edge + 1),
-            Kind::Gradient => 2 * edge + 1,
-        };
-        format!("tcp://{}:{}", host.address, host.port as usize + offset)
+        let h = &job.topo.hosts[host];
+        format!("tcp://{}:{}", h.address, h.port as usize + rank)
     }
 }
 
 /// The links of rank `rank` of `job`.
 pub fn links(job: &Job, rank: usize, run_dir: &Path, all_local: bool) -> RankLinks {
-    let mut out = RankLinks::default();
-    for (e, spec) in job.edges().iter().enumerate() {
-        for kind in [Kind::Activation, Kind::Gradient] {
-            let (from, to) = ends(job, e, kind);
-            let endpoint = endpoint(job, e, kind, run_dir, all_local);
-            if to == rank {
-                out.inbound.push(InLink {
-                    edge: e as u32,
-                    kind,
-                    peer: from,
-                    endpoint: endpoint.clone(),
-                    shape: spec.shape.clone(),
-                    max_bytes: spec.max_bytes,
-                });
-            }
-            if from == rank {
-                out.outbound.push(OutLink {
-                    edge: e as u32,
-                    kind,
-                    peer: to,
-                    endpoint,
-                });
-            }
-        }
+    let routes: Vec<InRoute> = traffic(job)
+        .filter(|&(_, _, _, to)| to == rank)
+        .map(|(e, kind, from, _)| InRoute {
+            edge: e as u32,
+            kind,
+            peer: from,
+            shape: job.edges()[e].shape.clone(),
+            max_bytes: job.edges()[e].max_bytes,
+        })
+        .collect();
+    let listen = (!routes.is_empty()).then(|| Listen {
+        endpoint: endpoint(job, rank, run_dir, all_local),
+        routes,
+    });
+    let mut to: Vec<usize> = traffic(job)
+        .filter(|&(_, _, from, _)| from == rank)
+        .map(|(_, _, _, to)| to)
+        .collect();
+    to.sort_unstable();
+    to.dedup();
+    RankLinks {
+        listen,
+        out: to
+            .into_iter()
+            .map(|peer| OutPeer {
+                peer,
+                endpoint: endpoint(job, peer, run_dir, all_local),
+            })
+            .collect(),
     }
-    out
 }
 
 /// The ipc socket files the given ranks listen on (for the launcher to remove).
-pub fn ipc_files(job: &Job, ranks: &[usize], run_dir: &Path) -> Vec<PathBuf> {
-    (0..job.edges().len())
-        .flat_map(|e| [(e, Kind::Activation), (e, Kind::Gradient)])
-        .filter(|&(e, kind)| ranks.contains(&ends(job, e, kind).1))
-        .map(|(e, kind)| ipc_path(run_dir, e, kind))
-        .collect()
+pub fn ipc_files(ranks: &[usize], run_dir: &Path) -> Vec<PathBuf> {
+    ranks.iter().map(|&r| ipc_path(run_dir, r)).collect()
 }
 
 #[cfg(test)]
@@ -148,48 +165,44 @@ mod tests {
     }
 
     #[test]
-    fn ipc_on_one_host_tcp_across() {
+    fn one_endpoint_per_rank_ipc_on_one_host_tcp_across() {
         let job = job("two-hosts.toml");
         let dir = Path::new("/tmp/brigade-x");
+        // Ranks 0 and 1 on host a, 2 and 3 on host b; rank 1 hears from 0 (host a) and 2 (b).
         let l1 = links(&job, 1, dir, false);
-        let inbound: Vec<(u32, Kind, usize, &str)> = l1
-            .inbound
+        let listen = l1.listen.unwrap();
+        assert_eq!(listen.endpoint, "tcp://198.18.0.1:29501");
+        assert_eq!(listen.peers(), vec![0, 2]);
+        let routes: Vec<(u32, Kind, usize)> = listen
+            .routes
             .iter()
-            .map(|l| (l.edge, l.kind, l.peer, l.endpoint.as_str()))
+            .map(|r| (r.edge, r.kind, r.peer))
             .collect();
-        // Rank 1 (host a) receives activations from rank 0 (host a) and gradients from rank 2
-        // (host b, so on a's address).
         assert_eq!(
-            inbound,
+            routes,
+            vec![(0, Kind::Activation, 0), (1, Kind::Gradient, 2)]
+        );
+        // Rank 0 hears only from rank 1, on its own host: ipc.
+        assert_eq!(
+            links(&job, 0, dir, false).listen.unwrap().endpoint,
+            "ipc:///tmp/brigade-x/rank0.ipc"
+        );
+        // Rank 1 sends to 0 and 2, where they listen.
+        let out: Vec<(usize, &str)> = l1
+            .out
+            .iter()
+            .map(|o| (o.peer, o.endpoint.as_str()))
+            .collect();
+        assert_eq!(
+            out,
             vec![
-                (0, Kind::Activation, 0, "ipc:///tmp/brigade-x/e0-act.ipc"),
-                (1, Kind::Gradient, 2, "tcp://198.18.0.1:29503"),
+                (0, "ipc:///tmp/brigade-x/rank0.ipc"),
+                (2, "tcp://198.18.0.2:29502")
             ]
         );
-        // It sends activations to rank 2, which listens on b's address.
-        let to2 = l1.outbound.iter().find(|l| l.peer == 2).unwrap();
         assert_eq!(
-            (to2.edge, to2.kind, to2.endpoint.as_str()),
-            (1, Kind::Activation, "tcp://198.18.0.2:29504")
-        );
-        // Both ends agree on every endpoint.
-        let l2 = links(&job, 2, dir, false);
-        assert!(
-            l2.inbound
-                .iter()
-                .any(|l| l.kind == Kind::Activation && l.endpoint == to2.endpoint)
-        );
-        assert_eq!(
-            endpoint(&job, 1, Kind::Activation, dir, true),
-            "ipc:///tmp/brigade-x/e1-act.ipc"
-        );
-        assert_eq!(
-            ipc_files(&job, &[0, 1], dir),
-            vec![
-                dir.join("e0-act.ipc"),
-                dir.join("e0-grad.ipc"),
-                dir.join("e1-grad.ipc")
-            ]
+            endpoint(&job, 2, dir, true),
+            "ipc:///tmp/brigade-x/rank2.ipc"
         );
     }
 }

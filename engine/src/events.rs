@@ -3,7 +3,7 @@
 //! these instead of parsing human messages; stderr is for people.
 //!
 //! ```text
-//! {"event":"started","stage":0,"host":"local","pid":4242,"layers":[0,3],"chunks":[0],"run_id":"…","job_hash":"…"}
+//! {"event":"started","stage":0,"host":"local","pid":4242,"layers":[0,3],"chunks":[0],"run_id":"…","job_hash":"…","endpoint":"ipc://…/rank0.ipc"}
 //! {"event":"step","stage":1,"step":1,"loss":2.31,"step_ms":41.2}
 //! {"event":"checkpoint","stage":0,"step":10,"dir":"ck/step-00000010"}
 //! {"event":"error","stage":1,"message":"stage 1: lost peer stage 0 …","bad_input":false,"lost_peer":0}
@@ -29,6 +29,9 @@ pub enum StageEvent {
         run_id: String,
         #[serde(default)]
         job_hash: String,
+        /// Where the rank listens (its one ZeroMQ PULL), if any rank sends to it.
+        #[serde(default)]
+        endpoint: Option<String>,
     },
     /// A step finished (`step` is 1-based); the loss only on the rank with the last chunk.
     Step {

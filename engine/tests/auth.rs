@@ -50,7 +50,7 @@ fn peer_with_the_wrong_secret_is_refused() {
     );
 }
 
-/// What an intruder sends to stage 1's activation port while a job runs: a ZMTP greeting
+/// What an intruder sends to rank 1's port (host b's port + 1) while a job runs: a ZMTP greeting
 /// with the link's mechanism and then a frame head declaring 1 TiB (which made the zeromq
 /// crate abort a stage, decision 0003) — after completing the NULL handshake without saying
 /// who it is, or in the middle of CURVE's — a ZMTP 2.0 peer, a stranger speaking no ZMTP at
@@ -146,7 +146,7 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
         .enable_all()
         .build()
         .unwrap();
-    let held = rt.block_on(intrude(port_b + 2, secret));
+    let held = rt.block_on(intrude(port_b + 1, secret));
     std::thread::sleep(Duration::from_millis(300));
     let a = launch("a", None);
     let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());

@@ -101,11 +101,11 @@ fn interop(test: &str, offset: u16, secret: Option<&str>) {
     let file = two_host_topology(test, port, "127.0.0.1", port + 4);
     let job = load_input(&file, &[], None).unwrap().0;
     let run_id = parse_run_id(job.hash, Some("interop"));
-    // Rank 1 listens for edge 0's activations at host b's port + 2; rank 0 for its gradients
-    // at host a's port + 1.
+    // Rank r listens at its host's port + r: rank 1 (host b) for edge 0's activations, rank 0
+    // (host a) for its gradients.
     let (act, grad) = (
-        format!("tcp://127.0.0.1:{}", port + 4 + 2),
-        format!("tcp://127.0.0.1:{}", port + 1),
+        format!("tcp://127.0.0.1:{}", port + 4 + 1),
+        format!("tcp://127.0.0.1:{port}"),
     );
     let m = job.plan.microbatches as u64;
     let shape = job.edges()[0].shape.clone();
@@ -116,6 +116,7 @@ fn interop(test: &str, offset: u16, secret: Option<&str>) {
             step: 0,
             microbatch: mb,
             kind: Kind::Activation,
+            edge: 0,
         };
         let n: usize = shape.iter().product();
         let (h, p) = encode(route, TensorData::new(vec![0.5f32; n], shape.clone())).unwrap();

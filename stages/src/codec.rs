@@ -79,6 +79,9 @@ pub struct Header {
     pub step: u64,
     pub microbatch: u64,
     pub kind: Kind,
+    /// The job plan's edge the tensor travels on (a rank receives several edges on one socket).
+    #[serde(default)]
+    pub edge: u32,
     /// Shape including the batch dimension.
     pub shape: Vec<u64>,
     pub dtype: WireDType,
@@ -93,6 +96,7 @@ pub struct Route {
     pub step: u64,
     pub microbatch: u64,
     pub kind: Kind,
+    pub edge: u32,
 }
 
 /// Why a frame was refused.
@@ -156,6 +160,7 @@ fn header_for(
         step: route.step,
         microbatch: route.microbatch,
         kind: route.kind,
+        edge: route.edge,
         shape: shape.iter().map(|&d| d as u64).collect(),
         dtype,
         payload_len: payload_len as u64,
@@ -305,6 +310,7 @@ mod tests {
             step: 3,
             microbatch: 5,
             kind: Kind::Activation,
+            edge: 2,
         }
     }
 

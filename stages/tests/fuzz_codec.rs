@@ -10,6 +10,7 @@ fn valid_frames() -> (Vec<u8>, Vec<u8>) {
         step: 1,
         microbatch: 2,
         kind: Kind::Gradient,
+        edge: 0,
     };
     encode(
         route,

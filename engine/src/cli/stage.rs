@@ -173,10 +173,10 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     let secret = load_secret(args.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
     let links = links(&job, k, &dir, args.local);
     let tcp: Vec<&String> = links
-        .inbound
+        .listen
         .iter()
         .map(|l| &l.endpoint)
-        .chain(links.outbound.iter().map(|l| &l.endpoint))
+        .chain(links.out.iter().map(|o| &o.endpoint))
         .filter(|e| e.starts_with("tcp://"))
         .collect();
     if secret.is_none() && !tcp.is_empty() {
@@ -187,6 +187,7 @@ fn run_rank(args: &StageArgs) -> Result<()> {
         }
         eprintln!("stage {k}: no job secret set: accepting loopback and ipc peers only");
     }
+    let listen_endpoint = links.listen.as_ref().map(|l| l.endpoint.clone());
     let cfg = NetConfig {
         stage: k,
         run_id,
@@ -209,6 +210,7 @@ fn run_rank(args: &StageArgs) -> Result<()> {
         chunks: held,
         run_id: format!("{run_id:016x}"),
         job_hash: job.hash_hex(),
+        endpoint: listen_endpoint,
     }
     .emit();
 

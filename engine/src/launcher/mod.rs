@@ -300,7 +300,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
         let _ = std::fs::remove_file(dir.join(format!("stage{k}.pid")));
         let _ = std::fs::remove_file(dir.join(format!("trace-{k}.json")));
     }
-    for f in ipc_files(&spec.job, &here, &dir) {
+    for f in ipc_files(&here, &dir) {
         let _ = std::fs::remove_file(f);
     }
     let _ = std::fs::remove_file(&plan_file);

@@ -9,15 +9,13 @@ use super::zmtp::command::property;
 pub const RUN: &str = "X-Brigade-Run";
 pub const JOB: &str = "X-Brigade-Job";
 pub const RANK: &str = "X-Brigade-Rank";
-pub const EDGE: &str = "X-Brigade-Edge";
 
-/// What a rank announces on a link: its run id and job hash (16 hex digits), rank and edge.
-pub fn ours(run_id: u64, job_hash: u64, rank: usize, edge: u32) -> Metadata {
+/// What a rank announces on its connections: its run id and job hash (16 hex digits) and rank.
+pub fn ours(run_id: u64, job_hash: u64, rank: usize) -> Metadata {
     vec![
         (RUN.into(), format!("{run_id:016x}").into_bytes()),
         (JOB.into(), format!("{job_hash:016x}").into_bytes()),
         (RANK.into(), rank.to_string().into_bytes()),
-        (EDGE.into(), edge.to_string().into_bytes()),
     ]
 }
 
@@ -34,8 +32,8 @@ mod tests {
 
     #[test]
     fn identities_round_trip_and_partial_ones_are_none() {
-        assert_eq!(claimed(&ours(0xaa, 0xbb, 3, 1)), Some((0xaa, 0xbb, 3)));
-        let mut partial = ours(0xaa, 0xbb, 3, 1);
+        assert_eq!(claimed(&ours(0xaa, 0xbb, 3)), Some((0xaa, 0xbb, 3)));
+        let mut partial = ours(0xaa, 0xbb, 3);
         partial.remove(0);
         assert_eq!(claimed(&partial), None);
         let garbage: Metadata = vec![

@@ -1,30 +1,32 @@
-//! The receive path's per-connection policy, as a pure state machine: what a link's listener
-//! does with each handshake, message or read error from each connection — peer or stranger,
-//! limits, mis-wired jobs. No sockets, no clock: the pull task feeds it events and carries out
-//! the [`Verdict`]s, and the tests beside it drive it with tables.
+//! The receive path's per-connection policy, as a pure state machine: what a rank's listener
+//! does with each handshake, message or read error from each connection — which peer it is,
+//! strangers, limits, mis-wired jobs. No sockets, no clock: the pull task feeds it events and
+//! carries out the [`Verdict`]s, and the tests beside it drive it with tables.
 //!
-//! The rules: a connection first completes the ZMTP handshake — under a job secret, CURVE with
-//! the job's keys on `tcp://` (anyone else fails there and never reaches this policy's
-//! [`LinkPolicy::on_ready`]). The first connection whose READY metadata names this run, this
-//! job and the expected rank becomes *the peer*. Whatever other connections send is refused
-//! (logged with their address) and never ends the job. The peer's own faults are fatal: it
-//! passed the handshake, so a bad frame from it means a broken or mismatched brigade. A
-//! connection that names another run or plan before there is a peer is a mis-wired job and
-//! fails at once rather than at the connect timeout.
+//! A rank listens on one socket for every rank that sends to it. A connection first completes
+//! the ZMTP handshake — under a job secret, CURVE with the job's keys on `tcp://` (anyone else
+//! fails there and never reaches [`LinkPolicy::on_ready`]). A connection whose READY metadata
+//! names this run, this job and one of the expected sender ranks becomes that rank's peer
+//! connection (one per rank). Whatever other connections send is refused (logged with their
+//! address) and never ends the job. A peer's own faults are fatal: it passed the handshake, so
+//! a bad frame from it means a broken or mismatched brigade. A connection that names another
+//! run or plan before any peer has connected is a mis-wired job and fails at once rather than
+//! at the connect timeout.
 
 use super::control::{Control, ControlKind, Mismatch, check_identity, mismatch};
 use super::meta;
 use super::wire::Frame;
 use super::zmtp::{Metadata, ZmtpError};
 use crate::transport::TransportError;
+use std::collections::{BTreeSet, HashMap};
 
-/// What the link is and whom it expects.
+/// What the listener is and whom it expects.
 #[derive(Debug, Clone)]
 pub(super) struct LinkIdentity {
     /// This rank.
     pub rank: usize,
-    /// The rank allowed to send on this link.
-    pub peer: usize,
+    /// The ranks allowed to send to it.
+    pub peers: Vec<usize>,
     /// Where this rank listens (for messages).
     pub endpoint: String,
     pub run_id: u64,
@@ -34,26 +36,29 @@ pub(super) struct LinkIdentity {
 /// What the pull task must do with one event.
 #[derive(Debug)]
 pub(super) enum Verdict {
-    /// Nothing (a stranger's clean close, a bye from a stranger, an unknown control message).
+    /// Nothing (a stranger's clean close, an unknown control message).
     Nothing,
     /// Log this refusal of a stranger's message and carry on.
     Refuse(String),
-    /// This connection is now the peer: stop accepting connections, start the peer timeout.
-    Peer,
-    /// A tensor message from the peer (header, payload).
-    Tensor(Frame, Frame),
-    /// The peer said bye, or closed the connection after it: the link is done.
-    Done,
+    /// This connection is now rank `0`'s.
+    Peer(usize),
+    /// A tensor message (header, payload) from a peer rank.
+    Tensor(usize, Frame, Frame),
+    /// A peer rank said bye (or closed its connection after it).
+    Done(usize),
     /// The link failed.
     Fail(TransportError),
 }
 
-/// The policy of one link (one edge, one direction).
+/// The policy of one rank's listener.
 #[derive(Debug)]
 pub(super) struct LinkPolicy {
     id: LinkIdentity,
-    the_peer: Option<u64>,
-    peer_done: bool,
+    /// connection → peer rank.
+    conns: HashMap<u64, usize>,
+    /// peer ranks that have a connection.
+    connected: BTreeSet<usize>,
+    done: BTreeSet<usize>,
     last_refusal: Option<String>,
 }
 
@@ -61,28 +66,46 @@ impl LinkPolicy {
     pub fn new(id: LinkIdentity) -> Self {
         LinkPolicy {
             id,
-            the_peer: None,
-            peer_done: false,
+            conns: HashMap::new(),
+            connected: BTreeSet::new(),
+            done: BTreeSet::new(),
             last_refusal: None,
         }
     }
 
-    /// Whether `conn` is the peer's connection.
-    pub fn is_peer(&self, conn: u64) -> bool {
-        self.the_peer == Some(conn)
+    /// The peer rank `conn` belongs to, if it is a peer's connection.
+    pub fn peer_of(&self, conn: u64) -> Option<usize> {
+        self.conns.get(&conn).copied()
     }
 
-    /// The error when the link's deadline passes: silence from the peer, or no peer at all.
-    pub fn on_timeout(&self, peer_timeout_secs: u64, connect_timeout_secs: u64) -> TransportError {
-        let (stage, peer, address) = (self.id.rank, self.id.peer, self.id.endpoint.clone());
-        if self.the_peer.is_some() {
-            return TransportError::PeerLost {
-                stage,
-                peer,
-                address,
-                why: format!("no message or heartbeat for {peer_timeout_secs} s"),
-            };
+    /// Every expected rank has connected.
+    pub fn all_connected(&self) -> bool {
+        self.connected.len() == self.id.peers.len()
+    }
+
+    /// Every expected rank has said bye.
+    pub fn all_done(&self) -> bool {
+        self.done.len() == self.id.peers.len()
+    }
+
+    /// Whether rank `peer` said bye.
+    pub fn is_done(&self, peer: usize) -> bool {
+        self.done.contains(&peer)
+    }
+
+    /// Rank `peer` sent nothing (not even a heartbeat) for `secs` seconds.
+    pub fn silent(&self, peer: usize, secs: u64) -> TransportError {
+        TransportError::PeerLost {
+            stage: self.id.rank,
+            peer,
+            address: self.id.endpoint.clone(),
+            why: format!("no message or heartbeat for {secs} s"),
         }
+    }
+
+    /// The connect timeout passed with ranks missing.
+    pub fn missing(&self, connect_timeout_secs: u64) -> TransportError {
+        let (stage, address) = (self.id.rank, self.id.endpoint.clone());
         match &self.last_refusal {
             Some(why) => TransportError::Refused {
                 stage,
@@ -93,7 +116,13 @@ impl LinkPolicy {
             },
             None => TransportError::NeverConnected {
                 stage,
-                peer,
+                peer: self
+                    .id
+                    .peers
+                    .iter()
+                    .copied()
+                    .find(|p| !self.connected.contains(p))
+                    .unwrap_or(self.id.peers[0]),
                 address,
                 secs: connect_timeout_secs,
             },
@@ -111,9 +140,24 @@ impl LinkPolicy {
                 meta::RANK
             ));
         };
-        if let Err(why) = check_identity(run, job, rank, id.run_id, id.job_hash, id.peer) {
+        let expected = if id.peers.contains(&rank) {
+            rank
+        } else {
+            id.peers[0]
+        };
+        let who = check_identity(run, job, rank, id.run_id, id.job_hash, expected).map_err(|why| {
+            if id.peers.len() > 1 && !id.peers.contains(&rank) {
+                format!(
+                    "peer says it is rank {rank}, but rank {} hears from ranks {:?} (mis-wired endpoints)",
+                    id.rank, id.peers
+                )
+            } else {
+                why
+            }
+        });
+        if let Err(why) = who {
             return match mismatch(why) {
-                why if self.the_peer.is_some() => self.refuse(why.to_string()),
+                why if !self.connected.is_empty() => self.refuse(why.to_string()),
                 Mismatch::Plan(why) => Verdict::Fail(TransportError::OtherPlan {
                     stage: id.rank,
                     address: id.endpoint.clone(),
@@ -126,33 +170,32 @@ impl LinkPolicy {
                 }),
             };
         }
-        if self.the_peer.is_some() {
-            let why = format!("a second connection claims to be rank {}", id.peer);
-            return self.refuse(why);
+        if !self.connected.insert(rank) {
+            return self.refuse(format!("a second connection claims to be rank {rank}"));
         }
-        self.the_peer = Some(conn);
-        Verdict::Peer
+        self.conns.insert(conn, rank);
+        Verdict::Peer(rank)
     }
 
     /// A connection's reader stopped with `e`.
     pub fn on_error(&mut self, conn: u64, e: ZmtpError) -> Verdict {
-        if self.the_peer != Some(conn) {
+        let Some(peer) = self.peer_of(conn) else {
             return match e {
                 ZmtpError::Closed => Verdict::Nothing,
                 e => self.refuse(e.to_string()),
             };
-        }
-        if self.peer_done {
-            return Verdict::Done;
+        };
+        if self.done.contains(&peer) {
+            return Verdict::Nothing;
         }
         match e {
             e @ (ZmtpError::TooLarge { .. }
             | ZmtpError::FrameCount(_)
             | ZmtpError::Flags(_)
-            | ZmtpError::Malformed { .. }) => Verdict::Fail(self.bad(e.to_string())),
+            | ZmtpError::Malformed { .. }) => Verdict::Fail(self.bad(peer, e.to_string())),
             e => Verdict::Fail(TransportError::PeerLost {
                 stage: self.id.rank,
-                peer: self.id.peer,
+                peer,
                 address: self.id.endpoint.clone(),
                 why: e.to_string(),
             }),
@@ -161,29 +204,32 @@ impl LinkPolicy {
 
     /// A connection sent a message of `frames`.
     pub fn on_message(&mut self, conn: u64, mut frames: Vec<Frame>) -> Verdict {
-        let is_peer = self.the_peer == Some(conn);
+        let Some(peer) = self.peer_of(conn) else {
+            return match frames.len() {
+                2 => self.refuse("a tensor from a connection that is not a peer".into()),
+                n => self.refuse(format!(
+                    "a message of {n} frames from a connection that is not a peer"
+                )),
+            };
+        };
         match frames.len() {
-            2 if is_peer => {
+            2 => {
                 let payload = frames.pop().expect("two frames");
                 let header = frames.pop().expect("two frames");
-                Verdict::Tensor(header, payload)
+                Verdict::Tensor(peer, header, payload)
             }
-            1 if is_peer => {
+            1 => {
                 let id = &self.id;
-                match Control::decode_checked(&frames[0], id.run_id, id.job_hash, id.peer) {
+                match Control::decode_checked(&frames[0], id.run_id, id.job_hash, peer) {
                     Ok(c) if c.kind == ControlKind::Bye => {
-                        self.peer_done = true;
-                        Verdict::Done
+                        self.done.insert(peer);
+                        Verdict::Done(peer)
                     }
                     Ok(_) => Verdict::Nothing,
-                    Err(why) => Verdict::Fail(self.bad(why.to_string())),
+                    Err(why) => Verdict::Fail(self.bad(peer, why.to_string())),
                 }
             }
-            n if is_peer => Verdict::Fail(self.bad(format!("message of {n} frames"))),
-            2 => self.refuse("a tensor from a connection that is not the peer".into()),
-            n => self.refuse(format!(
-                "a message of {n} frames from a connection that is not the peer"
-            )),
+            n => Verdict::Fail(self.bad(peer, format!("message of {n} frames"))),
         }
     }
 
@@ -192,10 +238,11 @@ impl LinkPolicy {
         Verdict::Refuse(why)
     }
 
-    fn bad(&self, why: String) -> TransportError {
+    /// A bad frame from rank `peer`.
+    pub fn bad(&self, peer: usize, why: String) -> TransportError {
         TransportError::BadFrame {
             stage: self.id.rank,
-            peer: self.id.peer,
+            peer,
             address: self.id.endpoint.clone(),
             why,
         }

@@ -16,10 +16,11 @@ use super::zmtp::{self, Mechanism, Metadata, SocketType, ZmtpError};
 
 /// A brigade message: a header and a payload, or one control frame.
 const MAX_FRAMES: usize = 2;
-use crate::endpoints::InLink;
+use crate::endpoints::Listen;
 use crate::message::Incoming;
 use crate::transport::TransportError;
 use brigade_stages::codec;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
@@ -145,19 +146,16 @@ async fn read_loop(
 pub(super) async fn pull_task(
     cfg: Arc<NetConfig>,
     listener: Listener,
-    inbound: InLink,
-    link: Link,
+    listen: Listen,
+    links: HashMap<usize, Link>,
     to_compute: ToCompute,
 ) {
     let k = cfg.stage;
-    let InLink {
-        edge,
-        kind,
-        peer,
-        endpoint,
-        shape,
-        max_bytes: limit,
-    } = inbound;
+    let Listen { endpoint, routes } = listen;
+    let limit = routes.iter().map(|r| r.max_bytes).max().unwrap_or(0);
+    let mut peers: Vec<usize> = routes.iter().map(|r| r.peer).collect();
+    peers.sort_unstable();
+    peers.dedup();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let acceptor = tokio::spawn(accept_loop(
         format!("stage {k}: {endpoint}"),
@@ -166,37 +164,48 @@ pub(super) async fn pull_task(
         Arc::new(ReaderConfig {
             limit: limit.max(SMALL_FRAME),
             greeting_within: cfg.connect_timeout,
-            ours: meta::ours(cfg.run_id, cfg.job_hash, k, edge),
+            ours: meta::ours(cfg.run_id, cfg.job_hash, k),
             mechanism: super::mechanism(&cfg, &endpoint, SocketType::Pull),
         }),
     ));
-    // Listening ends once the peer is known: nobody else has business on this endpoint.
+    // Listening ends once every peer is known: nobody else has business on this endpoint.
     let mut acceptor = Some(AbortOnDrop(acceptor));
     let mut policy = LinkPolicy::new(LinkIdentity {
         rank: k,
-        peer,
+        peers: peers.clone(),
         endpoint: endpoint.clone(),
         run_id: cfg.run_id,
         job_hash: cfg.job_hash,
     });
-    let mut deadline = Instant::now() + cfg.connect_timeout;
+    let connect_deadline = Instant::now() + cfg.connect_timeout;
+    // When each connected peer was last heard from (messages and heartbeats).
+    let mut heard: HashMap<usize, Instant> = HashMap::new();
     let fail = |e: TransportError| {
         let _ = to_compute.send(Err(e));
     };
-    let bad = |why: String| TransportError::BadFrame {
-        stage: k,
-        peer,
-        address: endpoint.clone(),
-        why,
-    };
     loop {
+        // The first peer to go silent, and when.
+        let silent = heard
+            .iter()
+            .filter(|(p, _)| !policy.is_done(**p))
+            .map(|(&p, &t)| (p, t + cfg.peer_timeout))
+            .min_by_key(|&(_, t)| t);
+        let deadline = match (policy.all_connected(), silent) {
+            (true, Some((_, t))) => t,
+            (true, None) => Instant::now() + cfg.peer_timeout,
+            (false, Some((_, t))) => t.min(connect_deadline),
+            (false, None) => connect_deadline,
+        };
         let ev = match timeout_at(deadline, rx.recv()).await {
             Ok(Some(ev)) => ev,
             Ok(None) => return,
             Err(_) => {
-                return fail(
-                    policy.on_timeout(cfg.peer_timeout.as_secs(), cfg.connect_timeout.as_secs()),
-                );
+                return fail(match silent {
+                    Some((p, t)) if t <= Instant::now() => {
+                        policy.silent(p, cfg.peer_timeout.as_secs())
+                    }
+                    _ => policy.missing(cfg.connect_timeout.as_secs()),
+                });
             }
         };
         let verdict = match ev.what {
@@ -205,9 +214,11 @@ pub(super) async fn pull_task(
             Ok(Arrival::Ping) => Verdict::Nothing,
             Err(e) => policy.on_error(ev.conn, e),
         };
-        // Whatever the peer sends (and the handshake completing) restarts its silence timer.
-        if policy.is_peer(ev.conn) && !matches!(verdict, Verdict::Refuse(_)) {
-            deadline = Instant::now() + cfg.peer_timeout;
+        // Whatever a peer sends (and its handshake completing) restarts its silence timer.
+        if let Some(p) = policy.peer_of(ev.conn)
+            && !matches!(verdict, Verdict::Refuse(_))
+        {
+            heard.insert(p, Instant::now());
         }
         match verdict {
             Verdict::Nothing => {}
@@ -215,13 +226,23 @@ pub(super) async fn pull_task(
                 "stage {k}: refused a message on {endpoint} (connection from: {}): {why}",
                 ev.addr
             ),
-            Verdict::Peer => drop(acceptor.take()),
-            Verdict::Done => {
-                link.done.store(true, Ordering::SeqCst);
-                return;
+            Verdict::Peer(p) => {
+                heard.insert(p, Instant::now());
+                if policy.all_connected() {
+                    drop(acceptor.take());
+                }
+            }
+            Verdict::Done(p) => {
+                if let Some(l) = links.get(&p) {
+                    l.done.store(true, Ordering::SeqCst);
+                }
+                if policy.all_done() {
+                    return;
+                }
             }
             Verdict::Fail(e) => return fail(e),
-            Verdict::Tensor(header, payload) => {
+            Verdict::Tensor(peer, header, payload) => {
+                let bad = |why: String| policy.bad(peer, why);
                 let decoded = codec::decode_shared(&header, payload, limit)
                     .map_err(|e| bad(e.to_string()))
                     .and_then(|(h, data)| {
@@ -231,23 +252,27 @@ pub(super) async fn pull_task(
                                 h.run_id, cfg.run_id
                             )));
                         }
-                        if h.kind != kind {
+                        let Some(route) = routes
+                            .iter()
+                            .find(|r| r.peer == peer && r.edge == h.edge && r.kind == h.kind)
+                        else {
                             return Err(bad(format!(
-                                "{:?} frame on the {kind:?} connection",
-                                h.kind
+                                "{:?} on edge {}, which rank {peer} does not send to this rank",
+                                h.kind, h.edge
                             )));
-                        }
+                        };
                         let got: Vec<usize> = h.shape.iter().map(|&d| d as usize).collect();
-                        if got != shape {
+                        if got != route.shape {
                             return Err(bad(format!(
-                                "tensor of shape {got:?}, the plan sends {shape:?}"
+                                "tensor of shape {got:?}, the plan sends {:?} on edge {}",
+                                route.shape, h.edge
                             )));
                         }
                         let tensor =
                             codec::to_act(data, &cfg.device).map_err(|e| bad(e.to_string()))?;
                         Ok(Incoming {
-                            edge,
-                            kind,
+                            edge: h.edge,
+                            kind: h.kind,
                             step: h.step,
                             microbatch: h.microbatch,
                             tensor,

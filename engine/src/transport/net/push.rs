@@ -1,4 +1,4 @@
-//! The sending side of one link (one edge, one direction): connects to the neighbour's endpoint, encodes and
+//! The sending side of one rank-to-rank link (every edge and kind this rank sends to that peer): connects to the neighbour's endpoint, encodes and
 //! sends, tags messages once authenticated, and keeps an idle link alive with heartbeats.
 
 use super::NetConfig;
@@ -10,7 +10,7 @@ use super::zmtp::command::Command;
 use super::zmtp::curve::Session;
 use super::zmtp::io::Inbound;
 use super::zmtp::{self, SocketType};
-use crate::endpoints::OutLink;
+use crate::endpoints::OutPeer;
 use crate::message::Outgoing;
 use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
@@ -78,18 +78,13 @@ async fn drain(
 
 pub(super) async fn push_task(
     cfg: Arc<NetConfig>,
-    outbound: OutLink,
+    outbound: OutPeer,
     mut rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
     link: Link,
     to_compute: ToCompute,
 ) -> Vec<TraceEvent> {
     let k = cfg.stage;
-    let OutLink {
-        peer,
-        endpoint,
-        edge,
-        ..
-    } = outbound;
+    let OutPeer { peer, endpoint } = outbound;
     let mut tracer = Tracer::new(k, 1, cfg.trace);
     let control = |kind| Control::new(kind, cfg.run_id, cfg.job_hash, k).encode();
     let lost = |why: String| TransportError::PeerLost {
@@ -116,7 +111,7 @@ pub(super) async fn push_task(
             return tracer.into_events();
         }
     };
-    let ours = meta::ours(cfg.run_id, cfg.job_hash, k, edge);
+    let ours = meta::ours(cfg.run_id, cfg.job_hash, k);
     let mechanism = super::mechanism(&cfg, &endpoint, SocketType::Push);
     let handshake = zmtp::io::handshake_with(&mut conn, SocketType::Push, &ours, &mechanism);
     let session = match timeout(cfg.connect_timeout, handshake).await {
@@ -148,7 +143,7 @@ pub(super) async fn push_task(
             cmd = rx.recv() => match cmd {
                 Some(Some(msg)) => {
                     let start = tracer.now();
-                    let route = Route { run_id: cfg.run_id, step: msg.step, microbatch: msg.microbatch, kind: msg.kind };
+                    let route = Route { run_id: cfg.run_id, step: msg.step, microbatch: msg.microbatch, kind: msg.kind, edge: msg.edge };
                     let (header, payload) = match codec::encode_act(route, &msg.tensor) {
                         Ok(frames) => frames,
                         Err(e) => {

@@ -5,7 +5,6 @@ use super::socket::Listener;
 use super::{Cmd, NetConfig};
 use crate::message::{Incoming, Outgoing};
 use crate::transport::TransportError;
-use brigade_stages::codec::Kind;
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,8 +19,7 @@ pub(super) type ToCompute = Sender<Result<Incoming, TransportError>>;
 /// received all they need from this stage (they could not have finished otherwise).
 const LINGER: Duration = Duration::from_secs(3);
 
-/// What the pull and push tasks of one edge share (on the consumer: the activations pulled and
-/// the gradients pushed; on the producer: the other way round).
+/// What the pull task and the push task to one peer rank share.
 #[derive(Clone, Default)]
 pub(super) struct Link {
     /// The peer said bye: its silence afterwards is expected.
@@ -36,42 +34,48 @@ pub(super) async fn io_main(
 ) {
     let k = cfg.stage;
     let cfg = Arc::new(cfg);
-    let mut links: HashMap<u32, Link> = HashMap::new();
-    let mut link = |edge: u32| links.entry(edge).or_default().clone();
+    // One Link per peer rank: its bye, seen by our pull, quiets our push's heartbeats to it.
+    let mut peer_ranks: Vec<usize> = cfg.links.out.iter().map(|o| o.peer).collect();
+    if let Some(l) = &cfg.links.listen {
+        peer_ranks.extend(l.peers());
+    }
+    let links: HashMap<usize, Link> = peer_ranks
+        .into_iter()
+        .map(|p| (p, Link::default()))
+        .collect();
 
     let mut pulls = Vec::new();
-    for inbound in cfg.links.inbound.clone() {
-        let listener = match Listener::bind(&inbound.endpoint).await {
+    if let Some(listen) = cfg.links.listen.clone() {
+        let listener = match Listener::bind(&listen.endpoint).await {
             Ok(l) => l,
             Err(e) => {
                 let _ = ready.send(Err(TransportError::Bind {
                     stage: k,
-                    address: inbound.endpoint.clone(),
+                    address: listen.endpoint.clone(),
                     why: e.to_string(),
                 }));
                 return;
             }
         };
-        let shared = link(inbound.edge);
         pulls.push(tokio::spawn(super::pull::pull_task(
             cfg.clone(),
             listener,
-            inbound,
-            shared,
+            listen,
+            links.clone(),
             to_compute.clone(),
         )));
     }
     let _ = ready.send(Ok(()));
 
     let mut pushes = Vec::new();
-    let mut routes: HashMap<(u32, Kind), mpsc::UnboundedSender<Option<Outgoing>>> = HashMap::new();
-    for outbound in cfg.links.outbound.clone() {
+    let mut routes: HashMap<usize, mpsc::UnboundedSender<Option<Outgoing>>> = HashMap::new();
+    for out in cfg.links.out.clone() {
         let (tx, rx) = mpsc::unbounded_channel();
-        routes.insert((outbound.edge, outbound.kind), tx);
-        let shared = link(outbound.edge);
+        routes.insert(out.peer, tx);
+        let shared = links[&out.peer].clone();
         pushes.push(tokio::spawn(super::push::push_task(
             cfg.clone(),
-            outbound,
+            out,
             rx,
             shared,
             to_compute.clone(),
@@ -80,7 +84,7 @@ pub(super) async fn io_main(
 
     while let Some(cmd) = cmds.recv().await {
         match cmd {
-            Cmd::Send(out) => match routes.get(&(out.edge, out.kind)) {
+            Cmd::Send(out) => match routes.get(&out.to) {
                 Some(tx) => {
                     let _ = tx.send(Some(*out));
                 }
@@ -88,8 +92,8 @@ pub(super) async fn io_main(
                     let _ = to_compute.send(Err(TransportError::Io {
                         stage: k,
                         why: format!(
-                            "no link sends {:?} on edge {} (the executor and the plan disagree)",
-                            out.kind, out.edge
+                            "no link to rank {} for {:?} on edge {} (the executor and the plan disagree)",
+                            out.to, out.kind, out.edge
                         ),
                     }));
                 }

@@ -1,4 +1,5 @@
-//! Tables of (connection, event) → verdict, for the link of rank 1 receiving from rank 0.
+//! Tables of (connection, event) → verdict, for rank 1's listener, which hears from ranks 0
+//! and 2.
 
 use super::*;
 use crate::transport::net::meta;
@@ -9,8 +10,8 @@ const JOB: u64 = 0xbb;
 fn policy() -> LinkPolicy {
     LinkPolicy::new(LinkIdentity {
         rank: 1,
-        peer: 0,
-        endpoint: "ipc:///run/e0-act.ipc".into(),
+        peers: vec![0, 2],
+        endpoint: "ipc:///run/rank1.ipc".into(),
         run_id: RUN,
         job_hash: JOB,
     })
@@ -39,7 +40,7 @@ enum Ev {
 
 /// READY metadata claiming (run, job, rank).
 fn ready(run: u64, job: u64, rank: usize) -> Ev {
-    Ev::Ready(meta::ours(run, job, rank, 0))
+    Ev::Ready(meta::ours(run, job, rank))
 }
 
 fn ctl(kind: ControlKind) -> Ev {
@@ -56,9 +57,9 @@ fn ctl(kind: ControlKind) -> Ev {
 enum V {
     Nothing,
     Refuse(&'static str),
-    Peer,
-    Tensor,
-    Done,
+    Peer(usize),
+    Tensor(usize),
+    Done(usize),
     Fail(&'static str),
 }
 
@@ -80,10 +81,10 @@ fn run(p: &mut LinkPolicy, table: Vec<(u64, Ev, V)>) {
             Ev::Three => p.on_message(conn, vec![frame(b"a"), frame(b"b"), frame(b"c")]),
         };
         let ok = match (&got, &want) {
-            (Verdict::Nothing, V::Nothing)
-            | (Verdict::Peer, V::Peer)
-            | (Verdict::Tensor(..), V::Tensor)
-            | (Verdict::Done, V::Done) => true,
+            (Verdict::Nothing, V::Nothing) => true,
+            (Verdict::Peer(a), V::Peer(b))
+            | (Verdict::Tensor(a, ..), V::Tensor(b))
+            | (Verdict::Done(a), V::Done(b)) => a == b,
             (Verdict::Refuse(why), V::Refuse(s)) => why.contains(s),
             (Verdict::Fail(e), V::Fail(s)) => e.to_string().contains(s),
             _ => false,
@@ -96,7 +97,7 @@ fn run(p: &mut LinkPolicy, table: Vec<(u64, Ev, V)>) {
 }
 
 #[test]
-fn the_first_ready_naming_the_peer_makes_it_the_peer() {
+fn each_expected_rank_gets_one_connection() {
     let mut p = policy();
     run(
         &mut p,
@@ -132,27 +133,48 @@ fn the_first_ready_naming_the_peer_makes_it_the_peer() {
                 Ev::Ready(Vec::new()),
                 V::Refuse("without brigade's X-Brigade-Run"),
             ),
-            (6, Ev::Tensor, V::Refuse("not the peer")),
-            // The peer.
-            (7, ready(RUN, JOB, 0), V::Peer),
+            (6, Ev::Tensor, V::Refuse("not a peer")),
+            // The peers.
+            (7, ready(RUN, JOB, 0), V::Peer(0)),
             (7, ctl(ControlKind::Heartbeat), V::Nothing),
-            (7, Ev::Tensor, V::Tensor),
-            // Once there is a peer, others are strangers, whatever they claim.
+            (7, Ev::Tensor, V::Tensor(0)),
+            (8, ready(RUN, JOB, 2), V::Peer(2)),
+            (8, Ev::Tensor, V::Tensor(2)),
+            // Once there are peers, others are strangers, whatever they claim.
             (
-                8,
+                9,
                 ready(RUN, JOB, 0),
                 V::Refuse("a second connection claims to be rank 0"),
             ),
-            (9, ready(RUN, 0xcc, 0), V::Refuse("different job plan")),
-            (8, Ev::Tensor, V::Refuse("not the peer")),
-            (8, Ev::Three, V::Refuse("message of 3 frames")),
-            (8, ctl(ControlKind::Bye), V::Refuse("not the peer")),
-            (7, ctl(ControlKind::Bye), V::Done),
-            // The peer closing after its bye is the end of the link, not a loss.
-            (7, Ev::Error(ZmtpError::Closed), V::Done),
+            (10, ready(RUN, 0xcc, 2), V::Refuse("different job plan")),
+            (10, ready(RUN, JOB, 5), V::Refuse("hears from ranks [0, 2]")),
+            (9, Ev::Tensor, V::Refuse("not a peer")),
+            (9, Ev::Three, V::Refuse("message of 3 frames")),
+            (9, ctl(ControlKind::Bye), V::Refuse("not a peer")),
+            (7, ctl(ControlKind::Bye), V::Done(0)),
+            // A peer closing after its bye is the end of its part, not a loss.
+            (7, Ev::Error(ZmtpError::Closed), V::Nothing),
         ],
     );
-    assert!(p.is_peer(7) && !p.is_peer(8));
+    assert_eq!(
+        (p.peer_of(7), p.peer_of(8), p.peer_of(9)),
+        (Some(0), Some(2), None)
+    );
+    assert!(p.all_connected() && !p.all_done());
+    run(
+        &mut p,
+        vec![(
+            8,
+            Ev::Control {
+                kind: ControlKind::Bye,
+                run: RUN,
+                job: JOB,
+                from: 2,
+            },
+            V::Done(2),
+        )],
+    );
+    assert!(p.all_done());
 }
 
 #[test]
@@ -164,15 +186,15 @@ fn a_mis_wired_job_fails_at_once() {
             V::Fail("peer belongs to run 00000000000000dd"),
         ),
         (
-            ready(RUN, JOB, 2),
-            V::Fail("says it is rank 2, expected rank 0"),
+            ready(RUN, JOB, 5),
+            V::Fail("rank 1 hears from ranks [0, 2]"),
         ),
     ] {
         run(&mut policy(), vec![(1, ev, want)]);
     }
     // Another plan is its own error: the rank turns it into bad input naming its plan file.
     assert!(matches!(
-        policy().on_ready(1, &meta::ours(RUN, 0xcc, 0, 0)),
+        policy().on_ready(1, &meta::ours(RUN, 0xcc, 0)),
         Verdict::Fail(TransportError::OtherPlan { .. })
     ));
 }
@@ -199,18 +221,28 @@ fn the_peers_own_faults_are_fatal() {
     ] {
         run(
             &mut policy(),
-            vec![(1, ready(RUN, JOB, 0), V::Peer), (1, ev, want)],
+            vec![(1, ready(RUN, JOB, 0), V::Peer(0)), (1, ev, want)],
         );
     }
 }
 
 #[test]
 fn timeouts_say_what_was_missing() {
-    let p = policy();
+    let mut p = policy();
+    run(&mut p, vec![(1, ready(RUN, JOB, 0), V::Peer(0))]);
     assert!(matches!(
-        p.on_timeout(5, 60),
-        TransportError::NeverConnected { secs: 60, .. }
+        p.missing(60),
+        TransportError::NeverConnected {
+            peer: 2,
+            secs: 60,
+            ..
+        }
     ));
+    let e = p.silent(0, 5).to_string();
+    assert!(
+        e.contains("lost peer stage 0") && e.contains("no message or heartbeat for 5 s"),
+        "{e}"
+    );
     let mut p = policy();
     run(
         &mut p,
@@ -220,13 +252,9 @@ fn timeouts_say_what_was_missing() {
             V::Refuse("authentication failed"),
         )],
     );
-    let e = p.on_timeout(5, 60).to_string();
+    let e = p.missing(60).to_string();
     assert!(
         e.contains("no authenticated peer within 60 s") && e.contains("authentication failed"),
         "{e}"
     );
-    let mut p = policy();
-    run(&mut p, vec![(1, ready(RUN, JOB, 0), V::Peer)]);
-    let e = p.on_timeout(5, 60).to_string();
-    assert!(e.contains("no message or heartbeat for 5 s"), "{e}");
 }
