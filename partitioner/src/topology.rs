@@ -132,8 +132,7 @@ pub struct Host {
     pub name: String,
     /// Address stages on this host bind to and are reached at.
     pub address: String,
-    /// First TCP port of this host's ranks (the receiver of edge e listens on port + 2(e+1) for
-    /// activations and port + 2e + 1 for gradients).
+    /// First TCP port of this host's ranks (rank r listens on port + r).
     pub port: u16,
     pub devices: Vec<Device>,
     /// Compute threads for all stages of this host together (default: the host's cores).

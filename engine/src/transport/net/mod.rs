@@ -1,11 +1,13 @@
-//! The network transport: one connection per edge per direction (the receiver listens, the
-//! sender connects; which ranks and endpoints comes from the job plan's edges), over TCP or Unix sockets with brigade's own framing ([`wire`],
-//! decision 0005). A tokio runtime on its own I/O thread owns the sockets; the compute thread
-//! talks to it through channels, so sends and receives overlap compute and a tensor's
-//! read-back and encoding happen off the compute thread.
+//! The network transport: ZeroMQ links (ZMTP 3.1 from brigade's own code, [`zmtp`], decision
+//! 0007) over TCP or Unix sockets. A rank binds one PULL socket for everything sent to it and
+//! connects one PUSH to each rank it sends to (from the job plan's edges). A tokio runtime on
+//! its own I/O thread owns the sockets; the compute thread talks to it through channels, so
+//! sends and receives overlap compute and a tensor's read-back and encoding happen off the
+//! compute thread.
 //!
-//! Each connection opens with a hello (run id, job hash, rank) that the receiver checks,
-//! carries heartbeats while idle, and closes with a bye. A peer that stays silent longer than
+//! Each connection opens with the ZMTP handshake (NULL, or CURVE under a job secret) whose
+//! READY metadata names run, job and rank, carries PING heartbeats while idle, and closes with
+//! a bye. A peer that stays silent longer than
 //! the peer timeout, or whose connection breaks before its bye, is a fatal error naming it.
 //! In-flight messages are bounded by the schedule (at most M activations or gradients per
 //! link per step), and every frame by the plan's largest tensor before it is allocated.
