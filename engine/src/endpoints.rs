@@ -96,24 +96,64 @@ fn ipc_path(run_dir: &Path, rank: usize) -> PathBuf {
     run_dir.join(format!("rank{rank}.ipc"))
 }
 
-/// Where rank `rank` listens. `all_local`: every rank runs on this machine (`brigade train`),
-/// so every link is ipc.
-pub fn endpoint(job: &Job, rank: usize, run_dir: &Path, all_local: bool) -> String {
+/// Where every rank listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addresses {
+    /// From the topology: `ipc://` in the run directory for a rank whose senders share its
+    /// host (every rank when `all_local`), else `tcp://` at its host's address and port + rank.
+    Static { all_local: bool },
+    /// Found at run time (rendezvous, `--peers`): rank r's endpoint is the r-th.
+    Table(Vec<String>),
+}
+
+/// A host without an address, when a rank on it must be reached over TCP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "hosts[{host}] (\"{name}\") has no address, and rank {rank} there must be reached over TCP"
+)]
+pub struct NoAddress {
+    pub host: usize,
+    pub name: String,
+    pub rank: usize,
+}
+
+/// Where rank `rank` listens.
+pub fn endpoint(
+    job: &Job,
+    rank: usize,
+    run_dir: &Path,
+    addresses: &Addresses,
+) -> Result<String, NoAddress> {
+    let all_local = match addresses {
+        Addresses::Table(t) => return Ok(t[rank].clone()),
+        Addresses::Static { all_local } => *all_local,
+    };
     let host = job.places[rank].host;
     let local = all_local
         || traffic(job)
             .filter(|&(_, _, _, to)| to == rank)
             .all(|(_, _, from, _)| job.places[from].host == host);
     if local {
-        format!("ipc://{}", ipc_path(run_dir, rank).display())
-    } else {
-        let h = &job.topo.hosts[host];
-        format!("tcp://{}:{}", h.address, h.port as usize + rank)
+        return Ok(format!("ipc://{}", ipc_path(run_dir, rank).display()));
+    }
+    let h = &job.topo.hosts[host];
+    match &h.address {
+        Some(a) => Ok(format!("tcp://{a}:{}", h.port as usize + rank)),
+        None => Err(NoAddress {
+            host,
+            name: h.name.clone(),
+            rank,
+        }),
     }
 }
 
 /// The links of rank `rank` of `job`.
-pub fn links(job: &Job, rank: usize, run_dir: &Path, all_local: bool) -> RankLinks {
+pub fn links(
+    job: &Job,
+    rank: usize,
+    run_dir: &Path,
+    addresses: &Addresses,
+) -> Result<RankLinks, NoAddress> {
     let routes: Vec<InRoute> = traffic(job)
         .filter(|&(_, _, _, to)| to == rank)
         .map(|(e, kind, from, _)| InRoute {
@@ -124,26 +164,31 @@ pub fn links(job: &Job, rank: usize, run_dir: &Path, all_local: bool) -> RankLin
             max_bytes: job.edges()[e].max_bytes,
         })
         .collect();
-    let listen = (!routes.is_empty()).then(|| Listen {
-        endpoint: endpoint(job, rank, run_dir, all_local),
-        routes,
-    });
+    let listen = match routes.is_empty() {
+        true => None,
+        false => Some(Listen {
+            endpoint: endpoint(job, rank, run_dir, addresses)?,
+            routes,
+        }),
+    };
     let mut to: Vec<usize> = traffic(job)
         .filter(|&(_, _, from, _)| from == rank)
         .map(|(_, _, _, to)| to)
         .collect();
     to.sort_unstable();
     to.dedup();
-    RankLinks {
+    Ok(RankLinks {
         listen,
         out: to
             .into_iter()
-            .map(|peer| OutPeer {
-                peer,
-                endpoint: endpoint(job, peer, run_dir, all_local),
+            .map(|peer| {
+                Ok(OutPeer {
+                    peer,
+                    endpoint: endpoint(job, peer, run_dir, addresses)?,
+                })
             })
-            .collect(),
-    }
+            .collect::<Result<_, NoAddress>>()?,
+    })
 }
 
 /// The ipc socket files the given ranks listen on (for the launcher to remove).
@@ -169,7 +214,8 @@ mod tests {
         let job = job("two-hosts.toml");
         let dir = Path::new("/tmp/brigade-x");
         // Ranks 0 and 1 on host a, 2 and 3 on host b; rank 1 hears from 0 (host a) and 2 (b).
-        let l1 = links(&job, 1, dir, false);
+        let fixed = Addresses::Static { all_local: false };
+        let l1 = links(&job, 1, dir, &fixed).unwrap();
         let listen = l1.listen.unwrap();
         assert_eq!(listen.endpoint, "tcp://198.18.0.1:29501");
         assert_eq!(listen.peers(), vec![0, 2]);
@@ -184,7 +230,11 @@ mod tests {
         );
         // Rank 0 hears only from rank 1, on its own host: ipc.
         assert_eq!(
-            links(&job, 0, dir, false).listen.unwrap().endpoint,
+            links(&job, 0, dir, &fixed)
+                .unwrap()
+                .listen
+                .unwrap()
+                .endpoint,
             "ipc:///tmp/brigade-x/rank0.ipc"
         );
         // Rank 1 sends to 0 and 2, where they listen.
@@ -201,8 +251,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            endpoint(&job, 2, dir, true),
+            endpoint(&job, 2, dir, &Addresses::Static { all_local: true }).unwrap(),
             "ipc:///tmp/brigade-x/rank2.ipc"
+        );
+        let table = Addresses::Table((0..4).map(|r| format!("tcp://n{r}:7000")).collect());
+        assert_eq!(
+            links(&job, 1, dir, &table).unwrap().out[1].endpoint,
+            "tcp://n2:7000"
         );
     }
 }

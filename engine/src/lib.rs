@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod params_io;
 pub mod planning;
 pub mod reference;
+pub mod rendezvous;
 pub mod schedule;
 pub mod sim;
 pub mod trace;

@@ -130,8 +130,9 @@ impl Optimizer {
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {
     pub name: String,
-    /// Address stages on this host bind to and are reached at.
-    pub address: String,
+    /// Address ranks on this host bind to and are reached at; `None`: found at run time
+    /// (rendezvous or `--peers`).
+    pub address: Option<String>,
     /// First TCP port of this host's ranks (rank r listens on port + r).
     pub port: u16,
     pub devices: Vec<Device>,

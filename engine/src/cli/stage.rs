@@ -4,7 +4,7 @@
 //! topology, planned here exactly as `brigade plan` would.
 
 use super::TopologyArgs;
-use crate::endpoints::{create_run_dir, links, run_dir};
+use crate::endpoints::{Addresses, create_run_dir, links, run_dir};
 use crate::events::StageEvent;
 use crate::executor::build::{program, stages};
 use crate::executor::core::{CheckpointPolicy, Executor};
@@ -60,6 +60,15 @@ pub struct StageArgs {
     /// Exit when the process with this pid (the launcher) goes away.
     #[arg(long, hide = true)]
     pub launcher_pid: Option<u32>,
+    /// Find the other ranks at run time through the rendezvous rank 0 hosts at HOST:PORT,
+    /// instead of `[[hosts]] address` (this rank listens on a free port of the interface that
+    /// reaches HOST).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "peers")]
+    pub rendezvous: Option<String>,
+    /// Every rank's HOST:PORT, in rank order, from an engine that exchanged them itself (e.g.
+    /// Spark's allGather): this rank listens on its own entry's port; no rendezvous.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub peers: Vec<String>,
     /// The file the user gave the launcher (messages name it rather than the launcher's copy
     /// of the plan in the run directory).
     #[arg(long, hide = true)]
@@ -171,7 +180,19 @@ fn run_rank(args: &StageArgs) -> Result<()> {
         }));
     }
     let secret = load_secret(args.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let links = links(&job, k, &dir, args.local);
+    let keys = secret.as_deref().map(JobKeys::from_secret);
+    let (addresses, bind) = find_peers(args, &job, k, run_id, &keys)?;
+    let mut links = links(&job, k, &dir, &addresses).map_err(|e| {
+        ConfigError::invalid(
+            &job.file,
+            format!("hosts[{}].address", e.host),
+            e.to_string(),
+            "Set it, or start the ranks with --rendezvous HOST:PORT (or --peers).",
+        )
+    })?;
+    if let (Some(listen), Some(bind)) = (links.listen.as_mut(), bind) {
+        listen.endpoint = bind;
+    }
     let tcp: Vec<&String> = links
         .listen
         .iter()
@@ -199,7 +220,7 @@ fn run_rank(args: &StageArgs) -> Result<()> {
         peer_timeout: Duration::from_secs(args.peer_timeout.max(1)),
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         trace: args.trace_out.is_some(),
-        keys: secret.as_deref().map(JobKeys::from_secret),
+        keys,
     };
     let mut transport = NetTransport::start(cfg)?;
     StageEvent::Started {
@@ -334,4 +355,111 @@ fn die_with_launcher(launcher: u32) {
         eprintln!("error: the launcher (pid {launcher}) has already exited");
         std::process::exit(1);
     }
+}
+
+/// Where every rank listens: from the topology, from `--peers`, or through the rendezvous;
+/// and, with the last two, the address this rank binds (its own entry's port on every
+/// interface, or the interface that reaches the rendezvous).
+fn find_peers(
+    args: &StageArgs,
+    job: &crate::job::Job,
+    k: usize,
+    run_id: u64,
+    keys: &Option<JobKeys>,
+) -> Result<(Addresses, Option<String>)> {
+    let ranks = job.ranks();
+    if !args.peers.is_empty() {
+        if args.peers.len() != ranks {
+            return Err(ConfigError::invalid(
+                &job.file,
+                "--peers",
+                format!("{} endpoints for {ranks} ranks", args.peers.len()),
+                "Give one HOST:PORT per rank, in rank order.",
+            )
+            .into());
+        }
+        let table: Vec<String> = args
+            .peers
+            .iter()
+            .map(|p| format!("tcp://{}", p.trim_start_matches("tcp://")))
+            .collect();
+        // Bind this rank's own entry; a host name (not an IP) binds every interface.
+        let (host, port) = table[k]
+            .trim_start_matches("tcp://")
+            .rsplit_once(':')
+            .unwrap_or(("", ""));
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let bind = match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(ip)) => format!("tcp://[{ip}]:{port}"),
+            Ok(ip) => format!("tcp://{ip}:{port}"),
+            Err(_) => format!("tcp://0.0.0.0:{port}"),
+        };
+        return Ok((Addresses::Table(table), Some(bind)));
+    }
+    let Some(rv) = &args.rendezvous else {
+        return Ok((
+            Addresses::Static {
+                all_local: args.local,
+            },
+            None,
+        ));
+    };
+    if keys.is_none() && !is_loopback(&format!("tcp://{rv}")) {
+        bail!(
+            "stage {k}: the rendezvous {rv} is not a loopback address and no job secret is set. Set BRIGADE_SECRET (at least {MIN_SECRET} bytes) or BRIGADE_SECRET_FILE on every host, or pass --secret-file"
+        );
+    }
+    // The address other ranks reach this one at: the interface that reaches the rendezvous.
+    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect(rv.as_str()).and_then(|()| s.local_addr()))
+        .with_context(|| format!("stage {k}: cannot find a route to the rendezvous {rv}"))?
+        .ip();
+    let port = std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .with_context(|| format!("stage {k}: no free port on {ip}"))?
+        .port();
+    let endpoint = format!("tcp://{ip}:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the rendezvous runtime")?;
+    let within = Duration::from_secs(args.connect_timeout.max(1));
+    let (run, hash) = (format!("{run_id:016x}"), job.hash_hex());
+    let server = if k == 0 {
+        let port = rv.rsplit_once(':').map_or("", |(_, p)| p);
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(format!("0.0.0.0:{port}")))
+            .with_context(|| format!("stage 0: cannot host the rendezvous on port {port}"))?;
+        let (keys, run, hash) = (keys.clone(), run.clone(), hash.clone());
+        Some(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener.into_std()?)?;
+                crate::rendezvous::serve(listener, ranks, &run, &hash, keys, within)
+                    .await
+                    .map_err(std::io::Error::other)
+            })
+        }))
+    } else {
+        None
+    };
+    let me = crate::rendezvous::Registration {
+        rank: k,
+        endpoint: endpoint.clone(),
+        job_hash: hash,
+        run_id: run,
+    };
+    let table = rt.block_on(crate::rendezvous::register(rv, &me, keys.clone(), within));
+    if let Some(s) = server {
+        let _ = s.join();
+    }
+    let table = table.map_err(|e| anyhow::anyhow!("stage {k}: {e}"))?;
+    eprintln!(
+        "stage {k}: found {} ranks through the rendezvous at {rv}; listening on {endpoint}",
+        table.len()
+    );
+    Ok((Addresses::Table(table), Some(endpoint)))
 }

@@ -40,9 +40,13 @@ pub struct LaunchArgs {
     #[arg(long)]
     pub host: String,
     /// Job identity, the same on every host (e.g. the cluster's job id). Default: derived
-    /// from the topology.
+    /// from the job plan.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Find the other hosts' ranks at run time through the rendezvous rank 0 hosts at
+    /// HOST:PORT (for topologies whose `[[hosts]]` have no address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rendezvous: Option<String>,
 }
 
 fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<LaunchSpec> {
@@ -169,7 +173,11 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
 }
 
 pub fn run_launch(args: &LaunchArgs) -> Result<()> {
-    let spec = spec(&args.train, Some(&args.host), args.run_id.as_deref())?;
+    let mut spec = spec(&args.train, Some(&args.host), args.run_id.as_deref())?;
+    if let Some(rv) = &args.rendezvous {
+        spec.extra_args
+            .extend(["--rendezvous".to_string(), rv.clone()]);
+    }
     let ks: Vec<String> = spec.stages.iter().map(|(k, _)| k.to_string()).collect();
     eprintln!(
         "host {}: starting stages {} of {} (run {:016x})",

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Two hosts in two network namespaces joined by a veth pair (198.18.0.1 and 198.18.0.2, the
-# benchmarking range): `brigade launch --host a` and `--host b` must reproduce `brigade
-# reference`, and when the link is cut mid-run both sides must exit non-zero within 10 s
-# naming the lost peer. Needs root and iproute2; prints SKIP and exits 0 otherwise.
+# benchmarking range), with no addresses in the topology: `brigade launch --host a` and
+# `--host b` find each other through the rendezvous rank 0 hosts, speak CURVE under the job
+# secret, and must reproduce `brigade reference`; when the link is cut mid-run both sides must
+# exit non-zero within 10 s naming the lost peer. Needs root and iproute2; prints SKIP and
+# exits 0 otherwise.
 #
 # usage: engine/tests/netns/run.sh PATH/TO/brigade
 set -euo pipefail
@@ -37,12 +39,10 @@ sed -n '1,/^\[\[hosts\]\]/p' topologies/quickstart.toml | sed '$d' > "$WORK/two.
 cat >> "$WORK/two.toml" <<TOML
 [[hosts]]
 name = "a"
-address = "198.18.0.1"
 devices = ["cpu"]
 
 [[hosts]]
 name = "b"
-address = "198.18.0.2"
 devices = ["cpu"]
 
 [partition]
@@ -51,9 +51,11 @@ TOML
 export BRIGADE_SECRET="netns-test-secret-$$-0123456789"
 
 echo "netns: training across $A (198.18.0.1) and $B (198.18.0.2)"
-ip netns exec "$A" "$BRIGADE" launch "$WORK/two.toml" --host a --steps 20 --run-id netns 2>"$WORK/a.err" &
+RV=198.18.0.1:29400
+ip netns exec "$A" "$BRIGADE" launch "$WORK/two.toml" --host a --steps 20 --run-id netns --rendezvous $RV 2>"$WORK/a.err" &
 PA=$!
-ip netns exec "$B" "$BRIGADE" launch "$WORK/two.toml" --host b --steps 20 --run-id netns --metrics "$WORK/b.jsonl" 2>"$WORK/b.err" || { cat "$WORK/b.err"; exit 1; }
+ip netns exec "$B" "$BRIGADE" launch "$WORK/two.toml" --host b --steps 20 --run-id netns --rendezvous $RV --metrics "$WORK/b.jsonl" 2>"$WORK/b.err" || { cat "$WORK/b.err"; exit 1; }
+grep -q "through the rendezvous" "$WORK/b.err" || { echo "FAIL: host b did not use the rendezvous"; cat "$WORK/b.err"; exit 1; }
 wait "$PA" || { cat "$WORK/a.err"; exit 1; }
 "$BRIGADE" reference "$WORK/two.toml" --steps 20 --metrics "$WORK/ref.jsonl" >/dev/null
 python3 - "$WORK/b.jsonl" "$WORK/ref.jsonl" <<'PY'
@@ -67,9 +69,9 @@ print("netns: losses equal the reference at all 20 steps")
 PY
 
 echo "netns: cutting the link mid-run"
-ip netns exec "$A" "$BRIGADE" launch "$WORK/two.toml" --host a --steps 1000000 --run-id netns-cut 2>"$WORK/a2.err" &
+ip netns exec "$A" "$BRIGADE" launch "$WORK/two.toml" --host a --steps 1000000 --run-id netns-cut --rendezvous 198.18.0.1:29401 2>"$WORK/a2.err" &
 PA=$!
-ip netns exec "$B" "$BRIGADE" launch "$WORK/two.toml" --host b --steps 1000000 --run-id netns-cut 2>"$WORK/b2.err" &
+ip netns exec "$B" "$BRIGADE" launch "$WORK/two.toml" --host b --steps 1000000 --run-id netns-cut --rendezvous 198.18.0.1:29401 2>"$WORK/b2.err" &
 PB=$!
 sleep 3
 kill -0 "$PA" && kill -0 "$PB" || { echo "FAIL: a side ended before the cut"; cat "$WORK/a2.err" "$WORK/b2.err"; exit 1; }

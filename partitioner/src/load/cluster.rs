@@ -42,12 +42,16 @@ pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
                 "Give every host a unique name.",
             ));
         }
-        let address = s.req_str("address", "\"127.0.0.1\"")?.to_string();
-        if address.trim().is_empty() || address.contains(['/', ' ']) {
+        // Optional: without it, ranks on this host find each other at run time (`stage
+        // --rendezvous` or `--peers`).
+        let address = s.opt_str("address")?.map(str::to_string);
+        if let Some(address) = &address
+            && (address.trim().is_empty() || address.contains(['/', ' ']))
+        {
             return Err(s.err(
                 "address",
                 format!("\"{address}\" is not a host name or IP address"),
-                "Use an address such as \"10.0.0.2\" or \"node1\".",
+                "Use an address such as \"10.0.0.2\" or \"node1\", or leave it out and start the ranks with --rendezvous.",
             ));
         }
         let host_speed = s.opt_f64("speed_gflops")?;

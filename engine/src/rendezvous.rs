@@ -1,0 +1,339 @@
+//! Ranks finding each other at run time, for clusters that hand out machines when a job starts
+//! (Slurm, Spark, Kubernetes): rank 0 hosts a rendezvous at `HOST:PORT`; every rank (rank 0
+//! too) registers `(rank, endpoint, job hash, run id)` there and gets every rank's endpoint
+//! back once all have registered. A rank with another job hash is refused with both hashes; a
+//! rank that never shows up is named when the timeout passes. The exchange is ZMTP 3.1 on TCP,
+//! CURVE with the job's keys under a job secret. Engines that exchange addresses themselves
+//! (Spark's `allGather`) pass `--peers` instead and skip this.
+
+use crate::transport::net::JobKeys;
+use crate::transport::net::zmtp::io::{Inbound, Mechanism, handshake_with, receive, send};
+use crate::transport::net::zmtp::{SocketType, curve::Session};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout_at};
+
+/// What a rank says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub rank: usize,
+    pub endpoint: String,
+    pub job_hash: String,
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Reply {
+    Endpoints(Vec<String>),
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RendezvousError {
+    #[error(
+        "cannot reach the rendezvous at {addr} within {secs} s: {why}. Check that rank 0 was started with the same --rendezvous and that the address is reachable"
+    )]
+    Unreachable {
+        addr: String,
+        secs: u64,
+        why: String,
+    },
+    #[error("the rendezvous at {addr} refused rank {rank}: {why}")]
+    Refused {
+        addr: String,
+        rank: usize,
+        why: String,
+    },
+    #[error(
+        "rendezvous at {addr}: ranks {missing:?} did not register within {secs} s (registered: {seen:?}). Check that every rank was started, with the same plan and --rendezvous"
+    )]
+    Missing {
+        addr: String,
+        missing: Vec<usize>,
+        seen: Vec<usize>,
+        secs: u64,
+    },
+    #[error("rendezvous at {addr}: {why}")]
+    Io { addr: String, why: String },
+}
+
+const LIMIT: u64 = 1 << 20;
+
+fn server_mechanism(keys: &Option<JobKeys>) -> Mechanism {
+    match keys {
+        Some(k) => Mechanism::CurveServer {
+            long: k.server.clone(),
+            allowed: vec![k.client.public],
+        },
+        None => Mechanism::Null,
+    }
+}
+
+fn client_mechanism(keys: &Option<JobKeys>) -> Mechanism {
+    match keys {
+        Some(k) => Mechanism::CurveClient {
+            long: k.client.clone(),
+            server: k.server.public,
+        },
+        None => Mechanism::Null,
+    }
+}
+
+/// One registered connection, waiting for the table.
+struct Waiting {
+    stream: TcpStream,
+    session: Option<Session>,
+}
+
+async fn reply(w: &mut Waiting, r: &Reply) {
+    let body = serde_json::to_vec(r).expect("a reply serialises");
+    let _ = send(&mut w.stream, &[&body], w.session.as_mut()).await;
+}
+
+/// Reads one registration from a fresh connection.
+async fn accept_one(
+    mut stream: TcpStream,
+    keys: &Option<JobKeys>,
+) -> Result<(Registration, Waiting), String> {
+    let (_, mut session) = handshake_with(
+        &mut stream,
+        SocketType::Pull,
+        &Vec::new(),
+        &server_mechanism(keys),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match receive(&mut stream, LIMIT, 1, session.as_mut()).await {
+        Ok(Inbound::Message(m)) => {
+            let reg: Registration = serde_json::from_slice(&m[0])
+                .map_err(|e| format!("not a brigade registration: {e}"))?;
+            Ok((reg, Waiting { stream, session }))
+        }
+        Ok(Inbound::Command(_)) => Err("a command instead of a registration".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Rank 0's side: accepts registrations on `listener` until all `ranks` have registered (or
+/// `within` passes), then answers every rank with the endpoint table.
+pub async fn serve(
+    listener: TcpListener,
+    ranks: usize,
+    run_id: &str,
+    job_hash: &str,
+    keys: Option<JobKeys>,
+    within: Duration,
+) -> Result<Vec<String>, RendezvousError> {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    let deadline = Instant::now() + within;
+    let mut table: BTreeMap<usize, (String, Waiting)> = BTreeMap::new();
+    while table.len() < ranks {
+        let (stream, from) = match timeout_at(deadline, listener.accept()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                eprintln!("rendezvous at {addr}: cannot accept a connection: {e}");
+                continue;
+            }
+            Err(_) => {
+                let seen: Vec<usize> = table.keys().copied().collect();
+                let missing = (0..ranks).filter(|r| !table.contains_key(r)).collect();
+                let e = RendezvousError::Missing {
+                    addr: addr.clone(),
+                    missing,
+                    seen,
+                    secs: within.as_secs(),
+                };
+                for (_, w) in table.values_mut() {
+                    reply(w, &Reply::Error(e.to_string())).await;
+                }
+                return Err(e);
+            }
+        };
+        let registered = tokio::time::timeout(Duration::from_secs(10), accept_one(stream, &keys));
+        let (reg, mut waiting) = match registered.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(why)) => {
+                eprintln!("rendezvous at {addr}: refused a connection from {from}: {why}");
+                continue;
+            }
+            Err(_) => {
+                eprintln!("rendezvous at {addr}: {from} did not register within 10 s");
+                continue;
+            }
+        };
+        let refusal = if reg.job_hash != job_hash || reg.run_id != run_id {
+            Some(format!(
+                "rank {} was given another plan or run (job hash {}, run {}); rank 0 has job hash {job_hash}, run {run_id}. Give every rank the same plan file and --run-id",
+                reg.rank, reg.job_hash, reg.run_id
+            ))
+        } else if reg.rank >= ranks {
+            Some(format!(
+                "rank {} does not exist; the plan has {ranks} ranks",
+                reg.rank
+            ))
+        } else if table.contains_key(&reg.rank) {
+            Some(format!("rank {} registered twice", reg.rank))
+        } else {
+            None
+        };
+        match refusal {
+            Some(why) => {
+                eprintln!("rendezvous at {addr}: refused {from}: {why}");
+                reply(&mut waiting, &Reply::Error(why)).await;
+            }
+            None => {
+                table.insert(reg.rank, (reg.endpoint, waiting));
+            }
+        }
+    }
+    let endpoints: Vec<String> = table.values().map(|(e, _)| e.clone()).collect();
+    for (_, w) in table.values_mut() {
+        reply(w, &Reply::Endpoints(endpoints.clone())).await;
+    }
+    Ok(endpoints)
+}
+
+/// Every rank's side: registers `me` at `addr` and waits for every rank's endpoint.
+pub async fn register(
+    addr: &str,
+    me: &Registration,
+    keys: Option<JobKeys>,
+    within: Duration,
+) -> Result<Vec<String>, RendezvousError> {
+    let deadline = Instant::now() + within;
+    let unreachable = |why: String| RendezvousError::Unreachable {
+        addr: addr.to_string(),
+        secs: within.as_secs(),
+        why,
+    };
+    let io = |why: String| RendezvousError::Io {
+        addr: addr.to_string(),
+        why,
+    };
+    let mut stream = loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => return Err(unreachable(e.to_string())),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let (none, mechanism) = (Vec::new(), client_mechanism(&keys));
+    let handshake = handshake_with(&mut stream, SocketType::Push, &none, &mechanism);
+    let (_, mut session) = match timeout_at(deadline, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(unreachable(format!("ZMTP handshake failed: {e}"))),
+        Err(_) => return Err(unreachable("the ZMTP handshake did not complete".into())),
+    };
+    let body = serde_json::to_vec(me).expect("a registration serialises");
+    send(&mut stream, &[&body], session.as_mut())
+        .await
+        .map_err(|e| io(e.to_string()))?;
+    // The answer comes once every rank has registered: wait as long as rank 0 does, and a bit.
+    let answer = timeout_at(
+        deadline + Duration::from_secs(5),
+        receive(&mut stream, LIMIT, 1, session.as_mut()),
+    );
+    let reply: Reply = match answer.await {
+        Ok(Ok(Inbound::Message(m))) => {
+            serde_json::from_slice(&m[0]).map_err(|e| io(format!("a garbled reply: {e}")))?
+        }
+        Ok(Ok(Inbound::Command(_))) => return Err(io("a command instead of a reply".into())),
+        Ok(Err(e)) => return Err(io(format!("no reply: {e}"))),
+        Err(_) => return Err(io("no reply before the timeout".into())),
+    };
+    match reply {
+        Reply::Endpoints(e) => Ok(e),
+        Reply::Error(why) => Err(RendezvousError::Refused {
+            addr: addr.to_string(),
+            rank: me.rank,
+            why,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn reg(rank: usize, job: &str) -> Registration {
+        Registration {
+            rank,
+            endpoint: format!("tcp://10.0.0.{rank}:7000"),
+            job_hash: job.into(),
+            run_id: "r".into(),
+        }
+    }
+
+    type Outcome = Result<Vec<String>, RendezvousError>;
+
+    /// Rank 0's server and one client per registration, concurrently.
+    fn exchange(
+        keys: Option<JobKeys>,
+        regs: Vec<Registration>,
+        ranks: usize,
+    ) -> (Outcome, Vec<Outcome>) {
+        rt().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let clients: Vec<_> = regs
+                .into_iter()
+                .map(|r| {
+                    let (addr, keys) = (addr.clone(), keys.clone());
+                    tokio::spawn(
+                        async move { register(&addr, &r, keys, Duration::from_secs(2)).await },
+                    )
+                })
+                .collect();
+            let server = serve(listener, ranks, "r", "j", keys, Duration::from_secs(2)).await;
+            let mut out = Vec::new();
+            for c in clients {
+                out.push(c.await.unwrap());
+            }
+            (server, out)
+        })
+    }
+
+    #[test]
+    fn every_rank_gets_every_endpoint_with_and_without_curve() {
+        for keys in [None, Some(JobKeys::from_secret(b"a secret of 16 bytes"))] {
+            let (server, clients) = exchange(keys, vec![reg(1, "j"), reg(0, "j")], 2);
+            let want = vec![
+                "tcp://10.0.0.0:7000".to_string(),
+                "tcp://10.0.0.1:7000".into(),
+            ];
+            assert_eq!(server.unwrap(), want);
+            for c in clients {
+                assert_eq!(c.unwrap(), want);
+            }
+        }
+    }
+
+    #[test]
+    fn another_plan_is_refused_with_both_hashes_and_missing_ranks_are_named() {
+        let (server, clients) = exchange(None, vec![reg(0, "j"), reg(1, "other")], 2);
+        let e = clients[1].as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("job hash other") && e.contains("rank 0 has job hash j"),
+            "{e}"
+        );
+        let e = server.unwrap_err().to_string();
+        assert!(
+            e.contains("ranks [1] did not register") && e.contains("registered: [0]"),
+            "{e}"
+        );
+        let e = clients[0].as_ref().unwrap_err().to_string();
+        assert!(e.contains("ranks [1] did not register"), "{e}");
+    }
+}

@@ -1,0 +1,154 @@
+//! Ranks that find each other at run time: topologies whose hosts have no address, trained
+//! through the rendezvous rank 0 hosts (`--rendezvous`) or with every endpoint given
+//! (`--peers`), equal `reference`; a rank with another plan is refused with both hashes, and a
+//! rank that never comes is named.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Stdio};
+
+/// quickstart on two hosts `a` and `b` without addresses.
+fn topology(test: &str) -> String {
+    let text = std::fs::read_to_string(format!(
+        "{}/../topologies/quickstart.toml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+    ))
+    .unwrap();
+    let text = text.split("[[hosts]]").next().unwrap().to_string()
+        + "[[hosts]]\nname = \"a\"\ndevices = [\"cpu\"]\n\n[[hosts]]\nname = \"b\"\ndevices = [\"cpu\"]\n\n[partition]\nstages = 2\n";
+    let path = tmp(test).join("no-addresses.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn port(offset: u16) -> u16 {
+    30_000 + (std::process::id() % 20_000) as u16 + offset
+}
+
+fn reference_losses(file: &str, steps: &str) -> Vec<f64> {
+    let m = tmp(&format!("rv-ref-{steps}")).join("ref.jsonl");
+    let out = run(&[
+        "reference",
+        file,
+        "--steps",
+        steps,
+        "--metrics",
+        m.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    losses(&m)
+}
+
+fn stage(file: &str, rank: &str, extra: &[&str]) -> Child {
+    brigade()
+        .env_remove("BRIGADE_SECRET")
+        .env_remove("BRIGADE_SECRET_FILE")
+        .args([
+            "stage", file, "--stage", rank, "--steps", "5", "--run-id", "rv",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The losses in a rank's step events.
+fn step_losses(out: &std::process::Output) -> Vec<f64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "step")
+        .filter_map(|v| v["loss"].as_f64())
+        .collect()
+}
+
+#[test]
+fn launchers_without_addresses_meet_through_the_rendezvous() {
+    let file = topology("rv-launch");
+    let rv = format!("127.0.0.1:{}", port(0));
+    let m = tmp("rv-launch-metrics").join("b.jsonl");
+    let launch = |host: &str, metrics: Option<&std::path::Path>| {
+        let mut c = brigade();
+        c.env_remove("BRIGADE_SECRET")
+            .env_remove("BRIGADE_SECRET_FILE")
+            .args([
+                "launch",
+                &file,
+                "--host",
+                host,
+                "--steps",
+                "6",
+                "--run-id",
+                "rv1",
+                "--rendezvous",
+                &rv,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(m) = metrics {
+            c.arg("--metrics").arg(m);
+        }
+        c.spawn().unwrap()
+    };
+    let (b, a) = (launch("b", Some(&m)), launch("a", None));
+    let (ob, oa) = (b.wait_with_output().unwrap(), a.wait_with_output().unwrap());
+    assert!(oa.status.success(), "host a: {}", stderr(&oa));
+    assert!(ob.status.success(), "host b: {}", stderr(&ob));
+    assert!(
+        stderr(&oa).contains("through the rendezvous"),
+        "{}",
+        stderr(&oa)
+    );
+    let (got, want) = (losses(&m), reference_losses(&file, "6"));
+    assert_eq!(got.len(), 6);
+    for (a, b) in got.iter().zip(&want) {
+        assert!(((a - b) / b).abs() <= 1e-5, "{a} vs reference {b}");
+    }
+}
+
+#[test]
+fn peers_given_by_the_engine_need_no_rendezvous() {
+    let file = topology("rv-peers");
+    let peers = format!("127.0.0.1:{},127.0.0.1:{}", port(10), port(11));
+    let (a, b) = (
+        stage(&file, "0", &["--peers", &peers]),
+        stage(&file, "1", &["--peers", &peers]),
+    );
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(oa.status.success(), "rank 0: {}", stderr(&oa));
+    assert!(ob.status.success(), "rank 1: {}", stderr(&ob));
+    let (got, want) = (step_losses(&ob), reference_losses(&file, "5"));
+    assert_eq!(got.len(), 5);
+    for (a, b) in got.iter().zip(&want) {
+        assert!(((a - b) / b).abs() <= 1e-5, "{a} vs reference {b}");
+    }
+    // A list of the wrong length is bad input.
+    let out = stage(&file, "0", &["--peers", "127.0.0.1:1"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 endpoints for 2 ranks"));
+}
+
+#[test]
+fn another_plan_is_refused_and_a_missing_rank_is_named() {
+    let file = topology("rv-mismatch");
+    let rv = format!("127.0.0.1:{}", port(20));
+    let flags = ["--rendezvous", rv.as_str(), "--connect-timeout", "4"];
+    let a = stage(&file, "0", &flags);
+    let mut other: Vec<&str> = flags.to_vec();
+    other.extend(["--set", "train.lr=0.5"]);
+    let b = stage(&file, "1", &other);
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(!oa.status.success() && !ob.status.success());
+    let (ea, eb) = (stderr(&oa), stderr(&ob));
+    assert!(
+        eb.contains("refused rank 1")
+            && eb.contains("job hash")
+            && eb.contains("rank 0 has job hash"),
+        "{eb}"
+    );
+    assert!(ea.contains("ranks [1] did not register"), "{ea}");
+}
