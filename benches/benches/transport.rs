@@ -14,12 +14,25 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SHAPE: [usize; 2] = [256, 4096]; // 4 MiB of f32
 const WARMUP: usize = 5;
-const MESSAGES: usize = 60;
-/// Timed rounds of MESSAGES each (after one warm-up round); the median is reported.
+/// Timed rounds of `messages()` each (after one warm-up round); the median is reported.
 const ROUNDS: u64 = 7;
-const MIB4: usize = 4 << 20;
+/// Rows of 4096 f32 in a message: 8 (128 KiB), 256 (4 MiB), 2048 (32 MiB).
+static ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(256);
+
+fn shape() -> [usize; 2] {
+    [ROWS.load(std::sync::atomic::Ordering::Relaxed), 4096]
+}
+
+/// Bytes in one message.
+fn bytes() -> usize {
+    shape()[0] * shape()[1] * 4
+}
+
+/// Messages per round: ~240 MiB, at least 8.
+fn messages() -> usize {
+    ((240 << 20) / bytes()).max(8)
+}
 
 /// Rank 0 sends 4 MiB activations on edge 0 to rank 1, which acknowledges with gradients.
 fn links(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> RankLinks {
@@ -33,7 +46,7 @@ fn links(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> RankLink
             format!("tcp://127.0.0.1:{}", port + 1),
         ),
     };
-    let (act_bytes, grad_bytes) = (SHAPE.iter().product::<usize>() as u64 * 4, 4);
+    let (act_bytes, grad_bytes) = (shape().iter().product::<usize>() as u64 * 4, 4);
     let listen = |endpoint: String, kind, peer, shape: Vec<usize>, max_bytes| {
         Some(Listen {
             endpoint,
@@ -56,7 +69,7 @@ fn links(mode: &str, port: u16, dir: &std::path::Path, stage: usize) -> RankLink
         }
     } else {
         RankLinks {
-            listen: listen(act, Kind::Activation, 0, SHAPE.to_vec(), act_bytes),
+            listen: listen(act, Kind::Activation, 0, shape().to_vec(), act_bytes),
             out: vec![OutPeer {
                 peer: 0,
                 endpoint: grad,
@@ -96,7 +109,7 @@ fn receiver(mode: &str, port: u16, dir: &std::path::Path) {
         .unwrap()
     };
     for round in 0..=ROUNDS {
-        let n = if round == 0 { WARMUP } else { MESSAGES };
+        let n = if round == 0 { WARMUP } else { messages() };
         for _ in 0..n {
             while t.recv(Duration::from_secs(30)).unwrap().is_none() {}
         }
@@ -107,11 +120,15 @@ fn receiver(mode: &str, port: u16, dir: &std::path::Path) {
 
 fn sender(mode: &str, port: u16, dir: &std::path::Path) -> Vec<f64> {
     let mut t = transport(mode, port, dir, 0);
-    let n: usize = SHAPE.iter().product();
-    let act = Act::from_f32((0..n).map(|i| i as f32).collect(), &SHAPE, &Device::flex());
+    let n: usize = shape().iter().product();
+    let act = Act::from_f32(
+        (0..n).map(|i| i as f32).collect(),
+        &shape(),
+        &Device::flex(),
+    );
     let mut rates = Vec::new();
     for round in 0..=ROUNDS {
-        let count = if round == 0 { WARMUP } else { MESSAGES };
+        let count = if round == 0 { WARMUP } else { messages() };
         let start = Instant::now();
         for i in 0..count {
             t.send(Outgoing {
@@ -134,7 +151,7 @@ fn sender(mode: &str, port: u16, dir: &std::path::Path) -> Vec<f64> {
 }
 
 fn gbps(start: Instant) -> f64 {
-    (MESSAGES * MIB4) as f64 / start.elapsed().as_secs_f64() / 1e9
+    (messages() * bytes()) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 fn raw_receiver(port: u16) {
@@ -143,9 +160,9 @@ fn raw_receiver(port: u16) {
     std::io::stdout().flush().unwrap();
     let (mut s, _) = listener.accept().unwrap();
     s.set_nodelay(true).unwrap();
-    let mut buf = vec![0u8; MIB4];
+    let mut buf = vec![0u8; bytes()];
     for round in 0..=ROUNDS {
-        let n = if round == 0 { WARMUP } else { MESSAGES };
+        let n = if round == 0 { WARMUP } else { messages() };
         for _ in 0..n {
             s.read_exact(&mut buf).unwrap();
         }
@@ -156,10 +173,10 @@ fn raw_receiver(port: u16) {
 fn raw_sender(port: u16) -> Vec<f64> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_nodelay(true).unwrap();
-    let buf: Vec<u8> = (0..MIB4).map(|i| i as u8).collect();
+    let buf: Vec<u8> = (0..bytes()).map(|i| i as u8).collect();
     let mut rates = Vec::new();
     for round in 0..=ROUNDS {
-        let n = if round == 0 { WARMUP } else { MESSAGES };
+        let n = if round == 0 { WARMUP } else { messages() };
         let start = Instant::now();
         for _ in 0..n {
             s.write_all(&buf).unwrap();
@@ -192,7 +209,7 @@ fn zmq_raw(role: &str, port: u16) -> Vec<f64> {
             let mut push = PushSocket::new();
             push.connect(&ack).await.unwrap();
             for round in 0..=ROUNDS {
-                let n = if round == 0 { WARMUP } else { MESSAGES };
+                let n = if round == 0 { WARMUP } else { messages() };
                 for _ in 0..n {
                     let _ = pull.recv().await.unwrap();
                 }
@@ -205,10 +222,10 @@ fn zmq_raw(role: &str, port: u16) -> Vec<f64> {
             pull.bind(&ack).await.unwrap();
             let mut push = PushSocket::new();
             push.connect(&data).await.unwrap();
-            let payload = bytes::Bytes::from((0..MIB4).map(|i| i as u8).collect::<Vec<u8>>());
+            let payload = bytes::Bytes::from((0..bytes()).map(|i| i as u8).collect::<Vec<u8>>());
             let mut rates = Vec::new();
             for round in 0..=ROUNDS {
-                let n = if round == 0 { WARMUP } else { MESSAGES };
+                let n = if round == 0 { WARMUP } else { messages() };
                 let start = Instant::now();
                 for _ in 0..n {
                     push.send(ZmqMessage::from(payload.clone())).await.unwrap();
@@ -242,6 +259,7 @@ fn spawn(role: &str, mode: &str, port: u16, dir: &std::path::Path) -> std::proce
         .env("BRIGADE_BENCH_MODE", mode)
         .env("BRIGADE_BENCH_PORT", port.to_string())
         .env("BRIGADE_BENCH_DIR", dir)
+        .env("BRIGADE_BENCH_ROWS", shape()[0].to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
@@ -253,6 +271,9 @@ fn main() {
     }
     brigade_stages::alloc::tune(); // as every brigade process does
     let env = |k: &str| std::env::var(k).unwrap_or_default();
+    if let Ok(rows) = env("BRIGADE_BENCH_ROWS").parse() {
+        ROWS.store(rows, std::sync::atomic::Ordering::Relaxed);
+    }
     let port: u16 = env("BRIGADE_BENCH_PORT").parse().unwrap_or(0);
     let dir = std::path::PathBuf::from(env("BRIGADE_BENCH_DIR"));
     match env("BRIGADE_BENCH_ROLE").as_str() {
@@ -266,47 +287,55 @@ fn main() {
     }
     let dir = std::env::temp_dir().join(format!("brigade-bench-transport-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = 40_000 + (std::process::id() % 10_000) as u16;
+    let base = 40_000 + (std::process::id() % 10_000) as u16;
     println!(
-        "transport: {ROUNDS} rounds of {MESSAGES} messages of 4 MiB (f32 [256, 4096]) between two processes, after {WARMUP} warm-up messages; median [min – max] over the rounds"
+        "transport: {ROUNDS} rounds of ~240 MiB of f32 [rows, 4096] messages between two processes, after {WARMUP} warm-up messages; median [min – max] over the rounds"
     );
-    let mut results = Vec::new();
-    for (mode, p) in [("ipc", port), ("tcp", port + 2), ("curve", port + 8)] {
-        let mut child = spawn("receiver", mode, p, &dir);
-        let gbps = sender(mode, p, &dir);
+    for (i, (rows, label)) in [(8usize, "128 KiB"), (256, "4 MiB"), (2048, "32 MiB")]
+        .into_iter()
+        .enumerate()
+    {
+        ROWS.store(rows, std::sync::atomic::Ordering::Relaxed);
+        let port = base + 20 * i as u16;
+        println!("{label} messages ({} per round):", messages());
+        let mut results = Vec::new();
+        for (mode, p) in [("ipc", port), ("tcp", port + 2), ("curve", port + 8)] {
+            let mut child = spawn("receiver", mode, p, &dir);
+            let gbps = sender(mode, p, &dir);
+            child.wait().unwrap();
+            results.push((mode, gbps));
+        }
+        let mut child = spawn("raw", "tcp", port + 4, &dir);
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let raw = median(&raw_sender(port + 4));
         child.wait().unwrap();
-        results.push((mode, gbps));
+        for (mode, rates) in &results {
+            let label = match *mode {
+                "curve" => "tcp:// CURVE".to_string(),
+                m => format!("{m}://      "),
+            };
+            println!(
+                "  brigade {label}{}   {:.2} of raw TCP",
+                spread(rates),
+                median(rates) / raw
+            );
+        }
+        if rows == 256 {
+            let mut child = spawn("zmqraw", "tcp", port + 6, &dir);
+            let zmq = zmq_raw("send", port + 6);
+            child.wait().unwrap();
+            println!(
+                "  zeromq 0.7 alone    {}   {:.2} of raw TCP (PUSH/PULL tcp://, no brigade code)",
+                spread(&zmq),
+                median(&zmq) / raw
+            );
+        }
+        println!("  raw TCP socket      {raw:5.2} GB/s (median; the baseline)");
     }
-    let mut child = spawn("raw", "tcp", port + 4, &dir);
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let raw = raw_sender(port + 4);
-    child.wait().unwrap();
-    let mut child = spawn("zmqraw", "tcp", port + 6, &dir);
-    let zmq = zmq_raw("send", port + 6);
-    child.wait().unwrap();
-    let raw = median(&raw);
-    for (mode, rates) in &results {
-        let m = median(rates);
-        let label = match *mode {
-            "curve" => "tcp:// CURVE".to_string(),
-            m => format!("{m}://      "),
-        };
-        println!(
-            "  brigade {label}{}   {:.2} of raw TCP",
-            spread(rates),
-            m / raw
-        );
-    }
-    println!(
-        "  zeromq 0.7 alone    {}   {:.2} of raw TCP (PUSH/PULL tcp://, no brigade code)",
-        spread(&zmq),
-        median(&zmq) / raw
-    );
-    println!("  raw TCP socket      {raw:5.2} GB/s (median; the baseline)");
     let _ = std::fs::remove_dir_all(&dir);
 }

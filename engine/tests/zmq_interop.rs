@@ -198,3 +198,94 @@ fn interop(test: &str, offset: u16, secret: Option<&str>) {
     let v: serde_json::Value = serde_json::from_str(step).unwrap();
     assert!(v["loss"].as_f64().is_some_and(f64::is_finite), "{step}");
 }
+
+/// The `zeromq` crate (a second, pure-Rust ZeroMQ) plays rank 0: its PUSH names itself with a
+/// socket identity (the only READY property it can set) and feeds rank 1; its PULL receives the
+/// gradients rank 1 sends. Runs everywhere: no Python needed.
+#[test]
+fn zeromq_crate_push_feeds_a_rank_and_its_pull_receives_the_gradients() {
+    use zeromq::{
+        PullSocket, PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage,
+    };
+    let port = 21_000 + (std::process::id() % 20_000) as u16 + 20;
+    let file = two_host_topology("zmq-crate", port, "127.0.0.1", port + 4);
+    let job = load_input(&file, &[], None).unwrap().0;
+    let run_id = parse_run_id(job.hash, Some("interop"));
+    let m = job.plan.microbatches as u64;
+    let shape = job.edges()[0].shape.clone();
+    let rank1 = brigade()
+        .env_remove("BRIGADE_SECRET")
+        .env_remove("BRIGADE_SECRET_FILE")
+        .args([
+            "stage",
+            &file,
+            "--stage",
+            "1",
+            "--steps",
+            "1",
+            "--run-id",
+            "interop",
+            "--connect-timeout",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let gradients = rt.block_on(async {
+        // Rank 0's endpoint (host a's port + 0), where rank 1 sends gradients.
+        let mut pull = PullSocket::new();
+        pull.bind(&format!("tcp://127.0.0.1:{port}")).await.unwrap();
+        let mut opts = SocketOptions::default();
+        opts.peer_identity(
+            format!("brigade/{run_id:016x}/{}/0", job.hash_hex())
+                .parse()
+                .unwrap(),
+        );
+        let mut push = PushSocket::with_options(opts);
+        let act = format!("tcp://127.0.0.1:{}", port + 4 + 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while push.connect(&act).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rank 1 never listened"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        for mb in 0..m {
+            let route = Route {
+                run_id,
+                step: 0,
+                microbatch: mb,
+                kind: Kind::Activation,
+                edge: 0,
+            };
+            let n: usize = shape.iter().product();
+            let (h, p) = encode(route, TensorData::new(vec![0.25f32; n], shape.clone())).unwrap();
+            let mut msg = ZmqMessage::from(h);
+            msg.push_back(p.into());
+            push.send(msg).await.unwrap();
+        }
+        let mut sizes = Vec::new();
+        while (sizes.len() as u64) < m {
+            let msg = tokio::time::timeout(std::time::Duration::from_secs(30), pull.recv())
+                .await
+                .expect("gradients within 30 s")
+                .unwrap();
+            if msg.len() == 2 {
+                sizes.push(msg.get(1).unwrap().len());
+            }
+        }
+        sizes
+    });
+    let out1 = rank1.wait_with_output().unwrap();
+    assert!(out1.status.success(), "rank 1 failed:\n{}", stderr(&out1));
+    assert_eq!(
+        gradients,
+        vec![shape.iter().product::<usize>() * 4; m as usize]
+    );
+}

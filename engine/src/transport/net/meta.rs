@@ -19,11 +19,29 @@ pub fn ours(run_id: u64, job_hash: u64, rank: usize) -> Metadata {
     ]
 }
 
-/// The identity a peer claims: (run id, job hash, rank), if it sent all three.
+/// The identity a peer claims: (run id, job hash, rank), if it sent all three — as the
+/// `X-Brigade-*` properties, or, for ZeroMQ stacks that can only set a socket identity (the
+/// `zeromq` crate), as `Identity` = `brigade/<run id>/<job hash>/<rank>`.
 pub fn claimed(meta: &Metadata) -> Option<(u64, u64, usize)> {
     let text = |name| property(meta, name).and_then(|v| std::str::from_utf8(v).ok());
-    let hex = |name| text(name).and_then(|s| u64::from_str_radix(s, 16).ok());
-    Some((hex(RUN)?, hex(JOB)?, text(RANK)?.parse().ok()?))
+    let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+    let from_properties = || {
+        Some((
+            hex(text(RUN)?)?,
+            hex(text(JOB)?)?,
+            text(RANK)?.parse().ok()?,
+        ))
+    };
+    let from_identity = || {
+        let mut parts = text("Identity")?.strip_prefix("brigade/")?.split('/');
+        let claim = (
+            hex(parts.next()?)?,
+            hex(parts.next()?)?,
+            parts.next()?.parse().ok()?,
+        );
+        parts.next().is_none().then_some(claim)
+    };
+    from_properties().or_else(from_identity)
 }
 
 #[cfg(test)]
@@ -42,5 +60,12 @@ mod tests {
             (RANK.into(), b"0".to_vec()),
         ];
         assert_eq!(claimed(&garbage), None);
+        let identity: Metadata = vec![(
+            "Identity".into(),
+            b"brigade/00000000000000aa/00000000000000bb/3".to_vec(),
+        )];
+        assert_eq!(claimed(&identity), Some((0xaa, 0xbb, 3)));
+        let extra: Metadata = vec![("Identity".into(), b"brigade/aa/bb/3/4".to_vec())];
+        assert_eq!(claimed(&extra), None);
     }
 }

@@ -113,9 +113,9 @@ pub(super) async fn push_task(
     };
     let ours = meta::ours(cfg.run_id, cfg.job_hash, k);
     let mechanism = super::mechanism(&cfg, &endpoint, SocketType::Push);
-    let handshake = zmtp::io::handshake_with(&mut conn, SocketType::Push, &ours, &mechanism);
-    let session = match timeout(cfg.connect_timeout, handshake).await {
-        Ok(Ok((_, session))) => session,
+    let handshake = zmtp::io::shake(&mut conn, SocketType::Push, &ours, &mechanism);
+    let (session, pings) = match timeout(cfg.connect_timeout, handshake).await {
+        Ok(Ok(h)) => (h.session, h.minor >= 1),
         Ok(Err(e)) => {
             report(unreachable(format!("ZMTP handshake failed: {e}")));
             return tracer.into_events();
@@ -172,7 +172,8 @@ pub(super) async fn push_task(
                 }
             }
             _ = beat.tick() => {
-                if link.done.load(Ordering::SeqCst) {
+                // A ZMTP 3.0 peer (not brigade) has no PING; its liveness is its own business.
+                if !pings || link.done.load(Ordering::SeqCst) {
                     continue;
                 }
                 // A ZMTP PING keeps the link alive without a message a ZeroMQ tap would see.

@@ -64,6 +64,28 @@ pub async fn handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
     metadata: &Metadata,
     mechanism: &Mechanism,
 ) -> Result<(Metadata, Option<Session>), ZmtpError> {
+    let h = shake(s, ours, metadata, mechanism).await?;
+    Ok((h.metadata, h.session))
+}
+
+/// What a finished handshake established.
+pub struct Handshake {
+    /// The peer's READY metadata.
+    pub metadata: Metadata,
+    /// CURVE's session, if the mechanism is CURVE.
+    pub session: Option<Session>,
+    /// The peer's ZMTP minor version: PING and PONG exist from 3.1 on, so a 3.0 peer (the
+    /// `zeromq` crate) must not be sent them.
+    pub minor: u8,
+}
+
+/// [`handshake_with`], also saying which ZMTP 3.x the peer speaks.
+pub async fn shake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    ours: SocketType,
+    metadata: &Metadata,
+    mechanism: &Mechanism,
+) -> Result<Handshake, ZmtpError> {
     let as_server = matches!(mechanism, Mechanism::CurveServer { .. });
     // Send the whole greeting at once: a peer that waits for our signature before sending
     // the rest of its own (libzmq does) is not kept waiting.
@@ -124,7 +146,11 @@ pub async fn handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let wants = ours.peer().name();
     match property(&theirs, "Socket-Type") {
-        Some(t) if t == wants.as_bytes() => Ok((theirs, session)),
+        Some(t) if t == wants.as_bytes() => Ok(Handshake {
+            metadata: theirs,
+            session,
+            minor: if peer.major > 3 { u8::MAX } else { peer.minor },
+        }),
         other => Err(ZmtpError::SocketType {
             peer: other.map_or("(unnamed)".into(), |t| {
                 String::from_utf8_lossy(t).into_owned()
