@@ -125,7 +125,13 @@ pub fn endpoint(
     addresses: &Addresses,
 ) -> Result<String, NoAddress> {
     let all_local = match addresses {
-        Addresses::Table(t) => return Ok(t[rank].clone()),
+        Addresses::Table(t) => {
+            return t.get(rank).cloned().ok_or_else(|| NoAddress {
+                host: job.places[rank].host,
+                name: job.topo.hosts[job.places[rank].host].name.clone(),
+                rank,
+            });
+        }
         Addresses::Static { all_local } => *all_local,
     };
     let host = job.places[rank].host;

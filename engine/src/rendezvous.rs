@@ -61,6 +61,19 @@ pub enum RendezvousError {
 }
 
 const LIMIT: u64 = 1 << 20;
+/// Connections registering at once.
+const PENDING: usize = 64;
+/// How long one connection may take to register.
+const REGISTER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Stops the accept loop when the rendezvous ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 fn server_mechanism(keys: &Option<JobKeys>) -> Mechanism {
     match keys {
@@ -132,13 +145,42 @@ pub async fn serve(
         .map_or_else(|_| "?".into(), |a| a.to_string());
     let deadline = Instant::now() + within;
     let mut table: BTreeMap<usize, (String, Waiting)> = BTreeMap::new();
-    while table.len() < ranks {
-        let (stream, from) = match timeout_at(deadline, listener.accept()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                eprintln!("rendezvous at {addr}: cannot accept a connection: {e}");
-                continue;
+    // Connections register concurrently, each within a few seconds, at most PENDING at once:
+    // a silent or slow stranger cannot hold the rendezvous up.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(PENDING);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(PENDING));
+    let accepting = {
+        let (addr, keys) = (addr.clone(), keys.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, from) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("rendezvous at {addr}: cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    eprintln!("rendezvous at {addr}: too many pending connections; dropped {from}");
+                    continue;
+                };
+                let (tx, keys) = (tx.clone(), keys.clone());
+                tokio::spawn(async move {
+                    let r = tokio::time::timeout(REGISTER_WITHIN, accept_one(stream, &keys))
+                        .await
+                        .unwrap_or_else(|_| Err("did not register in time".into()));
+                    drop(permit);
+                    let _ = tx.send((from, r)).await;
+                });
             }
+        })
+    };
+    let _stop = AbortOnDrop(accepting);
+    while table.len() < ranks {
+        let (from, registered) = match timeout_at(deadline, rx.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
             Err(_) => {
                 let seen: Vec<usize> = table.keys().copied().collect();
                 let missing = (0..ranks).filter(|r| !table.contains_key(r)).collect();
@@ -154,15 +196,10 @@ pub async fn serve(
                 return Err(e);
             }
         };
-        let registered = tokio::time::timeout(Duration::from_secs(10), accept_one(stream, &keys));
-        let (reg, mut waiting) = match registered.await {
-            Ok(Ok(r)) => r,
-            Ok(Err(why)) => {
+        let (reg, mut waiting) = match registered {
+            Ok(r) => r,
+            Err(why) => {
                 eprintln!("rendezvous at {addr}: refused a connection from {from}: {why}");
-                continue;
-            }
-            Err(_) => {
-                eprintln!("rendezvous at {addr}: {from} did not register within 10 s");
                 continue;
             }
         };
@@ -216,10 +253,11 @@ pub async fn register(
         why,
     };
     let mut stream = loop {
-        match TcpStream::connect(addr).await {
-            Ok(s) => break s,
-            Err(e) if Instant::now() >= deadline => return Err(unreachable(e.to_string())),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => break s,
+            Ok(Err(e)) if Instant::now() >= deadline => return Err(unreachable(e.to_string())),
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => return Err(unreachable("the connection did not complete".into())),
         }
     };
     let (none, mechanism) = (Vec::new(), client_mechanism(&keys));
@@ -247,7 +285,17 @@ pub async fn register(
         Err(_) => return Err(io("no reply before the timeout".into())),
     };
     match reply {
-        Reply::Endpoints(e) => Ok(e),
+        Reply::Endpoints(e) => {
+            let valid = |s: &String| {
+                s.strip_prefix("tcp://")
+                    .and_then(|a| a.rsplit_once(':'))
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            };
+            match e.iter().find(|s| !valid(s)) {
+                Some(bad) => Err(io(format!("a malformed endpoint {bad:?} in the reply"))),
+                None => Ok(e),
+            }
+        }
         Reply::Error(why) => Err(RendezvousError::Refused {
             addr: addr.to_string(),
             rank: me.rank,

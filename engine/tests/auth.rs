@@ -76,28 +76,32 @@ async fn intrude(port: u16, secret: Option<&str>) -> Vec<tokio::net::TcpStream> 
             }
         }
     };
+    // A ZMTP greeting with the link's mechanism, then a command frame declaring 1 TiB where
+    // the handshake's next command belongs.
     let mut huge = connect().await;
-    match secret {
-        None => {
-            handshake(&mut huge, SocketType::Push, &Vec::new())
-                .await
-                .unwrap();
-        }
-        Some(_) => huge
-            .write_all(&greeting::encode("CURVE", false))
-            .await
-            .unwrap(),
-    }
-    let mut m = vec![0x06u8]; // a LONG command frame (CURVE's HELLO would be one)
+    let mechanism = if secret.is_some() { "CURVE" } else { "NULL" };
+    huge.write_all(&greeting::encode(mechanism, false))
+        .await
+        .unwrap();
+    let mut m = vec![0x06u8]; // COMMAND | LONG
     m.extend((1u64 << 40).to_be_bytes());
     huge.write_all(&m).await.unwrap();
+    let mut conns = Vec::new();
+    if secret.is_none() {
+        // A ZeroMQ peer that completes the handshake without saying who it is.
+        let mut anonymous = connect().await;
+        handshake(&mut anonymous, SocketType::Push, &Vec::new())
+            .await
+            .unwrap();
+        conns.push(anonymous);
+    }
     let mut zmtp2 = connect().await;
     let _ = zmtp2
         .write_all(&[0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 0x01, 0x08])
         .await;
     let mut junk = connect().await;
     let _ = junk.write_all(b"\x00\x05hello, is anybody there?").await;
-    let mut conns = vec![huge, zmtp2, junk];
+    conns.extend([huge, zmtp2, junk]);
     if let Some(secret) = secret {
         let keys = JobKeys::from_secret(secret.as_bytes());
         for mechanism in [

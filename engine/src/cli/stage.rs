@@ -426,10 +426,13 @@ fn find_peers(
     let within = Duration::from_secs(args.connect_timeout.max(1));
     let (run, hash) = (format!("{run_id:016x}"), job.hash_hex());
     let server = if k == 0 {
-        let port = rv.rsplit_once(':').map_or("", |(_, p)| p);
+        // Bind the rendezvous's own address (not every interface): without a job secret that
+        // keeps it on loopback.
         let listener = rt
-            .block_on(tokio::net::TcpListener::bind(format!("0.0.0.0:{port}")))
-            .with_context(|| format!("stage 0: cannot host the rendezvous on port {port}"))?;
+            .block_on(tokio::net::TcpListener::bind(rv.as_str()))
+            .with_context(|| {
+                format!("stage 0: cannot host the rendezvous at {rv} (is it an address of this machine?)")
+            })?;
         let (keys, run, hash) = (keys.clone(), run.clone(), hash.clone());
         Some(std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -457,6 +460,12 @@ fn find_peers(
         let _ = s.join();
     }
     let table = table.map_err(|e| anyhow::anyhow!("stage {k}: {e}"))?;
+    if table.len() != ranks {
+        bail!(
+            "stage {k}: the rendezvous at {rv} answered {} endpoints for {ranks} ranks",
+            table.len()
+        );
+    }
     eprintln!(
         "stage {k}: found {} ranks through the rendezvous at {rv}; listening on {endpoint}",
         table.len()

@@ -55,7 +55,19 @@ struct ReaderConfig {
     ours: Metadata,
     /// NULL, or CURVE with the job's keys (`tcp://` under a job secret).
     mechanism: Mechanism,
+    /// Handshakes in progress at once: strangers cannot use up the rank's descriptors.
+    pending: Arc<tokio::sync::Semaphore>,
+    /// Each open connection's reader, so that a refused stranger's can be stopped.
+    readers: Readers,
 }
+
+/// Open connections' readers, by connection.
+type Readers = Arc<std::sync::Mutex<HashMap<u64, tokio::task::AbortHandle>>>;
+
+/// Handshakes in progress at once, per listener.
+const PENDING_HANDSHAKES: usize = 16;
+/// The longest a handshake may take once the connection is open.
+const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn accept_loop(
     who: String,
@@ -74,13 +86,21 @@ async fn accept_loop(
                 continue;
             }
         };
-        tokio::spawn(read_loop(
+        let Ok(permit) = reader.pending.clone().try_acquire_owned() else {
+            eprintln!("{who}: too many connections still in their handshake; dropped {addr}");
+            continue;
+        };
+        let task = tokio::spawn(read_loop(
             conn,
             stream,
             addr.into(),
             events.clone(),
             reader.clone(),
+            permit,
         ));
+        let mut readers = reader.readers.lock().expect("readers lock");
+        readers.retain(|_, h| !h.is_finished());
+        readers.insert(conn, task.abort_handle());
     }
 }
 
@@ -90,6 +110,7 @@ async fn read_loop(
     addr: Arc<str>,
     events: mpsc::UnboundedSender<Event>,
     reader: Arc<ReaderConfig>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let (limit, ours) = (reader.limit, &reader.ours);
     let send = |what| {
@@ -103,7 +124,10 @@ async fn read_loop(
     };
     let handshake =
         zmtp::io::handshake_with(&mut stream, SocketType::Pull, ours, &reader.mechanism);
-    let mut session = match timeout(reader.greeting_within, handshake).await {
+    let within = reader.greeting_within.min(HANDSHAKE_WITHIN);
+    let handshaken = timeout(within, handshake).await;
+    drop(permit);
+    let mut session = match handshaken {
         Ok(Ok((meta, session))) => {
             if !send(Ok(Arrival::Ready(meta))) {
                 return;
@@ -157,6 +181,7 @@ pub(super) async fn pull_task(
     peers.sort_unstable();
     peers.dedup();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let readers: Readers = Default::default();
     let acceptor = tokio::spawn(accept_loop(
         format!("stage {k}: {endpoint}"),
         listener,
@@ -166,6 +191,8 @@ pub(super) async fn pull_task(
             greeting_within: cfg.connect_timeout,
             ours: meta::ours(cfg.run_id, cfg.job_hash, k),
             mechanism: super::mechanism(&cfg, &endpoint, SocketType::Pull),
+            pending: Arc::new(tokio::sync::Semaphore::new(PENDING_HANDSHAKES)),
+            readers: readers.clone(),
         }),
     ));
     // Listening ends once every peer is known: nobody else has business on this endpoint.
@@ -222,10 +249,18 @@ pub(super) async fn pull_task(
         }
         match verdict {
             Verdict::Nothing => {}
-            Verdict::Refuse(why) => eprintln!(
-                "stage {k}: refused a message on {endpoint} (connection from: {}): {why}",
-                ev.addr
-            ),
+            Verdict::Refuse(why) => {
+                eprintln!(
+                    "stage {k}: refused a message on {endpoint} (connection from: {}): {why}",
+                    ev.addr
+                );
+                // A stranger gets no second chance: close its connection.
+                if policy.peer_of(ev.conn).is_none()
+                    && let Some(h) = readers.lock().expect("readers lock").remove(&ev.conn)
+                {
+                    h.abort();
+                }
+            }
             Verdict::Peer(p) => {
                 heard.insert(p, Instant::now());
                 if policy.all_connected() {

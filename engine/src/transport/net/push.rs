@@ -31,8 +31,11 @@ struct LinkSender {
 
 impl LinkSender {
     async fn send(&mut self, frames: &[&[u8]]) -> Result<(), String> {
+        // A large tensor on a slow link is not a lost peer: allow 8 MB/s on top of the timeout.
+        let bytes: usize = frames.iter().map(|f| f.len()).sum();
+        let limit = self.limit + Duration::from_secs_f64(bytes as f64 / 8e6);
         let write = zmtp::io::send(&mut self.conn, frames, self.session.as_mut());
-        within(self.limit, write).await
+        within(limit, write).await
     }
 
     async fn command(&mut self, c: &Command) -> Result<(), String> {

@@ -101,9 +101,10 @@ impl Command {
             .ok_or_else(|| malformed("command", "an empty command frame"))?;
         let n = n as usize;
         if rest.len() < n || !valid_name(&rest[..n]) {
+            let shown = &body[..body.len().min(16)];
             return Err(malformed(
                 "command",
-                format!("name of {n} bytes in {body:02x?}"),
+                format!("name of {n} bytes in {shown:02x?}…"),
             ));
         }
         let (name, data) = rest.split_at(n);

@@ -164,7 +164,9 @@ impl Session {
     }
 
     /// Two handles on the session: one to seal what this side sends, one to open what it
-    /// receives (for a connection whose reading and writing run in different tasks).
+    /// receives (for a connection whose reading and writing run in different tasks). Only the
+    /// first may seal: both start from the same send nonce, and a nonce must never be used
+    /// twice under one key.
     pub fn split(self) -> (Session, Session) {
         let (their, mine) = self.keys;
         let prefixes = (self.send_prefix, self.recv_prefix);

@@ -207,9 +207,13 @@ pub async fn receive<R: AsyncRead + Unpin>(
     }
 }
 
+/// The most a CURVE handshake command may declare before it is authenticated (HELLO is 200
+/// bytes, WELCOME 168, INITIATE and READY a few hundred with their metadata).
+pub const CURVE_HANDSHAKE_LIMIT: u64 = 8 * 1024;
+
 /// Reads a command frame's raw body (CURVE's handshake commands carry boxes, not metadata).
 async fn read_raw_command<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ZmtpError> {
-    let head = read_head(r, COMMAND_LIMIT, COMMAND_LIMIT, true).await?;
+    let head = read_head(r, CURVE_HANDSHAKE_LIMIT, CURVE_HANDSHAKE_LIMIT, true).await?;
     if !head.command {
         return Err(ZmtpError::Unexpected(
             "message before the handshake ended".into(),
@@ -249,8 +253,12 @@ pub async fn read_boxed<R: AsyncRead + Unpin>(
             });
         }
         let body = read_body(r, head.len).await?;
-        if body.get(1..6) == Some(b"ERROR") {
-            return Ok(Inbound::Command(Command::decode(&body)?));
+        if body.get(1..8) != Some(b"MESSAGE") {
+            // Anyone on the path can write a plain command: nothing outside a box is trusted.
+            return Err(ZmtpError::Malformed {
+                what: "CURVE session",
+                why: "a frame that is not a MESSAGE box (unauthenticated; ignored)".into(),
+            });
         }
         let (flags, data) = session.open(body)?;
         if flags & 2 != 0 {
