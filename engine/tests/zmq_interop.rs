@@ -92,6 +92,25 @@ fn job_keys(secret: &str) -> Vec<String> {
     keys
 }
 
+/// Rank 1 of `file` for one step, run "interop", under `secret` if given.
+fn spawn_rank1(file: &str, secret: Option<&str>) -> std::process::Child {
+    let mut rank1 = brigade();
+    match secret {
+        Some(s) => rank1.env("BRIGADE_SECRET", s),
+        None => rank1.env_remove("BRIGADE_SECRET"),
+    };
+    rank1
+        .env_remove("BRIGADE_SECRET_FILE")
+        .args([
+            "stage", file, "--stage", "1", "--steps", "1", "--run-id", "interop",
+        ])
+        .args(["--connect-timeout", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn interop(test: &str, offset: u16, secret: Option<&str>) {
     if !pyzmq() {
         eprintln!("SKIP: pyzmq is not installed (pip install pyzmq); .ci/run installs it");
@@ -124,29 +143,7 @@ fn interop(test: &str, offset: u16, secret: Option<&str>) {
         messages += &format!("{} {}\n", hex(&h), hex(&p));
     }
 
-    let mut rank1 = brigade();
-    match secret {
-        Some(s) => rank1.env("BRIGADE_SECRET", s),
-        None => rank1.env_remove("BRIGADE_SECRET"),
-    };
-    let rank1 = rank1
-        .env_remove("BRIGADE_SECRET_FILE")
-        .args([
-            "stage",
-            &file,
-            "--stage",
-            "1",
-            "--steps",
-            "1",
-            "--run-id",
-            "interop",
-            "--connect-timeout",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let rank1 = spawn_rank1(&file, secret);
     let mut py = Command::new("python3")
         .args([
             "-c",
@@ -213,25 +210,7 @@ fn zeromq_crate_push_feeds_a_rank_and_its_pull_receives_the_gradients() {
     let run_id = parse_run_id(job.hash, Some("interop"));
     let m = job.plan.microbatches as u64;
     let shape = job.edges()[0].shape.clone();
-    let rank1 = brigade()
-        .env_remove("BRIGADE_SECRET")
-        .env_remove("BRIGADE_SECRET_FILE")
-        .args([
-            "stage",
-            &file,
-            "--stage",
-            "1",
-            "--steps",
-            "1",
-            "--run-id",
-            "interop",
-            "--connect-timeout",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let rank1 = spawn_rank1(&file, None);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
