@@ -14,6 +14,7 @@
 //! ```
 
 pub mod cli;
+pub mod cluster_env;
 pub mod endpoints;
 pub mod events;
 pub mod executor;

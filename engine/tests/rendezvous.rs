@@ -152,3 +152,117 @@ fn another_plan_is_refused_and_a_missing_rank_is_named() {
     );
     assert!(ea.contains("ranks [1] did not register"), "{ea}");
 }
+
+/// Ranks started with only an engine's variables (no --stage, no --rendezvous).
+fn engine_rank(file: &str, vars: &[(&str, String)], extra: &[&str]) -> Child {
+    let mut c = brigade();
+    for v in [
+        "BRIGADE_SECRET",
+        "BRIGADE_SECRET_FILE",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+        "SLURM_JOB_NODELIST",
+        "SLURM_STEP_NODELIST",
+        "RANK",
+        "WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "JOB_COMPLETION_INDEX",
+    ] {
+        c.env_remove(v);
+    }
+    c.envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["stage", file, "--steps", "5", "--run-id", "rv-env"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn torchrun_and_slurm_variables_are_enough() {
+    let file = topology("rv-env");
+    let want = reference_losses(&file, "5");
+    let torchrun = |rank: &str| {
+        vec![
+            ("RANK", rank.to_string()),
+            ("WORLD_SIZE", "2".to_string()),
+            ("MASTER_ADDR", "127.0.0.1".to_string()),
+            ("MASTER_PORT", port(30).to_string()),
+        ]
+    };
+    let slurm = |rank: &str| {
+        vec![
+            ("SLURM_PROCID", rank.to_string()),
+            ("SLURM_NTASKS", "2".to_string()),
+            ("SLURM_JOB_NODELIST", "localhost".to_string()),
+        ]
+    };
+    let rv_port = port(32).to_string();
+    for (engine, a, b, extra) in [
+        ("torchrun", torchrun("0"), torchrun("1"), vec![]),
+        (
+            "slurm",
+            slurm("0"),
+            slurm("1"),
+            vec!["--rendezvous-port", rv_port.as_str()],
+        ),
+    ] {
+        let (pa, pb) = (
+            engine_rank(&file, &a, &extra),
+            engine_rank(&file, &b, &extra),
+        );
+        let (oa, ob) = (
+            pa.wait_with_output().unwrap(),
+            pb.wait_with_output().unwrap(),
+        );
+        assert!(oa.status.success(), "{engine} rank 0: {}", stderr(&oa));
+        assert!(ob.status.success(), "{engine} rank 1: {}", stderr(&ob));
+        let got = step_losses(&ob);
+        assert_eq!(got.len(), 5, "{engine}");
+        for (x, y) in got.iter().zip(&want) {
+            assert!(
+                ((x - y) / y).abs() <= 1e-5,
+                "{engine}: {x} vs reference {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_engine_environments_name_the_variable() {
+    let file = topology("rv-env-bad");
+    let vars = |pairs: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    };
+    // (environment, what the error says)
+    let table = [
+        (
+            vars(&[("RANK", "0"), ("WORLD_SIZE", "3")]),
+            "WORLD_SIZE: 3 ranks were started",
+        ),
+        (
+            vars(&[("SLURM_PROCID", "2"), ("SLURM_NTASKS", "2")]),
+            "SLURM_PROCID: rank 2 does not exist",
+        ),
+        (
+            vars(&[("RANK", "x")]),
+            "RANK: \"x\": not a non-negative integer",
+        ),
+        (
+            vars(&[("SLURM_PROCID", "0"), ("SLURM_JOB_NODELIST", "n[1-")]),
+            "SLURM_JOB_NODELIST",
+        ),
+        (vars(&[]), "no rank"),
+    ];
+    for (env, says) in table {
+        let out = engine_rank(&file, &env, &[]).wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(says),
+            "{env:?} should say {says}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! topology, planned here exactly as `brigade plan` would.
 
 use super::TopologyArgs;
+use crate::cluster_env;
 use crate::endpoints::{Addresses, create_run_dir, links, run_dir};
 use crate::events::StageEvent;
 use crate::executor::build::{program, stages};
@@ -28,9 +29,10 @@ pub struct StageArgs {
     pub topology: TopologyArgs,
     #[command(flatten)]
     pub checkpoint: super::CheckpointArgs,
-    /// Which rank of the plan to run (0-based; the plan says which chunk it holds).
+    /// Which rank of the plan to run (0-based; the plan says which chunk it holds). Default:
+    /// from the engine's environment (`SLURM_PROCID`, `RANK`, `JOB_COMPLETION_INDEX`).
     #[arg(long, visible_alias = "rank")]
-    pub stage: usize,
+    pub stage: Option<usize>,
     /// Train until this many steps are done, counting resumed ones (default: train.steps).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -69,6 +71,9 @@ pub struct StageArgs {
     /// Spark's allGather): this rank listens on its own entry's port; no rendezvous.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// The rendezvous port when the engine names only rank 0's host (Slurm's first node).
+    #[arg(long, value_name = "PORT", default_value_t = 29400)]
+    pub rendezvous_port: u16,
     /// The file the user gave the launcher (messages name it rather than the launcher's copy
     /// of the plan in the run directory).
     #[arg(long, hide = true)]
@@ -80,7 +85,7 @@ pub fn run(args: &StageArgs) -> Result<()> {
     let result = run_rank(args);
     if let Err(e) = &result {
         StageEvent::Error {
-            stage: args.stage,
+            stage: args.stage.or_else(env_rank).unwrap_or(0),
             message: format!("{e:#}"),
             bad_input: e.chain().any(|c| c.is::<ConfigError>()),
             lost_peer: e.downcast_ref::<LostPeer>().map(|l| l.peer),
@@ -106,14 +111,58 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     if let Some(source) = &args.plan_source {
         job.file = source.clone();
     }
-    let k = args.stage;
     let ranks = job.ranks();
+    // An explicit --stage (launchers always give one) means the engine's variables are not
+    // ours: `brigade train` inside a Slurm allocation must not read SLURM_NTASKS.
+    let from_env = args.stage.is_none();
+    let engine = cluster_env::from_env(&|v| {
+        if from_env {
+            std::env::var(v).ok()
+        } else {
+            None
+        }
+    })
+    .map_err(|e| {
+        ConfigError::invalid(
+            "the environment",
+            e.var,
+            format!("{:?}: {}", e.value, e.why),
+            "Fix or unset the variable, or pass --stage.",
+        )
+    })?;
+    let (k, rank_key) = match (args.stage, &engine) {
+        (Some(k), _) => (k, "--stage"),
+        (None, Some(e)) => (e.rank, e.rank_var),
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                &job.file,
+                "--stage",
+                "no rank: not given, and no SLURM_PROCID, RANK or JOB_COMPLETION_INDEX in the environment",
+                format!("Pass --stage 0 to {}, or start the rank from Slurm, torchrun or a Kubernetes Indexed Job.", ranks - 1),
+            )
+            .into());
+        }
+    };
+    if let Some((world, var)) = engine.as_ref().and_then(|e| e.world)
+        && world != ranks
+    {
+        return Err(ConfigError::invalid(
+            "the environment",
+            var,
+            format!(
+                "{world} ranks were started, but the plan {} has {ranks}",
+                job.file
+            ),
+            format!("Start {ranks} tasks (one per rank), or plan for {world} stages."),
+        )
+        .into());
+    }
     if k >= ranks {
         return Err(ConfigError::invalid(
             &job.file,
-            "--stage",
+            rank_key,
             format!("rank {k} does not exist, the plan has {ranks} ranks"),
-            format!("Use --stage 0 to {}.", ranks - 1),
+            format!("Use ranks 0 to {}.", ranks - 1),
         )
         .into());
     }
@@ -181,7 +230,12 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     }
     let secret = load_secret(args.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
     let keys = secret.as_deref().map(JobKeys::from_secret);
-    let (addresses, bind) = find_peers(args, &job, k, run_id, &keys)?;
+    // The engine may say where rank 0 hosts the rendezvous (flags win).
+    let rendezvous = args.rendezvous.clone().or_else(|| {
+        let (host, port) = engine.as_ref()?.rendezvous.clone()?;
+        (args.peers.is_empty()).then(|| format!("{host}:{}", port.unwrap_or(args.rendezvous_port)))
+    });
+    let (addresses, bind) = find_peers(args, rendezvous.as_deref(), &job, k, run_id, &keys)?;
     let mut links = links(&job, k, &dir, &addresses).map_err(|e| {
         ConfigError::invalid(
             &job.file,
@@ -362,6 +416,7 @@ fn die_with_launcher(launcher: u32) {
 /// interface, or the interface that reaches the rendezvous).
 fn find_peers(
     args: &StageArgs,
+    rendezvous: Option<&str>,
     job: &crate::job::Job,
     k: usize,
     run_id: u64,
@@ -396,7 +451,7 @@ fn find_peers(
         };
         return Ok((Addresses::Table(table), Some(bind)));
     }
-    let Some(rv) = &args.rendezvous else {
+    let Some(rv) = rendezvous else {
         return Ok((
             Addresses::Static {
                 all_local: args.local,
@@ -411,7 +466,7 @@ fn find_peers(
     }
     // The address other ranks reach this one at: the interface that reaches the rendezvous.
     let ip = std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect(rv.as_str()).and_then(|()| s.local_addr()))
+        .and_then(|s| s.connect(rv).and_then(|()| s.local_addr()))
         .with_context(|| format!("stage {k}: cannot find a route to the rendezvous {rv}"))?
         .ip();
     let port = std::net::TcpListener::bind((ip, 0))
@@ -429,7 +484,7 @@ fn find_peers(
         // Bind the rendezvous's own address (not every interface): without a job secret that
         // keeps it on loopback.
         let listener = rt
-            .block_on(tokio::net::TcpListener::bind(rv.as_str()))
+            .block_on(tokio::net::TcpListener::bind(rv))
             .with_context(|| {
                 format!("stage 0: cannot host the rendezvous at {rv} (is it an address of this machine?)")
             })?;
@@ -471,4 +526,13 @@ fn find_peers(
         table.len()
     );
     Ok((Addresses::Table(table), Some(endpoint)))
+}
+
+/// The rank the engine's environment names, if any (for the error event of a rank that failed
+/// before it knew its rank).
+fn env_rank() -> Option<usize> {
+    cluster_env::from_env(&|v| std::env::var(v).ok())
+        .ok()
+        .flatten()
+        .map(|e| e.rank)
 }
