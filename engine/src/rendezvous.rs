@@ -63,6 +63,8 @@ pub enum RendezvousError {
 const LIMIT: u64 = 1 << 20;
 /// Connections registering at once.
 const PENDING: usize = 64;
+/// How long the rendezvous keeps answering latecomers once complete.
+const LATE_WITHIN: Duration = Duration::from_secs(1);
 /// How long one connection may take to register.
 const REGISTER_WITHIN: Duration = Duration::from_secs(5);
 
@@ -231,6 +233,20 @@ pub async fn serve(
     let endpoints: Vec<String> = table.values().map(|(e, _)| e.clone()).collect();
     for (_, w) in table.values_mut() {
         reply(w, &Reply::Endpoints(endpoints.clone())).await;
+    }
+    // A rank that arrives just after the table is complete (a doubled index, a restarted
+    // task) is told why instead of waiting for its timeout.
+    let late = Instant::now() + LATE_WITHIN;
+    while let Ok(Some((from, registered))) = timeout_at(late, rx.recv()).await {
+        if let Ok((reg, mut waiting)) = registered {
+            let why = if table.contains_key(&reg.rank) {
+                format!("rank {} registered twice", reg.rank)
+            } else {
+                format!("rank {} came after every rank had registered", reg.rank)
+            };
+            eprintln!("rendezvous at {addr}: refused {from}: {why}");
+            reply(&mut waiting, &Reply::Error(why)).await;
+        }
     }
     Ok(endpoints)
 }

@@ -266,3 +266,58 @@ fn bad_engine_environments_name_the_variable() {
         );
     }
 }
+
+#[test]
+fn kubernetes_index_with_a_rendezvous_flag() {
+    let file = topology("rv-k8s");
+    let want = reference_losses(&file, "5");
+    let rv = format!("127.0.0.1:{}", port(40));
+    let k8s = |i: &str| vec![("JOB_COMPLETION_INDEX", i.to_string())];
+    let flags = ["--rendezvous", rv.as_str()];
+    let (a, b) = (
+        engine_rank(&file, &k8s("0"), &flags),
+        engine_rank(&file, &k8s("1"), &flags),
+    );
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(oa.status.success(), "index 0: {}", stderr(&oa));
+    assert!(ob.status.success(), "index 1: {}", stderr(&ob));
+    let got = step_losses(&ob);
+    assert_eq!(got.len(), 5);
+    for (x, y) in got.iter().zip(&want) {
+        assert!(((x - y) / y).abs() <= 1e-5, "{x} vs reference {y}");
+    }
+}
+
+#[test]
+fn an_unreachable_rendezvous_and_a_doubled_index_are_errors() {
+    let file = topology("rv-bad");
+    // Nobody hosts this rendezvous: the rank gives up at its connect timeout, naming it.
+    let nobody = format!("127.0.0.1:{}", port(50));
+    let start = std::time::Instant::now();
+    let out = stage(
+        &file,
+        "1",
+        &["--rendezvous", &nobody, "--connect-timeout", "2"],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(start.elapsed() < std::time::Duration::from_secs(15));
+    assert!(stderr(&out).contains(&nobody), "{}", stderr(&out));
+    // Two ranks claim index 1: one of them is refused, naming the rank.
+    let rv = format!("127.0.0.1:{}", port(52));
+    let flags = ["--rendezvous", rv.as_str(), "--connect-timeout", "6"];
+    let torch = |r: &str| vec![("RANK", r.to_string()), ("WORLD_SIZE", "2".to_string())];
+    let procs = [
+        engine_rank(&file, &torch("0"), &flags),
+        engine_rank(&file, &torch("1"), &flags),
+        engine_rank(&file, &torch("1"), &flags),
+    ];
+    let outs: Vec<_> = procs
+        .into_iter()
+        .map(|p| p.wait_with_output().unwrap())
+        .collect();
+    let all: String = outs.iter().map(stderr).collect::<Vec<_>>().join("\n");
+    assert!(all.contains("rank 1 registered twice"), "{all}");
+    assert!(outs.iter().any(|o| !o.status.success()), "{all}");
+}

@@ -29,7 +29,7 @@ HOSTS_TAG="# brigade-slurm-test $$"
 CONF="$WORK/slurm.conf"
 export SLURM_CONF="$CONF"
 # slurmstepd processes that exist before the test are not ours.
-BEFORE=" $(pgrep -x slurmstepd | tr '\n' ' ') "
+BEFORE=" $( (pgrep -x slurmstepd || true) | tr '\n' ' ') "
 cleanup() {
   set +e
   scancel --quiet $(squeue -h -o %i 2>/dev/null) 2>/dev/null
@@ -37,7 +37,7 @@ cleanup() {
   for f in "$WORK"/slurmd-*.pid "$WORK"/slurmctld.pid "$WORK"/munged.pid; do
     [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
   done
-  for p in $(pgrep -x slurmstepd); do
+  for p in $(pgrep -x slurmstepd || true); do
     case "$BEFORE" in *" $p "*) ;; *) kill -KILL "$p" 2>/dev/null ;; esac
   done
   pkill -KILL -f "$WORK/job" 2>/dev/null
