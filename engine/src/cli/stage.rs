@@ -235,7 +235,15 @@ fn run_rank(args: &StageArgs) -> Result<()> {
         let (host, port) = engine.as_ref()?.rendezvous.clone()?;
         (args.peers.is_empty()).then(|| format!("{host}:{}", port.unwrap_or(args.rendezvous_port)))
     });
-    let (addresses, bind) = find_peers(args, rendezvous.as_deref(), &job, k, run_id, &keys)?;
+    let (addresses, bind) = find_peers(args, rendezvous.as_deref(), &job, k, run_id, &keys)
+        .map_err(|e| {
+            // Say where the rank number came from: a doubled index is the engine's mistake.
+            if rank_key == "--stage" {
+                e
+            } else {
+                e.context(format!("rank {k} from {rank_key}"))
+            }
+        })?;
     let mut links = links(&job, k, &dir, &addresses).map_err(|e| {
         ConfigError::invalid(
             &job.file,
