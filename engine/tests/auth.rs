@@ -182,6 +182,14 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
     for what in only {
         assert!(err_b.contains(what), "stage 1 must log {what:?}:\n{err_b}");
     }
+    // The 1 TiB declaration allocated nothing: rank 1 stayed small.
+    let rss = err_b
+        .split("rank 1 ")
+        .last()
+        .and_then(|s| s.split(" MiB").next())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no peak RSS for rank 1 in:\n{err_b}"));
+    assert!(rss < 256.0, "rank 1 peaked at {rss} MiB under the intruder");
     assert!(
         run(&[
             "reference",

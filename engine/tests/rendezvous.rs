@@ -319,6 +319,9 @@ fn an_unreachable_rendezvous_and_a_doubled_index_are_errors() {
         .collect();
     let all: String = outs.iter().map(stderr).collect::<Vec<_>>().join("\n");
     assert!(all.contains("rank 1 registered twice"), "{all}");
-    assert!(all.contains("rank 1 from RANK"), "the message names the variable: {all}");
+    assert!(
+        all.contains("rank 1 from RANK"),
+        "the message names the variable: {all}"
+    );
     assert!(outs.iter().any(|o| !o.status.success()), "{all}");
 }

@@ -155,9 +155,10 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
         "training {} on {} stages on this host, {} steps (run {:016x})",
         spec.file, spec.total_stages, spec.steps, spec.run_id
     );
-    let last = launch(&spec)?.last;
+    let report = launch(&spec)?;
+    let last = report.last;
     eprintln!(
-        "done: every stage finished {} steps{}{}",
+        "done: every stage finished {} steps{}{}; peak RSS {}",
         spec.steps,
         last.map(|m| format!(
             ", final loss {:.4} ({:.0} samples/s)",
@@ -167,7 +168,8 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
         spec.metrics
             .as_ref()
             .map(|m| format!("; metrics in {m}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        rss_summary(&report.peak_rss_kib)
     );
     Ok(())
 }
@@ -186,10 +188,21 @@ pub fn run_launch(args: &LaunchArgs) -> Result<()> {
         spec.total_stages,
         spec.run_id
     );
-    launch(&spec)?;
+    let report = launch(&spec)?;
     eprintln!(
-        "host {}: every stage finished {} steps",
-        args.host, spec.steps
+        "host {}: every stage finished {} steps; peak RSS {}",
+        args.host,
+        spec.steps,
+        rss_summary(&report.peak_rss_kib)
     );
     Ok(())
+}
+
+/// "rank 0 70.1 MiB, rank 1 68.3 MiB".
+fn rss_summary(peaks: &[(usize, u64)]) -> String {
+    peaks
+        .iter()
+        .map(|(r, kib)| format!("rank {r} {:.1} MiB", *kib as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -1,6 +1,6 @@
-//! Control frames: single-frame messages that open (hello), keep alive (heartbeat) and close
-//! (bye) a connection. Tensor messages are two frames (header + payload), so the frame count
-//! tells them apart.
+//! Control frames: single-frame brigade messages; today the bye that closes a link (opening
+//! and keeping alive are ZMTP's READY and PING). Tensor messages are two frames (header +
+//! payload), so the frame count tells them apart.
 
 use brigade_stages::codec::{MAGIC, VERSION};
 use serde::{Deserialize, Serialize};
@@ -21,10 +21,9 @@ pub enum Mismatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ControlKind {
-    Hello,
-    /// The answer to the receiver's challenge (authenticated jobs only).
-    Auth,
+    /// Kept alive (ZMTP PINGs do this between brigade ranks; a tool may send it instead).
     Heartbeat,
+    /// The sender has sent everything: its silence from now on is expected.
     Bye,
 }
 
@@ -36,36 +35,6 @@ pub struct Control {
     pub job_hash: u64,
     pub from_stage: u32,
     pub kind: ControlKind,
-    /// Hello: the challenge the receiver must answer on its connection back to us. Auth: the
-    /// answer.
-    #[serde(default, with = "serde_bytes_opt")]
-    pub bytes: Option<Vec<u8>>,
-}
-
-/// msgpack bin for the optional byte string (not an array of integers).
-mod serde_bytes_opt {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_bytes(b),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum B<'a> {
-            #[serde(borrow)]
-            Bytes(&'a [u8]),
-            Owned(Vec<u8>),
-        }
-        Ok(Option::<B<'de>>::deserialize(d)?.map(|b| match b {
-            B::Bytes(x) => x.to_vec(),
-            B::Owned(x) => x,
-        }))
-    }
 }
 
 impl Control {
@@ -77,13 +46,7 @@ impl Control {
             job_hash,
             from_stage: from_stage as u32,
             kind,
-            bytes: None,
         }
-    }
-
-    pub fn with_bytes(mut self, bytes: &[u8]) -> Self {
-        self.bytes = Some(bytes.to_vec());
-        self
     }
 
     pub fn encode(&self) -> Vec<u8> {
