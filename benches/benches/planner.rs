@@ -34,6 +34,7 @@ fn problem(n: usize, k: usize) -> Problem {
             })
             .collect(),
         slots,
+        recompute: false,
     }
 }
 

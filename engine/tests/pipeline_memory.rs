@@ -101,6 +101,19 @@ fn mlp_gpipe_and_1f1b() {
 }
 
 #[test]
+fn recomputation_changes_nothing_but_memory() {
+    // Dropout (quickstart) and attention (transformer) recompute identically at backward.
+    check(
+        "quickstart.toml",
+        &["train.schedule=gpipe", "train.recompute=true"],
+    );
+    check(
+        "transformer-lm.toml",
+        &["train.schedule=1f1b", "train.recompute=true"],
+    );
+}
+
+#[test]
 fn transformer_4_stages_both_schedules() {
     check("transformer-lm.toml", &["train.schedule=1f1b"]);
     check(

@@ -3,7 +3,8 @@
 //! Stage `k` running layers `a..b` on its device costs
 //! `work(a..b) / speed_k + send_next_k(cut[b]) + send_prev_k(cut[a])` per micro-batch — its
 //! compute plus what it must push out (activations forward, gradients backward) — and must fit
-//! `params(a..b) · (1 + optimizer copies) + live_k · saved(a..b)` in its memory, where `live_k`
+//! `params(a..b) · (1 + optimizer copies) + live_k · saved(a..b)` in its memory (with
+//! recomputation `live_k · cut(a) + saved(a..b)`: only the stage input is kept), where `live_k`
 //! is how many micro-batches the schedule keeps alive on it. The pipeline's throughput is set by
 //! its slowest stage, so `auto` minimises the bottleneck `max_k cost_k`.
 
@@ -36,6 +37,9 @@ pub struct Problem {
     /// Bytes crossing the cut before layer c, len n + 1.
     pub cut_bytes: Vec<u64>,
     pub slots: Vec<StageSlot>,
+    /// Activation recomputation: a stage keeps only its input per live micro-batch, plus one
+    /// micro-batch's saved activations while it recomputes.
+    pub recompute: bool,
 }
 
 /// Why no partition exists.
@@ -137,10 +141,17 @@ impl Problem {
         let sum = |xs: &[u64]| xs.iter().fold(0u64, |acc, &x| acc.saturating_add(x));
         sum(&self.param_bytes[a..b])
             .saturating_mul(s.param_factor)
-            .saturating_add(
-                s.live_microbatches
-                    .saturating_mul(sum(&self.saved_bytes[a..b])),
-            )
+            .saturating_add(self.activation_bytes(k, a, sum(&self.saved_bytes[a..b])))
+    }
+
+    /// Activation bytes stage k keeps when layers a.. save `saved` bytes per micro-batch.
+    fn activation_bytes(&self, k: usize, a: usize, saved: u64) -> u64 {
+        let live = self.slots[k].live_microbatches;
+        if self.recompute {
+            live.saturating_mul(self.cut_bytes[a]).saturating_add(saved)
+        } else {
+            live.saturating_mul(saved)
+        }
     }
 
     /// The per-micro-batch time of stage k holding a..b.
@@ -190,6 +201,7 @@ pub fn parameters(param_bytes: &[u64], stages: usize) -> Result<Split, Partition
         saved_bytes: vec![0; n],
         cut_bytes: vec![0; n + 1],
         slots: vec![slot; stages],
+        recompute: false,
     };
     auto(&problem)
 }
@@ -226,10 +238,7 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
         let s = &p.slots[k];
         (pre.params[b] - pre.params[a])
             .saturating_mul(s.param_factor)
-            .saturating_add(
-                s.live_microbatches
-                    .saturating_mul(pre.saved[b] - pre.saved[a]),
-            )
+            .saturating_add(p.activation_bytes(k, a, pre.saved[b] - pre.saved[a]))
     };
     let cost = |k: usize, a: usize, b: usize| {
         compute(k, a, b)
@@ -289,6 +298,11 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
                     break;
                 }
                 if cap.is_some_and(|cap| memory(k, a, b) > cap) {
+                    // Without recomputation memory only grows as `a` falls; with it, the kept
+                    // input (the cut at `a`) may shrink again, so look further.
+                    if p.recompute {
+                        continue;
+                    }
                     break;
                 }
                 let prev = f[(k - 1) * width + a];

@@ -102,12 +102,14 @@ pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placem
             .forward_gflop
             .iter()
             .zip(&costs.backward_gflop)
-            .map(|(f, b)| f + b)
+            // Recomputation runs every forward a second time, at backward.
+            .map(|(f, b)| f + b + if topo.train.recompute { *f } else { 0.0 })
             .collect(),
         param_bytes: costs.param_bytes.clone(),
         saved_bytes: costs.saved_bytes.clone(),
         cut_bytes: costs.cut_bytes.clone(),
         slots,
+        recompute: topo.train.recompute,
     }
 }
 
@@ -155,7 +157,14 @@ pub fn describe(
             let r = split.range(k);
             let dev = topo.device(&places[k]);
             let ms = |w: &[f64]| w[r.clone()].iter().sum::<f64>() / dev.speed_gflops * 1e3;
-            let (forward_ms, backward_ms) = (ms(&costs.forward_gflop), ms(&costs.backward_gflop));
+            let forward_ms = ms(&costs.forward_gflop);
+            // Recomputation's second forward is part of the backward.
+            let backward_ms = ms(&costs.backward_gflop)
+                + if topo.train.recompute {
+                    forward_ms
+                } else {
+                    0.0
+                };
             PlanStage {
                 stage: k,
                 host: topo.hosts[places[k].host].name.clone(),

@@ -63,6 +63,9 @@ pub struct Train {
     pub optimizer: Optimizer,
     pub lr: f64,
     pub seed: u64,
+    /// Keep only each micro-batch's chunk input between forward and backward, and recompute
+    /// the forward at backward time (GPipe's re-materialisation): less memory, more compute.
+    pub recompute: bool,
 }
 
 impl Train {

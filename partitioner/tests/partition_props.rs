@@ -48,18 +48,22 @@ fn problem() -> impl Strategy<Value = Problem> {
                 prop::collection::vec(0u64..30, n),
                 prop::collection::vec(0u64..200, n + 1),
                 prop::collection::vec(slot, k),
+                any::<bool>(),
             )
-                .prop_map(|(work, param_bytes, saved_bytes, mut cut_bytes, slots)| {
-                    cut_bytes[0] = 0;
-                    *cut_bytes.last_mut().unwrap() = 0;
-                    Problem {
-                        work,
-                        param_bytes,
-                        saved_bytes,
-                        cut_bytes,
-                        slots,
-                    }
-                })
+                .prop_map(
+                    |(work, param_bytes, saved_bytes, mut cut_bytes, slots, recompute)| {
+                        cut_bytes[0] = 0;
+                        *cut_bytes.last_mut().unwrap() = 0;
+                        Problem {
+                            work,
+                            param_bytes,
+                            saved_bytes,
+                            cut_bytes,
+                            slots,
+                            recompute,
+                        }
+                    },
+                )
         })
 }
 
@@ -126,8 +130,41 @@ fn ten_thousand_layers_onto_64_stages_is_fast_and_balanced() {
             .map(|i| if i == 0 || i == n { 0 } else { 4096 })
             .collect(),
         slots: vec![slot; 64],
+        recompute: false,
     };
     let split = partition::auto(&p).unwrap();
     let uniform = partition::uniform(n, 64);
     assert!(p.bottleneck_ms(&split) <= p.bottleneck_ms(&uniform) + 1e-9);
+}
+
+#[test]
+fn recomputation_keeps_only_chunk_inputs_alive() {
+    let slot = StageSlot {
+        speed_gflops: 1.0,
+        memory_bytes: None,
+        live_microbatches: 8,
+        param_factor: 2,
+        send_next: (0.0, 0.0),
+        send_prev: (0.0, 0.0),
+    };
+    let mut p = Problem {
+        work: vec![1.0; 4],
+        param_bytes: vec![10; 4],
+        saved_bytes: vec![100; 4],
+        cut_bytes: vec![0, 50, 50, 50, 0],
+        slots: vec![slot; 2],
+        recompute: false,
+    };
+    // Layers 2..4 on stage 1: params 2·20 + 8 live × 200 saved.
+    assert_eq!(p.memory_bytes(1, 2, 4), 40 + 8 * 200);
+    p.recompute = true;
+    // Only the input (cut 2: 50 bytes) per live micro-batch, plus one micro-batch's 200.
+    assert_eq!(p.memory_bytes(1, 2, 4), 40 + 8 * 50 + 200);
+    // A memory cap that only recomputation meets: auto now finds a split.
+    for s in &mut p.slots {
+        s.memory_bytes = Some(700);
+    }
+    assert!(partition::auto(&p).is_ok());
+    p.recompute = false;
+    assert!(partition::auto(&p).is_err());
 }

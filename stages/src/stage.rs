@@ -46,7 +46,8 @@ pub enum StageError {
 
 struct Live {
     input: Act,
-    output: Act,
+    /// The output with its graph; `None` under recomputation until backward re-runs forward.
+    output: Option<Act>,
 }
 
 /// One stage's layers, optimizer and in-flight micro-batches.
@@ -67,6 +68,8 @@ pub struct Stage {
     seed: u64,
     microbatches: usize,
     step: u64,
+    /// Keep only each micro-batch's input and recompute its forward at backward time.
+    recompute: bool,
 }
 
 impl Stage {
@@ -113,6 +116,7 @@ impl Stage {
             seed: topo.train.seed,
             microbatches: topo.train.microbatches,
             step: 0,
+            recompute: topo.train.recompute,
             device,
         }
     }
@@ -168,6 +172,28 @@ impl Stage {
                 got: input.dims(),
             });
         }
+        let (input, x) = self.run_layers(mb, input);
+        let out = x.clone().detach();
+        // Under recomputation only the input is kept; backward re-runs forward (dropout masks
+        // are keyed by step, micro-batch and layer, so the rerun is the same computation).
+        let live = if self.recompute {
+            Live {
+                input: input.detach(),
+                output: None,
+            }
+        } else {
+            Live {
+                input,
+                output: Some(x),
+            }
+        };
+        self.live.insert(mb, live);
+        Ok(out)
+    }
+
+    /// The stage's layers on micro-batch `mb`: (the input, tracked for its gradient past the
+    /// first stage, and the output with its graph).
+    fn run_layers(&self, mb: u64, input: Act) -> (Act, Act) {
         let input = if self.index == 0 {
             input
         } else {
@@ -184,23 +210,38 @@ impl Stage {
             };
             x = module.forward(kind, x, &ctx);
         }
+        (input, x)
+    }
+
+    /// The output of live micro-batch `mb` with its graph, recomputing it if it was dropped.
+    fn output(&mut self, mb: u64) -> Result<Act, StageError> {
+        let live = self.live.get(&mb).ok_or(StageError::NotLive {
+            stage: self.index,
+            mb,
+        })?;
+        if let Some(out) = &live.output {
+            return Ok(out.clone());
+        }
+        let (input, out) = self.run_layers(mb, live.input.clone());
         self.live.insert(
             mb,
             Live {
                 input,
-                output: x.clone(),
+                output: Some(out.clone()),
             },
         );
-        Ok(x.detach())
+        Ok(out)
     }
 
     /// Backward of micro-batch `mb` from the gradient of its output; accumulates parameter
     /// gradients and returns the input's gradient (None on the first stage).
     pub fn backward(&mut self, mb: u64, grad: Act) -> Result<Option<Act>, StageError> {
-        let live = self.live.get(&mb).ok_or(StageError::NotLive {
-            stage: self.index,
-            mb,
-        })?;
+        if !self.live.contains_key(&mb) {
+            return Err(StageError::NotLive {
+                stage: self.index,
+                mb,
+            });
+        }
         if grad.dims() != self.output_shape {
             return Err(StageError::GradShape {
                 stage: self.index,
@@ -209,7 +250,7 @@ impl Stage {
                 got: grad.dims(),
             });
         }
-        let seed = live.output.dot(&grad);
+        let seed = self.output(mb)?.dot(&grad);
         Ok(self.backward_from(mb, seed))
     }
 
@@ -224,11 +265,8 @@ impl Stage {
         if !self.last {
             return Err(StageError::NotLast { stage: self.index });
         }
-        let live = self.live.get(&mb).ok_or(StageError::NotLive {
-            stage: self.index,
-            mb,
-        })?;
-        let l = loss(&live.output, target);
+        let output = self.output(mb)?;
+        let l = loss(&output, target);
         let value = l.clone().into_scalar::<f32>();
         let scaled = l / self.microbatches as f64;
         Ok((value, self.backward_from(mb, scaled)))

@@ -146,3 +146,42 @@ fn cnn_splits_match_the_unsplit_model() {
 fn transformer_lm_splits_match_the_unsplit_model() {
     check("transformer-lm.toml", &[&[2, 1, 1, 3], &[1, 6], &[4, 3]]);
 }
+
+/// With `train.recompute = true` every split still reproduces the plain unsplit model: the
+/// forward rerun at backward time draws the same dropout masks.
+fn recomputed(file: &str, splits: &[&[usize]]) {
+    let path = format!(
+        "{}/../topologies/{file}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+    );
+    let plain = load(&path, &[]).unwrap();
+    let recompute = load(&path, &["train.recompute=true".to_string()]).unwrap();
+    assert!(recompute.train.recompute && !plain.train.recompute);
+    let n = plain.model.layers.len();
+    let whole = run(&plain, &Split::from_counts(&[n]));
+    for counts in splits.iter().copied().chain(std::iter::once(&[n][..])) {
+        let got = run(&recompute, &Split::from_counts(counts));
+        for (step, (a, b)) in got.losses.iter().zip(&whole.losses).enumerate() {
+            let d = max_rel_diff(a, b);
+            assert!(
+                d <= REL,
+                "{file} {counts:?} recomputed: step {step} losses differ by {d:e}"
+            );
+        }
+        for ((i, pa), (_, pb)) in got.params.iter().zip(&whole.params) {
+            for (a, b) in pa.iter().zip(pb) {
+                let d = max_rel_diff(a, b);
+                assert!(
+                    d <= REL,
+                    "{file} {counts:?} recomputed: layer {i} differs by {d:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn recomputation_reproduces_the_model_with_dropout_and_attention() {
+    recomputed("quickstart.toml", &[&[3, 3], &[1, 5]]);
+    recomputed("transformer-lm.toml", &[&[2, 1, 1, 3]]);
+}

@@ -51,13 +51,18 @@ pub fn render(p: &Planned) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "plan for {} ({}): {} layers → {} stages, method {}, schedule {}, {} micro-batches of {}, {} costs\n",
+        "plan for {} ({}): {} layers → {} stages, method {}, schedule {}{}, {} micro-batches of {}, {} costs\n",
         topo.file,
         topo.name,
         p.graph.len(),
         plan.stages.len(),
         plan.method,
         plan.schedule,
+        if topo.train.recompute {
+            " with recomputation"
+        } else {
+            ""
+        },
         plan.microbatches,
         topo.train.microbatch_size(),
         if plan.measured_costs {

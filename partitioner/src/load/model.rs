@@ -21,6 +21,7 @@ pub(super) const TRAIN_KEYS: &[&str] = &[
     "beta1",
     "beta2",
     "eps",
+    "recompute",
 ];
 
 pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
@@ -334,5 +335,6 @@ pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
         optimizer,
         lr,
         seed: s.u64_or("seed", 0)?,
+        recompute: s.opt_bool("recompute")?.unwrap_or(false),
     })
 }
