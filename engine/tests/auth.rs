@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn topology(test: &str, offset: u16, address_b: &str) -> String {
-    let port = 24_000 + (std::process::id() % 15_000) as u16 + offset;
+    let port = test_port(offset);
     two_host_topology(test, port, address_b, port + 4)
 }
 
@@ -212,7 +212,7 @@ fn survives_intruder(test: &str, file: &str, port_b: u16, secret: Option<&str>) 
 #[test]
 fn forged_frames_from_an_intruder_are_dropped() {
     let file = topology("auth-intruder", 8, "127.0.0.1");
-    let port_b = 24_000 + (std::process::id() % 15_000) as u16 + 8 + 4;
+    let port_b = test_port(8 + 4);
     survives_intruder(
         "intruder-test",
         &file,
@@ -224,7 +224,7 @@ fn forged_frames_from_an_intruder_are_dropped() {
 #[test]
 fn oversized_and_foreign_connections_do_not_end_a_job_without_secret() {
     let file = topology("auth-oversized", 24, "127.0.0.1");
-    let port_b = 24_000 + (std::process::id() % 15_000) as u16 + 24 + 4;
+    let port_b = test_port(24 + 4);
     survives_intruder("oversized-test", &file, port_b, None);
 }
 

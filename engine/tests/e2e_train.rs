@@ -139,7 +139,7 @@ fn transformer_lm_2_stages() {
 #[test]
 fn two_launchers_on_two_loopback_hosts_match_the_reference() {
     let dir = tmp("launch");
-    let port = 22_000 + (std::process::id() % 20_000) as u16;
+    let port = test_port(0);
     let f = &two_host_topology("launch-topology", port, "127.0.0.2", port);
     let (mb, rm) = (dir.join("b.jsonl"), dir.join("ref.jsonl"));
     let a = brigade()

@@ -51,7 +51,7 @@ fn killed_stage_fails_the_job_within_10_s_without_orphans() {
 /// Two single-device hosts on loopback, so two hand-started stages meet over TCP whatever their
 /// run ids.
 fn loopback_pair(test: &str, offset: u16) -> String {
-    let port = 20_000 + (std::process::id() % 20_000) as u16 + offset;
+    let port = test_port(offset);
     two_host_topology(test, port, "127.0.0.1", port + 4)
 }
 

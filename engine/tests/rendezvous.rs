@@ -23,7 +23,7 @@ fn topology(test: &str) -> String {
 }
 
 fn port(offset: u16) -> u16 {
-    30_000 + (std::process::id() % 20_000) as u16 + offset
+    test_port(offset)
 }
 
 fn reference_losses(file: &str, steps: &str) -> Vec<f64> {

@@ -116,7 +116,7 @@ fn interop(test: &str, offset: u16, secret: Option<&str>) {
         eprintln!("SKIP: pyzmq is not installed (pip install pyzmq); .ci/run installs it");
         return;
     }
-    let port = 21_000 + (std::process::id() % 20_000) as u16 + offset;
+    let port = test_port(offset);
     let file = two_host_topology(test, port, "127.0.0.1", port + 4);
     let job = load_input(&file, &[], None).unwrap().0;
     let run_id = parse_run_id(job.hash, Some("interop"));
@@ -204,7 +204,7 @@ fn zeromq_crate_push_feeds_a_rank_and_its_pull_receives_the_gradients() {
     use zeromq::{
         PullSocket, PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage,
     };
-    let port = 21_000 + (std::process::id() % 20_000) as u16 + 20;
+    let port = test_port(20);
     let file = two_host_topology("zmq-crate", port, "127.0.0.1", port + 4);
     let job = load_input(&file, &[], None).unwrap().0;
     let run_id = parse_run_id(job.hash, Some("interop"));

@@ -100,3 +100,10 @@ pub fn wait_for_pids(dir: &std::path::Path, stages: usize) -> Vec<i32> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A TCP port for one test of this process: below Linux's ephemeral range (32768+), so a
+/// connection some other test opens cannot be holding it; distinct `offset`s for tests that
+/// run at the same time.
+pub fn test_port(offset: u16) -> u16 {
+    10_000 + (std::process::id() % 20_000) as u16 + offset
+}
