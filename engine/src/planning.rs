@@ -19,6 +19,8 @@ pub struct Planned {
     pub places: Vec<Placement>,
     /// Which rank holds each chunk.
     pub chunk_rank: Vec<usize>,
+    /// The planner turned recomputation on because no split fits memory without it.
+    pub auto_recompute: bool,
 }
 
 /// Estimated costs, or measured ones from a `brigade profile` file.
@@ -57,7 +59,7 @@ pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, Confi
             &topo.file,
             "partition",
             e,
-            "Give the devices more memory (hosts.memory), use more stages, or keep fewer micro-batches alive (train.schedule = \"1f1b\").",
+            "Give the devices more memory (hosts.memory), use more stages, keep fewer micro-batches alive (train.schedule = \"1f1b\"), or recompute activations (train.recompute = true).",
         )
     })?;
     let alternatives = plan::alternatives(&plan::problem(&topo, &costs, &live));
@@ -90,6 +92,7 @@ pub(crate) fn finish(
         },
         places,
         chunk_rank,
+        auto_recompute: false,
     };
     let sim = p.simulate(true).map_err(|e| {
         ConfigError::invalid(

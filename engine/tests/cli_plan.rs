@@ -125,3 +125,41 @@ fn train_refuses_gpu_devices_in_a_cpu_build_before_starting_anything() {
         "{err}"
     );
 }
+
+/// The benchmark MLP with 36 MiB per device: without recomputation each stage needs ~40 MiB,
+/// with it ~34 MiB, so the planner turns recomputation on and says so.
+fn tight_memory_topology() -> std::path::PathBuf {
+    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(format!("{root}/topologies/mlp-8x1024.toml")).unwrap();
+    let old = "devices = [\"cpu\", \"cpu\"]";
+    assert!(text.contains(old));
+    let text = text.replace(old, &format!("{old}\nmemory = \"36MiB\""));
+    let dir = std::env::temp_dir().join(format!("brigade-plan-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tight.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn planner_turns_recompute_on_when_memory_forces_it_and_records_it() {
+    let topo = tight_memory_topology();
+    let job = topo.with_file_name("job.json");
+    let (topo_s, job_s) = (topo.to_str().unwrap(), job.to_str().unwrap());
+    let (code, out, err) = brigade(&["plan", topo_s, "--out", job_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("turned on by the planner"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&job).unwrap()).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("train.recompute=true"), "{text}");
+
+    // Refusing recomputation leaves no split, and the error names the key and the way out.
+    let (code, _, err) = brigade(&["plan", topo_s, "--set", "train.recompute=false"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("partition") && err.contains("train.recompute"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(topo.parent().unwrap());
+}

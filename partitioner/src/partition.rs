@@ -55,6 +55,16 @@ pub enum PartitionError {
         needed: u64,
         available: u64,
     },
+    /// Every stage could hold some layer alone, but no contiguous split fits them all.
+    #[error(
+        "no split of {layers} layers into {stages} stages fits the devices' memory (each stage can hold a layer alone, but together the model needs more than the {available} bytes the devices have; on one device it needs {needed} bytes)"
+    )]
+    DoesNotFitTogether {
+        layers: usize,
+        stages: usize,
+        needed: u64,
+        available: u64,
+    },
     #[error("cannot split {layers} layers into {stages} non-empty stages")]
     TooManyStages { layers: usize, stages: usize },
 }
@@ -364,6 +374,17 @@ fn does_not_fit(p: &Problem) -> PartitionError {
         })
         .max_by_key(|&(_, need, cap)| need.saturating_sub(cap))
         .unwrap_or((0, 0, 0));
+    if worst.1 <= worst.2 {
+        let available = (0..k_total)
+            .map(|k| p.slots[k].memory_bytes.unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add);
+        return PartitionError::DoesNotFitTogether {
+            layers: n,
+            stages: k_total,
+            needed: p.memory_bytes(0, 0, n),
+            available,
+        };
+    }
     PartitionError::DoesNotFit {
         layers: n,
         stages: k_total,

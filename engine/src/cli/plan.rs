@@ -118,6 +118,12 @@ pub fn render(p: &Planned) -> String {
         .iter()
         .max_by(|a, b| (a.compute_ms + a.send_ms).total_cmp(&(b.compute_ms + b.send_ms)))
         .map_or(0, |st| st.stage);
+    if p.auto_recompute {
+        let _ = writeln!(
+            s,
+            "\nrecompute      turned on by the planner: without it no split fits the devices' memory (train.recompute = false to refuse)"
+        );
+    }
     let _ = writeln!(
         s,
         "\nbottleneck     stage {slowest}: {} per micro-batch (compute + send)",

@@ -108,11 +108,32 @@ fn plan_topology(
         },
         other => other,
     })?;
-    let planned = make_plan(topo, profile)?;
+    let mut overrides = overrides.to_vec();
+    let chosen = topo.train.recompute
+        || text.contains("recompute")
+        || overrides.iter().any(|o| o.starts_with("train.recompute"));
+    let planned = match make_plan(topo, profile) {
+        Ok(p) => p,
+        // Memory forces recomputation: plan with it, and record it among the plan's overrides
+        // so every rank recomputes (unless the user chose either way).
+        Err(e) if !chosen && e.key() == Some("partition") => {
+            let mut with = overrides.clone();
+            with.push("train.recompute=true".into());
+            match make_plan(brigade_partitioner::parse(file, &text, &with)?, profile) {
+                Ok(mut p) => {
+                    p.auto_recompute = true;
+                    overrides = with;
+                    p
+                }
+                Err(_) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let source = TopologySource {
         file: file.to_string(),
         toml: text,
-        overrides: overrides.to_vec(),
+        overrides,
     };
     let job = job_from_plan(source, &planned.topo, &planned.plan, &planned.alternatives)?;
     Ok((job, planned))
