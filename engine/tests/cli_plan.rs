@@ -149,6 +149,18 @@ fn planner_turns_recompute_on_when_memory_forces_it_and_records_it() {
     let (code, out, err) = brigade(&["plan", topo_s, "--out", job_s]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("turned on by the planner"), "{out}");
+    // The schedule table shows why: plain GPipe does not fit, 1F1B (fewer live micro-batches)
+    // and recomputation do.
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row:\n{out}"))
+            .to_string()
+    };
+    assert!(row("gpipe  ").contains("does not fit memory"), "{out}");
+    for name in ["gpipe + recompute", "1f1b  ", "1f1b + recompute"] {
+        assert!(row(name).contains("bubble"), "{out}");
+    }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&job).unwrap()).unwrap();
     let text = v.to_string();

@@ -40,8 +40,49 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", render(&p));
+        print!("{}", compare_schedules(args).unwrap_or_default());
     }
     Ok(())
+}
+
+/// Every schedule, with and without recomputation, planned afresh on the user's model (each
+/// gets its own best split): step, bubble and memory per stage side by side. None where the
+/// input cannot be re-planned with other settings (a job plan file).
+fn compare_schedules(args: &PlanArgs) -> Option<String> {
+    use std::fmt::Write;
+    let mut s = String::from(
+        "\nschedules on this model (each with its own best split; memory per stage):\n",
+    );
+    for schedule in ["gpipe", "1f1b"] {
+        for recompute in [false, true] {
+            let mut overrides = args.topology.overrides.clone();
+            overrides.push(format!("train.schedule={schedule}"));
+            overrides.push(format!("train.recompute={recompute}"));
+            let name = format!("{schedule}{}", if recompute { " + recompute" } else { "" });
+            match load_planned(&args.topology.file, &overrides, args.profile.as_deref()) {
+                Ok((_, _, v)) => {
+                    let mem: Vec<String> = v
+                        .plan
+                        .stages
+                        .iter()
+                        .map(|st| fmt::bytes(st.memory_bytes))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "  {name:<17} step {:>10}  bubble {:>5.1}%  [{}]",
+                        fmt::ms(v.plan.step_ms),
+                        v.plan.bubble_fraction * 100.0,
+                        mem.join(", ")
+                    );
+                }
+                Err(e) if e.key() == Some("partition") => {
+                    let _ = writeln!(s, "  {name:<17} does not fit memory");
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+    Some(s)
 }
 
 /// The human-readable plan.
