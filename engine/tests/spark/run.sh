@@ -31,8 +31,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BRIGADE" plan topologies/quickstart.toml --out "$WORK/job.json" >/dev/null
-"$BRIGADE" reference topologies/quickstart.toml --steps 40 --metrics "$WORK/ref.jsonl" >/dev/null
+# mlp-8x1024, not quickstart: a step must take long enough (~0.2 s) that rank 1 is still
+# running when the kill below looks for it; quickstart's 40 steps can end in under a second.
+"$BRIGADE" plan topologies/mlp-8x1024.toml --out "$WORK/job.json" >/dev/null
+"$BRIGADE" reference topologies/mlp-8x1024.toml --steps 40 --metrics "$WORK/ref.jsonl" >/dev/null
 
 compare() {  # events file, first and last step to compare
   python3 - "$1" "$WORK/ref.jsonl" "$2" "$3" <<'PY'
