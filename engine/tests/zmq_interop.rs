@@ -130,15 +130,7 @@ fn interop(test: &str, offset: u16, secret: Option<&str>) {
     let shape = job.edges()[0].shape.clone();
     let mut messages = String::new();
     for mb in 0..m {
-        let route = Route {
-            run_id,
-            step: 0,
-            microbatch: mb,
-            kind: Kind::Activation,
-            edge: 0,
-        };
-        let n: usize = shape.iter().product();
-        let (h, p) = encode(route, TensorData::new(vec![0.5f32; n], shape.clone())).unwrap();
+        let (h, p) = activation(run_id, mb, &shape, 0.5);
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         messages += &format!("{} {}\n", hex(&h), hex(&p));
     }
@@ -236,15 +228,7 @@ fn zeromq_crate_push_feeds_a_rank_and_its_pull_receives_the_gradients() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         for mb in 0..m {
-            let route = Route {
-                run_id,
-                step: 0,
-                microbatch: mb,
-                kind: Kind::Activation,
-                edge: 0,
-            };
-            let n: usize = shape.iter().product();
-            let (h, p) = encode(route, TensorData::new(vec![0.25f32; n], shape.clone())).unwrap();
+            let (h, p) = activation(run_id, mb, &shape, 0.25);
             let mut msg = ZmqMessage::from(h);
             msg.push_back(p.into());
             push.send(msg).await.unwrap();
@@ -267,4 +251,18 @@ fn zeromq_crate_push_feeds_a_rank_and_its_pull_receives_the_gradients() {
         gradients,
         vec![shape.iter().product::<usize>() * 4; m as usize]
     );
+}
+
+/// Header and payload frames of micro-batch `mb`'s activation on edge 0, every value `v`.
+fn activation(run_id: u64, mb: u64, shape: &[usize], v: f32) -> (Vec<u8>, Vec<u8>) {
+    let route = Route {
+        run_id,
+        step: 0,
+        microbatch: mb,
+        kind: Kind::Activation,
+        edge: 0,
+    };
+    let n: usize = shape.iter().product();
+    let (h, p) = encode(route, TensorData::new(vec![v; n], shape.to_vec())).unwrap();
+    (h.to_vec(), p.to_vec())
 }
