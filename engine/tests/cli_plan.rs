@@ -128,13 +128,16 @@ fn train_refuses_gpu_devices_in_a_cpu_build_before_starting_anything() {
 
 /// The benchmark MLP with 36 MiB per device: without recomputation each stage needs ~40 MiB,
 /// with it ~34 MiB, so the planner turns recomputation on and says so.
-fn tight_memory_topology() -> std::path::PathBuf {
+/// `train_extra` is written at the top of [train].
+fn tight_memory_topology(name: &str, train_extra: &str) -> std::path::PathBuf {
     let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(format!("{root}/topologies/mlp-8x1024.toml")).unwrap();
     let old = "devices = [\"cpu\", \"cpu\"]";
-    assert!(text.contains(old));
-    let text = text.replace(old, &format!("{old}\nmemory = \"36MiB\""));
-    let dir = std::env::temp_dir().join(format!("brigade-plan-mem-{}", std::process::id()));
+    assert!(text.contains(old) && text.contains("[train]\n"));
+    let text = text
+        .replace(old, &format!("{old}\nmemory = \"36MiB\""))
+        .replace("[train]\n", &format!("[train]\n{train_extra}\n"));
+    let dir = std::env::temp_dir().join(format!("brigade-plan-mem-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("tight.toml");
     std::fs::write(&path, text).unwrap();
@@ -143,7 +146,8 @@ fn tight_memory_topology() -> std::path::PathBuf {
 
 #[test]
 fn planner_turns_recompute_on_when_memory_forces_it_and_records_it() {
-    let topo = tight_memory_topology();
+    // A comment naming recompute is not a choice.
+    let topo = tight_memory_topology("auto", "# recompute: left to the planner");
     let job = topo.with_file_name("job.json");
     let (topo_s, job_s) = (topo.to_str().unwrap(), job.to_str().unwrap());
     let (code, out, err) = brigade(&["plan", topo_s, "--out", job_s]);
@@ -174,4 +178,11 @@ fn planner_turns_recompute_on_when_memory_forces_it_and_records_it() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(topo.parent().unwrap());
+
+    // So does writing it in the file.
+    let refused = tight_memory_topology("refused", "recompute = false");
+    let (code, _, err) = brigade(&["plan", refused.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("train.recompute"), "{err}");
+    let _ = std::fs::remove_dir_all(refused.parent().unwrap());
 }

@@ -109,9 +109,13 @@ fn plan_topology(
         other => other,
     })?;
     let mut overrides = overrides.to_vec();
-    let chosen = topo.train.recompute
-        || text.contains("recompute")
-        || overrides.iter().any(|o| o.starts_with("train.recompute"));
+    // The user chose when `recompute` is written under [train] or set on the command line.
+    let written = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("train")?.as_table()?.get("recompute").cloned())
+        .is_some();
+    let chosen = written || overrides.iter().any(|o| o.starts_with("train.recompute"));
     let planned = match make_plan(topo, profile) {
         Ok(p) => p,
         // Memory forces recomputation: plan with it, and record it among the plan's overrides
