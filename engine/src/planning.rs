@@ -29,10 +29,13 @@ pub fn costs_for(
     graph: &LayerGraph,
     profile: Option<&str>,
 ) -> Result<Costs, ConfigError> {
-    match profile {
-        Some(path) => Costs::from_profile(topo, graph, &Profile::load(path)?, path),
-        None => Ok(Costs::estimate(graph, topo.train.microbatch_size())),
-    }
+    let costs = match profile {
+        Some(path) => Costs::from_profile(topo, graph, &Profile::load(path)?, path)?,
+        None => Costs::estimate(graph, topo.train.microbatch_size()),
+    };
+    // Activations, gradients and what layers keep for backward are in the training dtype;
+    // parameters stay f32.
+    Ok(costs.with_activation_bytes_per_element(topo.train.dtype.size()))
 }
 
 /// Micro-batches each stage of the topology's pipeline keeps alive, counted from the schedule's

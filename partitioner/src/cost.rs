@@ -145,6 +145,15 @@ impl Costs {
         Ok(costs)
     }
 
+    /// The same costs with activations of `bytes` per element instead of f32's 4 (what a layer
+    /// keeps for backward and what crosses a cut; parameters stay f32).
+    pub fn with_activation_bytes_per_element(mut self, bytes: u64) -> Costs {
+        let scale = |v: &mut u64| *v = *v / 4 * bytes + *v % 4 * bytes / 4;
+        self.saved_bytes.iter_mut().for_each(scale);
+        self.cut_bytes.iter_mut().for_each(scale);
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.forward_gflop.len()
     }

@@ -66,6 +66,37 @@ pub struct Train {
     /// Keep only each micro-batch's chunk input between forward and backward, and recompute
     /// the forward at backward time (GPipe's re-materialisation): less memory, more compute.
     pub recompute: bool,
+    /// The element type stages compute in and send on the wire; parameters and optimizer state
+    /// stay f32 (master weights).
+    pub dtype: TrainDType,
+}
+
+/// `[train] dtype`: what activations and gradients are computed in and sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainDType {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl TrainDType {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainDType::F32 => "f32",
+            TrainDType::Bf16 => "bf16",
+            TrainDType::F16 => "f16",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            TrainDType::F32 => 4,
+            TrainDType::Bf16 | TrainDType::F16 => 2,
+        }
+    }
 }
 
 impl Train {
@@ -148,6 +179,20 @@ pub struct Host {
 pub enum DeviceKind {
     Cpu,
     Cuda(u32),
+}
+
+impl DeviceKind {
+    /// `"cpu"` or `"cuda:N"`, as a topology writes devices.
+    pub fn parse(spec: &str) -> Option<DeviceKind> {
+        match spec {
+            "cpu" => Some(DeviceKind::Cpu),
+            _ => spec
+                .strip_prefix("cuda:")?
+                .parse()
+                .ok()
+                .map(DeviceKind::Cuda),
+        }
+    }
 }
 
 impl std::fmt::Display for DeviceKind {

@@ -75,7 +75,9 @@ impl TransformerBlock {
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
         let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
-        let probs = softmax(scores + causal_mask(t, &self.query.weight.device()), 3);
+        // The mask in the scores' dtype (in f16 its -1e9 becomes -inf, which softmax takes).
+        let mask = causal_mask(t, &self.query.weight.device()).cast(scores.dtype());
+        let probs = softmax(scores + mask, 3);
         let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         self.out.forward(ctx)
     }

@@ -124,6 +124,8 @@ pub enum CodecError {
     },
     #[error("payload of {got} bytes exceeds the limit of {limit} bytes")]
     TooLarge { got: u64, limit: u64 },
+    #[error("cannot read the tensor back from the device: {0}")]
+    ReadBack(String),
     #[error("dtype {0:?} cannot be sent")]
     UnsupportedDType(String),
 }
@@ -189,15 +191,41 @@ impl std::ops::Deref for Payload {
 /// storage is shared with the payload instead of read back, so sending an activation the stage
 /// keeps for its backward pass costs no copy (flex copies on write while the payload lives).
 pub fn encode_act(route: Route, act: &Act) -> Result<(Vec<u8>, Payload), CodecError> {
+    if let Some(frames) = encode_in_place(route, act)? {
+        return Ok(frames);
+    }
+    encode_read_back(route, act.to_data())
+}
+
+/// [`encode_act`] when the activation's bytes can be sent where they lie (a contiguous flex
+/// tensor in host memory); `None` when they must be read back first.
+pub fn encode_in_place(route: Route, act: &Act) -> Result<Option<(Vec<u8>, Payload)>, CodecError> {
     if let Some(flex) = flex_primitive(act) {
         let len = flex.layout().num_elements() * flex.dtype().size();
         if flex.is_contiguous() && flex.layout().start_offset() == 0 && flex.bytes().len() >= len {
             let header = header_for(route, flex.dtype(), &act.dims(), len)?;
-            return Ok((header, Payload::Shared(flex.data_arc(), len)));
+            return Ok(Some((header, Payload::Shared(flex.data_arc(), len))));
         }
     }
-    let (header, payload) = encode_shared(route, act.to_data())?;
+    Ok(None)
+}
+
+/// Encodes data read back from the device.
+pub fn encode_read_back(route: Route, data: TensorData) -> Result<(Vec<u8>, Payload), CodecError> {
+    let (header, payload) = encode_shared(route, data)?;
     Ok((header, Payload::Owned(payload)))
+}
+
+/// Reads an activation back to the host without blocking the caller's thread: a GPU copy is
+/// awaited, so an async I/O task keeps serving its other links meanwhile.
+pub async fn read_back(act: &Act) -> Result<TensorData, CodecError> {
+    let data = match act {
+        Act::Tokens(t) => t.to_data_async().await,
+        Act::F2(t) => t.to_data_async().await,
+        Act::F3(t) => t.to_data_async().await,
+        Act::F4(t) => t.to_data_async().await,
+    };
+    data.map_err(|e| CodecError::ReadBack(e.to_string()))
 }
 
 /// The flex tensor behind an activation (`None` on other backends).
@@ -281,20 +309,22 @@ pub fn decode_shared(
     Ok((header, data))
 }
 
-/// Turns decoded data into a stage activation on `device` (f16/bf16 are widened to f32).
+/// Turns decoded data into a stage activation on `device`, in the dtype it travelled in
+/// (bf16 and f16 stay half precision: that is the training dtype of the job).
 pub fn to_act(data: TensorData, device: &Device) -> Result<Act, CodecError> {
     let shape = data.shape().to_vec();
-    if data.dtype() == DType::I64 {
+    let dtype = data.dtype();
+    if dtype == DType::I64 {
         if shape.len() != 2 {
             return Err(CodecError::Rank(shape.len()));
         }
         return Ok(Act::Tokens(Tensor::from_data(data, device)));
     }
-    let data = data.convert::<f32>();
+    let opts = (device, dtype);
     match shape.len() {
-        2 => Ok(Act::F2(Tensor::from_data(data, device))),
-        3 => Ok(Act::F3(Tensor::from_data(data, device))),
-        4 => Ok(Act::F4(Tensor::from_data(data, device))),
+        2 => Ok(Act::F2(Tensor::from_data(data, opts))),
+        3 => Ok(Act::F3(Tensor::from_data(data, opts))),
+        4 => Ok(Act::F4(Tensor::from_data(data, opts))),
         r => Err(CodecError::Rank(r)),
     }
 }
@@ -390,6 +420,28 @@ mod tests {
             vec![0i64, -1, i64::MAX, i64::MIN, 42, 7],
             vec![2, 3],
         ));
+    }
+
+    #[test]
+    fn half_precision_activations_arrive_in_their_dtype() {
+        let dev = Device::flex();
+        for (data, dtype) in [
+            (
+                TensorData::new(vec![bf16::from_f32(1.5); 6], vec![2, 3]),
+                DType::BF16,
+            ),
+            (
+                TensorData::new(vec![f16::from_f32(-0.25); 6], vec![2, 3]),
+                DType::F16,
+            ),
+        ] {
+            let act = to_act(data.clone(), &dev).unwrap();
+            assert_eq!(act.to_data().dtype(), dtype, "not widened on arrival");
+            let (h, p) = encode_act(route(), &act).unwrap();
+            let (header, back) = decode(&h, p.to_vec(), u64::MAX).unwrap();
+            assert_eq!(header.payload_len, 12, "two bytes per element on the wire");
+            assert_eq!(back.as_bytes(), data.as_bytes());
+        }
     }
 
     #[test]

@@ -166,7 +166,8 @@ impl LayerModule {
                         }
                     })
                     .collect();
-                match (x, Act::from_f32(mask, &dims, &device)) {
+                let dtype = x.float_dtype();
+                match (x, Act::from_f32(mask, &dims, &device).cast(dtype)) {
                     (Act::F2(t), Act::F2(m)) => Act::F2(t * m),
                     (Act::F3(t), Act::F3(m)) => Act::F3(t * m),
                     (Act::F4(t), Act::F4(m)) => Act::F4(t * m),

@@ -48,6 +48,7 @@ pub mod layer;
 pub mod loss;
 pub mod optim;
 pub mod params;
+pub mod precision;
 pub mod profile;
 pub mod reference;
 pub mod stage;

@@ -2,6 +2,7 @@
 
 use crate::act::Act;
 use crate::layer::{ForwardCtx, LayerModule};
+use crate::precision::{compute_module, float_dtype};
 use brigade_partitioner::{LayerGraph, LayerKind, Profile, ProfiledLayer, Topology};
 use burn::prelude::*;
 use rand::Rng;
@@ -13,18 +14,21 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
     let device = device.clone().autodiff();
     let graph = LayerGraph::from_model(&topo.model);
     let mbs = topo.train.microbatch_size();
+    let dtype = float_dtype(topo.train.dtype);
     let layers = (0..graph.len())
         .map(|i| {
             let node = graph.layer(i);
-            let module =
+            let master =
                 LayerModule::init(&node.kind, &node.input_shape, topo.train.seed, i, &device);
+            // Timed in the training dtype, as a stage runs it.
+            let module = compute_module(&master, dtype);
             let mut shape = vec![mbs];
             shape.extend_from_slice(&node.input_shape);
             let mut fwd = Vec::with_capacity(repeats);
             let mut bwd = Vec::with_capacity(repeats);
             let mut activation_bytes = 0;
             for r in 0..warmup + repeats {
-                let x = sample_input(&node.kind, &shape, r as u64, &device);
+                let x = sample_input(&node.kind, &shape, r as u64, &device).cast(dtype);
                 let ctx = ForwardCtx {
                     seed: topo.train.seed,
                     step: r as u64,
@@ -36,18 +40,19 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
                 let out = module.forward(&node.kind, x, &ctx);
                 sync(&device);
                 let t1 = Instant::now();
-                let grad = ones_like(&out, &device);
+                let grad = ones_like(&out, &device).cast(out.float_dtype());
                 let t2 = Instant::now();
                 let _grads = out.dot(&grad).backward();
                 sync(&device);
                 let t3 = Instant::now();
-                activation_bytes = out.dims().iter().product::<usize>() as u64 * 4;
+                activation_bytes =
+                    out.dims().iter().product::<usize>() as u64 * topo.train.dtype.size();
                 if r >= warmup {
                     fwd.push((t1 - t0).as_secs_f64() * 1e3);
                     bwd.push((t3 - t2).as_secs_f64() * 1e3);
                 }
             }
-            let param_bytes = module.num_params() as u64 * 4;
+            let param_bytes = master.num_params() as u64 * 4;
             ProfiledLayer {
                 name: node.name.clone(),
                 forward_ms: median(fwd),

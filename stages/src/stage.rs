@@ -11,9 +11,11 @@ use crate::layer::{ForwardCtx, LayerModule};
 use crate::loss::{Target, loss};
 use crate::optim::{StageOptimizer, make_optimizer};
 use crate::params::{AssignIds, NamedParam, named_params, take_grads};
+use crate::precision::{compute_module, float_dtype};
 use brigade_partitioner::{LayerGraph, LayerKind, Topology};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -70,6 +72,8 @@ pub struct Stage {
     step: u64,
     /// Keep only each micro-batch's input and recompute its forward at backward time.
     recompute: bool,
+    /// What activations are computed in (parameters stay f32; see [`crate::precision`]).
+    dtype: FloatDType,
 }
 
 impl Stage {
@@ -117,6 +121,7 @@ impl Stage {
             microbatches: topo.train.microbatches,
             step: 0,
             recompute: topo.train.recompute,
+            dtype: float_dtype(topo.train.dtype),
             device,
         }
     }
@@ -206,9 +211,10 @@ impl Stage {
     /// the parameters as constants (`valid`), still computed by the autodiff backend so the
     /// values are a recorded forward's.
     fn run_without_graph(&self, mb: u64, input: Act) -> Act {
-        let mut x = input.detach();
+        let mut x = input.detach().cast(self.dtype);
         for (j, (kind, module)) in self.kinds.iter().zip(&self.modules).enumerate() {
-            x = module.valid().forward(kind, x, &self.ctx(mb, j));
+            let module = compute_module(&module.valid(), self.dtype);
+            x = module.forward(kind, x, &self.ctx(mb, j));
         }
         x
     }
@@ -231,9 +237,14 @@ impl Stage {
         } else {
             input.require_grad()
         };
-        let mut x = input.clone();
+        // A no-op past the first stage, whose input arrives in the training dtype.
+        let mut x = input.clone().cast(self.dtype);
         for (j, (kind, module)) in self.kinds.iter().zip(&self.modules).enumerate() {
-            x = module.forward(kind, x, &self.ctx(mb, j));
+            x = if self.dtype == FloatDType::F32 {
+                module.forward(kind, x, &self.ctx(mb, j))
+            } else {
+                compute_module(module, self.dtype).forward(kind, x, &self.ctx(mb, j))
+            };
         }
         (input, x)
     }
@@ -287,12 +298,25 @@ impl Stage {
         mb: u64,
         target: &Target,
     ) -> Result<(f32, Option<Act>), StageError> {
+        let (loss, grad) = self.backward_loss_deferred(mb, target)?;
+        Ok((loss.into_scalar::<f32>(), grad))
+    }
+
+    /// [`Stage::backward_loss`] with the loss left on the device as a one-element tensor, so a
+    /// GPU stage does not wait for its queue to drain once per micro-batch: read the step's
+    /// losses together at its end.
+    pub fn backward_loss_deferred(
+        &mut self,
+        mb: u64,
+        target: &Target,
+    ) -> Result<(Tensor<1>, Option<Act>), StageError> {
         if !self.last {
             return Err(StageError::NotLast { stage: self.index });
         }
-        let output = self.output(mb)?;
+        // The loss (a mean over the micro-batch) is taken in f32 whatever the training dtype.
+        let output = self.output(mb)?.cast(FloatDType::F32);
         let l = loss(&output, target);
-        let value = l.clone().into_scalar::<f32>();
+        let value = l.clone().detach();
         let scaled = l / self.microbatches as f64;
         Ok((value, self.backward_from(mb, scaled)))
     }

@@ -185,3 +185,55 @@ fn recomputation_reproduces_the_model_with_dropout_and_attention() {
     recomputed("quickstart.toml", &[&[3, 3], &[1, 5]]);
     recomputed("transformer-lm.toml", &[&[2, 1, 1, 3]]);
 }
+
+/// `train.dtype = "bf16"` / `"f16"`: activations and gradients in half precision, f32 master
+/// weights. Every split computes exactly what the unsplit half-precision model computes (the
+/// same operations in the same dtype), and the run follows f32 training to half precision's
+/// accuracy. (The engine refuses half precision on CPU devices; flex runs it here only to
+/// check the stage logic without a GPU.)
+fn half_precision(file: &str, dtype: &str, splits: &[&[usize]]) {
+    let path = format!(
+        "{}/../topologies/{file}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+    );
+    let f32_topo = load(&path, &[]).unwrap();
+    let half = load(&path, &[format!("train.dtype=\"{dtype}\"")]).unwrap();
+    let n = half.model.layers.len();
+    let whole = run(&half, &Split::from_counts(&[n]));
+    let full = run(&f32_topo, &Split::from_counts(&[n]));
+    for counts in splits {
+        let got = run(&half, &Split::from_counts(counts));
+        assert_eq!(
+            got.losses, whole.losses,
+            "{file} {dtype} {counts:?}: losses"
+        );
+        assert_eq!(
+            got.params, whole.params,
+            "{file} {dtype} {counts:?}: parameters"
+        );
+    }
+    for (step, (a, b)) in whole.losses.iter().zip(&full.losses).enumerate() {
+        let d = max_rel_diff(a, b);
+        assert!(
+            d <= 3e-2,
+            "{file} {dtype}: step {step} losses differ from f32 by {d:e}: {a:?} vs {b:?}"
+        );
+    }
+    // The master weights moved by f32-sized updates: they are not rounded to half precision.
+    let (_, first) = &whole.params[0];
+    let rounded = first[0]
+        .iter()
+        .filter(|v| burn::tensor::bf16::from_f32(**v).to_f32() == **v)
+        .count();
+    assert!(
+        rounded < first[0].len() / 2,
+        "{file} {dtype}: parameters look rounded to half precision"
+    );
+}
+
+#[test]
+fn half_precision_training_splits_match_and_follow_f32() {
+    half_precision("quickstart.toml", "bf16", &[&[3, 3], &[1, 5]]);
+    half_precision("quickstart.toml", "f16", &[&[2, 4]]);
+    half_precision("transformer-lm.toml", "bf16", &[&[2, 1, 1, 3]]);
+}

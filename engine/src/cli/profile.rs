@@ -2,7 +2,7 @@
 
 use super::TopologyArgs;
 use anyhow::{Context, Result};
-use brigade_stages::device::burn_device;
+use brigade_stages::device::training_device;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -23,7 +23,7 @@ pub struct ProfileArgs {
 pub fn run(args: &ProfileArgs) -> Result<()> {
     let topo = args.topology.load()?;
     let kind = topo.hosts[0].devices[0].kind;
-    let device = burn_device(kind)?;
+    let device = training_device(kind, topo.train.dtype)?;
     let mut profile =
         brigade_stages::profile::profile(&topo, &device, args.warmup, args.repeats.max(1));
     profile.device_gflops = Some(topo.hosts[0].devices[0].speed_gflops);

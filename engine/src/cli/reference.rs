@@ -4,7 +4,8 @@ use super::TopologyArgs;
 use crate::metrics::MetricsWriter;
 use crate::reference::{Checkpointing, train_with};
 use anyhow::{Context, Result};
-use brigade_stages::device::burn_device;
+use brigade_partitioner::DeviceKind;
+use brigade_stages::device::training_device;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -15,13 +16,22 @@ pub struct ReferenceArgs {
     pub checkpoint: super::CheckpointArgs,
     #[command(flatten)]
     pub run: super::RunArgs,
+    /// Train on this device ("cpu" or "cuda:N") instead of the topology's first device.
+    #[arg(long, value_name = "DEVICE", value_parser = parse_device)]
+    pub device: Option<DeviceKind>,
+}
+
+fn parse_device(s: &str) -> Result<DeviceKind, String> {
+    DeviceKind::parse(s)
+        .ok_or_else(|| format!("\"{s}\" is not a device; use \"cpu\" or \"cuda:N\""))
 }
 
 pub fn run(args: &ReferenceArgs) -> Result<()> {
     // A topology, or a job plan's topology: the reference does not split.
     let topo = args.topology.load()?;
     let steps = args.run.steps.unwrap_or(topo.train.steps);
-    let device = burn_device(topo.hosts[0].devices[0].kind)?;
+    let kind = args.device.unwrap_or(topo.hosts[0].devices[0].kind);
+    let device = training_device(kind, topo.train.dtype)?;
     let mut metrics = args
         .run
         .metrics
@@ -30,10 +40,9 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
         .transpose()
         .context("cannot create the metrics file")?;
     println!(
-        "reference: {} ({} layers) on one {}, {steps} steps of {} samples in {} micro-batches",
+        "reference: {} ({} layers) on one {kind}, {steps} steps of {} samples in {} micro-batches",
         topo.file,
         topo.model.layers.len(),
-        topo.hosts[0].devices[0].kind,
         topo.train.batch,
         topo.train.microbatches
     );

@@ -19,7 +19,7 @@ use crate::transport::net::{JobKeys, MIN_SECRET, NetConfig, NetTransport, load_s
 use anyhow::{Context, Result, bail};
 use brigade_partitioner::ConfigError;
 use brigade_stages::SyntheticData;
-use brigade_stages::device::burn_device;
+use brigade_stages::device::training_device;
 use clap::Args;
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,7 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     let _remove_pid_file = RemoveOnDrop(pid_file);
     let place = &job.places[k];
     let host = &topo.hosts[place.host];
-    let device = burn_device(topo.device(place).kind)?;
+    let device = training_device(topo.device(place).kind, topo.train.dtype)?;
     let steps = args.steps.unwrap_or(topo.train.steps) as u64;
 
     let mut chunks = stages(&job, k, &device);

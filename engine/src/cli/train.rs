@@ -7,6 +7,7 @@ use crate::job::{Input, load_input};
 use crate::launcher::{LaunchSpec, launch};
 use anyhow::Result;
 use brigade_partitioner::{ConfigError, error::did_you_mean};
+use brigade_stages::device::DeviceUnavailable;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -88,8 +89,17 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
     for (r, p) in job.places.iter().enumerate() {
         let h = &topo.hosts[p.host];
         if host.is_none_or(|n| n == h.name)
-            && let Err(e) = brigade_stages::device::burn_device(topo.device(p).kind)
+            && let Err(e) =
+                brigade_stages::device::training_device(topo.device(p).kind, topo.train.dtype)
         {
+            let hint = match e {
+                DeviceUnavailable::NotBuilt { .. } => {
+                    "Rebuild with `cargo build --release -p brigade-engine --features cuda`, or use \"cpu\"."
+                }
+                DeviceUnavailable::HalfOnCpu { .. } => {
+                    "Remove `dtype` from [train] (CPU stages train in f32), or use cuda:N devices."
+                }
+            };
             return Err(ConfigError::invalid(
                 &job.file,
                 match input {
@@ -97,7 +107,7 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
                     Input::Plan => format!("ranks[{r}].device"),
                 },
                 format!("stage {r}: {e}"),
-                "Rebuild with `cargo build --release -p brigade-engine --features cuda`, or use \"cpu\".",
+                hint,
             )
             .into());
         }

@@ -9,6 +9,7 @@ use crate::trace::{Span, Tracer};
 use brigade_stages::checkpoint::Snapshot;
 use brigade_stages::codec::Kind;
 use brigade_stages::{Act, Batches, Stage};
+use burn::prelude::Tensor;
 
 pub use super::error::ExecError;
 pub use crate::message::{Incoming, Outgoing};
@@ -80,7 +81,8 @@ pub struct Executor {
     inbox: HashMap<(u32, Kind, u64, u64), Act>,
     /// Outputs and input gradients computed and not yet sent, keyed by (chunk, kind, mb).
     outbox: HashMap<(usize, Kind, u64), Act>,
-    losses: Vec<f64>,
+    /// This step's micro-batch losses, still on the device (read once, at the step's end).
+    losses: Vec<Tensor<1>>,
     waiting_since: Option<u64>,
     tracer: Tracer,
     checkpoints: Option<CheckpointPolicy>,
@@ -271,8 +273,10 @@ impl Executor {
                             .data
                             .targets(step, mb, &device)
                             .map_err(|e| self.data_error(step, mb, e))?;
-                        let (loss, g) = self.stage_mut(chunk, instr)?.backward_loss(mb, &target)?;
-                        self.losses.push(loss as f64);
+                        let (loss, g) = self
+                            .stage_mut(chunk, instr)?
+                            .backward_loss_deferred(mb, &target)?;
+                        self.losses.push(loss);
                         g
                     }
                     Some(edge) => {
@@ -352,8 +356,13 @@ impl Executor {
                 snapshots,
             });
         }
-        let loss = (!self.losses.is_empty())
-            .then(|| self.losses.drain(..).sum::<f64>() / self.microbatches as f64);
+        let loss = (!self.losses.is_empty()).then(|| {
+            let values = Tensor::cat(std::mem::take(&mut self.losses), 0)
+                .into_data()
+                .convert::<f32>();
+            let sum: f64 = values.iter::<f32>().map(|v| v as f64).sum();
+            sum / self.microbatches as f64
+        });
         self.pending.push_back(Action::StepDone { step, loss });
         Ok(())
     }

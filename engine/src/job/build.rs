@@ -53,8 +53,8 @@ pub fn job_from_plan(
             from_chunk: i,
             to_chunk: i + 1,
             shape: w[0].output_shape.clone(),
-            dtype: "f32".into(),
-            max_bytes: w[0].output_shape.iter().product::<usize>() as u64 * 4,
+            dtype: topo.train.dtype.name().into(),
+            max_bytes: w[0].output_shape.iter().product::<usize>() as u64 * topo.train.dtype.size(),
         })
         .collect();
     let file = source.file.clone();

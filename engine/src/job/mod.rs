@@ -106,7 +106,7 @@ pub struct EdgeSpec {
     pub to_chunk: usize,
     /// `[micro-batch, ..]`.
     pub shape: Vec<usize>,
-    /// Element type on the wire ("f32").
+    /// Element type on the wire: the topology's `train.dtype` ("f32", "bf16" or "f16").
     pub dtype: String,
     /// The largest payload a message on this edge may declare; a larger frame is refused
     /// before anything is allocated.

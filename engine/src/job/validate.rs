@@ -243,19 +243,21 @@ impl JobPlan {
         }
         for (i, e) in self.edges.iter().enumerate() {
             let shape = &self.chunks[i].output_shape;
-            let max_bytes = shape.iter().product::<usize>() as u64 * 4;
+            let dtype = topo.train.dtype;
+            let max_bytes = shape.iter().product::<usize>() as u64 * dtype.size();
             let ok = e.id == i
                 && e.from_chunk == i
                 && e.to_chunk == i + 1
                 && &e.shape == shape
-                && e.dtype == "f32"
+                && e.dtype == dtype.name()
                 && e.max_bytes == max_bytes;
             if !ok {
                 return Err(bad(
                     &format!("edges[{i}]"),
                     format!(
-                        "{e:?}; expected edge {i} from chunk {i} to chunk {} carrying f32 {shape:?} ({max_bytes} bytes)",
-                        i + 1
+                        "{e:?}; expected edge {i} from chunk {i} to chunk {} carrying {} {shape:?} ({max_bytes} bytes)",
+                        i + 1,
+                        dtype.name()
                     ),
                     REPLAN,
                 ));

@@ -88,7 +88,7 @@ pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
                     ));
                 }
             };
-            let kind = parse_device(spec).ok_or_else(|| {
+            let kind = DeviceKind::parse(spec).ok_or_else(|| {
                 ConfigError::invalid(
                     file,
                     dpath.clone(),
@@ -151,17 +151,6 @@ pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
         });
     }
     Ok(hosts)
-}
-
-fn parse_device(spec: &str) -> Option<DeviceKind> {
-    match spec {
-        "cpu" => Some(DeviceKind::Cpu),
-        _ => spec
-            .strip_prefix("cuda:")?
-            .parse()
-            .ok()
-            .map(DeviceKind::Cuda),
-    }
 }
 
 pub(super) fn links(top: &Section, hosts: &[Host]) -> Result<Vec<Link>, ConfigError> {

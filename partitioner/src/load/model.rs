@@ -22,6 +22,7 @@ pub(super) const TRAIN_KEYS: &[&str] = &[
     "beta2",
     "eps",
     "recompute",
+    "dtype",
 ];
 
 pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
@@ -336,5 +337,10 @@ pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
         lr,
         seed: s.u64_or("seed", 0)?,
         recompute: s.opt_bool("recompute")?.unwrap_or(false),
+        dtype: match s.choice("dtype", "f32", &["f32", "bf16", "f16"])? {
+            "bf16" => TrainDType::Bf16,
+            "f16" => TrainDType::F16,
+            _ => TrainDType::F32,
+        },
     })
 }

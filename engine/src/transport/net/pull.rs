@@ -18,6 +18,7 @@ use super::zmtp::{self, Mechanism, Metadata, SocketType, ZmtpError};
 const MAX_FRAMES: usize = 2;
 use crate::endpoints::Listen;
 use crate::message::Incoming;
+use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
 use brigade_stages::codec;
 use std::collections::HashMap;
@@ -167,12 +168,27 @@ async fn read_loop(
     }
 }
 
+/// Receives on this rank's endpoint until every peer has said bye or failed; returns the
+/// trace of its uploads (received bytes becoming tensors on the rank's device).
 pub(super) async fn pull_task(
     cfg: Arc<NetConfig>,
     listener: Listener,
     listen: Listen,
     links: HashMap<usize, Link>,
     to_compute: ToCompute,
+) -> Vec<TraceEvent> {
+    let mut tracer = Tracer::new(cfg.stage, 1, cfg.trace);
+    pull_loop(cfg, listener, listen, links, to_compute, &mut tracer).await;
+    tracer.into_events()
+}
+
+async fn pull_loop(
+    cfg: Arc<NetConfig>,
+    listener: Listener,
+    listen: Listen,
+    links: HashMap<usize, Link>,
+    to_compute: ToCompute,
+    tracer: &mut Tracer,
 ) {
     let k = cfg.stage;
     let Listen { endpoint, routes } = listen;
@@ -303,8 +319,18 @@ pub(super) async fn pull_task(
                                 route.shape, h.edge
                             )));
                         }
+                        // On a GPU this is the host-to-device copy, here on the I/O thread so it
+                        // overlaps the compute thread's work on the previous micro-batch.
+                        let start = tracer.now();
                         let tensor =
                             codec::to_act(data, &cfg.device).map_err(|e| bad(e.to_string()))?;
+                        tracer.record(Span::new(
+                            "upload",
+                            start,
+                            tracer.now(),
+                            h.step,
+                            h.microbatch,
+                        ));
                         Ok(Incoming {
                             edge: h.edge,
                             kind: h.kind,

@@ -147,13 +147,24 @@ pub(super) async fn push_task(
                 Some(Some(msg)) => {
                     let start = tracer.now();
                     let route = Route { run_id: cfg.run_id, step: msg.step, microbatch: msg.microbatch, kind: msg.kind, edge: msg.edge };
-                    let (header, payload) = match codec::encode_act(route, &msg.tensor) {
+                    let frames = match codec::encode_in_place(route, &msg.tensor) {
+                        Ok(Some(frames)) => Ok(frames),
+                        // Device memory: an asynchronous read-back, traced on its own.
+                        Ok(None) => {
+                            let data = codec::read_back(&msg.tensor).await;
+                            tracer.record(Span::new("readback", start, tracer.now(), msg.step, msg.microbatch));
+                            data.and_then(|d| codec::encode_read_back(route, d))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let (header, payload) = match frames {
                         Ok(frames) => frames,
                         Err(e) => {
                             report(TransportError::Io { stage: k, why: e.to_string() });
                             return tracer.into_events();
                         }
                     };
+                    let start = tracer.now();
                     // The payload is written from the tensor's own bytes: no copy between burn and the wire.
                     if let Err(why) = out.send(&[&header, &payload]).await {
                         report(lost(why));

@@ -110,7 +110,9 @@ pub(super) async fn io_main(
                 }
                 let _ = timeout(LINGER, async {
                     for p in pulls.drain(..) {
-                        let _ = p.await;
+                        if let Ok(ev) = p.await {
+                            events.extend(ev);
+                        }
                     }
                 })
                 .await;
