@@ -101,3 +101,85 @@ fn profile_writes_what_plan_reads() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("profiled costs"));
 }
+
+#[test]
+fn devices_and_training_dtypes_are_checked_before_training() {
+    // --device chooses the reference's device; a CPU build names the feature it lacks.
+    let out = brigade(&[
+        "reference",
+        "topologies/quickstart.toml",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let out = brigade(&[
+        "reference",
+        "topologies/quickstart.toml",
+        "--device",
+        "gpu0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(
+        err(&out).contains("\"gpu0\" is not a device"),
+        "{}",
+        err(&out)
+    );
+    if !cfg!(feature = "cuda") {
+        let out = brigade(&[
+            "reference",
+            "topologies/quickstart.toml",
+            "--device",
+            "cuda:0",
+        ]);
+        assert_ne!(out.status.code(), Some(0));
+        assert!(err(&out).contains("--features cuda"), "{}", err(&out));
+    }
+    // Half precision is for GPUs: CPU stages compute in f32, and every command says so.
+    let bf16 = "train.dtype=\"bf16\"";
+    for cmd in ["reference", "train"] {
+        let out = brigade(&[cmd, "topologies/quickstart.toml", "--set", bf16]);
+        assert_ne!(out.status.code(), Some(0), "{cmd} {}", err(&out));
+        assert!(
+            err(&out).contains("train.dtype = \"bf16\" needs a CUDA device"),
+            "{cmd}: {}",
+            err(&out)
+        );
+    }
+    let out = brigade(&[
+        "train",
+        "topologies/quickstart.toml",
+        "--set",
+        "train.dtype=\"f8\"",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err(&out).contains("train.dtype"), "{}", err(&out));
+    // A bf16 plan halves the bytes on its edges.
+    let job = tmp("bf16-job.json");
+    let out = brigade(&[
+        "plan",
+        "topologies/quickstart.toml",
+        "--set",
+        bf16,
+        "--out",
+        &job,
+    ]);
+    assert!(out.status.success(), "{}", err(&out));
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&job).unwrap()).unwrap();
+    let edge = &plan["edges"][0];
+    assert_eq!(edge["dtype"], "bf16", "{edge}");
+    let elements: u64 = edge["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .product();
+    assert_eq!(edge["max_bytes"].as_u64(), Some(elements * 2), "{edge}");
+}

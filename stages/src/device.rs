@@ -11,7 +11,7 @@ pub enum DeviceUnavailable {
     )]
     NotBuilt { device: DeviceKind },
     #[error(
-        "train.dtype = \"{}\" needs CUDA devices, and {device} is a CPU: CPU stages compute in f32. Remove `dtype` from [train], or put every stage on a cuda:N device",
+        "train.dtype = \"{}\" needs a CUDA device, and this stage's device is {device} (CPU stages compute in f32): remove `dtype` from [train], or put every stage on a cuda:N device",
         dtype.name()
     )]
     HalfOnCpu {

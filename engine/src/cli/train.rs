@@ -96,9 +96,7 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
                 DeviceUnavailable::NotBuilt { .. } => {
                     "Rebuild with `cargo build --release -p brigade-engine --features cuda`, or use \"cpu\"."
                 }
-                DeviceUnavailable::HalfOnCpu { .. } => {
-                    "Remove `dtype` from [train] (CPU stages train in f32), or use cuda:N devices."
-                }
+                DeviceUnavailable::HalfOnCpu { .. } => "See docs/gpu.md.",
             };
             return Err(ConfigError::invalid(
                 &job.file,

@@ -9,13 +9,17 @@
 #
 # usage: engine/tests/gpu/run.sh [PATH/TO/brigade or brigade.gz]   (default target/gpu-carry/brigade.gz)
 # needs: nvidia-smi, a CUDA toolkit with NVRTC (CUDA_PATH, default /usr/local/cuda), python3.
-# BRIGADE_CHECK_DEVICE=cpu runs the same f32 checks on the CPU (to try the script without a GPU).
+# BRIGADE_CHECK_DEVICE=cpu runs the same f32 checks on the CPU (to try the script without a GPU);
+# BRIGADE_CHECK_KEEP=DIR keeps the metrics, traces, profiles and logs in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 BIN=${1:-target/gpu-carry/brigade.gz}
 WORK=$(mktemp -d)
 SAMPLER=
 cleanup() {
+  if [ -n "${BRIGADE_CHECK_KEEP:-}" ]; then
+    mkdir -p "$BRIGADE_CHECK_KEEP" && cp "$WORK"/*.{jsonl,json,txt,log} "$BRIGADE_CHECK_KEEP"/ 2>/dev/null || true
+  fi
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
   pkill -KILL -f "$WORK/" 2>/dev/null || true
   rm -rf "$WORK"
@@ -62,7 +66,7 @@ run() {
   local sets=() s
   for s in "$@"; do sets+=(--set "$s"); done
   echo
-  echo "== $name ($*)"
+  echo "== $name ($*) [${SECONDS}s]"
   timeout 300 "$B" reference "$WORK/$topo.toml" --device "$DEVICE" "${sets[@]}" \
     --metrics "$WORK/$name-ref.jsonl" > "$WORK/$name-ref.log" 2>&1 ||
     { cat "$WORK/$name-ref.log"; return 1; }
@@ -74,6 +78,7 @@ run() {
   timeout 120 "$B" profile "$WORK/$topo.toml" "${sets[@]}" --out "$WORK/$name-profile.json" > /dev/null
   timeout 60 "$B" simulate "$WORK/$topo.toml" "${sets[@]}" --profile "$WORK/$name-profile.json" --json > "$WORK/$name-sim.json"
   python3 engine/tests/gpu/report.py "$WORK" "$name"
+  echo "($name done at ${SECONDS}s; reference log: $(tail -1 "$WORK/$name-ref.log"))"
 }
 
 status=0
