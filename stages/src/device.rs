@@ -18,6 +18,8 @@ pub enum DeviceUnavailable {
         device: DeviceKind,
         dtype: TrainDType,
     },
+    #[error("device {device} cannot be used: {why}")]
+    NoGpu { device: DeviceKind, why: String },
 }
 
 /// The burn device for `kind`: the flex CPU backend, or CUDA when built with the `cuda` feature.
@@ -25,7 +27,10 @@ pub fn burn_device(kind: DeviceKind) -> Result<Device, DeviceUnavailable> {
     match kind {
         DeviceKind::Cpu => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
-        DeviceKind::Cuda(i) => Ok(Device::cuda(i as usize)),
+        DeviceKind::Cuda(i) => {
+            cuda_probe::check(i).map_err(|why| DeviceUnavailable::NoGpu { device: kind, why })?;
+            Ok(Device::cuda(i as usize))
+        }
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda(_) => Err(DeviceUnavailable::NotBuilt { device: kind }),
     }
@@ -41,4 +46,41 @@ pub fn training_device(kind: DeviceKind, dtype: TrainDType) -> Result<Device, De
         });
     }
     burn_device(kind)
+}
+
+/// What burn's CUDA backend needs, checked up front: cubecl panics (on another thread) when the
+/// driver, NVRTC or the device is missing.
+#[cfg(feature = "cuda")]
+mod cuda_probe {
+    pub fn check(index: u32) -> Result<(), String> {
+        // SAFETY: these only try to dlopen the libraries (no symbol of them is called).
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(
+                "the NVIDIA driver library (libcuda.so) is not installed on this machine; \
+                        run on a machine with an NVIDIA GPU and its driver"
+                    .into(),
+            );
+        }
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(
+                "NVRTC (libnvrtc.so, from the CUDA toolkit) is not found; install the CUDA \
+                        toolkit and set CUDA_PATH (e.g. /usr/local/cuda) or LD_LIBRARY_PATH"
+                    .into(),
+            );
+        }
+        cudarc::driver::result::init()
+            .map_err(|e| format!("the CUDA driver failed to start: {e}"))?;
+        let count = cudarc::driver::result::device::get_count()
+            .map_err(|e| format!("cannot count CUDA devices: {e}"))?;
+        if count <= 0 {
+            return Err("the driver sees no CUDA device on this machine".into());
+        }
+        if index as i32 >= count {
+            return Err(format!(
+                "this machine has {count} CUDA device(s) (cuda:0 to cuda:{}); use one of them",
+                count - 1
+            ));
+        }
+        Ok(())
+    }
 }

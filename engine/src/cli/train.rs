@@ -97,6 +97,9 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
                     "Rebuild with `cargo build --release -p brigade-engine --features cuda`, or use \"cpu\"."
                 }
                 DeviceUnavailable::HalfOnCpu { .. } => "See docs/gpu.md.",
+                DeviceUnavailable::NoGpu { .. } => {
+                    "Run this rank on a machine with that GPU, or give it another device."
+                }
             };
             return Err(ConfigError::invalid(
                 &job.file,

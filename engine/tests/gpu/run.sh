@@ -34,6 +34,7 @@ chmod +x "$WORK/brigade"
 B="$WORK/brigade"
 DEVICE=${BRIGADE_CHECK_DEVICE:-cuda:0}
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
+export LD_LIBRARY_PATH="$CUDA_PATH/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [ "$DEVICE" != cpu ]; then
   command -v nvidia-smi >/dev/null || { echo "gpu check: nvidia-smi not found: no NVIDIA GPU here" >&2; exit 2; }
   echo "== GPU"

@@ -117,18 +117,8 @@ pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
                 memory_bytes: mem,
             });
         }
-        for (a, da) in devices.iter().enumerate() {
-            if let DeviceKind::Cuda(_) = da.kind
-                && let Some(b) = devices[..a].iter().position(|db| db.kind == da.kind)
-            {
-                return Err(ConfigError::invalid(
-                    file,
-                    format!("{path}.devices[{a}]"),
-                    format!("{} is listed twice (also devices[{b}])", da.kind),
-                    "List each GPU once.",
-                ));
-            }
-        }
+        // A GPU listed more than once is shared by those ranks, as "cpu" listed twice shares the
+        // host's cores: each entry's `memory_gb` is that rank's share of the GPU's memory.
         let threads = match s.opt_u64("threads")? {
             Some(n) => Some(s.positive("threads", n, "Give at least one compute thread.")?),
             None => None,
