@@ -20,8 +20,6 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
             let node = graph.layer(i);
             let master =
                 LayerModule::init(&node.kind, &node.input_shape, topo.train.seed, i, &device);
-            // Timed in the training dtype, as a stage runs it.
-            let module = compute_module(&master, dtype);
             let mut shape = vec![mbs];
             shape.extend_from_slice(&node.input_shape);
             let mut fwd = Vec::with_capacity(repeats);
@@ -37,7 +35,9 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
                     train: true,
                 };
                 let t0 = Instant::now();
-                let out = module.forward(&node.kind, x, &ctx);
+                // In the training dtype, as a stage runs it: the parameters' cast is part of
+                // the forward (and its graph is used up by each backward).
+                let out = compute_module(&master, dtype).forward(&node.kind, x, &ctx);
                 sync(&device);
                 let t1 = Instant::now();
                 let grad = ones_like(&out, &device).cast(out.float_dtype());
@@ -101,4 +101,34 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_every_layer_in_the_training_dtype() {
+        let toml = r#"
+            [model]
+            input = [16]
+            layers = [ { kind = "linear", out = 32 }, { kind = "relu" }, { kind = "linear", out = 4 } ]
+            [train]
+            batch = 8
+            microbatches = 2
+            dtype = "bf16"
+            [[hosts]]
+            name = "local"
+            address = "127.0.0.1"
+            devices = ["cpu"]
+        "#;
+        let topo = brigade_partitioner::parse("p.toml", toml, &[]).unwrap();
+        // Several repeats: each must build its own cast graph (a reused one is spent after
+        // its first backward).
+        let p = profile(&topo, &Device::flex(), 2, 3);
+        assert_eq!(p.layers.len(), 3);
+        // 4 samples × 32 features × 2 bytes; parameters stay f32.
+        assert_eq!(p.layers[0].activation_bytes, 4 * 32 * 2);
+        assert_eq!(p.layers[0].param_bytes, (16 * 32 + 32) * 4);
+    }
 }
