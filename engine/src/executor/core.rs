@@ -82,7 +82,7 @@ pub struct Executor {
     /// Outputs and input gradients computed and not yet sent, keyed by (chunk, kind, mb).
     outbox: HashMap<(usize, Kind, u64), Act>,
     /// This step's micro-batch losses, still on the device (read once, at the step's end).
-    losses: Vec<Tensor<1>>,
+    losses: Vec<(u64, Tensor<1>)>,
     waiting_since: Option<u64>,
     tracer: Tracer,
     checkpoints: Option<CheckpointPolicy>,
@@ -276,7 +276,7 @@ impl Executor {
                         let (loss, g) = self
                             .stage_mut(chunk, instr)?
                             .backward_loss_deferred(mb, &target)?;
-                        self.losses.push(loss);
+                        self.losses.push((mb, loss));
                         g
                     }
                     Some(edge) => {
@@ -357,7 +357,11 @@ impl Executor {
             });
         }
         let loss = (!self.losses.is_empty()).then(|| {
-            let values = Tensor::cat(std::mem::take(&mut self.losses), 0)
+            // Summed in micro-batch order, whatever order the schedule ran them in, so every
+            // split and schedule reports the same step loss to the last bit.
+            let mut losses = std::mem::take(&mut self.losses);
+            losses.sort_by_key(|(mb, _)| *mb);
+            let values = Tensor::cat(losses.into_iter().map(|(_, l)| l).collect(), 0)
                 .into_data()
                 .convert::<f32>();
             let sum: f64 = values.iter::<f32>().map(|v| v as f64).sum();
