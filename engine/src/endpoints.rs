@@ -82,7 +82,8 @@ fn ends(job: &Job, edge: usize, kind: Kind) -> (usize, usize) {
     }
 }
 
-/// Every (edge, kind, sender, receiver) of the job.
+/// Every (edge, kind, sender, receiver) of the job that crosses between ranks (an edge between
+/// two chunks of one rank stays inside its process and needs no link).
 fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ {
     (0..job.edges().len())
         .flat_map(|e| [(e, Kind::Activation), (e, Kind::Gradient)])
@@ -90,6 +91,7 @@ fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ 
             let (from, to) = ends(job, e, kind);
             (e, kind, from, to)
         })
+        .filter(|&(_, _, from, to)| from != to)
 }
 
 fn ipc_path(run_dir: &Path, rank: usize) -> PathBuf {

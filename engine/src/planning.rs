@@ -1,10 +1,13 @@
 //! From a topology to a plan and its simulated step: what `plan` prints and writes, and what a
 //! job plan read from a file is explained with (`crate::job::explain`).
 
-use crate::schedule::{chain_schedule, peak_live};
+use crate::schedule::{ChunkSlot, rank_schedule};
+use crate::schedule::{chain_schedule, peak_live_of};
 use crate::sim::{ChunkCost, EdgeCost, SimCosts, SimError, SimReport, simulate};
 use brigade_partitioner::plan::{self, Alternative, Plan};
-use brigade_partitioner::{ConfigError, Costs, LayerGraph, Placement, Profile, Topology};
+use brigade_partitioner::{
+    ConfigError, Costs, LayerGraph, LayerKind, Placement, Profile, ScheduleKind, Topology,
+};
 
 /// A plan with everything needed to explain it.
 pub struct Planned {
@@ -38,17 +41,19 @@ pub fn costs_for(
     Ok(costs.with_activation_bytes_per_element(topo.train.dtype.size()))
 }
 
-/// Micro-batches each stage of the topology's pipeline keeps alive, counted from the schedule's
-/// own instruction lists.
+/// Micro-batches each chunk of the topology's pipeline keeps alive, counted from the
+/// schedule's own instruction lists (chunk c runs on rank c mod stages).
 pub fn live_counts(topo: &Topology) -> Vec<u64> {
-    chain_schedule(
+    let ranks = topo.partition.stages;
+    let lists = chain_schedule(
         topo.train.schedule,
-        topo.partition.stages,
+        ranks,
+        topo.partition.chunks(),
         topo.train.microbatches,
-    )
-    .iter()
-    .map(|l| peak_live(l) as u64)
-    .collect()
+    );
+    (0..topo.partition.chunks())
+        .map(|c| peak_live_of(&lists[c % ranks], c as u32) as u64)
+        .collect()
 }
 
 /// Plans `topo` (with measured costs from `profile` if given) and simulates its schedule; a
@@ -66,8 +71,10 @@ pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, Confi
         )
     })?;
     let alternatives = plan::alternatives(&plan::problem(&topo, &costs, &live));
-    let places = topo.placements();
-    let chunk_rank = (0..plan.stages.len()).collect();
+    let places = topo.chunk_placements();
+    let chunk_rank = (0..plan.stages.len())
+        .map(|c| c % topo.partition.stages)
+        .collect();
     finish(topo, graph, costs, plan, alternatives, places, chunk_rank)
 }
 
@@ -108,6 +115,10 @@ pub(crate) fn finish(
     // The simulator knows the schedule's real fill, drain and link queues; prefer it to the
     // planner's closed form.
     plan.step_ms = sim.step_ms;
+    if !sim.stages.is_empty() {
+        plan.bubble_fraction =
+            sim.stages.iter().map(|s| s.bubble_fraction).sum::<f64>() / sim.stages.len() as f64;
+    }
     plan.speedup = if sim.step_ms > 0.0 {
         plan.single_device_ms / sim.step_ms
     } else {
@@ -130,9 +141,27 @@ impl Planned {
             .zip(&self.places)
             .map(|(st, place)| {
                 let speed = topo.device(place).speed_gflops;
+                // ZB-H1 splits linear layers: their weight-gradient product (as big as their
+                // forward) leaves B for W; on token sequences W also re-runs the forward
+                // product (brigade_stages::split says why).
+                let (moved_ms, weight_ms) = if topo.train.schedule == ScheduleKind::ZbH1 {
+                    let ms = |gflop: f64| gflop / speed * 1e3;
+                    (st.layers[0]..st.layers[1])
+                        .filter(|&i| matches!(self.graph.layer(i).kind, LayerKind::Linear { .. }))
+                        .map(|i| {
+                            let f = ms(self.costs.forward_gflop[i]);
+                            let rerun = self.graph.layer(i).input_shape.len() > 1;
+                            (f, if rerun { 2.0 * f } else { f })
+                        })
+                        .fold((0.0, 0.0), |(a, b), (f, w)| (a + f, b + w))
+                } else {
+                    (0.0, 0.0)
+                };
                 ChunkCost {
                     forward_ms: st.forward_ms,
                     backward_ms: st.backward_ms,
+                    input_backward_ms: (st.backward_ms - moved_ms).max(0.0),
+                    weight_ms,
                     // A few FLOPs per parameter and optimizer state copy.
                     optimizer_ms: st.params as f64
                         * (2 + 2 * topo.train.optimizer.state_copies()) as f64
@@ -149,8 +178,10 @@ impl Planned {
             .map(|(i, w)| {
                 let (a, b) = (&self.places[i], &self.places[i + 1]);
                 let bytes = self.costs.cut_bytes[w[0].layers[1]];
+                // Between a rank's own chunks a tensor stays in the process.
+                let local = self.chunk_rank[i] == self.chunk_rank[i + 1];
                 let ms = |from: &Placement, to: &Placement| {
-                    if with_links {
+                    if with_links && !local {
                         topo.transfer_ms(from.host, to.host, bytes)
                     } else {
                         0.0
@@ -167,18 +198,25 @@ impl Planned {
         SimCosts { chunks, edges }
     }
 
-    /// Per-rank instruction lists (rank r runs the list of the chunk it holds).
+    /// Per-rank instruction lists (rank r runs the chunks it holds, in chunk order).
     pub fn rank_lists(&self) -> Vec<Vec<crate::schedule::Instr>> {
-        let lists = chain_schedule(
-            self.topo.train.schedule,
-            self.plan.stages.len(),
-            self.topo.train.microbatches,
-        );
-        let mut by_rank = vec![Vec::new(); lists.len()];
-        for (chunk, list) in lists.into_iter().enumerate() {
-            by_rank[self.chunk_rank[chunk]] = list;
-        }
-        by_rank
+        let ranks = self.chunk_rank.iter().max().map_or(0, |m| m + 1);
+        let slots = |r: usize| -> Vec<ChunkSlot> {
+            (0..self.plan.stages.len())
+                .filter(|&c| self.chunk_rank[c] == r)
+                .map(|c| ChunkSlot::chain(c, self.plan.stages.len()))
+                .collect()
+        };
+        (0..ranks)
+            .map(|r| {
+                rank_schedule(
+                    self.topo.train.schedule,
+                    &slots(r),
+                    ranks,
+                    self.topo.train.microbatches,
+                )
+            })
+            .collect()
     }
 
     /// Simulates one step of this plan.

@@ -56,6 +56,8 @@ pub fn train_with(
 ) -> Result<Stage, ReferenceError> {
     let n = topo.model.layers.len();
     let mut stage = Stage::new(topo, 0, 0..n, device);
+    // The reference runs whole backwards (its program has no W instructions).
+    stage.set_split_weights(false);
     if ckpt.resume
         && let Some(dir) = &ckpt.dir
         && let Some((_, path)) = brigade_stages::checkpoint::latest(dir, n)

@@ -15,7 +15,15 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ChunkCost {
     pub forward_ms: f64,
+    /// The whole backward (B and W together).
     pub backward_ms: f64,
+    /// Under a split schedule (ZB-H1), what a `Backward` costs: B, the backward without the
+    /// split layers' weight gradients (used for chunks whose rank runs `BackwardWeight`).
+    #[serde(default)]
+    pub input_backward_ms: f64,
+    /// What a `BackwardWeight` (W) costs.
+    #[serde(default)]
+    pub weight_ms: f64,
     pub optimizer_ms: f64,
 }
 
@@ -48,6 +56,8 @@ impl SimCosts {
                 ChunkCost {
                     forward_ms,
                     backward_ms,
+                    input_backward_ms: backward_ms,
+                    weight_ms: 0.0,
                     optimizer_ms: 0.0
                 };
                 k
@@ -128,6 +138,18 @@ pub fn simulate(lists: &[Vec<Instr>], costs: &SimCosts) -> Result<SimReport, Sim
     // (from rank, to rank) → time the link is free.
     let mut link_free: HashMap<(usize, usize), f64> = HashMap::new();
     let mut spans = Vec::new();
+    // Chunks whose backward a rank splits into B and W.
+    let split: Vec<Vec<u32>> = lists
+        .iter()
+        .map(|l| {
+            l.iter()
+                .filter_map(|i| match *i {
+                    Instr::BackwardWeight { chunk, .. } => Some(chunk),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
     loop {
         // The runnable rank that can act earliest goes next, so links serve messages in time order.
         let mut next: Option<(usize, f64)> = None;
@@ -186,7 +208,16 @@ pub fn simulate(lists: &[Vec<Instr>], costs: &SimCosts) -> Result<SimReport, Sim
                 peak[r] = peak[r].max(live[r]);
             }
             Instr::Backward { chunk, .. } => {
-                compute(&mut clock[r], chunk_cost(chunk)?.backward_ms);
+                let c = chunk_cost(chunk)?;
+                if split[r].contains(&chunk) {
+                    compute(&mut clock[r], c.input_backward_ms);
+                } else {
+                    compute(&mut clock[r], c.backward_ms);
+                    live[r] = live[r].saturating_sub(1);
+                }
+            }
+            Instr::BackwardWeight { chunk, .. } => {
+                compute(&mut clock[r], chunk_cost(chunk)?.weight_ms);
                 live[r] = live[r].saturating_sub(1);
             }
             Instr::OptimizerStep { chunk } => {
@@ -229,10 +260,30 @@ pub fn simulate(lists: &[Vec<Instr>], costs: &SimCosts) -> Result<SimReport, Sim
 }
 
 /// A text Gantt chart, one row per rank, `width` columns for the step. Forward of micro-batch i
-/// is shown as its digit (0-9, then A-Z), backward as a letter (a = micro-batch 0), the optimizer
-/// step as `#`, idle as `.`.
+/// is shown as its last digit, backward as a lower-case letter (a = micro-batch 0), ZB-H1's
+/// weight-gradient pass W as the upper-case letter, the optimizer step as `#`, idle as `.`.
 pub fn gantt(report: &SimReport, stages: usize, width: usize) -> Vec<String> {
-    let mut rows = vec![vec!['.'; width]; stages];
+    chart(report, stages, width, |s| s.rank)
+}
+
+/// [`gantt`] with one row per chunk instead of per rank (for ranks that hold several chunks).
+pub fn gantt_by_chunk(report: &SimReport, chunks: usize, width: usize) -> Vec<String> {
+    chart(report, chunks, width, |s| match s.instr {
+        Instr::Forward { chunk, .. }
+        | Instr::Backward { chunk, .. }
+        | Instr::BackwardWeight { chunk, .. }
+        | Instr::OptimizerStep { chunk } => chunk as usize,
+        _ => usize::MAX,
+    })
+}
+
+fn chart(
+    report: &SimReport,
+    rows_n: usize,
+    width: usize,
+    row_of: impl Fn(&Span) -> usize,
+) -> Vec<String> {
+    let mut rows = vec![vec!['.'; width]; rows_n];
     let scale = if report.step_ms > 0.0 {
         width as f64 / report.step_ms
     } else {
@@ -240,16 +291,18 @@ pub fn gantt(report: &SimReport, stages: usize, width: usize) -> Vec<String> {
     };
     for s in &report.spans {
         let c = match s.instr {
-            Instr::Forward { mb, .. } => {
-                char::from_digit(mb % 36, 36).unwrap().to_ascii_uppercase()
-            }
+            Instr::Forward { mb, .. } => char::from_digit(mb % 10, 10).unwrap(),
             Instr::Backward { mb, .. } => (b'a' + (mb % 26) as u8) as char,
+            Instr::BackwardWeight { mb, .. } => (b'A' + (mb % 26) as u8) as char,
             _ => '#',
         };
         // A column shows what runs at its midpoint.
         let first = ((s.start_ms * scale) - 0.5).ceil().max(0.0) as usize;
         let last = ((s.end_ms * scale) - 0.5).ceil().max(0.0) as usize;
-        for cell in rows[s.rank].iter_mut().take(last.min(width)).skip(first) {
+        let Some(row) = rows.get_mut(row_of(s)) else {
+            continue;
+        };
+        for cell in row.iter_mut().take(last.min(width)).skip(first) {
             *cell = c;
         }
     }
@@ -273,7 +326,7 @@ mod tests {
         fwd: f64,
         bwd: f64,
     ) -> (SimReport, Vec<String>) {
-        let lists = chain_schedule(kind, k, m);
+        let lists = chain_schedule(kind, k, k, m);
         let r = simulate(&lists, &unit(k, fwd, bwd)).unwrap();
         let width = (r.step_ms / fwd).round() as usize;
         let g = gantt(&r, k, width);
@@ -346,7 +399,7 @@ mod tests {
 
     #[test]
     fn links_delay_receives() {
-        let lists = chain_schedule(ScheduleKind::Gpipe, 2, 1);
+        let lists = chain_schedule(ScheduleKind::Gpipe, 2, 2, 1);
         let mut costs = unit(2, 1.0, 1.0);
         costs.edges[0].act_ms = 0.5;
         costs.edges[0].grad_ms = 0.25;
@@ -359,7 +412,7 @@ mod tests {
     fn broken_schedule_is_a_deadlock() {
         // Stage 1 waits for a gradient before it ever receives an activation: it never sends the
         // activation gradient stage 0 waits for, and stage 0 cannot proceed either.
-        let mut lists = chain_schedule(ScheduleKind::OneFOneB, 2, 2);
+        let mut lists = chain_schedule(ScheduleKind::OneFOneB, 2, 2, 2);
         lists[0].retain(|i| *i != Instr::SendAct { edge: 0, mb: 1 });
         let err = simulate(&lists, &unit(2, 1.0, 1.0)).unwrap_err();
         match &err {

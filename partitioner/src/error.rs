@@ -49,6 +49,14 @@ impl ConfigError {
         }
     }
 
+    /// The key and what is wrong with it, without the file and the fix (for one-line summaries).
+    pub fn reason(&self) -> String {
+        match self {
+            ConfigError::Invalid { key, message, .. } => format!("{key}: {message}"),
+            other => other.to_string(),
+        }
+    }
+
     /// The key the error is about, if any (used by tests and by `--json` error output).
     pub fn key(&self) -> Option<&str> {
         match self {

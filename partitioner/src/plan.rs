@@ -60,7 +60,7 @@ pub struct Alternative {
 /// micro-batches stage k keeps alive at its peak: the schedule's own count (the engine derives
 /// it from the instruction lists, so there is one formula, not two).
 pub fn problem(topo: &Topology, costs: &Costs, live: &[u64]) -> Problem {
-    problem_on(topo, costs, live, &topo.placements())
+    problem_on(topo, costs, live, &topo.chunk_placements())
 }
 
 /// [`problem`] with stage k on `places[k]` (a job plan may place its chunks in another order
@@ -76,9 +76,11 @@ pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placem
         .enumerate()
         .map(|(k, pl)| {
             let dev = topo.device(pl);
+            // A rank holding several chunks (interleaved 1F1B) splits its device's memory.
+            let sharing = places.iter().filter(|p| *p == pl).count() as u64;
             StageSlot {
                 speed_gflops: dev.speed_gflops,
-                memory_bytes: dev.memory_bytes,
+                memory_bytes: dev.memory_bytes.map(|m| m / sharing),
                 live_microbatches: live
                     .get(k)
                     .copied()
@@ -139,7 +141,7 @@ pub fn plan(
         costs,
         &prob,
         &split,
-        &topo.placements(),
+        &topo.chunk_placements(),
     ))
 }
 

@@ -114,6 +114,13 @@ pub enum ScheduleKind {
     /// One-forward-one-backward with a flush at the step's end (PipeDream-Flush).
     #[serde(rename = "1f1b")]
     OneFOneB,
+    /// Megatron's interleaved 1F1B: each rank holds several non-adjacent chunks.
+    #[serde(rename = "interleaved-1f1b")]
+    Interleaved1F1B,
+    /// Zero Bubble H1: 1F1B with the backward split into input (B) and weight (W) gradients,
+    /// W deferred into the cool-down bubble.
+    #[serde(rename = "zb-h1")]
+    ZbH1,
 }
 
 impl ScheduleKind {
@@ -121,14 +128,26 @@ impl ScheduleKind {
         match self {
             ScheduleKind::Gpipe => "gpipe",
             ScheduleKind::OneFOneB => "1f1b",
+            ScheduleKind::Interleaved1F1B => "interleaved-1f1b",
+            ScheduleKind::ZbH1 => "zb-h1",
         }
     }
 
     /// The schedule named `name` (as written in a topology or a job plan).
+    /// Every schedule, in the order `plan` compares them.
+    pub const ALL: [ScheduleKind; 4] = [
+        ScheduleKind::Gpipe,
+        ScheduleKind::OneFOneB,
+        ScheduleKind::Interleaved1F1B,
+        ScheduleKind::ZbH1,
+    ];
+
     pub fn from_name(name: &str) -> Option<ScheduleKind> {
         match name {
             "gpipe" => Some(ScheduleKind::Gpipe),
             "1f1b" => Some(ScheduleKind::OneFOneB),
+            "interleaved-1f1b" => Some(ScheduleKind::Interleaved1F1B),
+            "zb-h1" => Some(ScheduleKind::ZbH1),
             _ => None,
         }
     }
@@ -235,8 +254,19 @@ pub const INTER_HOST_LINK: (f64, f64) = (10.0, 0.1);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Partition {
+    /// Ranks in the pipeline.
     pub stages: usize,
     pub method: Method,
+    /// Chunks each rank holds (interleaved 1F1B's v; 1 otherwise). The model is cut into
+    /// `stages × chunks_per_rank` chunks and rank r holds chunks r, r + stages, ….
+    pub chunks_per_rank: usize,
+}
+
+impl Partition {
+    /// Chunks the model is cut into.
+    pub fn chunks(&self) -> usize {
+        self.stages * self.chunks_per_rank
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -261,7 +291,7 @@ impl Method {
 }
 
 /// Where a stage runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Placement {
     pub host: usize,
     pub device: usize,
@@ -277,6 +307,15 @@ impl Topology {
                 (0..host.devices.len()).map(move |d| Placement { host: h, device: d })
             })
             .take(self.partition.stages)
+            .collect()
+    }
+
+    /// Where each chunk runs: chunk c on rank c mod `stages` (one chunk per rank unless
+    /// `chunks_per_rank` > 1).
+    pub fn chunk_placements(&self) -> Vec<Placement> {
+        let ranks = self.placements();
+        (0..self.partition.chunks())
+            .map(|c| ranks[c % ranks.len()].clone())
             .collect()
     }
 

@@ -51,6 +51,7 @@ pub mod params;
 pub mod precision;
 pub mod profile;
 pub mod reference;
+pub mod split;
 pub mod stage;
 
 pub use act::Act;

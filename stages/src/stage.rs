@@ -12,7 +12,8 @@ use crate::loss::{Target, loss};
 use crate::optim::{StageOptimizer, make_optimizer};
 use crate::params::{AssignIds, NamedParam, named_params, take_grads};
 use crate::precision::{compute_module, float_dtype};
-use brigade_partitioner::{LayerGraph, LayerKind, Topology};
+use crate::split::{self, Deferred};
+use brigade_partitioner::{LayerGraph, LayerKind, ScheduleKind, Topology};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
@@ -44,12 +45,16 @@ pub enum StageError {
     NotLast { stage: usize },
     #[error("stage {stage}: optimizer step with {live} micro-batches still waiting for backward")]
     StepWithLive { stage: usize, live: usize },
+    #[error("stage {stage}: weight-gradient pass of micro-batch {mb}, which has no B pending")]
+    NoWeightPending { stage: usize, mb: u64 },
 }
 
 struct Live {
     input: Act,
     /// The output with its graph; `None` under recomputation until backward re-runs forward.
     output: Option<Act>,
+    /// Split linear layers' inputs and output probes (ZB-H1).
+    deferred: Vec<Deferred>,
 }
 
 /// One stage's layers, optimizer and in-flight micro-batches.
@@ -74,6 +79,10 @@ pub struct Stage {
     recompute: bool,
     /// What activations are computed in (parameters stay f32; see [`crate::precision`]).
     dtype: FloatDType,
+    /// Split linear layers' backward into B and W (`schedule = "zb-h1"`, see [`crate::split`]).
+    split_weights: bool,
+    /// Micro-batches past B whose W is still to run.
+    pending_w: BTreeMap<u64, Vec<Deferred>>,
 }
 
 impl Stage {
@@ -122,8 +131,16 @@ impl Stage {
             step: 0,
             recompute: topo.train.recompute,
             dtype: float_dtype(topo.train.dtype),
+            split_weights: topo.train.schedule == ScheduleKind::ZbH1,
+            pending_w: BTreeMap::new(),
             device,
         }
+    }
+
+    /// Turns ZB-H1's split backward on or off (a stage follows its topology's schedule; the
+    /// one-rank reference never splits, whatever the schedule).
+    pub fn set_split_weights(&mut self, split: bool) {
+        self.split_weights = split;
     }
 
     pub fn index(&self) -> usize {
@@ -191,17 +208,19 @@ impl Stage {
                 Live {
                     input,
                     output: None,
+                    deferred: Vec::new(),
                 },
             );
             return Ok(out);
         }
-        let (input, x) = self.run_layers(mb, input);
+        let (input, x, deferred) = self.run_layers(mb, input);
         let out = x.clone().detach();
         self.live.insert(
             mb,
             Live {
                 input,
                 output: Some(x),
+                deferred,
             },
         );
         Ok(out)
@@ -230,8 +249,8 @@ impl Stage {
     }
 
     /// The stage's layers on micro-batch `mb`: (the input, tracked for its gradient past the
-    /// first stage, and the output with its graph).
-    fn run_layers(&self, mb: u64, input: Act) -> (Act, Act) {
+    /// first stage, the output with its graph, and what split layers' W will need).
+    fn run_layers(&self, mb: u64, input: Act) -> (Act, Act, Vec<Deferred>) {
         let input = if self.index == 0 {
             input
         } else {
@@ -239,14 +258,25 @@ impl Stage {
         };
         // A no-op past the first stage, whose input arrives in the training dtype.
         let mut x = input.clone().cast(self.dtype);
+        let mut deferred = Vec::new();
         for (j, (kind, module)) in self.kinds.iter().zip(&self.modules).enumerate() {
-            x = if self.dtype == FloatDType::F32 {
-                module.forward(kind, x, &self.ctx(mb, j))
+            let cast;
+            let module = if self.dtype == FloatDType::F32 {
+                module
             } else {
-                compute_module(module, self.dtype).forward(kind, x, &self.ctx(mb, j))
+                cast = compute_module(module, self.dtype);
+                &cast
+            };
+            x = match (&module.linear, self.split_weights) {
+                (Some(l), true) => {
+                    let (y, d) = split::forward(l, x, j);
+                    deferred.push(d);
+                    y
+                }
+                _ => module.forward(kind, x, &self.ctx(mb, j)),
             };
         }
-        (input, x)
+        (input, x, deferred)
     }
 
     /// The output of live micro-batch `mb` with its graph, recomputing it if it was dropped.
@@ -258,12 +288,13 @@ impl Stage {
         if let Some(out) = &live.output {
             return Ok(out.clone());
         }
-        let (input, out) = self.run_layers(mb, live.input.clone());
+        let (input, out, deferred) = self.run_layers(mb, live.input.clone());
         self.live.insert(
             mb,
             Live {
                 input,
                 output: Some(out.clone()),
+                deferred,
             },
         );
         Ok(out)
@@ -322,24 +353,55 @@ impl Stage {
     }
 
     fn backward_from(&mut self, mb: u64, root: Tensor<1>) -> Option<Act> {
-        let live = self.live.remove(&mb).expect("checked by the caller");
+        let mut live = self.live.remove(&mb).expect("checked by the caller");
         let grads = root.backward();
         let input_grad = if self.index == 0 {
             None
         } else {
             live.input.grad(&grads)
         };
+        if self.split_weights {
+            // Keep each split layer's output gradient for W (a layer the loss does not reach
+            // has none, and no W to run).
+            let deferred = std::mem::take(&mut live.deferred)
+                .into_iter()
+                .filter_map(|mut d| {
+                    d.probe_or_grad = d.probe_or_grad.grad(&grads)?;
+                    Some(d)
+                })
+                .collect();
+            self.pending_w.insert(mb, deferred);
+        }
         let params = GradientsParams::from_grads(grads, &self.modules);
         self.accum.accumulate(&self.modules, params);
         input_grad
     }
 
+    /// ZB-H1's W for micro-batch `mb`: the weight gradients of the split layers, deferred
+    /// from its backward (B), accumulated as the unsplit backward would have.
+    pub fn backward_weight(&mut self, mb: u64) -> Result<(), StageError> {
+        let pending = self
+            .pending_w
+            .remove(&mb)
+            .ok_or(StageError::NoWeightPending {
+                stage: self.index,
+                mb,
+            })?;
+        for d in pending {
+            let master = &self.modules[d.layer];
+            let module = compute_module(master, self.dtype);
+            let grads = split::weight_grads(master, &module, &d.input, &d.probe_or_grad);
+            self.accum.accumulate(&self.modules, grads);
+        }
+        Ok(())
+    }
+
     /// Applies the accumulated gradients and starts the next step.
     pub fn optimizer_step(&mut self) -> Result<(), StageError> {
-        if !self.live.is_empty() {
+        if !self.live.is_empty() || !self.pending_w.is_empty() {
             return Err(StageError::StepWithLive {
                 stage: self.index,
-                live: self.live.len(),
+                live: self.live.len() + self.pending_w.len(),
             });
         }
         let mut grads = self.accum.grads();

@@ -5,6 +5,7 @@ use crate::fmt;
 use crate::job::load_planned;
 use crate::planning::Planned;
 use anyhow::{Context, Result};
+use brigade_partitioner::ScheduleKind;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -51,34 +52,45 @@ pub fn run(args: &PlanArgs) -> Result<()> {
 fn compare_schedules(args: &PlanArgs) -> Option<String> {
     use std::fmt::Write;
     let mut s = String::from(
-        "\nschedules on this model (each with its own best split; memory per stage):\n",
+        "\nschedules on this model (each with its own best split; simulated step and bubble, memory per rank):\n",
     );
-    for schedule in ["gpipe", "1f1b"] {
+    for schedule in ScheduleKind::ALL {
         for recompute in [false, true] {
             let mut overrides = args.topology.overrides.clone();
-            overrides.push(format!("train.schedule={schedule}"));
+            overrides.push(format!("train.schedule={}", schedule.name()));
             overrides.push(format!("train.recompute={recompute}"));
-            let name = format!("{schedule}{}", if recompute { " + recompute" } else { "" });
+            if schedule != ScheduleKind::Interleaved1F1B {
+                overrides.push("partition.chunks_per_rank=1".into());
+            }
+            let name = format!(
+                "{}{}",
+                schedule.name(),
+                if recompute { " + recompute" } else { "" }
+            );
             match load_planned(&args.topology.file, &overrides, args.profile.as_deref()) {
                 Ok((_, _, v)) => {
-                    let mem: Vec<String> = v
-                        .plan
-                        .stages
-                        .iter()
-                        .map(|st| fmt::bytes(st.memory_bytes))
-                        .collect();
+                    let ranks = v.sim.stages.len();
+                    let mut mem = vec![0u64; ranks];
+                    for (c, st) in v.plan.stages.iter().enumerate() {
+                        mem[v.chunk_rank[c]] += st.memory_bytes;
+                    }
+                    let mem: Vec<String> = mem.into_iter().map(fmt::bytes).collect();
                     let _ = writeln!(
                         s,
-                        "  {name:<17} step {:>10}  bubble {:>5.1}%  [{}]",
+                        "  {name:<28} step {:>10}  bubble {:>5.1}%  [{}]",
                         fmt::ms(v.plan.step_ms),
                         v.plan.bubble_fraction * 100.0,
                         mem.join(", ")
                     );
                 }
                 Err(e) if e.key() == Some("partition") => {
-                    let _ = writeln!(s, "  {name:<17} does not fit memory");
+                    let _ = writeln!(s, "  {name:<28} does not fit memory");
                 }
-                Err(_) => return None,
+                Err(e) => {
+                    // This model or topology cannot run the schedule (e.g. interleaving needs
+                    // micro-batches in multiples of the stages); say why in a few words.
+                    let _ = writeln!(s, "  {name:<28} n/a: {}", e.reason());
+                }
             }
         }
     }

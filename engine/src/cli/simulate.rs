@@ -3,7 +3,7 @@
 use super::TopologyArgs;
 use crate::fmt;
 use crate::job::load_planned;
-use crate::sim::gantt;
+use crate::sim::{gantt, gantt_by_chunk};
 use anyhow::Result;
 use clap::Args;
 
@@ -34,7 +34,8 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let k = p.plan.stages.len();
+    let k = p.sim.stages.len();
+    let chunks = p.plan.stages.len();
     println!(
         "{}: {} schedule, {} ranks, {} micro-batches ({} costs)",
         p.plan.topology,
@@ -48,10 +49,20 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         }
     );
     println!(
-        "legend: 0-9A-Z forward of micro-batch i, a-z backward (a = micro-batch 0), # optimizer, . idle\n"
+        "legend: 0-9 forward of micro-batch i (its last digit), a-z backward (a = micro-batch 0), A-Z the weight-gradient pass W of zb-h1, # optimizer, . idle\n"
     );
-    for (s, row) in gantt(&p.sim, k, args.width.max(8)).iter().enumerate() {
-        println!("rank {s:<4} |{row}|");
+    if chunks > k {
+        // Several chunks per rank: one row per chunk, under its rank.
+        let rows = gantt_by_chunk(&p.sim, chunks, args.width.max(8));
+        for r in 0..k {
+            for c in (0..chunks).filter(|&c| p.chunk_rank[c] == r) {
+                println!("rank {r:<2} c{c:<2}|{}|", rows[c]);
+            }
+        }
+    } else {
+        for (s, row) in gantt(&p.sim, k, args.width.max(8)).iter().enumerate() {
+            println!("rank {s:<4} |{row}|");
+        }
     }
     println!(
         "\n{:<6} {:>12} {:>12} {:>8} {:>10}",

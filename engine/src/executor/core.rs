@@ -309,6 +309,12 @@ impl Executor {
                     .remove(&(chunk, kind, mb))
                     .ok_or_else(|| inconsistent("send before its tensor was computed"))?;
                 self.pc += 1;
+                if to == self.rank {
+                    // Between two chunks of this rank (interleaved 1F1B on one rank): no
+                    // message, the tensor waits in the inbox for its receive.
+                    self.inbox.insert((edge, kind, step, mb), tensor);
+                    return Ok(None);
+                }
                 return Ok(Some(Action::Send(Box::new(Outgoing {
                     edge,
                     to,
@@ -317,6 +323,18 @@ impl Executor {
                     microbatch: mb,
                     tensor,
                 }))));
+            }
+            Instr::BackwardWeight { chunk, mb } => {
+                let start = self.tracer.now();
+                self.stage_mut(chunk as usize, instr)?
+                    .backward_weight(mb as u64)?;
+                self.tracer.record(Span::new(
+                    "backward_weight",
+                    start,
+                    self.tracer.now(),
+                    step,
+                    mb as u64,
+                ));
             }
             Instr::OptimizerStep { chunk } => {
                 let start = self.tracer.now();

@@ -1,5 +1,6 @@
-//! A job plan from the planner's split: chunk k is stage k's layers, rank k holds chunk k on
-//! the k-th device of the topology, edge k joins chunk k to chunk k+1.
+//! A job plan from the planner's split: chunk k is stage k's layers, rank r runs on the r-th
+//! device of the topology and holds chunk r (and r + K, r + 2K, … under interleaved 1F1B, K
+//! ranks), edge k joins chunk k to chunk k+1.
 
 use super::{
     ChunkSpec, EdgeSpec, Explain, FORMAT, Job, JobPlan, RankSpec, TopologySource, VERSION,
@@ -33,16 +34,17 @@ pub fn job_from_plan(
         })
         .collect();
     let places = topo.placements();
+    let k_ranks = topo.partition.stages.min(chunks.len());
     let ranks = places
         .iter()
-        .take(chunks.len())
+        .take(k_ranks)
         .enumerate()
         .map(|(k, p)| RankSpec {
             rank: k,
             host: topo.hosts[p.host].name.clone(),
             device: p.device,
             device_kind: topo.device(p).kind.to_string(),
-            chunks: vec![k],
+            chunks: (k..chunks.len()).step_by(k_ranks).collect(),
         })
         .collect();
     let edges = chunks

@@ -3,7 +3,6 @@
 
 use super::Job;
 use crate::planning::{Planned, costs_for, finish, live_counts};
-use crate::schedule::peak_live;
 use brigade_partitioner::partition::Split;
 use brigade_partitioner::plan;
 use brigade_partitioner::{ConfigError, LayerGraph, Placement};
@@ -18,11 +17,7 @@ pub fn explain(job: &Job, profile: Option<&str>) -> Result<Planned, ConfigError>
         .iter()
         .map(|&r| job.places[r].clone())
         .collect();
-    let live: Vec<u64> = job
-        .chunk_lists()
-        .iter()
-        .map(|l| peak_live(l) as u64)
-        .collect();
+    let live = job.chunk_live();
     let prob = plan::problem_on(&topo, &costs, &live, &places);
     let counts: Vec<usize> = job
         .chunks()

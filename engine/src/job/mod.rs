@@ -17,7 +17,7 @@ mod explain;
 mod input;
 mod validate;
 
-use crate::schedule::{ChunkSlot, Instr, chunk_schedule};
+use crate::schedule::{ChunkSlot, Instr, peak_live_of};
 use brigade_partitioner::plan::{Alternative, Plan};
 use brigade_partitioner::{Placement, ScheduleKind, Topology};
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,7 @@ pub struct JobPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_hash: Option<String>,
     pub topology: TopologySource,
-    /// "gpipe" or "1f1b" (the topology's `train.schedule`).
+    /// "gpipe", "1f1b", "interleaved-1f1b" or "zb-h1" (the topology's `train.schedule`).
     pub schedule: String,
     pub microbatches: usize,
     pub chunks: Vec<ChunkSpec>,
@@ -192,10 +192,10 @@ impl Job {
         format!("{:016x}", self.hash)
     }
 
-    /// Every chunk's instruction list (in chunk order), for the simulator.
-    pub fn chunk_lists(&self) -> Vec<Vec<Instr>> {
+    /// Micro-batches each chunk keeps alive at its peak, counted from its rank's list.
+    pub fn chunk_live(&self) -> Vec<u64> {
         (0..self.plan.chunks.len())
-            .map(|c| chunk_schedule(self.schedule, self.slot(c), self.plan.microbatches))
+            .map(|c| peak_live_of(&self.instructions[self.chunk_rank[c]], c as u32) as u64)
             .collect()
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{FORMAT, Job, JobPlan, VERSION};
 use crate::identity::topology_hash;
-use crate::schedule::chunk_schedule;
+use crate::schedule::rank_schedule;
 use brigade_partitioner::{ConfigError, LayerGraph, Placement, ScheduleKind};
 use sha2::{Digest, Sha256};
 
@@ -183,12 +183,37 @@ impl JobPlan {
                     "Make device_kind match the topology's device, or pick another device index.",
                 ));
             }
-            if rank.chunks.len() != 1 {
+            if schedule == ScheduleKind::Interleaved1F1B {
+                // The interleaved order assumes chunk c on rank c mod K, v chunks each.
+                let k = self.ranks.len();
+                let expected: Vec<usize> = (r..self.chunks.len()).step_by(k).collect();
+                if !self.chunks.len().is_multiple_of(k) || rank.chunks != expected {
+                    return Err(bad(
+                        &key("chunks"),
+                        format!(
+                            "{:?}, but interleaved 1F1B puts chunk c on rank c mod {k} ({} chunks on {k} ranks): rank {r} holds {expected:?}",
+                            rank.chunks,
+                            self.chunks.len()
+                        ),
+                        "Give rank r the chunks r, r + K, r + 2K, …, with the same number of chunks on every rank.",
+                    ));
+                }
+                if !self.microbatches.is_multiple_of(k) {
+                    return Err(bad(
+                        "microbatches",
+                        format!(
+                            "{}, and interleaved 1F1B needs a multiple of the ranks ({k})",
+                            self.microbatches
+                        ),
+                        REPLAN,
+                    ));
+                }
+            } else if rank.chunks.len() != 1 {
                 return Err(bad(
                     &key("chunks"),
                     format!(
-                        "{:?}: a rank holds exactly one chunk in this brigade",
-                        rank.chunks
+                        "{:?}: schedule \"{}\" runs one chunk per rank (only interleaved-1f1b runs several)",
+                        rank.chunks, self.schedule
                     ),
                     "Give every rank one chunk.",
                 ));
@@ -286,15 +311,16 @@ impl JobPlan {
             chunk_rank,
             instructions: Vec::new(),
         };
+        let ranks = job.plan.ranks.len();
         job.instructions = job
             .plan
             .ranks
             .iter()
             .map(|r| {
-                r.chunks
-                    .iter()
-                    .flat_map(|&c| chunk_schedule(schedule, job.slot(c), job.plan.microbatches))
-                    .collect()
+                let mut chunks = r.chunks.clone();
+                chunks.sort_unstable();
+                let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
+                rank_schedule(schedule, &slots, ranks, job.plan.microbatches)
             })
             .collect();
         Ok(job)

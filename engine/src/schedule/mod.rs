@@ -33,14 +33,18 @@
 //! ```
 
 mod gpipe;
+mod interleaved;
 mod one_f_one_b;
+mod zb_h1;
 
 use brigade_partitioner::ScheduleKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub use gpipe::gpipe;
+pub use interleaved::interleaved_1f1b;
 pub use one_f_one_b::one_f_one_b;
+pub use zb_h1::zb_h1;
 
 /// One instruction of a rank's step. Micro-batch indices are 0-based within the step; `chunk`
 /// and `edge` are the plan's chunk and edge ids.
@@ -56,7 +60,11 @@ pub enum Instr {
     /// Wait for the gradient of micro-batch `mb`'s output, coming back along `edge`.
     RecvGrad { edge: u32, mb: u32 },
     /// Backward of micro-batch `mb` through `chunk` (the last chunk computes the loss first).
+    /// Under ZB-H1 this is only B: the input gradient (and the gradients of layers whose
+    /// backward is not split); the split layers' weight gradients wait for `BackwardWeight`.
     Backward { chunk: u32, mb: u32 },
+    /// ZB-H1's W: the weight gradients of micro-batch `mb`'s split layers in `chunk`.
+    BackwardWeight { chunk: u32, mb: u32 },
     /// Send the gradient of micro-batch `mb`'s input back along `edge` to its producer.
     SendGrad { edge: u32, mb: u32 },
     /// Apply `chunk`'s accumulated gradients.
@@ -72,6 +80,7 @@ impl Instr {
             | Instr::SendAct { mb, .. }
             | Instr::RecvGrad { mb, .. }
             | Instr::Backward { mb, .. }
+            | Instr::BackwardWeight { mb, .. }
             | Instr::SendGrad { mb, .. } => Some(mb),
             Instr::OptimizerStep { .. } => None,
         }
@@ -86,6 +95,7 @@ impl fmt::Display for Instr {
             Instr::SendAct { edge, mb } => write!(f, "send_act{mb}@e{edge}"),
             Instr::RecvGrad { edge, mb } => write!(f, "recv_grad{mb}@e{edge}"),
             Instr::Backward { chunk, mb } => write!(f, "B{mb}@c{chunk}"),
+            Instr::BackwardWeight { chunk, mb } => write!(f, "W{mb}@c{chunk}"),
             Instr::SendGrad { edge, mb } => write!(f, "send_grad{mb}@e{edge}"),
             Instr::OptimizerStep { chunk } => write!(f, "step@c{chunk}"),
         }
@@ -120,25 +130,78 @@ impl ChunkSlot {
     }
 }
 
-/// The instruction list of one chunk for one step of `kind`.
-pub fn chunk_schedule(kind: ScheduleKind, slot: ChunkSlot, microbatches: usize) -> Vec<Instr> {
+/// The instruction list of one rank for one step of `kind`: `slots` are the chunks it holds,
+/// in chunk order, of a pipeline of `ranks` ranks. GPipe, 1F1B and ZB-H1 give a rank one
+/// chunk; interleaved 1F1B gives rank r the chunks r, r + ranks, ….
+pub fn rank_schedule(
+    kind: ScheduleKind,
+    slots: &[ChunkSlot],
+    ranks: usize,
+    microbatches: usize,
+) -> Vec<Instr> {
     match kind {
-        ScheduleKind::Gpipe => gpipe(slot, microbatches),
-        ScheduleKind::OneFOneB => one_f_one_b(slot, microbatches),
+        ScheduleKind::Interleaved1F1B => interleaved_1f1b(slots, ranks, microbatches),
+        _ => slots
+            .iter()
+            .flat_map(|&slot| match kind {
+                ScheduleKind::Gpipe => gpipe(slot, microbatches),
+                ScheduleKind::ZbH1 => zb_h1(slot, microbatches),
+                _ => one_f_one_b(slot, microbatches),
+            })
+            .collect(),
     }
 }
 
-/// Instruction lists of every chunk of a chain of `chunks` (for the simulator, tests and the
-/// planner's memory model, which plan before ranks exist).
-pub fn chain_schedule(kind: ScheduleKind, chunks: usize, microbatches: usize) -> Vec<Vec<Instr>> {
-    (0..chunks)
-        .map(|k| chunk_schedule(kind, ChunkSlot::chain(k, chunks), microbatches))
+/// Instruction lists of every rank of a chain of `chunks` chunks on `ranks` ranks, chunk c on
+/// rank c mod `ranks` (for the simulator, tests and the planner's memory model, which plan
+/// before a job plan exists).
+pub fn chain_schedule(
+    kind: ScheduleKind,
+    ranks: usize,
+    chunks: usize,
+    microbatches: usize,
+) -> Vec<Vec<Instr>> {
+    (0..ranks)
+        .map(|r| {
+            let slots: Vec<ChunkSlot> = (r..chunks)
+                .step_by(ranks)
+                .map(|c| ChunkSlot::chain(c, chunks))
+                .collect();
+            rank_schedule(kind, &slots, ranks, microbatches)
+        })
         .collect()
 }
 
-/// The most micro-batches a list keeps alive at once (forwards not yet run backward): what
-/// the planner's memory model charges for activations.
+/// The most micro-batches `chunk` keeps alive at once in a rank's list: forwards not yet run
+/// backward (ZB-H1: not yet through W, whose inputs stay until then).
+pub fn peak_live_of(list: &[Instr], chunk: u32) -> usize {
+    let splits = list
+        .iter()
+        .any(|i| matches!(i, Instr::BackwardWeight { chunk: c, .. } if *c == chunk));
+    let (mut live, mut peak) = (0usize, 0usize);
+    for i in list {
+        match *i {
+            Instr::Forward { chunk: c, .. } if c == chunk => {
+                live += 1;
+                peak = peak.max(live);
+            }
+            Instr::Backward { chunk: c, .. } if c == chunk && !splits => {
+                live = live.saturating_sub(1)
+            }
+            Instr::BackwardWeight { chunk: c, .. } if c == chunk => live = live.saturating_sub(1),
+            _ => {}
+        }
+    }
+    peak
+}
+
+/// The most micro-batches a list keeps alive at once, all its chunks together (forwards not
+/// yet run backward; under ZB-H1 not yet through W): what the planner's memory model charges
+/// for activations.
 pub fn peak_live(list: &[Instr]) -> usize {
+    let splits = list
+        .iter()
+        .any(|i| matches!(i, Instr::BackwardWeight { .. }));
     let (mut live, mut peak) = (0usize, 0usize);
     for i in list {
         match i {
@@ -146,7 +209,8 @@ pub fn peak_live(list: &[Instr]) -> usize {
                 live += 1;
                 peak = peak.max(live);
             }
-            Instr::Backward { .. } => live = live.saturating_sub(1),
+            Instr::Backward { .. } if !splits => live = live.saturating_sub(1),
+            Instr::BackwardWeight { .. } => live = live.saturating_sub(1),
             _ => {}
         }
     }
@@ -187,6 +251,7 @@ pub fn compute_order(list: &[Instr]) -> String {
         .filter_map(|i| match *i {
             Instr::Forward { mb, .. } => Some(format!("F{mb}")),
             Instr::Backward { mb, .. } => Some(format!("B{mb}")),
+            Instr::BackwardWeight { mb, .. } => Some(format!("W{mb}")),
             Instr::OptimizerStep { .. } => Some("step".to_string()),
             _ => None,
         })
@@ -201,12 +266,13 @@ mod tests {
     #[test]
     fn peak_live_is_counted_from_the_lists() {
         let peaks = |kind| -> Vec<usize> {
-            chain_schedule(kind, 4, 8)
+            chain_schedule(kind, 4, 4, 8)
                 .iter()
                 .map(|l| peak_live(l))
                 .collect()
         };
         assert_eq!(peaks(ScheduleKind::Gpipe), vec![8, 8, 8, 8]);
+        assert_eq!(peaks(ScheduleKind::ZbH1), vec![4, 3, 2, 1], "1F1B's memory");
         assert_eq!(peaks(ScheduleKind::OneFOneB), vec![4, 3, 2, 1]);
         assert_eq!(
             peak_live(&one_f_one_b(ChunkSlot::chain(0, 4), 2)),

@@ -16,7 +16,7 @@ const HOST_KEYS: &[&str] = &[
 ];
 const DEVICE_KEYS: &[&str] = &["device", "speed_gflops", "memory"];
 const LINK_KEYS: &[&str] = &["hosts", "bandwidth_gbps", "latency_ms"];
-pub(super) const PARTITION_KEYS: &[&str] = &["stages", "method", "balance"];
+pub(super) const PARTITION_KEYS: &[&str] = &["stages", "method", "balance", "chunks_per_rank"];
 
 pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
     let file = top.file;
@@ -218,16 +218,47 @@ pub(super) fn partition(
     s: &Section,
     model: &Model,
     hosts: &[Host],
+    train: &Train,
 ) -> Result<Partition, ConfigError> {
     let devices: usize = hosts.iter().map(|h| h.devices.len()).sum();
-    let stages = s.u64_or("stages", devices.min(model.layers.len()) as u64)?;
-    let stages = s.positive("stages", stages, "A pipeline has at least one stage.")?;
+    let interleaved = train.schedule == ScheduleKind::Interleaved1F1B;
+    let v = s.u64_or("chunks_per_rank", if interleaved { 2 } else { 1 })?;
+    let v = s.positive("chunks_per_rank", v, "A rank holds at least one chunk.")?;
+    if v > 1 && !interleaved {
+        return Err(s.err(
+            "chunks_per_rank",
+            format!(
+                "is {v}, but only schedule = \"interleaved-1f1b\" runs several chunks per rank (train.schedule is \"{}\")",
+                train.schedule.name()
+            ),
+            "Set train.schedule = \"interleaved-1f1b\", or remove chunks_per_rank.",
+        ));
+    }
     let layers = model.layers.len();
-    if stages > layers {
+    let default_stages = devices.min(layers / v).max(1);
+    let stages = s.u64_or("stages", default_stages as u64)?;
+    let stages = s.positive("stages", stages, "A pipeline has at least one stage.")?;
+    if stages * v > layers {
+        return Err(s.err(
+            if v > 1 { "chunks_per_rank" } else { "stages" },
+            format!(
+                "{stages} stages × {v} chunks per rank = {} chunks but the model has only {layers} layers",
+                stages * v
+            ),
+            format!("Use at most {layers} chunks in all, or add layers."),
+        ));
+    }
+    if interleaved && !train.microbatches.is_multiple_of(stages) {
         return Err(s.err(
             "stages",
-            format!("{stages} stages but the model has only {layers} layers"),
-            format!("Use at most {layers} stages, or add layers."),
+            format!(
+                "{stages} stages, and interleaved 1F1B needs train.microbatches ({}) to be a multiple of the stages",
+                train.microbatches
+            ),
+            format!(
+                "Use e.g. train.microbatches = {} (and a batch divisible by it).",
+                train.microbatches.div_ceil(stages) * stages
+            ),
         ));
     }
     if stages > devices {
@@ -243,21 +274,32 @@ pub(super) fn partition(
         &["auto", "uniform", "parameters", "manual"],
     )? {
         "manual" => {
+            let chunks = stages * v;
             let balance = s.usize_list("balance")?.ok_or_else(|| {
                 s.err(
                     "balance",
                     "missing for method = \"manual\"",
                     format!(
-                        "List the layers per stage, e.g. balance = [{}].",
-                        even_split(layers, stages)
+                        "List the layers per chunk, e.g. balance = [{}].",
+                        even_split(layers, chunks)
                     ),
                 )
             })?;
-            if balance.len() != stages {
+            if balance.len() != chunks {
                 return Err(s.err(
                     "balance",
-                    format!("has {} entries for {stages} stages", balance.len()),
-                    "Give one layer count per stage.",
+                    format!(
+                        "has {} entries for {chunks} chunks ({stages} stages × {v} per rank)",
+                        balance.len()
+                    ),
+                    "Give one layer count per chunk.",
+                ));
+            }
+            if balance.contains(&0) {
+                return Err(s.err(
+                    "balance",
+                    "has a chunk of 0 layers",
+                    "Give every chunk at least one layer.",
                 ));
             }
             let sum: usize = balance.iter().sum();
@@ -267,7 +309,7 @@ pub(super) fn partition(
                     format!("sums to {sum} but the model has {layers} layers"),
                     format!(
                         "Make the counts add up to {layers}, e.g. balance = [{}].",
-                        even_split(layers, stages)
+                        even_split(layers, stages * v)
                     ),
                 ));
             }
@@ -288,7 +330,11 @@ pub(super) fn partition(
             }
         }
     };
-    Ok(Partition { stages, method })
+    Ok(Partition {
+        stages,
+        method,
+        chunks_per_rank: v,
+    })
 }
 
 fn even_split(layers: usize, stages: usize) -> String {

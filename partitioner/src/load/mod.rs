@@ -99,6 +99,7 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
         &section("partition", cluster::PARTITION_KEYS)?,
         &model,
         &hosts,
+        &train,
     )?;
     Ok(Topology {
         file: file.to_string(),

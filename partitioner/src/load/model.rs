@@ -263,10 +263,12 @@ pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
             ),
         ));
     }
-    let schedule = match s.choice("schedule", "gpipe", &["gpipe", "1f1b"])? {
-        "1f1b" => ScheduleKind::OneFOneB,
-        _ => ScheduleKind::Gpipe,
-    };
+    let schedule = ScheduleKind::from_name(s.choice(
+        "schedule",
+        "gpipe",
+        &["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"],
+    )?)
+    .expect("a listed choice");
     let lr = s.opt_f64("lr")?.unwrap_or(0.01);
     if !(lr > 0.0 && lr.is_finite()) {
         return Err(s.err(
