@@ -17,6 +17,8 @@ struct Case {
     file: &'static str,
     schedule: &'static str,
     steps: u64,
+    /// More `--set` overrides (e.g. fewer ranks).
+    overrides: &'static [&'static str],
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -34,7 +36,8 @@ fn run(case: &Case, dir: &std::path::Path) {
         std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"),
         case.file
     );
-    let overrides = vec![format!("train.schedule={}", case.schedule)];
+    let mut overrides = vec![format!("train.schedule={}", case.schedule)];
+    overrides.extend(case.overrides.iter().map(|o| o.to_string()));
     let job = load_input(&path, &overrides, None).expect("topology").0;
     let topo = job.topo.clone();
     let k_total = job.ranks();
@@ -77,16 +80,32 @@ fn run(case: &Case, dir: &std::path::Path) {
         .iter()
         .filter(|e| e["ph"] == "X" && e["args"]["step"].as_u64().unwrap_or(0) >= warm as u64)
         .collect();
-    let mean = |k: usize, name: &str| {
-        let d: Vec<f64> = events
+    let spans = |k: usize, name: &str| -> Vec<f64> {
+        events
             .iter()
             .filter(|e| e["pid"] == k as u64 && e["name"] == name)
             .map(|e| e["dur"].as_f64().unwrap() / 1e3)
-            .collect();
+            .collect()
+    };
+    let mean = |k: usize, name: &str| {
+        let d = spans(k, name);
         d.iter().sum::<f64>() / d.len().max(1) as f64
     };
-    // Chunk c's costs, measured on the rank that holds it; free communication.
-    let mut ideal_costs = SimCosts::uniform_chain(k_total, 0.0, 0.0);
+    let counted = (case.steps as usize).saturating_sub(warm).max(1) as f64;
+    // Compute per step on each rank, from the trace.
+    let busy: Vec<f64> = (0..k_total)
+        .map(|k| {
+            ["forward", "backward", "backward_weight", "optimizer"]
+                .iter()
+                .map(|n| spans(k, n).iter().sum::<f64>())
+                .sum::<f64>()
+                / counted
+        })
+        .collect();
+    // Chunk c's costs: the mean span on the rank that holds it (a rank's chunks are of about
+    // one size); free communication.
+    let chunks = job.chunks().len();
+    let mut ideal_costs = SimCosts::uniform_chain(chunks, 0.0, 0.0);
     for e in 0..job.edges().len() {
         let ends = job.ends(e);
         ideal_costs.edges[e].producer = ends.producer;
@@ -95,7 +114,9 @@ fn run(case: &Case, dir: &std::path::Path) {
     let costs: Vec<ChunkCost> = (0..k_total)
         .map(|k| ChunkCost {
             forward_ms: mean(k, "forward"),
-            backward_ms: mean(k, "backward"),
+            backward_ms: mean(k, "backward") + mean(k, "backward_weight"),
+            input_backward_ms: mean(k, "backward"),
+            weight_ms: mean(k, "backward_weight"),
             optimizer_ms: mean(k, "optimizer"),
         })
         .collect();
@@ -111,9 +132,10 @@ fn run(case: &Case, dir: &std::path::Path) {
     let ref_ms = median(ref_times.into_iter().skip(warm).collect());
 
     println!(
-        "\n{} ({} stages, {} micro-batches of {}), {}:",
+        "\n{} ({} ranks, {} chunks, {} micro-batches of {}), {}:",
         case.file,
         k_total,
+        chunks,
         m,
         topo.train.microbatch_size(),
         case.schedule
@@ -135,17 +157,21 @@ fn run(case: &Case, dir: &std::path::Path) {
         topo.train.batch as f64 / ref_ms * 1e3
     );
     for (k, c) in costs.iter().enumerate() {
-        let busy = c.forward_ms * m as f64 + c.backward_ms * m as f64 + c.optimizer_ms;
         let rss = report
             .peak_rss_kib
             .iter()
             .find(|(s, _)| *s == k)
             .map_or(0, |(_, r)| *r);
+        let w = if c.weight_ms > 0.0 {
+            format!(" (B {:.3} + W {:.3})", c.input_backward_ms, c.weight_ms)
+        } else {
+            String::new()
+        };
         println!(
-            "  rank {k}: fwd {:7.3} ms + bwd {:7.3} ms per micro-batch, bubble {:5.1}% measured ({:5.1}% ideal), peak live {}, peak RSS {:6.1} MiB",
+            "  rank {k}: fwd {:7.3} ms + bwd {:7.3} ms{w} per chunk and micro-batch, bubble {:5.1}% measured ({:5.1}% ideal), peak live {}, peak RSS {:6.1} MiB",
             c.forward_ms,
             c.backward_ms,
-            (1.0 - busy / step_ms) * 100.0,
+            (1.0 - busy[k] / step_ms) * 100.0,
             ideal.stages[k].bubble_fraction * 100.0,
             ideal.stages[k].peak_live_microbatches,
             rss as f64 / 1024.0
@@ -167,28 +193,35 @@ fn main() -> ExitCode {
     println!(
         "pipeline benchmark: every stage a process on this host, ipc:// (Unix sockets), compute threads per stage: 1 (flex, no rayon)"
     );
-    for case in [
-        Case {
+    let mut cases = Vec::new();
+    for schedule in ["gpipe", "1f1b"] {
+        cases.push(Case {
             file: "quickstart.toml",
-            schedule: "gpipe",
+            schedule,
             steps: 60,
-        },
-        Case {
-            file: "quickstart.toml",
-            schedule: "1f1b",
-            steps: 60,
-        },
-        Case {
+            overrides: &[],
+        });
+    }
+    // Every schedule on the benchmark MLP and on the transformer LM (on 2 ranks: this host has
+    // 2 cores, and a rank computes on one).
+    for schedule in ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"] {
+        cases.push(Case {
             file: "mlp-8x1024.toml",
-            schedule: "gpipe",
+            schedule,
             steps: 12,
-        },
-        Case {
-            file: "mlp-8x1024.toml",
-            schedule: "1f1b",
-            steps: 12,
-        },
-    ] {
+            overrides: &[],
+        });
+        cases.push(Case {
+            file: "transformer-lm.toml",
+            schedule,
+            steps: 30,
+            overrides: &[
+                r#"hosts=[{name="local",address="127.0.0.1",devices=["cpu","cpu"]}]"#,
+                "partition.stages=2",
+            ],
+        });
+    }
+    for case in cases {
         run(&case, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);

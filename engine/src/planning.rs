@@ -115,10 +115,6 @@ pub(crate) fn finish(
     // The simulator knows the schedule's real fill, drain and link queues; prefer it to the
     // planner's closed form.
     plan.step_ms = sim.step_ms;
-    if !sim.stages.is_empty() {
-        plan.bubble_fraction =
-            sim.stages.iter().map(|s| s.bubble_fraction).sum::<f64>() / sim.stages.len() as f64;
-    }
     plan.speedup = if sim.step_ms > 0.0 {
         plan.single_device_ms / sim.step_ms
     } else {

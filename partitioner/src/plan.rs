@@ -189,10 +189,13 @@ pub fn describe(
     let m = topo.train.microbatches;
     let k = stages.len();
     let bottleneck_ms = prob.bottleneck_ms(split);
-    // Both GPipe and 1F1B (with a flush) spend (K-1) slots filling and draining around M
-    // micro-batches; the engine's simulator refines this with per-stage costs.
-    let step_ms = (m + k - 1) as f64 * bottleneck_ms;
-    let bubble_fraction = (k - 1) as f64 / (m + k - 1) as f64;
+    // GPipe and 1F1B (with a flush) spend (K-1) slots filling and draining around M
+    // micro-batches; interleaving v chunks per rank makes those slots 1/v as long (K ranks,
+    // K·v chunks). The engine's simulator refines this with per-stage costs.
+    let v = topo.partition.chunks_per_rank.max(1);
+    let ranks = k.div_ceil(v);
+    let step_ms = (v * m + ranks - 1) as f64 * bottleneck_ms;
+    let bubble_fraction = (ranks - 1) as f64 / (v * m + ranks - 1) as f64;
     let first = topo.hosts[0].devices[0].speed_gflops;
     let total_work: f64 = costs
         .forward_gflop

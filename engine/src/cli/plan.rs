@@ -75,11 +75,14 @@ fn compare_schedules(args: &PlanArgs) -> Option<String> {
                         mem[v.chunk_rank[c]] += st.memory_bytes;
                     }
                     let mem: Vec<String> = mem.into_iter().map(fmt::bytes).collect();
+                    // The simulated idle share, averaged over the ranks.
+                    let bubble = v.sim.stages.iter().map(|r| r.bubble_fraction).sum::<f64>()
+                        / ranks.max(1) as f64;
                     let _ = writeln!(
                         s,
                         "  {name:<28} step {:>10}  bubble {:>5.1}%  [{}]",
                         fmt::ms(v.plan.step_ms),
-                        v.plan.bubble_fraction * 100.0,
+                        bubble * 100.0,
                         mem.join(", ")
                     );
                 }
