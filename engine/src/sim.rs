@@ -463,4 +463,72 @@ mod tests {
             .collect();
         assert_eq!(simulate(&lists, &unit(2, 1.0, 1.0)).unwrap().step_ms, 6.0);
     }
+
+    /// K ranks holding `chunks` chunks round-robin, forward 1, backward `bwd` (B `b` + W `w`
+    /// when split), free links.
+    fn round_robin(
+        kind: ScheduleKind,
+        k: usize,
+        chunks: usize,
+        m: usize,
+        bwd: f64,
+        b: f64,
+    ) -> SimReport {
+        let lists = chain_schedule(kind, k, chunks, m);
+        let mut costs = unit(chunks, 1.0, bwd);
+        for c in &mut costs.chunks {
+            c.input_backward_ms = b;
+            c.weight_ms = bwd - b;
+        }
+        for (e, edge) in costs.edges.iter_mut().enumerate() {
+            edge.producer = e % k;
+            edge.consumer = (e + 1) % k;
+        }
+        simulate(&lists, &costs).unwrap()
+    }
+
+    #[test]
+    fn interleaving_divides_the_bubble() {
+        // K = 2 ranks, M = 4, forward 1 and backward 2 per whole stage: 1F1B on 2 chunks,
+        // interleaved on 4 chunks of half the cost each.
+        let plain = round_robin(ScheduleKind::OneFOneB, 2, 2, 4, 2.0, 2.0);
+        let lists = chain_schedule(ScheduleKind::Interleaved1F1B, 2, 4, 4);
+        let mut costs = unit(4, 0.5, 1.0);
+        for (e, edge) in costs.edges.iter_mut().enumerate() {
+            edge.producer = e % 2;
+            edge.consumer = (e + 1) % 2;
+        }
+        let inter = simulate(&lists, &costs).unwrap();
+        assert_eq!(plain.step_ms, 15.0);
+        assert_eq!(inter.step_ms, 13.5);
+        assert_eq!(
+            gantt_by_chunk(&inter, 4, 27),
+            vec![
+                "01..2...3...aa.bb......ccdd",
+                ".01......2aa3bb......ccdd..",
+                "..01..aa.bb2..3...cc.dd....",
+                "...0aa1bb......2cc3dd......",
+            ]
+        );
+    }
+
+    #[test]
+    fn zb_h1_moves_weight_gradients_off_the_critical_path() {
+        // K = 3, M = 4, F = 1, B = 1, W = 1 (1F1B runs B and W together as a backward of 2).
+        let f1b = round_robin(ScheduleKind::OneFOneB, 3, 3, 4, 2.0, 2.0);
+        let zb = round_robin(ScheduleKind::ZbH1, 3, 3, 4, 2.0, 1.0);
+        assert_eq!(f1b.step_ms, 18.0);
+        assert_eq!(zb.step_ms, 14.0);
+        assert_eq!(
+            gantt(&zb, 3, 14),
+            vec!["012..aA3bBcCdD", ".01.a2bA3cBdCD", "..0a1b2cA3dBCD"]
+        );
+        // 1F1B's peak memory: later ranks keep more micro-batches until their W, never more
+        // than rank 0 keeps under 1F1B (K).
+        let peaks = |r: &SimReport| -> Vec<usize> {
+            r.stages.iter().map(|s| s.peak_live_microbatches).collect()
+        };
+        assert_eq!(peaks(&f1b), vec![3, 2, 1]);
+        assert_eq!(peaks(&zb), vec![3, 3, 3]);
+    }
 }

@@ -9,17 +9,18 @@
 //! are made of chunk-sized slots, 1/v of a stage, so the bubble shrinks by v: (K−1)/(v·M + K−1)
 //! of the step instead of (K−1)/(M + K−1). Requires M to be a multiple of K.
 //!
-//! K = 2 ranks, v = 2 chunks each (rank 0: chunks 0 and 2, rank 1: chunks 1 and 3), M = 4,
-//! one slot per chunk forward or backward; digits: forward of micro-batch i, letters:
-//! backward (a = micro-batch 0); upper row of a rank: its first chunk, lower: its second.
+//! K = 2 ranks, v = 2 chunks each (rank 0: chunks 0 and 2, rank 1: chunks 1 and 3), M = 4;
+//! a chunk's forward takes one column, its backward two (digits: forward of micro-batch i,
+//! letters: backward, a = micro-batch 0), one row per chunk, from the simulator — 27 columns
+//! where 1F1B on two whole stages takes 30:
 //!
 //! ```text
-//! rank 0  01..23ab..cd....   chunk 0: F0 F1 F2 F3, B0 B1 B2 B3 (after the chunk-2 backwards)
-//!         ..01..ab23..cd..   chunk 2
-//! rank 1  .01..23ab..cd...   chunk 1
-//!         ...0a1b2c3d.....   chunk 3 (last: backward right after forward)
+//! rank 0 c0  01..2...3...aa.bb......ccdd
+//! rank 1 c1  .01......2aa3bb......ccdd..
+//! rank 0 c2  ..01..aa.bb2..3...cc.dd....
+//! rank 1 c3  ...0aa1bb......2cc3dd......
 //! ```
-//! (The exact interleaving is the literal table in the tests.)
+//! (Literal tables in the tests here and in `sim.rs`.)
 
 use super::{ChunkSlot, Instr, backward, forward};
 

@@ -272,7 +272,11 @@ mod tests {
                 .collect()
         };
         assert_eq!(peaks(ScheduleKind::Gpipe), vec![8, 8, 8, 8]);
-        assert_eq!(peaks(ScheduleKind::ZbH1), vec![4, 3, 2, 1], "1F1B's memory");
+        assert_eq!(
+            peaks(ScheduleKind::ZbH1),
+            vec![4, 4, 4, 4],
+            "1F1B's peak (K), on every rank"
+        );
         assert_eq!(peaks(ScheduleKind::OneFOneB), vec![4, 3, 2, 1]);
         assert_eq!(
             peak_live(&one_f_one_b(ChunkSlot::chain(0, 4), 2)),
