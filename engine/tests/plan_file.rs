@@ -416,3 +416,71 @@ fn ranks_given_different_plans_refuse_each_other() {
     assert!(named, "rank 0:\n{e0}\nrank 1:\n{e1}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn interleaved_plans_give_each_rank_its_chunks_and_check_them() {
+    let dir = tmp("plan-interleaved");
+    let job = dir.join("job.json");
+    ok(&[
+        "plan",
+        QUICKSTART,
+        "--set",
+        "train.schedule=interleaved-1f1b",
+        "--out",
+        job.to_str().unwrap(),
+    ]);
+    let plan = plan_json(&job);
+    assert_eq!(plan["schedule"], "interleaved-1f1b");
+    assert_eq!(plan["chunks"].as_array().unwrap().len(), 4);
+    assert_eq!(plan["ranks"][0]["chunks"], serde_json::json!([0, 2]));
+    assert_eq!(plan["ranks"][1]["chunks"], serde_json::json!([1, 3]));
+    // Edges 0→1, 1→2, 2→3 all cross between the two ranks.
+    assert_eq!(plan["edges"].as_array().unwrap().len(), 3);
+    // The plan file trains what the reference trains.
+    let (metrics, params) = (dir.join("m.jsonl"), dir.join("p"));
+    ok(&[
+        "train",
+        job.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--save-params",
+        params.to_str().unwrap(),
+    ]);
+    let (rl, rp) = reference(&dir, "4");
+    let got = load_dir(&params).unwrap();
+    assert_same(
+        "interleaved plan file",
+        (&losses(&metrics), &got),
+        (&rl, &rp),
+    );
+
+    let edit = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = plan.clone();
+        v.as_object_mut().unwrap().remove("job_hash");
+        f(&mut v);
+        let p = dir.join(name);
+        write_json(&p, &v);
+        p.to_str().unwrap().to_string()
+    };
+    let adjacent = edit("adjacent.json", &|v| {
+        v["ranks"][0]["chunks"] = serde_json::json!([0, 1]);
+        v["ranks"][1]["chunks"] = serde_json::json!([2, 3]);
+    });
+    let err = bad_input(&["train", &adjacent]);
+    assert!(
+        err.contains("ranks[0].chunks") && err.contains("chunk c on rank c mod 2"),
+        "{err}"
+    );
+    let two_on_gpipe = edit("gpipe.json", &|v| {
+        v["schedule"] = "gpipe".into();
+        v["topology"]["overrides"] = serde_json::json!(["train.schedule=gpipe"]);
+    });
+    let err = bad_input(&["train", &two_on_gpipe]);
+    assert!(
+        err.contains("ranks[0].chunks") && err.contains("one chunk per rank"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

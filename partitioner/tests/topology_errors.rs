@@ -272,3 +272,53 @@ fn profile_with_wrong_layer_count_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn interleaving_needs_its_schedule_enough_layers_and_whole_groups_of_microbatches() {
+    // chunks_per_rank without the interleaved schedule.
+    let e = set(&["partition.chunks_per_rank=2"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("partition.chunks_per_rank") && e.contains("interleaved-1f1b"),
+        "{e}"
+    );
+    // 2 ranks × 2 chunks = 4 chunks of a 3-layer model.
+    let e = set(&["train.schedule=interleaved-1f1b"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4 chunks") && e.contains("3 layers"), "{e}");
+    // One chunk per rank is allowed (it is 1F1B's order) ...
+    let t = set(&[
+        "train.schedule=interleaved-1f1b",
+        "partition.chunks_per_rank=1",
+    ])
+    .unwrap();
+    assert_eq!(t.partition.chunks(), 2);
+    // ... but micro-batches must come in groups of the ranks.
+    let e = set(&[
+        "train.schedule=interleaved-1f1b",
+        "partition.chunks_per_rank=1",
+        "train.batch=12",
+        "train.microbatches=3",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("multiple of the stages"), "{e}");
+    // A manual balance lists layers per chunk.
+    let e = set(&[
+        "train.schedule=interleaved-1f1b",
+        "partition.chunks_per_rank=1",
+        "partition.method=manual",
+        "partition.balance=[1, 1, 1]",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("3 entries for 2 chunks"), "{e}");
+    for s in ["zb-h1", "interleaved-1f1b", "1f1b", "gpipe"] {
+        assert!(
+            brigade_partitioner::ScheduleKind::from_name(s).is_some(),
+            "{s}"
+        );
+    }
+}

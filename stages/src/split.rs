@@ -27,8 +27,13 @@ pub struct Deferred {
 
 /// The linear layer `l` on `x` with its parameters as constants, recording what W needs.
 pub fn forward(l: &Linear, x: Act, layer: usize) -> (Act, Deferred) {
-    let w = l.weight.val().detach();
-    let b = l.bias.as_ref().map(|b| b.val().detach());
+    // Constants: `detach` alone keeps a parameter (a leaf) requiring grad, and burn would then
+    // compute the weight gradient in B anyway.
+    let w = l.weight.val().detach().set_require_grad(false);
+    let b = l
+        .bias
+        .as_ref()
+        .map(|b| b.val().detach().set_require_grad(false));
     let (y, probe) = match &x {
         Act::F2(t) => {
             let y = burn::tensor::module::linear(t.clone(), w, b);
