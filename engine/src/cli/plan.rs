@@ -2,7 +2,7 @@
 
 use super::TopologyArgs;
 use crate::fmt;
-use crate::job::load_planned;
+use crate::job::{Input, load_planned};
 use crate::planning::Planned;
 use anyhow::{Context, Result};
 use brigade_partitioner::ScheduleKind;
@@ -25,7 +25,7 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: &PlanArgs) -> Result<()> {
-    let (job, _, p) = load_planned(
+    let (job, input, p) = load_planned(
         &args.topology.file,
         &args.topology.overrides,
         args.profile.as_deref(),
@@ -41,22 +41,31 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", render(&p));
-        print!("{}", compare_schedules(args).unwrap_or_default());
+        if input == Input::Topology {
+            print!(
+                "{}",
+                compare_schedules(
+                    &args.topology.file,
+                    &args.topology.overrides,
+                    args.profile.as_deref()
+                )
+            );
+        }
     }
     Ok(())
 }
 
 /// Every schedule, with and without recomputation, planned afresh on the user's model (each
-/// gets its own best split): step, bubble and memory per stage side by side. None where the
-/// input cannot be re-planned with other settings (a job plan file).
-fn compare_schedules(args: &PlanArgs) -> Option<String> {
+/// gets its own best split): simulated step, bubble and memory per rank side by side, or why a
+/// schedule cannot run this model. Only for a topology (a job plan file is never re-planned).
+pub(crate) fn compare_schedules(file: &str, given: &[String], profile: Option<&str>) -> String {
     use std::fmt::Write;
     let mut s = String::from(
         "\nschedules on this model (each with its own best split; simulated step and bubble, memory per rank):\n",
     );
     for schedule in ScheduleKind::ALL {
         for recompute in [false, true] {
-            let mut overrides = args.topology.overrides.clone();
+            let mut overrides = given.to_vec();
             overrides.push(format!("train.schedule={}", schedule.name()));
             overrides.push(format!("train.recompute={recompute}"));
             if schedule != ScheduleKind::Interleaved1F1B {
@@ -67,7 +76,7 @@ fn compare_schedules(args: &PlanArgs) -> Option<String> {
                 schedule.name(),
                 if recompute { " + recompute" } else { "" }
             );
-            match load_planned(&args.topology.file, &overrides, args.profile.as_deref()) {
+            match load_planned(file, &overrides, profile) {
                 Ok((_, _, v)) => {
                     let ranks = v.sim.stages.len();
                     let mut mem = vec![0u64; ranks];
@@ -97,7 +106,7 @@ fn compare_schedules(args: &PlanArgs) -> Option<String> {
             }
         }
     }
-    Some(s)
+    s
 }
 
 /// The human-readable plan.

@@ -2,7 +2,7 @@
 
 use super::TopologyArgs;
 use crate::fmt;
-use crate::job::load_planned;
+use crate::job::{Input, load_planned};
 use crate::sim::{gantt, gantt_by_chunk};
 use anyhow::Result;
 use clap::Args;
@@ -23,7 +23,7 @@ pub struct SimulateArgs {
 }
 
 pub fn run(args: &SimulateArgs) -> Result<()> {
-    let (_, _, p) = load_planned(
+    let (_, input, p) = load_planned(
         &args.topology.file,
         &args.topology.overrides,
         args.profile.as_deref(),
@@ -82,5 +82,15 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         fmt::ms(p.sim.step_ms),
         fmt::ms(ideal.step_ms)
     );
+    if input == Input::Topology {
+        print!(
+            "{}",
+            super::plan::compare_schedules(
+                &args.topology.file,
+                &args.topology.overrides,
+                args.profile.as_deref()
+            )
+        );
+    }
     Ok(())
 }
