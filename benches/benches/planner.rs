@@ -16,10 +16,12 @@ fn problem(n: usize, k: usize) -> Problem {
             param_factor: 3,
             send_next: (1e-6, 0.01),
             send_prev: (1e-6, 0.01),
+            recompute: false,
         })
         .collect();
     Problem {
         work: (0..n).map(|i| 1.0 + ((i * 7919) % 13) as f64).collect(),
+        recompute_work: vec![0.0; n],
         param_bytes: (0..n)
             .map(|i| 100_000 + ((i * 104_729) % 50_000) as u64)
             .collect(),
@@ -34,7 +36,6 @@ fn problem(n: usize, k: usize) -> Problem {
             })
             .collect(),
         slots,
-        recompute: false,
     }
 }
 

@@ -4,7 +4,6 @@
 mod common;
 
 use brigade_engine::params_io::load_dir;
-use brigade_stages::params::max_rel_diff;
 use common::*;
 use std::path::Path;
 use std::process::Stdio;
@@ -57,30 +56,6 @@ fn reference(dir: &Path, steps: &str) -> (Vec<f64>, std::collections::BTreeMap<S
         p.to_str().unwrap(),
     ]);
     (losses(&m), load_dir(&p).unwrap())
-}
-
-fn assert_same(
-    what: &str,
-    got: (&[f64], &std::collections::BTreeMap<String, Vec<f32>>),
-    want: (&[f64], &std::collections::BTreeMap<String, Vec<f32>>),
-) {
-    assert_eq!(got.0.len(), want.0.len(), "{what}: steps");
-    for (i, (a, b)) in got.0.iter().zip(want.0).enumerate() {
-        assert!(
-            ((a - b) / b).abs() <= 1e-5,
-            "{what}: step {} loss {a} vs {b}",
-            i + 1
-        );
-    }
-    assert_eq!(
-        got.1.keys().collect::<Vec<_>>(),
-        want.1.keys().collect::<Vec<_>>(),
-        "{what}: parameter sets"
-    );
-    for (name, v) in got.1 {
-        let d = max_rel_diff(v, &want.1[name]);
-        assert!(d <= 1e-5, "{what}: {name} differs by {d:e}");
-    }
 }
 
 /// Layer indices of the parameters in one `--save-params` file.

@@ -25,6 +25,9 @@ pub struct StageSlot {
     pub send_next: (f64, f64),
     /// (ms per byte, fixed ms) to send to the previous stage.
     pub send_prev: (f64, f64),
+    /// Activation recomputation: the stage keeps only its input per live micro-batch, plus one
+    /// micro-batch's saved activations while it recomputes, and runs its forward twice.
+    pub recompute: bool,
 }
 
 /// A partitioning problem: a chain of layers and one slot per stage, in pipeline order.
@@ -37,9 +40,8 @@ pub struct Problem {
     /// Bytes crossing the cut before layer c, len n + 1.
     pub cut_bytes: Vec<u64>,
     pub slots: Vec<StageSlot>,
-    /// Activation recomputation: a stage keeps only its input per live micro-batch, plus one
-    /// micro-batch's saved activations while it recomputes.
-    pub recompute: bool,
+    /// Per layer, the work a recomputing stage runs a second time at backward (its forward).
+    pub recompute_work: Vec<f64>,
 }
 
 /// Why no partition exists.
@@ -99,6 +101,7 @@ impl Split {
 /// Prefix sums so a stage's totals are O(1).
 struct Prefix {
     work: Vec<f64>,
+    rework: Vec<f64>,
     params: Vec<u64>,
     saved: Vec<u64>,
 }
@@ -115,6 +118,7 @@ impl Prefix {
         }
         Prefix {
             work: scan(&p.work, 0.0, |a, b| a + b),
+            rework: scan(&p.recompute_work, 0.0, |a, b| a + b),
             params: scan(&p.param_bytes, 0, u64::saturating_add),
             saved: scan(&p.saved_bytes, 0, u64::saturating_add),
         }
@@ -136,7 +140,12 @@ impl Problem {
 
     /// Compute ms of layers a..b on stage k's device.
     pub fn compute_ms(&self, k: usize, a: usize, b: usize) -> f64 {
-        self.work[a..b].iter().sum::<f64>() / self.slots[k].speed_gflops * 1e3
+        let again = if self.slots[k].recompute {
+            self.recompute_work[a..b].iter().sum::<f64>()
+        } else {
+            0.0
+        };
+        (self.work[a..b].iter().sum::<f64>() + again) / self.slots[k].speed_gflops * 1e3
     }
 
     /// Send ms of stage k holding a..b (activations out, gradients back).
@@ -157,7 +166,7 @@ impl Problem {
     /// Activation bytes stage k keeps when layers a.. save `saved` bytes per micro-batch.
     fn activation_bytes(&self, k: usize, a: usize, saved: u64) -> u64 {
         let live = self.slots[k].live_microbatches;
-        if self.recompute {
+        if self.slots[k].recompute {
             live.saturating_mul(self.cut_bytes[a]).saturating_add(saved)
         } else {
             live.saturating_mul(saved)
@@ -203,6 +212,7 @@ pub fn parameters(param_bytes: &[u64], stages: usize) -> Result<Split, Partition
         param_factor: 1,
         send_next: (0.0, 0.0),
         send_prev: (0.0, 0.0),
+        recompute: false,
     };
     let problem = Problem {
         // Ties between equal parameter counts go to the split that also balances layer counts.
@@ -211,7 +221,7 @@ pub fn parameters(param_bytes: &[u64], stages: usize) -> Result<Split, Partition
         saved_bytes: vec![0; n],
         cut_bytes: vec![0; n + 1],
         slots: vec![slot; stages],
-        recompute: false,
+        recompute_work: vec![0.0; n],
     };
     auto(&problem)
 }
@@ -242,8 +252,15 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
         });
     }
     let pre = Prefix::new(p);
-    let compute =
-        |k: usize, a: usize, b: usize| (pre.work[b] - pre.work[a]) / p.slots[k].speed_gflops * 1e3;
+    // (A recomputing stage's second forward only adds: the work-only bounds below stay valid.)
+    let compute = |k: usize, a: usize, b: usize| {
+        let again = if p.slots[k].recompute {
+            pre.rework[b] - pre.rework[a]
+        } else {
+            0.0
+        };
+        (pre.work[b] - pre.work[a] + again) / p.slots[k].speed_gflops * 1e3
+    };
     let memory = |k: usize, a: usize, b: usize| {
         let s = &p.slots[k];
         (pre.params[b] - pre.params[a])
@@ -310,7 +327,7 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
                 if cap.is_some_and(|cap| memory(k, a, b) > cap) {
                     // Without recomputation memory only grows as `a` falls; with it, the kept
                     // input (the cut at `a`) may shrink again, so look further.
-                    if p.recompute {
+                    if p.slots[k].recompute {
                         continue;
                     }
                     break;

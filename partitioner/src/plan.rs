@@ -96,6 +96,7 @@ pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placem
                 } else {
                     (0.0, 0.0)
                 },
+                recompute: topo.train.recomputes(k),
             }
         })
         .collect();
@@ -104,14 +105,14 @@ pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placem
             .forward_gflop
             .iter()
             .zip(&costs.backward_gflop)
-            // Recomputation runs every forward a second time, at backward.
-            .map(|(f, b)| f + b + if topo.train.recompute { *f } else { 0.0 })
+            .map(|(f, b)| f + b)
             .collect(),
+        // Recomputation runs a chunk's forward a second time, at backward.
+        recompute_work: costs.forward_gflop.clone(),
         param_bytes: costs.param_bytes.clone(),
         saved_bytes: costs.saved_bytes.clone(),
         cut_bytes: costs.cut_bytes.clone(),
         slots,
-        recompute: topo.train.recompute,
     }
 }
 
@@ -162,7 +163,7 @@ pub fn describe(
             let forward_ms = ms(&costs.forward_gflop);
             // Recomputation's second forward is part of the backward.
             let backward_ms = ms(&costs.backward_gflop)
-                + if topo.train.recompute {
+                + if prob.slots[k].recompute {
                     forward_ms
                 } else {
                     0.0

@@ -208,6 +208,25 @@ impl<'a> Section<'a> {
             .map(Some)
     }
 
+    /// An array of indices (whole numbers from 0), e.g. chunk ids.
+    pub fn index_list(&self, key: &str) -> Result<Option<Vec<usize>>, ConfigError> {
+        let Some(items) = self.opt_array(key)? else {
+            return Ok(None);
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                Value::Integer(i) if *i >= 0 && *i as u64 <= MAX_DIM => Ok(*i as usize),
+                _ => Err(self.err(
+                    key,
+                    format!("expected indices (whole numbers from 0), found `{v}`"),
+                    format!("Write it like `{key} = [0, 1]`."),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     /// A byte size: a whole number of bytes or a string such as "16GiB", "512MB".
     pub fn opt_bytes(&self, key: &str) -> Result<Option<u64>, ConfigError> {
         match self.get(key) {

@@ -65,7 +65,10 @@ pub struct Train {
     pub seed: u64,
     /// Keep only each micro-batch's chunk input between forward and backward, and recompute
     /// the forward at backward time (GPipe's re-materialisation): less memory, more compute.
+    /// `true`: every chunk.
     pub recompute: bool,
+    /// The chunks that recompute when `recompute = [ids]` names some (empty otherwise).
+    pub recompute_chunks: Vec<usize>,
     /// The element type stages compute in and send on the wire; parameters and optimizer state
     /// stay f32 (master weights).
     pub dtype: TrainDType,
@@ -100,6 +103,16 @@ impl TrainDType {
 }
 
 impl Train {
+    /// Whether chunk `chunk` recomputes its forward at backward time.
+    pub fn recomputes(&self, chunk: usize) -> bool {
+        self.recompute || self.recompute_chunks.contains(&chunk)
+    }
+
+    /// Whether any chunk recomputes.
+    pub fn recomputes_any(&self) -> bool {
+        self.recompute || !self.recompute_chunks.is_empty()
+    }
+
     /// Samples per micro-batch.
     pub fn microbatch_size(&self) -> usize {
         self.batch / self.microbatches

@@ -41,6 +41,7 @@ fn problem() -> impl Strategy<Value = Problem> {
                     param_factor: 2,
                     send_next: (per_byte, fixed),
                     send_prev: (per_byte, fixed),
+                    recompute: false,
                 });
             (
                 prop::collection::vec(0.0f64..10.0, n),
@@ -48,19 +49,23 @@ fn problem() -> impl Strategy<Value = Problem> {
                 prop::collection::vec(0u64..30, n),
                 prop::collection::vec(0u64..200, n + 1),
                 prop::collection::vec(slot, k),
-                any::<bool>(),
+                any::<u32>(),
             )
                 .prop_map(
-                    |(work, param_bytes, saved_bytes, mut cut_bytes, slots, recompute)| {
+                    |(work, param_bytes, saved_bytes, mut cut_bytes, mut slots, recompute)| {
                         cut_bytes[0] = 0;
                         *cut_bytes.last_mut().unwrap() = 0;
+                        // Some stages recompute, chosen by the bits of one random word.
+                        for (k, s) in slots.iter_mut().enumerate() {
+                            s.recompute = (recompute >> (k % 32)) & 1 == 1;
+                        }
                         Problem {
+                            recompute_work: work.iter().map(|w| w / 3.0).collect(),
                             work,
                             param_bytes,
                             saved_bytes,
                             cut_bytes,
                             slots,
-                            recompute,
                         }
                     },
                 )
@@ -121,8 +126,10 @@ fn ten_thousand_layers_onto_64_stages_is_fast_and_balanced() {
         param_factor: 3,
         send_next: (1e-6, 0.01),
         send_prev: (1e-6, 0.01),
+        recompute: false,
     };
     let p = Problem {
+        recompute_work: vec![0.0; n],
         work: (0..n).map(|i| 1.0 + (i % 7) as f64).collect(),
         param_bytes: vec![1000; n],
         saved_bytes: vec![100; n],
@@ -130,7 +137,6 @@ fn ten_thousand_layers_onto_64_stages_is_fast_and_balanced() {
             .map(|i| if i == 0 || i == n { 0 } else { 4096 })
             .collect(),
         slots: vec![slot; 64],
-        recompute: false,
     };
     let split = partition::auto(&p).unwrap();
     let uniform = partition::uniform(n, 64);
@@ -146,25 +152,32 @@ fn recomputation_keeps_only_chunk_inputs_alive() {
         param_factor: 2,
         send_next: (0.0, 0.0),
         send_prev: (0.0, 0.0),
+        recompute: false,
     };
     let mut p = Problem {
         work: vec![1.0; 4],
+        recompute_work: vec![0.5; 4],
         param_bytes: vec![10; 4],
         saved_bytes: vec![100; 4],
         cut_bytes: vec![0, 50, 50, 50, 0],
         slots: vec![slot; 2],
-        recompute: false,
     };
     // Layers 2..4 on stage 1: params 2·20 + 8 live × 200 saved.
     assert_eq!(p.memory_bytes(1, 2, 4), 40 + 8 * 200);
-    p.recompute = true;
-    // Only the input (cut 2: 50 bytes) per live micro-batch, plus one micro-batch's 200.
+    assert_eq!(p.compute_ms(1, 2, 4), 2000.0);
+    p.slots[1].recompute = true;
+    // Only the input (cut 2: 50 bytes) per live micro-batch, plus one micro-batch's 200; and
+    // the forward a second time.
     assert_eq!(p.memory_bytes(1, 2, 4), 40 + 8 * 50 + 200);
+    assert_eq!(p.compute_ms(1, 2, 4), 3000.0);
+    // Per stage: stage 0 still keeps everything.
+    assert_eq!(p.memory_bytes(0, 0, 2), 40 + 8 * 200);
+    p.slots[0].recompute = true;
     // A memory cap that only recomputation meets: auto now finds a split.
     for s in &mut p.slots {
         s.memory_bytes = Some(700);
     }
     assert!(partition::auto(&p).is_ok());
-    p.recompute = false;
+    p.slots[0].recompute = false;
     assert!(partition::auto(&p).is_err());
 }

@@ -322,3 +322,22 @@ fn interleaving_needs_its_schedule_enough_layers_and_whole_groups_of_microbatche
         );
     }
 }
+
+#[test]
+fn recomputation_per_chunk() {
+    let t = set(&["train.recompute=[1]"]).unwrap();
+    assert!(!t.train.recomputes(0) && t.train.recomputes(1));
+    assert!(t.train.recomputes_any());
+    let t = set(&["train.recompute=true"]).unwrap();
+    assert!(t.train.recomputes(0) && t.train.recomputes(1));
+    let e = set(&["train.recompute=[2]"]).unwrap_err().to_string();
+    assert!(
+        e.contains("train.recompute") && e.contains("chunk 2") && e.contains("2 chunks"),
+        "{e}"
+    );
+    let e = set(&["train.recompute=\"yes\""]).unwrap_err().to_string();
+    assert!(
+        e.contains("train.recompute") && e.contains("list of chunk ids"),
+        "{e}"
+    );
+}

@@ -129,7 +129,7 @@ impl Stage {
             seed: topo.train.seed,
             microbatches: topo.train.microbatches,
             step: 0,
-            recompute: topo.train.recompute,
+            recompute: topo.train.recomputes(index),
             dtype: float_dtype(topo.train.dtype),
             split_weights: topo.train.schedule == ScheduleKind::ZbH1,
             pending_w: BTreeMap::new(),

@@ -124,9 +124,14 @@ pub fn render(p: &Planned) -> String {
         plan.method,
         plan.schedule,
         if topo.train.recompute {
-            " with recomputation"
+            " with recomputation".to_string()
+        } else if !topo.train.recompute_chunks.is_empty() {
+            format!(
+                " with recomputation on chunks {:?}",
+                topo.train.recompute_chunks
+            )
         } else {
-            ""
+            String::new()
         },
         plan.microbatches,
         topo.train.microbatch_size(),

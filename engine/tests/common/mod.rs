@@ -107,3 +107,30 @@ pub fn wait_for_pids(dir: &std::path::Path, stages: usize) -> Vec<i32> {
 pub fn test_port(offset: u16) -> u16 {
     10_000 + (std::process::id() % 20_000) as u16 + offset
 }
+
+/// Parameters by name, as `brigade_engine::params_io::load_dir` reads them.
+pub type Params = std::collections::BTreeMap<String, Vec<f32>>;
+
+/// A run's losses and final parameters equal another's (relative 1e-5): what every pipelined
+/// run must show against `brigade reference`.
+pub fn assert_same(what: &str, got: (&[f64], &Params), want: (&[f64], &Params)) {
+    const REL: f64 = 1e-5;
+    assert_eq!(got.0.len(), want.0.len(), "{what}: steps");
+    for (i, (a, b)) in got.0.iter().zip(want.0).enumerate() {
+        assert!(
+            ((a - b) / b).abs() <= REL,
+            "{what}: step {} loss {a} vs reference {b}",
+            i + 1
+        );
+    }
+    assert!(!want.1.is_empty(), "{what}: no parameters to compare");
+    assert_eq!(
+        got.1.keys().collect::<Vec<_>>(),
+        want.1.keys().collect::<Vec<_>>(),
+        "{what}: parameter sets"
+    );
+    for (name, v) in got.1 {
+        let d = brigade_stages::params::max_rel_diff(v, &want.1[name]);
+        assert!(d <= REL, "{what}: parameter {name} differs by {d:e}");
+    }
+}

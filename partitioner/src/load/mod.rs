@@ -101,6 +101,18 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
         &hosts,
         &train,
     )?;
+    let chunks = partition.chunks();
+    if let Some(&c) = train.recompute_chunks.iter().find(|&&c| c >= chunks) {
+        return Err(ConfigError::invalid(
+            file,
+            "train.recompute",
+            format!(
+                "names chunk {c}, but the model is cut into {chunks} chunks (0 to {})",
+                chunks - 1
+            ),
+            "List chunk ids below the number of chunks (stages × chunks_per_rank), or write `recompute = true` for every chunk.",
+        ));
+    }
     Ok(Topology {
         file: file.to_string(),
         name,

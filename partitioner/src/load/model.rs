@@ -338,7 +338,18 @@ pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
         optimizer,
         lr,
         seed: s.u64_or("seed", 0)?,
-        recompute: s.opt_bool("recompute")?.unwrap_or(false),
+        recompute: matches!(s.get("recompute"), Some(Value::Boolean(true))),
+        recompute_chunks: match s.get("recompute") {
+            None | Some(Value::Boolean(_)) => Vec::new(),
+            Some(Value::Array(_)) => s.index_list("recompute")?.unwrap_or_default(),
+            Some(other) => {
+                return Err(s.err(
+                    "recompute",
+                    format!("expected true, false or a list of chunk ids, found `{other}`"),
+                    "Write `recompute = true` (every chunk) or e.g. `recompute = [0, 1]`.",
+                ));
+            }
+        },
         dtype: match s.choice("dtype", "f32", &["f32", "bf16", "f16"])? {
             "bf16" => TrainDType::Bf16,
             "f16" => TrainDType::F16,
