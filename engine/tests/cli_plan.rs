@@ -186,3 +186,22 @@ fn planner_turns_recompute_on_when_memory_forces_it_and_records_it() {
     assert!(err.contains("train.recompute"), "{err}");
     let _ = std::fs::remove_dir_all(refused.parent().unwrap());
 }
+
+#[test]
+fn plan_into_a_closed_pipe_ends_quietly() {
+    // `brigade plan … | head -1`: the reader goes away early; no panic message.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_brigade"))
+        .args(["plan", "topologies/transformer-lm.toml"])
+        .current_dir(format!(
+            "{}/..",
+            std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -122,6 +122,19 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub fn main() -> ExitCode {
     brigade_stages::alloc::tune();
     let cli = Cli::parse();
+    #[cfg(unix)]
+    if matches!(
+        cli.command,
+        Command::Plan(_) | Command::Simulate(_) | Command::Keys(_)
+    ) {
+        // Commands that only print: `brigade plan … | head` ends quietly, as other Unix tools
+        // do, instead of panicking on the closed pipe. (Commands that run ranks keep Rust's
+        // default, ignoring SIGPIPE, so a closed terminal never kills a job.)
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Reference(args) => reference::run(&args),

@@ -113,14 +113,20 @@ pub(crate) fn compare_schedules(file: &str, given: &[String], profile: Option<&s
 pub fn render(p: &Planned) -> String {
     use std::fmt::Write;
     let (topo, plan) = (&p.topo, &p.plan);
+    let ranks = p.chunk_rank.iter().max().map_or(1, |m| m + 1);
+    let interleaved = plan.stages.len() > ranks;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "plan for {} ({}): {} layers → {} stages, method {}, schedule {}{}, {} micro-batches of {}, {} costs\n",
+        "plan for {} ({}): {} layers → {}, method {}, schedule {}{}, {} micro-batches of {}, {} costs\n",
         topo.file,
         topo.name,
         p.graph.len(),
-        plan.stages.len(),
+        if interleaved {
+            format!("{} chunks on {ranks} ranks", plan.stages.len())
+        } else {
+            format!("{} stages", plan.stages.len())
+        },
         plan.method,
         plan.schedule,
         if topo.train.recompute {
@@ -144,7 +150,7 @@ pub fn render(p: &Planned) -> String {
     let _ = writeln!(
         s,
         "{:<5} {:<12} {:<8} {:<10} {:>9} {:>12} {:>11} {:>11} {:>11}  kinds",
-        "stage",
+        if interleaved { "chunk" } else { "stage" },
         "host",
         "device",
         "layers",
@@ -183,6 +189,23 @@ pub fn render(p: &Planned) -> String {
             );
         }
     }
+    if interleaved {
+        for r in 0..ranks {
+            let held: Vec<String> = (0..plan.stages.len())
+                .filter(|&c| p.chunk_rank[c] == r)
+                .map(|c| c.to_string())
+                .collect();
+            if r == 0 {
+                s.push('\n');
+            }
+            let _ = writeln!(
+                s,
+                "{:<14} rank {r} holds chunks {}",
+                if r == 0 { "interleaved" } else { "" },
+                held.join(", ")
+            );
+        }
+    }
     let slowest = plan
         .stages
         .iter()
@@ -196,16 +219,22 @@ pub fn render(p: &Planned) -> String {
     }
     let _ = writeln!(
         s,
-        "\nbottleneck     stage {slowest}: {} per micro-batch (compute + send)",
+        "\nbottleneck     {} {slowest}: {} per micro-batch (compute + send)",
+        if interleaved { "chunk" } else { "stage" },
         fmt::ms(plan.bottleneck_ms)
     );
     let _ = writeln!(
         s,
-        "step           {} simulated ({}, {} micro-batches), schedule bubble {:.1}% = (K-1)/(M+K-1)",
+        "step           {} simulated ({}, {} micro-batches), schedule bubble {:.1}% = {}",
         fmt::ms(plan.step_ms),
         plan.schedule,
         plan.microbatches,
-        plan.bubble_fraction * 100.0
+        plan.bubble_fraction * 100.0,
+        if interleaved {
+            "(K-1)/(v·M+K-1)"
+        } else {
+            "(K-1)/(M+K-1)"
+        }
     );
     for (i, w) in plan.stages.windows(2).enumerate() {
         let _ = writeln!(
