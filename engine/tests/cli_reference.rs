@@ -160,6 +160,26 @@ fn devices_and_training_dtypes_are_checked_before_training() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(err(&out).contains("train.dtype"), "{}", err(&out));
+    // Interleaved 1F1B is refused on GPUs until it trains reproducibly there (docs/gpu.md),
+    // before the build's missing CUDA is even looked at.
+    let gpu = tmp("gpu.toml");
+    std::fs::write(
+        &gpu,
+        std::fs::read_to_string(format!(
+            "{}/../topologies/quickstart.toml",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap()
+        ))
+        .unwrap()
+        .replace("\"cpu\"", "\"cuda:0\""),
+    )
+    .unwrap();
+    let out = brigade(&["train", &gpu, "--set", "train.schedule=interleaved-1f1b"]);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(
+        err(&out).contains("does not yet train reproducibly on CUDA"),
+        "{}",
+        err(&out)
+    );
     // A bf16 plan halves the bytes on its edges.
     let job = tmp("bf16-job.json");
     let out = brigade(&[

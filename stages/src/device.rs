@@ -1,6 +1,6 @@
 //! burn devices for the devices a topology names.
 
-use brigade_partitioner::{DeviceKind, TrainDType};
+use brigade_partitioner::{DeviceKind, ScheduleKind, TrainDType};
 use burn::prelude::Device;
 
 /// A device this build or this job cannot use.
@@ -20,6 +20,27 @@ pub enum DeviceUnavailable {
     },
     #[error("device {device} cannot be used: {why}")]
     NoGpu { device: DeviceKind, why: String },
+    #[error(
+        "schedule = \"{}\" does not yet train reproducibly on CUDA devices ({device}): on an H200 its losses differed from run to run and from `reference` (docs/gpu.md). Use \"1f1b\" or \"zb-h1\" on GPUs",
+        schedule.name()
+    )]
+    NotExactOnGpu {
+        device: DeviceKind,
+        schedule: ScheduleKind,
+    },
+}
+
+/// Refuses a schedule that is not exact on `kind` (interleaved 1F1B on CUDA, see docs/gpu.md).
+pub fn check_schedule(kind: DeviceKind, schedule: ScheduleKind) -> Result<(), DeviceUnavailable> {
+    match (kind, schedule) {
+        (DeviceKind::Cuda(_), ScheduleKind::Interleaved1F1B) => {
+            Err(DeviceUnavailable::NotExactOnGpu {
+                device: kind,
+                schedule,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The burn device for `kind`: the flex CPU backend, or CUDA when built with the `cuda` feature.

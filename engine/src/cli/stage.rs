@@ -179,6 +179,7 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     let _remove_pid_file = RemoveOnDrop(pid_file);
     let place = &job.places[k];
     let host = &topo.hosts[place.host];
+    brigade_stages::device::check_schedule(topo.device(place).kind, topo.train.schedule)?;
     let device = training_device(topo.device(place).kind, topo.train.dtype)?;
     let steps = args.steps.unwrap_or(topo.train.steps) as u64;
 

@@ -90,13 +90,21 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
         let h = &topo.hosts[p.host];
         if host.is_none_or(|n| n == h.name)
             && let Err(e) =
-                brigade_stages::device::training_device(topo.device(p).kind, topo.train.dtype)
+                brigade_stages::device::check_schedule(topo.device(p).kind, topo.train.schedule)
+                    .and_then(|()| {
+                        brigade_stages::device::training_device(
+                            topo.device(p).kind,
+                            topo.train.dtype,
+                        )
+                    })
         {
             let hint = match e {
                 DeviceUnavailable::NotBuilt { .. } => {
                     "Rebuild with `cargo build --release -p brigade-engine --features cuda`, or use \"cpu\"."
                 }
-                DeviceUnavailable::HalfOnCpu { .. } => "See docs/gpu.md.",
+                DeviceUnavailable::HalfOnCpu { .. } | DeviceUnavailable::NotExactOnGpu { .. } => {
+                    "See docs/gpu.md."
+                }
                 DeviceUnavailable::NoGpu { .. } => {
                     "Run this rank on a machine with that GPU, or give it another device."
                 }
