@@ -84,8 +84,9 @@ run() {
 
 status=0
 run quickstart-f32 quickstart || status=1
-# The other schedules on the GPU too (each must equal the same reference).
-run quickstart-interleaved quickstart train.schedule=interleaved-1f1b || status=1
+# The other schedules on the GPU too (each must equal the same reference). Interleaved 1F1B
+# is refused on CUDA for now (docs/gpu.md#schedules-on-the-gpu).
+run quickstart-1f1b quickstart train.schedule=1f1b || status=1
 run quickstart-zb-h1 quickstart train.schedule=zb-h1 || status=1
 run mlp-b4096-f32 mlp train.batch=4096 || status=1
 [ "$DEVICE" = cpu ] || run mlp-b4096-bf16 mlp train.batch=4096 'train.dtype="bf16"' || status=1
