@@ -191,36 +191,33 @@ impl<'a> Section<'a> {
 
     /// An array of positive whole numbers.
     pub fn usize_list(&self, key: &str) -> Result<Option<Vec<usize>>, ConfigError> {
-        let Some(items) = self.opt_array(key)? else {
-            return Ok(None);
-        };
-        items
-            .iter()
-            .map(|v| match v {
-                Value::Integer(i) if *i > 0 && *i as u64 <= MAX_DIM => Ok(*i as usize),
-                _ => Err(self.err(
-                    key,
-                    format!("expected positive whole numbers, found `{v}`"),
-                    format!("Write it like `{key} = [64]`."),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        self.int_list(key, 1, "positive whole numbers", "[64]")
     }
 
     /// An array of indices (whole numbers from 0), e.g. chunk ids.
     pub fn index_list(&self, key: &str) -> Result<Option<Vec<usize>>, ConfigError> {
+        self.int_list(key, 0, "indices (whole numbers from 0)", "[0, 1]")
+    }
+
+    /// An array of whole numbers from `min`; `what` and `example` word the error.
+    fn int_list(
+        &self,
+        key: &str,
+        min: i64,
+        what: &str,
+        example: &str,
+    ) -> Result<Option<Vec<usize>>, ConfigError> {
         let Some(items) = self.opt_array(key)? else {
             return Ok(None);
         };
         items
             .iter()
             .map(|v| match v {
-                Value::Integer(i) if *i >= 0 && *i as u64 <= MAX_DIM => Ok(*i as usize),
+                Value::Integer(i) if *i >= min && *i as u64 <= MAX_DIM => Ok(*i as usize),
                 _ => Err(self.err(
                     key,
-                    format!("expected indices (whole numbers from 0), found `{v}`"),
-                    format!("Write it like `{key} = [0, 1]`."),
+                    format!("expected {what}, found `{v}`"),
+                    format!("Write it like `{key} = {example}`."),
                 )),
             })
             .collect::<Result<Vec<_>, _>>()
