@@ -81,6 +81,27 @@ impl Act {
         }
     }
 
+    /// The same values without autodiff: a plain device tensor (what crosses to the I/O thread,
+    /// so autodiff's bookkeeping only ever runs on the compute thread).
+    pub fn inner(self) -> Act {
+        match self {
+            Act::Tokens(t) => Act::Tokens(t.inner()),
+            Act::F2(t) => Act::F2(t.inner()),
+            Act::F3(t) => Act::F3(t.inner()),
+            Act::F4(t) => Act::F4(t.inner()),
+        }
+    }
+
+    /// The same values with autodiff enabled (unchanged if they have it already).
+    pub fn autodiff(self) -> Act {
+        match self {
+            Act::Tokens(t) => Act::Tokens(t.autodiff()),
+            Act::F2(t) => Act::F2(t.autodiff()),
+            Act::F3(t) => Act::F3(t.autodiff()),
+            Act::F4(t) => Act::F4(t.autodiff()),
+        }
+    }
+
     /// Cuts the activation from any graph it belongs to.
     pub fn detach(self) -> Act {
         match self {

@@ -180,6 +180,8 @@ impl Stage {
 
     /// Runs micro-batch `mb` forward, keeping its graph; returns the output to send on.
     pub fn forward(&mut self, mb: u64, input: Act) -> Result<Act, StageError> {
+        // A received tensor arrives without autodiff (see `Act::inner`).
+        let input = input.autodiff();
         if self.live.contains_key(&mb) {
             return Err(StageError::AlreadyLive {
                 stage: self.index,
@@ -303,6 +305,7 @@ impl Stage {
     /// Backward of micro-batch `mb` from the gradient of its output; accumulates parameter
     /// gradients and returns the input's gradient (None on the first stage).
     pub fn backward(&mut self, mb: u64, grad: Act) -> Result<Option<Act>, StageError> {
+        let grad = grad.autodiff();
         if !self.live.contains_key(&mb) {
             return Err(StageError::NotLive {
                 stage: self.index,

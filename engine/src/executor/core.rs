@@ -321,7 +321,9 @@ impl Executor {
                     kind,
                     step,
                     microbatch: mb,
-                    tensor,
+                    // Without autodiff: the I/O thread reads and drops it, and autodiff's
+                    // bookkeeping stays on this thread.
+                    tensor: tensor.inner(),
                 }))));
             }
             Instr::BackwardWeight { chunk, mb } => {

@@ -322,8 +322,10 @@ async fn pull_loop(
                         // On a GPU this is the host-to-device copy, here on the I/O thread so it
                         // overlaps the compute thread's work on the previous micro-batch.
                         let start = tracer.now();
-                        let tensor =
-                            codec::to_act(data, &cfg.device).map_err(|e| bad(e.to_string()))?;
+                        // A plain device tensor: the stage enables autodiff on the compute
+                        // thread, so the I/O thread never touches autodiff's state.
+                        let tensor = codec::to_act(data, &cfg.device.clone().inner())
+                            .map_err(|e| bad(e.to_string()))?;
                         tracer.record(Span::new(
                             "upload",
                             start,
