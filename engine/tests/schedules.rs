@@ -127,3 +127,55 @@ fn transformer_lm_every_schedule_equals_the_reference() {
         &[(4, "interleaved-1f1b")],
     );
 }
+
+#[test]
+fn a_checkpoint_from_one_schedule_resumes_under_another() {
+    // Interleaved (4 chunks on 2 ranks) writes per-layer checkpoints; ZB-H1 (2 chunks) resumes
+    // them and continues exactly as the uninterrupted reference.
+    let dir = tmp("sched-resume");
+    let ckpt = dir.join("ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    let file = "topologies/quickstart.toml";
+    let out = run(&[
+        "train",
+        file,
+        "--steps",
+        "4",
+        "--set",
+        "train.schedule=interleaved-1f1b",
+        "--checkpoint-dir",
+        ckpt,
+        "--checkpoint-every",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let overrides = ["train.schedule=zb-h1".to_string()];
+    let (m, p) = (dir.join("resumed.jsonl"), dir.join("resumed-params"));
+    let mut args = vec![
+        "train",
+        file,
+        "--steps",
+        "7",
+        "--checkpoint-dir",
+        ckpt,
+        "--resume",
+        "--metrics",
+        m.to_str().unwrap(),
+        "--save-params",
+        p.to_str().unwrap(),
+    ];
+    for o in &overrides {
+        args.extend(["--set", o.as_str()]);
+    }
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (ref_losses, ref_params) = run_one(&dir, "reference", "reference", file, "7", &[]);
+    let resumed = losses(&m);
+    assert_eq!(resumed.len(), 3, "steps 5 to 7 after resuming at 4");
+    assert_same(
+        "interleaved → zb-h1 resume",
+        (&resumed, &load_dir(&p).unwrap()),
+        (&ref_losses[4..], &ref_params),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
