@@ -167,8 +167,37 @@ fn planner_turns_recompute_on_when_memory_forces_it_and_records_it() {
     }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&job).unwrap()).unwrap();
-    let text = v.to_string();
-    assert!(text.contains("train.recompute=true"), "{text}");
+    // Recorded among the plan's overrides: on the first chunks only, or on all of them.
+    let overrides = v["topology"]["overrides"].to_string();
+    assert!(overrides.contains("train.recompute="), "{overrides}");
+
+    // Under 1F1B with a little less memory, only the first chunk (which keeps the most
+    // micro-batches alive) needs to recompute, and only it does.
+    let tighter = topo.with_file_name("tighter.toml");
+    std::fs::write(
+        &tighter,
+        std::fs::read_to_string(&topo)
+            .unwrap()
+            .replace("memory = \"36MiB\"", "memory = \"33.6MiB\""),
+    )
+    .unwrap();
+    let (code, out, err) = brigade(&[
+        "plan",
+        tighter.to_str().unwrap(),
+        "--set",
+        "train.schedule=1f1b",
+        "--out",
+        job_s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("turned on by the planner on chunks [0]"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&job).unwrap()).unwrap();
+    let overrides = v["topology"]["overrides"].to_string();
+    assert!(overrides.contains("train.recompute=[0]"), "{overrides}");
 
     // Refusing recomputation leaves no split, and the error names the key and the way out.
     let (code, _, err) = brigade(&["plan", topo_s, "--set", "train.recompute=false"]);

@@ -214,7 +214,12 @@ pub fn render(p: &Planned) -> String {
     if p.auto_recompute {
         let _ = writeln!(
             s,
-            "\nrecompute      turned on by the planner: without it no split fits the devices' memory (train.recompute = false to refuse)"
+            "\nrecompute      turned on by the planner{}: without it no split fits the devices' memory (train.recompute = false to refuse)",
+            if topo.train.recompute {
+                String::new()
+            } else {
+                format!(" on chunks {:?}", topo.train.recompute_chunks)
+            }
         );
     }
     let _ = writeln!(

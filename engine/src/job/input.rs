@@ -118,19 +118,35 @@ fn plan_topology(
     let chosen = written || overrides.iter().any(|o| o.starts_with("train.recompute"));
     let planned = match make_plan(topo, profile) {
         Ok(p) => p,
-        // Memory forces recomputation: plan with it, and record it among the plan's overrides
-        // so every rank recomputes (unless the user chose either way).
+        // Memory forces recomputation: plan with it on the fewest first chunks that make a
+        // split fit (the first chunks keep the most micro-batches alive under 1F1B), else on
+        // every chunk, and record it among the plan's overrides so every rank does the same
+        // (unless the user chose either way).
         Err(e) if !chosen && e.key() == Some("partition") => {
-            let mut with = overrides.clone();
-            with.push("train.recompute=true".into());
-            match make_plan(brigade_partitioner::parse(file, &text, &with)?, profile) {
-                Ok(mut p) => {
-                    p.auto_recompute = true;
-                    overrides = with;
-                    p
+            let chunks = brigade_partitioner::parse(file, &text, &overrides)?
+                .partition
+                .chunks();
+            let choices = (1..chunks)
+                .map(|k| {
+                    let ids: Vec<String> = (0..k).map(|c| c.to_string()).collect();
+                    format!("train.recompute=[{}]", ids.join(", "))
+                })
+                .chain(std::iter::once("train.recompute=true".to_string()));
+            let mut found = None;
+            for choice in choices {
+                let mut with = overrides.clone();
+                with.push(choice);
+                if let Ok(p) = make_plan(brigade_partitioner::parse(file, &text, &with)?, profile) {
+                    found = Some((p, with));
+                    break;
                 }
-                Err(_) => return Err(e),
             }
+            let Some((mut p, with)) = found else {
+                return Err(e);
+            };
+            p.auto_recompute = true;
+            overrides = with;
+            p
         }
         Err(e) => return Err(e),
     };
