@@ -43,19 +43,8 @@ fn chunk_ranges(plan: &serde_json::Value) -> Vec<(u64, u64)> {
 }
 
 /// The reference's losses and parameters for `steps` steps of the quickstart.
-fn reference(dir: &Path, steps: &str) -> (Vec<f64>, std::collections::BTreeMap<String, Vec<f32>>) {
-    let (m, p) = (dir.join("ref.jsonl"), dir.join("ref-params"));
-    ok(&[
-        "reference",
-        QUICKSTART,
-        "--steps",
-        steps,
-        "--metrics",
-        m.to_str().unwrap(),
-        "--save-params",
-        p.to_str().unwrap(),
-    ]);
-    (losses(&m), load_dir(&p).unwrap())
+fn reference(dir: &Path, steps: &str) -> (Vec<f64>, Params) {
+    run_with_outputs(dir, "ref", "reference", QUICKSTART, steps, &[])
 }
 
 /// Layer indices of the parameters in one `--save-params` file.

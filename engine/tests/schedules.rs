@@ -13,46 +13,12 @@ use common::*;
 
 const SCHEDULES: [&str; 4] = ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"];
 
-/// Trains `file` with `overrides` and returns (losses, parameters).
-fn run_one(
-    dir: &std::path::Path,
-    name: &str,
-    cmd: &str,
-    file: &str,
-    steps: &str,
-    overrides: &[String],
-) -> (Vec<f64>, Params) {
-    let (m, p) = (
-        dir.join(format!("{name}.jsonl")),
-        dir.join(format!("{name}-params")),
-    );
-    let mut args = vec![
-        cmd,
-        file,
-        "--steps",
-        steps,
-        "--metrics",
-        m.to_str().unwrap(),
-        "--save-params",
-        p.to_str().unwrap(),
-    ];
-    for o in overrides {
-        args.extend(["--set", o.as_str()]);
-    }
-    let out = run(&args);
-    assert!(
-        out.status.success(),
-        "{cmd} {name} failed: {}",
-        stderr(&out)
-    );
-    (losses(&m), load_dir(&p).unwrap())
-}
-
 /// Each schedule × recomputation × ranks in `ranks` (a schedule listed in `skip` for a rank
 /// count is left out) against one reference run.
 fn every_schedule(test: &str, file: &str, steps: &str, ranks: &[usize], skip: &[(usize, &str)]) {
     let dir = tmp(test);
-    let (ref_losses, ref_params) = run_one(&dir, "reference", "reference", file, steps, &[]);
+    let (ref_losses, ref_params) =
+        run_with_outputs(&dir, "reference", "reference", file, steps, &[]);
     assert!(
         ref_losses.first() != ref_losses.last(),
         "{test}: the reference did not learn"
@@ -73,7 +39,8 @@ fn every_schedule(test: &str, file: &str, steps: &str, ranks: &[usize], skip: &[
                     format!("train.schedule={schedule}"),
                     format!("train.recompute={recompute}"),
                 ];
-                let (losses, params) = run_one(&dir, &name, "train", file, steps, &overrides);
+                let (losses, params) =
+                    run_with_outputs(&dir, &name, "train", file, steps, &overrides);
                 assert_same(
                     &format!("{test} {name}"),
                     (&losses, &params),
@@ -92,7 +59,8 @@ fn every_schedule(test: &str, file: &str, steps: &str, ranks: &[usize], skip: &[
         "train.schedule=1f1b".into(),
         "train.recompute=[0]".into(),
     ];
-    let (losses, params) = run_one(&dir, "chunk0-recomputes", "train", file, steps, &overrides);
+    let (losses, params) =
+        run_with_outputs(&dir, "chunk0-recomputes", "train", file, steps, &overrides);
     assert_same(
         &format!("{test} recompute = [0]"),
         (&losses, &params),
@@ -169,7 +137,7 @@ fn a_checkpoint_from_one_schedule_resumes_under_another() {
     }
     let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let (ref_losses, ref_params) = run_one(&dir, "reference", "reference", file, "7", &[]);
+    let (ref_losses, ref_params) = run_with_outputs(&dir, "reference", "reference", file, "7", &[]);
     let resumed = losses(&m);
     assert_eq!(resumed.len(), 3, "steps 5 to 7 after resuming at 4");
     assert_same(

@@ -134,3 +134,39 @@ pub fn assert_same(what: &str, got: (&[f64], &Params), want: (&[f64], &Params)) 
         assert!(d <= REL, "{what}: parameter {name} differs by {d:e}");
     }
 }
+
+/// Runs `brigade CMD FILE` (`train`, `reference`, …) for `steps` steps with `overrides`, writing
+/// metrics and final parameters under `dir` as `name`; returns (losses, parameters).
+pub fn run_with_outputs(
+    dir: &std::path::Path,
+    name: &str,
+    cmd: &str,
+    file: &str,
+    steps: &str,
+    overrides: &[String],
+) -> (Vec<f64>, Params) {
+    let (m, p) = (
+        dir.join(format!("{name}.jsonl")),
+        dir.join(format!("{name}-params")),
+    );
+    let mut args = vec![
+        cmd,
+        file,
+        "--steps",
+        steps,
+        "--metrics",
+        m.to_str().unwrap(),
+        "--save-params",
+        p.to_str().unwrap(),
+    ];
+    for o in overrides {
+        args.extend(["--set", o.as_str()]);
+    }
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{cmd} {name} failed: {}",
+        stderr(&out)
+    );
+    (losses(&m), brigade_engine::params_io::load_dir(&p).unwrap())
+}
