@@ -4,7 +4,8 @@
 //! and the transformer LM. Real stage processes over real links.
 //!
 //! Interleaving cuts the model into ranks × 2 chunks, so it needs at least that many layers:
-//! the MLP (6 layers) and the LM (7) run it on 2 ranks, the CNN (10) on 2 and 4.
+//! the MLP (6 layers) and the LM (7) run it on 4 ranks in a deeper variant of themselves (10 and
+//! 8 layers), the CNN (10) as it is.
 
 mod common;
 
@@ -146,4 +147,61 @@ fn a_checkpoint_from_one_schedule_resumes_under_another() {
         (&ref_losses[4..], &ref_params),
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Interleaving on 4 ranks (8 chunks) of a model `layers` deepens, with and without
+/// recomputation, against the reference of that same model.
+fn interleaved_on_four_ranks(test: &str, file: &str, steps: &str, layers: &str) {
+    let dir = tmp(test);
+    let model = format!("model.layers={layers}");
+    let (ref_losses, ref_params) = run_with_outputs(
+        &dir,
+        "reference",
+        "reference",
+        file,
+        steps,
+        std::slice::from_ref(&model),
+    );
+    let hosts = r#"hosts=[{name="local",address="127.0.0.1",devices=["cpu","cpu","cpu","cpu"]}]"#;
+    for recompute in [false, true] {
+        let name = format!("interleaved-k4-rc{recompute}");
+        let overrides = [
+            model.clone(),
+            hosts.to_string(),
+            "partition.stages=4".into(),
+            "train.schedule=interleaved-1f1b".into(),
+            format!("train.recompute={recompute}"),
+        ];
+        let (losses, params) = run_with_outputs(&dir, &name, "train", file, steps, &overrides);
+        assert_same(
+            &format!("{test} {name}"),
+            (&losses, &params),
+            (&ref_losses, &ref_params),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn deeper_mlp_with_dropout_interleaved_on_four_ranks_equals_the_reference() {
+    interleaved_on_four_ranks(
+        "sched-mlp-deep",
+        "topologies/quickstart.toml",
+        "4",
+        r#"[{kind="linear",out=128},{kind="relu"},{kind="dropout",p=0.1},{kind="linear",out=128},{kind="relu"},{kind="linear",out=128},{kind="relu"},{kind="linear",out=128},{kind="relu"},{kind="linear",out=10}]"#,
+    );
+}
+
+#[test]
+fn deeper_transformer_lm_interleaved_on_four_ranks_equals_the_reference() {
+    let block = r#"{kind="transformer_block",heads=4,ff=256}"#;
+    interleaved_on_four_ranks(
+        "sched-lm-deep",
+        "topologies/transformer-lm.toml",
+        "3",
+        &format!(
+            r#"[{{kind="embedding",vocab=64,dim=64}},{b},{b},{b},{b},{b},{{kind="layer_norm"}},{{kind="linear",out=64}}]"#,
+            b = block
+        ),
+    );
 }

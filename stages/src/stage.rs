@@ -234,7 +234,10 @@ impl Stage {
     fn run_without_graph(&self, mb: u64, input: Act) -> Act {
         let mut x = input.detach().cast(self.dtype);
         for (j, (kind, module)) in self.kinds.iter().zip(&self.modules).enumerate() {
-            let module = compute_module(&module.valid(), self.dtype);
+            let mut module = module.valid();
+            if self.dtype != FloatDType::F32 {
+                module = compute_module(&module, self.dtype);
+            }
             x = module.forward(kind, x, &self.ctx(mb, j));
         }
         x
