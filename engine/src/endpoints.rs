@@ -77,7 +77,7 @@ pub struct RankLinks {
 fn ends(job: &Job, edge: usize, kind: Kind) -> (usize, usize) {
     let e = job.ends(edge);
     match kind {
-        Kind::Activation => (e.producer, e.consumer),
+        Kind::Activation | Kind::Eval => (e.producer, e.consumer),
         Kind::Gradient => (e.consumer, e.producer),
     }
 }
@@ -86,7 +86,8 @@ fn ends(job: &Job, edge: usize, kind: Kind) -> (usize, usize) {
 /// two chunks of one rank stays inside its process and needs no link).
 fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ {
     (0..job.edges().len())
-        .flat_map(|e| [(e, Kind::Activation), (e, Kind::Gradient)])
+        .flat_map(|e| [(e, Kind::Activation), (e, Kind::Gradient), (e, Kind::Eval)])
+        .filter(|&(_, kind)| kind != Kind::Eval || job.evaluates())
         .map(|(e, kind)| {
             let (from, to) = ends(job, e, kind);
             (e, kind, from, to)

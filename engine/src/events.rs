@@ -5,6 +5,7 @@
 //! ```text
 //! {"event":"started","stage":0,"host":"local","pid":4242,"layers":[0,3],"chunks":[0],"run_id":"…","job_hash":"…","endpoint":"ipc://…/rank0.ipc"}
 //! {"event":"step","stage":1,"step":1,"loss":2.31,"step_ms":41.2}
+//! {"event":"eval","stage":1,"step":50,"val_loss":0.12,"val_accuracy":0.97,"rows":359}
 //! {"event":"checkpoint","stage":0,"step":10,"dir":"ck/step-00000010"}
 //! {"event":"error","stage":1,"message":"stage 1: lost peer stage 0 …","bad_input":false,"lost_peer":0}
 //! {"event":"done","stage":0,"peak_rss_kib":70312}
@@ -39,6 +40,15 @@ pub enum StageEvent {
         step: u64,
         loss: Option<f64>,
         step_ms: f64,
+    },
+    /// An evaluation after `step` steps finished (on the rank with the last chunk): the mean
+    /// validation loss and, for classifiers, the share of correct predictions.
+    Eval {
+        stage: usize,
+        step: u64,
+        val_loss: f64,
+        val_accuracy: Option<f64>,
+        rows: u64,
     },
     /// A checkpoint of this rank's chunks was written (after `step` steps).
     Checkpoint {
@@ -85,6 +95,7 @@ impl StageEvent {
         match self {
             StageEvent::Started { stage, .. }
             | StageEvent::Step { stage, .. }
+            | StageEvent::Eval { stage, .. }
             | StageEvent::Checkpoint { stage, .. }
             | StageEvent::Error { stage, .. }
             | StageEvent::Done { stage, .. } => *stage,

@@ -1,6 +1,8 @@
 //! The metrics JSONL file: one [`StepMetrics`] object per line, written by `reference` and
-//! `train` alike so their losses can be compared line by line.
+//! `train` alike so their losses can be compared line by line, and — with `[eval]` — one
+//! [`EvalMetrics`] line (`{"step", "val_loss", "val_accuracy"}`) after each evaluation.
 
+pub use crate::reference::EvalMetrics;
 pub use brigade_stages::reference::StepMetrics;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -25,20 +27,48 @@ impl MetricsWriter {
         self.out.flush()
     }
 
+    pub fn write_eval(&mut self, m: &EvalMetrics) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, m)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+
     pub fn path(&self) -> &str {
         &self.path
     }
 }
 
-/// Reads a metrics file back.
+/// Reads a metrics file's step lines back.
 pub fn read(path: &str) -> anyhow::Result<Vec<StepMetrics>> {
+    read_lines(path, false)
+}
+
+/// Reads a metrics file's evaluation lines back.
+pub fn read_eval(path: &str) -> anyhow::Result<Vec<EvalMetrics>> {
+    read_lines(path, true)
+}
+
+fn read_lines<T: serde::de::DeserializeOwned>(path: &str, eval: bool) -> anyhow::Result<Vec<T>> {
     use anyhow::Context;
     std::fs::read_to_string(path)
         .with_context(|| format!("{path}: cannot read the metrics file"))?
         .lines()
         .enumerate()
+        .filter(|(_, l)| l.contains("\"val_loss\"") == eval)
         .map(|(i, l)| {
             serde_json::from_str(l).with_context(|| format!("{path}:{}: not a metrics line", i + 1))
         })
         .collect()
+}
+
+/// "val_loss 0.1234  val_accuracy 97.21 %" for people.
+pub fn describe_eval(m: &EvalMetrics) -> String {
+    match m.val_accuracy {
+        Some(a) => format!(
+            "val_loss {:.4}  val_accuracy {:.2} %",
+            m.val_loss,
+            a * 100.0
+        ),
+        None => format!("val_loss {:.4}", m.val_loss),
+    }
 }

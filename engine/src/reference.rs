@@ -4,15 +4,18 @@
 //! reproduce this one.
 
 use crate::executor::build::reference_program;
+use crate::executor::core::EvalFigures;
 use crate::executor::core::{CheckpointPolicy, Executor};
 use crate::executor::driver::{DriveError, Progress, drive};
 use crate::executor::writer::CheckpointWriter;
 use crate::trace::Tracer;
 use crate::transport::memory::mesh;
-use brigade_partitioner::Topology;
+use brigade_partitioner::{ConfigError, Topology};
+use brigade_stages::Stage;
 use brigade_stages::checkpoint::CheckpointError;
+use brigade_stages::data::parquet::ParquetData;
 use brigade_stages::reference::StepMetrics;
-use brigade_stages::{Stage, SyntheticData};
+use brigade_stages::{Batches, Role};
 use burn::prelude::Device;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,6 +37,28 @@ pub enum ReferenceError {
     Drive(#[from] DriveError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Data(#[from] ConfigError),
+}
+
+/// One evaluation's figures, after `step` steps.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalMetrics {
+    pub step: u64,
+    pub val_loss: f64,
+    /// Absent for mse models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
+}
+
+impl EvalMetrics {
+    pub fn new(step: u64, f: &EvalFigures) -> Self {
+        EvalMetrics {
+            step,
+            val_loss: f.loss,
+            val_accuracy: f.accuracy,
+        }
+    }
 }
 
 /// Trains `topo`'s model until `steps` steps are done on `device`, calling `on_step` after each.
@@ -52,7 +77,19 @@ pub fn train_with(
     steps: usize,
     device: &Device,
     ckpt: &Checkpointing,
+    on_step: impl FnMut(&StepMetrics),
+) -> Result<Stage, ReferenceError> {
+    train_evaluating(topo, steps, device, ckpt, on_step, |_| {})
+}
+
+/// [`train_with`], also evaluating on the validation data (`[eval]`), reported to `on_eval`.
+pub fn train_evaluating(
+    topo: &Topology,
+    steps: usize,
+    device: &Device,
+    ckpt: &Checkpointing,
     mut on_step: impl FnMut(&StepMetrics),
+    mut on_eval: impl FnMut(&EvalMetrics),
 ) -> Result<Stage, ReferenceError> {
     let n = topo.model.layers.len();
     let mut stage = Stage::new(topo, 0, 0..n, device);
@@ -64,10 +101,24 @@ pub fn train_with(
     {
         brigade_stages::checkpoint::load(&mut stage, &path, topo.train.seed)?;
     }
+    let (data, eval_mbs) = match topo.data.parquet() {
+        None => (
+            brigade_stages::data::open(topo, Role::BOTH, stage.step())?,
+            0,
+        ),
+        Some(_) => {
+            let d = ParquetData::open(topo, Role::BOTH, stage.step())?;
+            let rows = d.facts().validation_rows as usize;
+            (
+                Box::new(d) as Box<dyn Batches>,
+                rows.div_ceil(topo.train.microbatch_size()),
+            )
+        }
+    };
     let mut exec = Executor::new(
-        reference_program(topo),
+        reference_program(topo, eval_mbs),
         vec![stage],
-        Box::new(SyntheticData::new(topo)),
+        data,
         steps as u64,
         Tracer::new(0, 0, false),
     );
@@ -94,6 +145,11 @@ pub fn train_with(
                     step_ms: secs * 1e3,
                     samples_per_sec: topo.train.batch as f64 / secs.max(1e-9),
                 });
+            }
+            Progress::Eval { step, figures } => {
+                if let Some(f) = figures {
+                    on_eval(&EvalMetrics::new(step, &f));
+                }
             }
             Progress::Checkpoint { step, snapshots } => {
                 if let Some(w) = writer.as_mut() {

@@ -201,7 +201,8 @@ pub fn simulate(lists: &[Vec<Instr>], costs: &SimCosts) -> Result<SimReport, Sim
             busy[r] += ms;
         };
         match instr {
-            Instr::RecvAct { .. } | Instr::RecvGrad { .. } => {}
+            // Evaluation lists are not simulated (a step's list has none).
+            Instr::RecvAct { .. } | Instr::RecvGrad { .. } | Instr::EvalForward { .. } => {}
             Instr::Forward { chunk, .. } => {
                 compute(&mut clock[r], chunk_cost(chunk)?.forward_ms);
                 live[r] += 1;

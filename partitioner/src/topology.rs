@@ -12,6 +12,7 @@ pub struct Topology {
     pub name: String,
     pub model: Model,
     pub data: Data,
+    pub eval: Eval,
     pub train: Train,
     pub hosts: Vec<Host>,
     pub links: Vec<Link>,
@@ -45,13 +46,101 @@ pub enum Loss {
 #[derive(Debug, Clone, Serialize)]
 pub struct Data {
     pub source: DataSource,
+    /// Seeds synthetic samples, and the shuffle of Parquet data.
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataSource {
     Synthetic,
+    Parquet(ParquetSource),
+}
+
+/// `[data] source = "parquet"`: where the data is and which columns to read. Paths are as
+/// written, resolved against the topology file's directory when relative.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParquetSource {
+    /// A file, a directory of part files, or a glob (`*` and `?` in the last component).
+    pub path: String,
+    /// What each sample is made of.
+    pub columns: Columns,
+    /// Held-out data for evaluation, if any.
+    pub validation: Option<Validation>,
+    /// Rows in the shuffle buffer (0: no shuffle, file order).
+    pub shuffle_buffer: usize,
+    /// Steps of batches the reader thread prepares ahead of the first stage.
+    pub prefetch: usize,
+    /// The directory relative paths are taken from: the topology file's.
+    pub base: String,
+}
+
+impl ParquetSource {
+    /// A path of this source (`path`, or the validation path) as a file system path.
+    pub fn resolve(&self, path: &str) -> std::path::PathBuf {
+        let p = std::path::Path::new(path);
+        if p.is_absolute() || self.base.is_empty() {
+            p.to_path_buf()
+        } else {
+            std::path::Path::new(&self.base).join(p)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Columns {
+    /// `features`: one list column or several scalar columns; `label`: one integer column
+    /// (cross-entropy) or float columns (mse), in the same two forms.
+    Features {
+        features: Vec<String>,
+        label: Vec<String>,
+    },
+    /// One list-of-integers column: a sequence's first `model.input[0]` tokens are the inputs,
+    /// the same shifted by one the targets (it holds `model.input[0] + 1` tokens or more).
+    Tokens { tokens: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validation {
+    /// Another dataset (same forms as `path`).
+    Path(String),
+    /// This fraction of the training data's row groups (the last ones in file order).
+    Fraction(f64),
+}
+
+/// The directory of topology `file`, against which its relative data paths are read.
+pub fn base_dir(file: &str) -> String {
+    std::path::Path::new(file)
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default()
+}
+
+impl Data {
+    /// Reads relative data paths from the directory of topology `file` (a plan's topology is
+    /// parsed under another name, then rebased onto the file it came from).
+    pub fn set_base(&mut self, file: &str) {
+        if let DataSource::Parquet(p) = &mut self.source {
+            p.base = base_dir(file);
+        }
+    }
+
+    /// The Parquet source, if the data comes from files.
+    pub fn parquet(&self) -> Option<&ParquetSource> {
+        match &self.source {
+            DataSource::Parquet(p) => Some(p),
+            DataSource::Synthetic => None,
+        }
+    }
+}
+
+/// `[eval]`: evaluation on the validation data during training.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Eval {
+    /// Evaluate after every this many steps (0: only after the last step).
+    pub every: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -66,6 +66,9 @@ pub enum Kind {
     Activation,
     /// The gradient of a stage's input, flowing backward.
     Gradient,
+    /// A stage's output on validation data, flowing forward during an evaluation (its batch
+    /// dimension may be short: the last validation micro-batch).
+    Eval,
 }
 
 /// The header frame of a tensor message.

@@ -16,6 +16,8 @@ pub enum Stream {
     Dropout = 2,
     Data = 3,
     Teacher = 4,
+    /// The order Parquet samples are read in, per epoch.
+    Shuffle = 5,
 }
 
 /// A random stream for `purpose` keyed by `keys` (SplitMix64 over the keys).

@@ -55,6 +55,6 @@ pub mod split;
 pub mod stage;
 
 pub use act::Act;
-pub use data::{Batches, DataError, SyntheticData};
+pub use data::{Batches, DataError, Role, SyntheticData};
 pub use loss::Target;
 pub use stage::{Stage, StageError};

@@ -40,6 +40,44 @@ pub fn loss(output: &Act, target: &Target) -> Tensor<1> {
     }
 }
 
+/// One validation micro-batch's sums, still on the device: the loss summed over its samples
+/// (the batch mean × rows, so means over uneven micro-batches come out right), the number of
+/// correct argmax predictions (none for mse), and the rows and predictions counted.
+pub struct EvalSums {
+    pub loss_sum: Tensor<1>,
+    pub correct: Option<Tensor<1>>,
+    pub rows: u64,
+    pub predictions: u64,
+}
+
+/// [`EvalSums`] of `output` against `target`.
+pub fn eval_sums(output: &Act, target: &Target) -> EvalSums {
+    let rows = output.dims()[0] as u64;
+    let loss_sum = loss(output, target).mul_scalar(rows as f32);
+    let hits = |logits: Tensor<2>, ids: Tensor<1, Int>| {
+        let [n, _] = logits.dims();
+        logits.argmax(1).reshape([n]).equal(ids).int().sum().float()
+    };
+    let (correct, predictions) = match (output, target) {
+        (Act::F2(logits), Target::Classes(ids)) => (Some(hits(logits.clone(), ids.clone())), rows),
+        (Act::F3(logits), Target::Tokens(ids)) => {
+            let [b, t, v] = logits.dims();
+            let flat = logits.clone().reshape([b * t, v]);
+            (
+                Some(hits(flat, ids.clone().reshape([b * t]))),
+                (b * t) as u64,
+            )
+        }
+        _ => (None, 0),
+    };
+    EvalSums {
+        loss_sum,
+        correct,
+        rows,
+        predictions,
+    }
+}
+
 fn cross_entropy(logits: Tensor<2>, ids: Tensor<1, Int>) -> Tensor<1> {
     let [n, _] = logits.dims();
     let logp = log_softmax(logits, 1);

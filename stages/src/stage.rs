@@ -20,6 +20,8 @@ use burn::tensor::FloatDType;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+mod eval;
+
 /// A mistake in how a stage is driven (a schedule or a peer out of step), never a panic.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum StageError {

@@ -1,8 +1,8 @@
 //! `brigade reference FILE [--steps N] [--metrics out.jsonl]`: the ground truth.
 
 use super::TopologyArgs;
-use crate::metrics::MetricsWriter;
-use crate::reference::{Checkpointing, train_with};
+use crate::metrics::{MetricsWriter, describe_eval};
+use crate::reference::{Checkpointing, train_evaluating};
 use anyhow::{Context, Result};
 use brigade_partitioner::DeviceKind;
 use brigade_stages::device::training_device;
@@ -32,7 +32,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     let steps = args.run.steps.unwrap_or(topo.train.steps);
     let kind = args.device.unwrap_or(topo.hosts[0].devices[0].kind);
     let device = training_device(kind, topo.train.dtype)?;
-    let mut metrics = args
+    let metrics = args
         .run
         .metrics
         .as_deref()
@@ -46,23 +46,40 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
         topo.train.batch,
         topo.train.microbatches
     );
-    let mut io_error = None;
+    let io_error = None;
     let ckpt = Checkpointing {
         dir: args.checkpoint.checkpoint_dir.as_ref().map(Into::into),
         every: args.checkpoint.checkpoint_every,
         resume: args.checkpoint.resume,
     };
-    let stage = train_with(&topo, steps, &device, &ckpt, |m| {
-        println!(
-            "step {:>5}/{steps}  loss {:.6}  {:>8.2} ms  {:>10.0} samples/s",
-            m.step, m.loss, m.step_ms, m.samples_per_sec
-        );
-        if let Some(w) = metrics.as_mut()
-            && let Err(e) = w.write(m)
-        {
-            io_error.get_or_insert(e);
-        }
-    })?;
+    let metrics = std::cell::RefCell::new(metrics);
+    let io_error = std::cell::RefCell::new(io_error);
+    let stage = train_evaluating(
+        &topo,
+        steps,
+        &device,
+        &ckpt,
+        |m| {
+            println!(
+                "step {:>5}/{steps}  loss {:.6}  {:>8.2} ms  {:>10.0} samples/s",
+                m.step, m.loss, m.step_ms, m.samples_per_sec
+            );
+            if let Some(w) = metrics.borrow_mut().as_mut()
+                && let Err(e) = w.write(m)
+            {
+                io_error.borrow_mut().get_or_insert(e);
+            }
+        },
+        |e| {
+            println!("validation after step {}: {}", e.step, describe_eval(e));
+            if let Some(w) = metrics.borrow_mut().as_mut()
+                && let Err(err) = w.write_eval(e)
+            {
+                io_error.borrow_mut().get_or_insert(err);
+            }
+        },
+    )?;
+    let io_error = io_error.into_inner();
     if let Some(e) = io_error {
         return Err(e).context("cannot write the metrics file");
     }

@@ -7,7 +7,7 @@ use super::TopologyArgs;
 use crate::cluster_env;
 use crate::endpoints::{Addresses, create_run_dir, links, run_dir};
 use crate::events::StageEvent;
-use crate::executor::build::{program, stages};
+use crate::executor::build::{data, program, stages};
 use crate::executor::core::{CheckpointPolicy, Executor};
 use crate::executor::driver::{DriveError, Progress, drive};
 use crate::executor::writer::CheckpointWriter;
@@ -18,7 +18,6 @@ use crate::transport::TransportError;
 use crate::transport::net::{JobKeys, MIN_SECRET, NetConfig, NetTransport, load_secret};
 use anyhow::{Context, Result, bail};
 use brigade_partitioner::ConfigError;
-use brigade_stages::SyntheticData;
 use brigade_stages::device::training_device;
 use clap::Args;
 use std::time::{Duration, Instant};
@@ -205,10 +204,12 @@ fn run_rank(args: &StageArgs) -> Result<()> {
         chunks.first().map_or(0, |s| s.layers().start),
         chunks.last().map_or(0, |s| s.layers().end),
     ];
+    let start_step = chunks.first().map_or(0, |s| s.step());
+    let data = data(&job, k, start_step)?;
     let mut exec = Executor::new(
         program(&job, k),
         chunks,
-        Box::new(SyntheticData::new(topo)),
+        data,
         steps,
         Tracer::new(k, 0, args.trace_out.is_some()),
     );
@@ -316,6 +317,18 @@ fn run_rank(args: &StageArgs) -> Result<()> {
             Progress::Checkpoint { step, snapshots } => {
                 if let Some(w) = writer.as_mut() {
                     w.submit(step, snapshots).map_err(DriveError::Checkpoint)?;
+                }
+            }
+            Progress::Eval { step, figures } => {
+                if let Some(f) = figures {
+                    StageEvent::Eval {
+                        stage: k,
+                        step,
+                        val_loss: f.loss,
+                        val_accuracy: f.accuracy,
+                        rows: f.rows,
+                    }
+                    .emit();
                 }
             }
         }

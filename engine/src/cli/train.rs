@@ -190,6 +190,13 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
             .unwrap_or_default(),
         rss_summary(&report.peak_rss_kib)
     );
+    if let Some(e) = report.last_eval {
+        println!(
+            "validation after step {}: {}",
+            e.step,
+            crate::metrics::describe_eval(&e)
+        );
+    }
     Ok(())
 }
 
@@ -214,6 +221,13 @@ pub fn run_launch(args: &LaunchArgs) -> Result<()> {
         spec.steps,
         rss_summary(&report.peak_rss_kib)
     );
+    if let Some(e) = report.last_eval {
+        println!(
+            "validation after step {}: {}",
+            e.step,
+            crate::metrics::describe_eval(&e)
+        );
+    }
     Ok(())
 }
 

@@ -2,10 +2,11 @@
 
 use super::core::{EdgeRoute, Executor, Program};
 use crate::job::Job;
-use crate::schedule::{ChunkSlot, one_f_one_b};
+use crate::schedule::{ChunkSlot, eval_schedule, one_f_one_b};
 use crate::trace::Tracer;
-use brigade_partitioner::Topology;
-use brigade_stages::{Stage, SyntheticData};
+use brigade_partitioner::{ConfigError, Topology};
+use brigade_stages::data::parquet::ParquetData;
+use brigade_stages::{Batches, Role, Stage};
 use burn::prelude::Device;
 
 /// What rank `rank` of `job` runs.
@@ -26,7 +27,46 @@ pub fn program(job: &Job, rank: usize) -> Program {
             .collect(),
         list: job.instructions[rank].clone(),
         microbatches: job.plan.microbatches,
+        eval: job.eval_instructions[rank].clone(),
+        eval_microbatches: job.eval_microbatches(),
+        eval_every: job.topo.eval.every,
     }
+}
+
+/// What rank `rank` reads from the data: inputs if it holds the first chunk, targets if it
+/// holds the last.
+pub fn role(job: &Job, rank: usize) -> Role {
+    let chunks = &job.plan.ranks[rank].chunks;
+    Role {
+        inputs: chunks.contains(&0),
+        targets: chunks.contains(&(job.chunks().len() - 1)),
+    }
+}
+
+/// Rank `rank`'s data from step `start_step` on, checked against what the plan recorded.
+pub fn data(job: &Job, rank: usize, start_step: u64) -> Result<Box<dyn Batches>, ConfigError> {
+    let role = role(job, rank);
+    if let (Some(facts), Some(_)) = (job.plan.data, job.topo.data.parquet())
+        && (role.inputs || role.targets)
+    {
+        let data = ParquetData::open(&job.topo, role, start_step)?;
+        if data.facts() != facts {
+            return Err(ConfigError::invalid(
+                &job.file,
+                "data",
+                format!(
+                    "the plan was made for {} training and {} validation rows, but the data now holds {} and {}",
+                    facts.train_rows,
+                    facts.validation_rows,
+                    data.facts().train_rows,
+                    data.facts().validation_rows
+                ),
+                "The files changed since the plan was made: write the plan again (`brigade plan TOPOLOGY --out FILE`).",
+            ));
+        }
+        return Ok(Box::new(data));
+    }
+    brigade_stages::data::open(&job.topo, role, start_step)
 }
 
 /// The chunks rank `rank` of `job` holds, freshly initialised on `device`.
@@ -41,26 +81,36 @@ pub fn stages(job: &Job, rank: usize, device: &Device) -> Vec<Stage> {
         .collect()
 }
 
-/// The executor of rank `rank` of `job` on `device` with synthetic data, fresh, running until
-/// `steps` steps are done.
-pub fn executor(job: &Job, rank: usize, device: &Device, steps: u64, trace: bool) -> Executor {
-    Executor::new(
+/// The executor of rank `rank` of `job` on `device`, fresh, running until `steps` steps are
+/// done.
+pub fn executor(
+    job: &Job,
+    rank: usize,
+    device: &Device,
+    steps: u64,
+    trace: bool,
+) -> Result<Executor, ConfigError> {
+    Ok(Executor::new(
         program(job, rank),
         stages(job, rank, device),
-        Box::new(SyntheticData::new(&job.topo)),
+        data(job, rank, 0)?,
         steps,
         Tracer::new(rank, 0, trace),
-    )
+    ))
 }
 
 /// The reference trainer's program: the whole model as chunk 0 of a one-rank job, forward and
 /// backward alternating per micro-batch (1F1B on one chunk), so it keeps one micro-batch alive.
 /// Gradients accumulate in micro-batch order, as on every split.
-pub fn reference_program(topo: &Topology) -> Program {
+/// `eval_microbatches`: validation micro-batches per evaluation (0: none).
+pub fn reference_program(topo: &Topology, eval_microbatches: usize) -> Program {
     Program {
         rank: 0,
         edges: Vec::new(),
         list: one_f_one_b(ChunkSlot::chain(0, 1), topo.train.microbatches),
         microbatches: topo.train.microbatches,
+        eval: eval_schedule(&[ChunkSlot::chain(0, 1)], eval_microbatches),
+        eval_microbatches,
+        eval_every: topo.eval.every,
     }
 }

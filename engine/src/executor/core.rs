@@ -13,6 +13,8 @@ use burn::prelude::Tensor;
 
 pub use super::error::ExecError;
 pub use crate::message::{Incoming, Outgoing};
+pub use eval::EvalFigures;
+use eval::EvalState;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// One edge as an executor sees it: the chunks it joins and the ranks holding them.
@@ -40,6 +42,12 @@ pub enum Action {
     Checkpoint { step: u64, snapshots: Vec<Snapshot> },
     /// A step finished; `loss` is the batch mean (on the rank holding the last chunk).
     StepDone { step: u64, loss: Option<f64> },
+    /// An evaluation after `step` steps finished; the figures on the rank holding the last
+    /// chunk.
+    EvalDone {
+        step: u64,
+        figures: Option<EvalFigures>,
+    },
     /// Every step is done.
     Finished,
 }
@@ -51,6 +59,12 @@ pub struct Program {
     pub edges: Vec<EdgeRoute>,
     pub list: Vec<Instr>,
     pub microbatches: usize,
+    /// The evaluation list ([`crate::schedule::eval_schedule`]); empty: no evaluation.
+    pub eval: Vec<Instr>,
+    /// Validation micro-batches per evaluation.
+    pub eval_microbatches: usize,
+    /// Evaluate after every this many steps (0: only after the last).
+    pub eval_every: u64,
 }
 
 /// Where and how often a rank checkpoints.
@@ -87,6 +101,7 @@ pub struct Executor {
     tracer: Tracer,
     checkpoints: Option<CheckpointPolicy>,
     pending: VecDeque<Action>,
+    eval: EvalState,
 }
 
 impl Executor {
@@ -103,6 +118,9 @@ impl Executor {
             edges,
             list,
             microbatches,
+            eval,
+            eval_microbatches,
+            eval_every,
         } = program;
         let step = stages.first().map_or(0, |s| s.step());
         let receives = list
@@ -112,6 +130,10 @@ impl Executor {
                 Instr::RecvGrad { edge, .. } => Some((edge, Kind::Gradient)),
                 _ => None,
             })
+            .chain(eval.iter().filter_map(|i| match *i {
+                Instr::RecvAct { edge, .. } => Some((edge, Kind::Eval)),
+                _ => None,
+            }))
             .collect();
         Executor {
             rank,
@@ -131,6 +153,7 @@ impl Executor {
             tracer,
             checkpoints: None,
             pending: VecDeque::new(),
+            eval: EvalState::new(eval, eval_microbatches as u64, eval_every),
         }
     }
 
@@ -165,11 +188,21 @@ impl Executor {
     /// Accepts a received tensor. Messages for the next step may arrive early (a neighbour that
     /// finished its optimizer step first); anything else out of step is an error.
     pub fn deliver(&mut self, msg: Incoming) -> Result<(), ExecError> {
-        let in_window =
-            msg.step == self.step || (msg.step == self.step + 1 && msg.step < self.end_step);
+        // An evaluation runs after its step (even the last), so its messages may come from
+        // one step ahead; training messages for a step past the last cannot.
+        let (in_window, microbatches) = match msg.kind {
+            Kind::Eval => (
+                msg.step == self.step || msg.step == self.step + 1,
+                self.eval.microbatches,
+            ),
+            _ => (
+                msg.step == self.step || (msg.step == self.step + 1 && msg.step < self.end_step),
+                self.microbatches,
+            ),
+        };
         if !self.receives.contains(&(msg.edge, msg.kind))
             || !in_window
-            || msg.microbatch >= self.microbatches
+            || msg.microbatch >= microbatches
         {
             return Err(ExecError::Unexpected {
                 rank: self.rank,
@@ -199,6 +232,12 @@ impl Executor {
             if let Some(a) = self.pending.pop_front() {
                 return Ok(a);
             }
+            if self.eval.running {
+                if let Some(action) = self.eval_poll()? {
+                    return Ok(action);
+                }
+                continue;
+            }
             if self.step >= self.end_step {
                 return Ok(Action::Finished);
             }
@@ -225,19 +264,8 @@ impl Executor {
                 } else {
                     Kind::Gradient
                 };
-                let mb = mb as u64;
-                if !self.inbox.contains_key(&(edge, kind, step, mb)) {
-                    self.waiting_since.get_or_insert_with(|| self.tracer.now());
-                    return Ok(Some(Action::Wait {
-                        edge,
-                        kind,
-                        step,
-                        microbatch: mb,
-                    }));
-                }
-                if let Some(start) = self.waiting_since.take() {
-                    self.tracer
-                        .record(Span::new("recv", start, self.tracer.now(), step, mb));
+                if let Some(wait) = self.wait_for(edge, kind, mb as u64) {
+                    return Ok(Some(wait));
                 }
             }
             Instr::Forward { chunk, mb } => {
@@ -294,37 +322,14 @@ impl Executor {
                 }
             }
             Instr::SendAct { edge, mb } | Instr::SendGrad { edge, mb } => {
-                let e = *self
-                    .edges
-                    .get(edge as usize)
-                    .ok_or_else(|| inconsistent("no such edge"))?;
-                let (kind, chunk, to) = if matches!(instr, Instr::SendAct { .. }) {
-                    (Kind::Activation, e.from_chunk, e.consumer)
+                let kind = if matches!(instr, Instr::SendAct { .. }) {
+                    Kind::Activation
                 } else {
-                    (Kind::Gradient, e.to_chunk, e.producer)
+                    Kind::Gradient
                 };
-                let mb = mb as u64;
-                let tensor = self
-                    .outbox
-                    .remove(&(chunk, kind, mb))
-                    .ok_or_else(|| inconsistent("send before its tensor was computed"))?;
+                let action = self.send(instr, edge, kind, mb as u64)?;
                 self.pc += 1;
-                if to == self.rank {
-                    // Between two chunks of this rank (interleaved 1F1B on one rank): no
-                    // message, the tensor waits in the inbox for its receive.
-                    self.inbox.insert((edge, kind, step, mb), tensor);
-                    return Ok(None);
-                }
-                return Ok(Some(Action::Send(Box::new(Outgoing {
-                    edge,
-                    to,
-                    kind,
-                    step,
-                    microbatch: mb,
-                    // Without autodiff: the I/O thread reads and drops it, and autodiff's
-                    // bookkeeping stays on this thread.
-                    tensor: tensor.inner(),
-                }))));
+                return Ok(action);
             }
             Instr::BackwardWeight { chunk, mb } => {
                 let start = self.tracer.now();
@@ -338,6 +343,9 @@ impl Executor {
                     mb as u64,
                 ));
             }
+            Instr::EvalForward { .. } => {
+                return Err(inconsistent("an evaluation instruction in a training list"));
+            }
             Instr::OptimizerStep { chunk } => {
                 let start = self.tracer.now();
                 self.stage_mut(chunk as usize, instr)?.optimizer_step()?;
@@ -347,6 +355,67 @@ impl Executor {
         }
         self.pc += 1;
         Ok(None)
+    }
+
+    /// A wait for (edge, kind, this step, mb), unless it has arrived.
+    fn wait_for(&mut self, edge: u32, kind: Kind, mb: u64) -> Option<Action> {
+        let step = self.step;
+        if !self.inbox.contains_key(&(edge, kind, step, mb)) {
+            self.waiting_since.get_or_insert_with(|| self.tracer.now());
+            return Some(Action::Wait {
+                edge,
+                kind,
+                step,
+                microbatch: mb,
+            });
+        }
+        if let Some(start) = self.waiting_since.take() {
+            self.tracer
+                .record(Span::new("recv", start, self.tracer.now(), step, mb));
+        }
+        None
+    }
+
+    /// Sends the computed `kind` tensor of micro-batch `mb` along `edge` (activations and
+    /// validation activations to the consumer, gradients to the producer); `None` when the
+    /// other end is a chunk of this rank.
+    fn send(
+        &mut self,
+        instr: Instr,
+        edge: u32,
+        kind: Kind,
+        mb: u64,
+    ) -> Result<Option<Action>, ExecError> {
+        let (step, rank) = (self.step, self.rank);
+        let inconsistent = move |why| ExecError::Schedule { rank, instr, why };
+        let e = *self
+            .edges
+            .get(edge as usize)
+            .ok_or_else(|| inconsistent("no such edge"))?;
+        let (chunk, to) = match kind {
+            Kind::Gradient => (e.to_chunk, e.producer),
+            Kind::Activation | Kind::Eval => (e.from_chunk, e.consumer),
+        };
+        let tensor = self
+            .outbox
+            .remove(&(chunk, kind, mb))
+            .ok_or_else(|| inconsistent("send before its tensor was computed"))?;
+        if to == self.rank {
+            // Between two chunks of this rank (interleaved 1F1B on one rank): no message, the
+            // tensor waits in the inbox for its receive.
+            self.inbox.insert((edge, kind, step, mb), tensor);
+            return Ok(None);
+        }
+        Ok(Some(Action::Send(Box::new(Outgoing {
+            edge,
+            to,
+            kind,
+            step,
+            microbatch: mb,
+            // Without autodiff: the I/O thread reads and drops it, and autodiff's bookkeeping
+            // stays on this thread.
+            tensor: tensor.inner(),
+        }))))
     }
 
     /// The end of the list: the step is done.
@@ -388,6 +457,7 @@ impl Executor {
             sum / self.microbatches as f64
         });
         self.pending.push_back(Action::StepDone { step, loss });
+        self.eval.start_if_due(self.step, self.end_step);
         Ok(())
     }
 
@@ -418,5 +488,6 @@ impl Executor {
     }
 }
 
+mod eval;
 #[cfg(test)]
 mod tests;

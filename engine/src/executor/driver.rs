@@ -1,7 +1,7 @@
 //! The compute thread's loop: poll the executor, hand sends to the transport, deliver what
 //! arrives, and pass finished steps and checkpoints to the caller.
 
-use super::core::{Action, ExecError, Executor};
+use super::core::{Action, EvalFigures, ExecError, Executor};
 use crate::transport::{Transport, TransportError};
 use brigade_stages::checkpoint::Snapshot;
 use std::time::Duration;
@@ -23,6 +23,11 @@ pub enum Progress {
     Step { step: u64, loss: Option<f64> },
     /// Checkpoints to write, taken after `step` steps.
     Checkpoint { step: u64, snapshots: Vec<Snapshot> },
+    /// An evaluation after `step` steps finished (figures on the rank with the last chunk).
+    Eval {
+        step: u64,
+        figures: Option<EvalFigures>,
+    },
 }
 
 /// How long one wait for a message lasts before the transport is asked again; peer loss is
@@ -49,6 +54,7 @@ pub fn drive(
             }
             Action::Checkpoint { step, snapshots } => on(Progress::Checkpoint { step, snapshots })?,
             Action::StepDone { step, loss } => on(Progress::Step { step, loss })?,
+            Action::EvalDone { step, figures } => on(Progress::Eval { step, figures })?,
             Action::Finished => {
                 transport.finish()?;
                 return Ok(());

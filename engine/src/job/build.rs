@@ -71,6 +71,8 @@ pub fn job_from_plan(
         chunks,
         ranks,
         edges,
+        // Reading the footers here checks the data before any stage starts.
+        data: brigade_stages::data::parquet::inspect(topo)?,
         explain: Some(
             serde_json::to_value(Explain {
                 plan: plan.clone(),

@@ -22,6 +22,8 @@ use brigade_partitioner::plan::{Alternative, Plan};
 use brigade_partitioner::{Placement, ScheduleKind, Topology};
 use serde::{Deserialize, Serialize};
 
+pub use brigade_stages::data::parquet::DataFacts;
+
 pub use build::job_from_plan;
 pub use explain::explain;
 pub use input::{Input, load_input, load_planned, load_topology, read_plan};
@@ -52,6 +54,11 @@ pub struct JobPlan {
     pub chunks: Vec<ChunkSpec>,
     pub ranks: Vec<RankSpec>,
     pub edges: Vec<EdgeSpec>,
+    /// What the data held when the plan was made (Parquet sources only): ranks that read no
+    /// data learn from it how many validation micro-batches pass through them, and readers
+    /// check the files still hold as many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataFacts>,
     /// What the planner predicted for this split, an [`Explain`] when brigade wrote it (for
     /// people; never read back, so editing or deleting it changes nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +143,8 @@ pub struct Job {
     pub chunk_rank: Vec<usize>,
     /// Each rank's instructions for one step.
     pub instructions: Vec<Vec<Instr>>,
+    /// Each rank's instructions for one evaluation (empty without validation data).
+    pub eval_instructions: Vec<Vec<Instr>>,
 }
 
 /// The ranks and direction of one edge's traffic, as one rank sees it.
@@ -190,6 +199,18 @@ impl Job {
     /// The job hash as written in plan files and messages.
     pub fn hash_hex(&self) -> String {
         format!("{:016x}", self.hash)
+    }
+
+    /// Whether the job evaluates on validation data.
+    pub fn evaluates(&self) -> bool {
+        self.plan.data.is_some_and(|d| d.validation_rows > 0)
+    }
+
+    /// Validation micro-batches per evaluation (of the training micro-batch size; the last
+    /// may be short).
+    pub fn eval_microbatches(&self) -> usize {
+        let rows = self.plan.data.map_or(0, |d| d.validation_rows) as usize;
+        rows.div_ceil(self.topo.train.microbatch_size())
     }
 
     /// Micro-batches each chunk keeps alive at its peak, counted from its rank's list.

@@ -4,7 +4,7 @@
 
 use super::{FORMAT, Job, JobPlan, VERSION};
 use crate::identity::topology_hash;
-use crate::schedule::rank_schedule;
+use crate::schedule::{eval_schedule, rank_schedule};
 use brigade_partitioner::{ConfigError, LayerGraph, Placement, ScheduleKind};
 use sha2::{Digest, Sha256};
 
@@ -23,7 +23,11 @@ impl JobPlan {
             &self.ranks,
             &self.edges,
         );
-        let json = serde_json::to_vec(&content).expect("a plan always serialises");
+        let mut json = serde_json::to_vec(&content).expect("a plan always serialises");
+        // Appended only when present, so plans of synthetic data hash as they always did.
+        if let Some(d) = &self.data {
+            json.extend(serde_json::to_vec(d).expect("facts always serialise"));
+        }
         let digest = Sha256::digest(&json);
         u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
     }
@@ -49,11 +53,12 @@ impl JobPlan {
                 REPLAN,
             ));
         }
-        let topo = brigade_partitioner::parse(
+        let mut topo = brigade_partitioner::parse(
             &format!("{file} (topology from {})", self.topology.file),
             &self.topology.toml,
             &self.topology.overrides,
         )?;
+        topo.data.set_base(&self.topology.file);
         let schedule = ScheduleKind::from_name(&self.schedule)
             .filter(|s| *s == topo.train.schedule)
             .ok_or_else(|| {
@@ -289,6 +294,24 @@ impl JobPlan {
             }
         }
 
+        match (topo.data.parquet().is_some(), self.data.is_some()) {
+            (true, false) => {
+                return Err(bad(
+                    "data",
+                    "missing: the topology reads Parquet data, and the plan must record its rows"
+                        .into(),
+                    REPLAN,
+                ));
+            }
+            (false, true) => {
+                return Err(bad(
+                    "data",
+                    "present, but the topology's data is synthetic".into(),
+                    "Delete the \"data\" entry, or write the plan again.",
+                ));
+            }
+            _ => {}
+        }
         let hash = self.content_hash(topology_hash(&topo));
         if let Some(written) = &self.job_hash
             && *written != format!("{hash:016x}")
@@ -310,6 +333,7 @@ impl JobPlan {
             places,
             chunk_rank,
             instructions: Vec::new(),
+            eval_instructions: Vec::new(),
         };
         let ranks = job.plan.ranks.len();
         job.instructions = job
@@ -321,6 +345,22 @@ impl JobPlan {
                 chunks.sort_unstable();
                 let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
                 rank_schedule(schedule, &slots, ranks, job.plan.microbatches)
+            })
+            .collect();
+        let eval_mbs = if job.evaluates() {
+            job.eval_microbatches()
+        } else {
+            0
+        };
+        job.eval_instructions = job
+            .plan
+            .ranks
+            .iter()
+            .map(|r| {
+                let mut chunks = r.chunks.clone();
+                chunks.sort_unstable();
+                let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
+                eval_schedule(&slots, eval_mbs)
             })
             .collect();
         Ok(job)

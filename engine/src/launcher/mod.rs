@@ -16,7 +16,7 @@ use failure::{BLAME_GRACE, RankError, describe_failure};
 use crate::endpoints::{create_run_dir, ipc_files, run_dir};
 use crate::events::StageEvent;
 use crate::job::Job;
-use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
 use crate::trace::{TraceEvent, metadata};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -71,6 +71,8 @@ struct Running {
 pub struct LaunchReport {
     /// The last step's metrics (when this host runs the last stage).
     pub last: Option<StepMetrics>,
+    /// The last evaluation's figures (when this host runs the last stage).
+    pub last_eval: Option<EvalMetrics>,
     /// Peak resident memory of each stage process started here, KiB.
     pub peak_rss_kib: Vec<(usize, u64)>,
 }
@@ -162,6 +164,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     let mut failure: Option<String> = None;
     let mut bad_input = false;
     let mut last: Option<StepMetrics> = None;
+    let mut last_eval: Option<EvalMetrics> = None;
     let mut peak_rss_kib = Vec::new();
     // A rank that failed because it lost a peer still running here: (rank, until when its
     // peer may still exit and take the blame).
@@ -218,6 +221,27 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
                     }
                 }
                 Some(StageEvent::Step { step, .. }) if !shows_loss => bar.set_position(step),
+                Some(StageEvent::Eval {
+                    step,
+                    val_loss,
+                    val_accuracy,
+                    ..
+                }) if k == last_stage => {
+                    let m = EvalMetrics {
+                        step,
+                        val_loss,
+                        val_accuracy,
+                    };
+                    bar.println(format!(
+                        "step {step}: {}",
+                        crate::metrics::describe_eval(&m)
+                    ));
+                    last_eval = Some(m);
+                    if let Some(w) = metrics.as_mut() {
+                        w.write_eval(&m)
+                            .with_context(|| format!("{}: cannot write metrics", w.path()))?;
+                    }
+                }
                 Some(StageEvent::Done {
                     peak_rss_kib: kib, ..
                 }) => {
@@ -312,7 +336,11 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
         bail!("{f}");
     }
     peak_rss_kib.sort();
-    merged.map(|()| LaunchReport { last, peak_rss_kib })
+    merged.map(|()| LaunchReport {
+        last,
+        last_eval,
+        peak_rss_kib,
+    })
 }
 
 fn progress(steps: u64) -> ProgressBar {

@@ -32,6 +32,7 @@
 //! chunk 3  ...0a1b2c3d...
 //! ```
 
+mod eval;
 mod gpipe;
 mod interleaved;
 mod one_f_one_b;
@@ -41,6 +42,7 @@ use brigade_partitioner::ScheduleKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use eval::eval_schedule;
 pub use gpipe::gpipe;
 pub use interleaved::interleaved_1f1b;
 pub use one_f_one_b::one_f_one_b;
@@ -69,6 +71,11 @@ pub enum Instr {
     SendGrad { edge: u32, mb: u32 },
     /// Apply `chunk`'s accumulated gradients.
     OptimizerStep { chunk: u32 },
+    /// Evaluation: validation micro-batch `mb` forward through `chunk`, no graph kept (the
+    /// first chunk reads it from the validation data, the last scores it). Only in
+    /// evaluation lists ([`eval_schedule`]), where `RecvAct`/`SendAct` carry validation
+    /// activations.
+    EvalForward { chunk: u32, mb: u32 },
 }
 
 impl Instr {
@@ -81,7 +88,8 @@ impl Instr {
             | Instr::RecvGrad { mb, .. }
             | Instr::Backward { mb, .. }
             | Instr::BackwardWeight { mb, .. }
-            | Instr::SendGrad { mb, .. } => Some(mb),
+            | Instr::SendGrad { mb, .. }
+            | Instr::EvalForward { mb, .. } => Some(mb),
             Instr::OptimizerStep { .. } => None,
         }
     }
@@ -98,6 +106,7 @@ impl fmt::Display for Instr {
             Instr::BackwardWeight { chunk, mb } => write!(f, "W{mb}@c{chunk}"),
             Instr::SendGrad { edge, mb } => write!(f, "send_grad{mb}@e{edge}"),
             Instr::OptimizerStep { chunk } => write!(f, "step@c{chunk}"),
+            Instr::EvalForward { chunk, mb } => write!(f, "E{mb}@c{chunk}"),
         }
     }
 }

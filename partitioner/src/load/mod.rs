@@ -14,6 +14,7 @@ const TOP_KEYS: &[&str] = &[
     "name",
     "model",
     "data",
+    "eval",
     "train",
     "hosts",
     "links",
@@ -91,7 +92,9 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
         Section::new(file, key, t, known)
     };
     let model = model::model(&section("model", model::MODEL_KEYS)?)?;
-    let data = model::data(&section("data", model::DATA_KEYS)?)?;
+    let mut data = model::data(&section("data", model::DATA_KEYS)?, &model)?;
+    data.set_base(file);
+    let eval = model::eval(&section("eval", model::EVAL_KEYS)?, &data)?;
     let train = model::train(&section("train", model::TRAIN_KEYS)?)?;
     let hosts = cluster::hosts(&top)?;
     let links = cluster::links(&top, &hosts)?;
@@ -118,6 +121,7 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
         name,
         model,
         data,
+        eval,
         train,
         hosts,
         links,

@@ -2,12 +2,35 @@
 
 use crate::error::{ConfigError, did_you_mean};
 use crate::layers::{KIND_NAMES, LayerKind, kind_keys};
-use crate::reader::Section;
+use crate::reader::{MAX_DIM, Section};
 use crate::topology::*;
 use toml::{Table, Value};
 
 pub(super) const MODEL_KEYS: &[&str] = &["input", "layers", "loss"];
-pub(super) const DATA_KEYS: &[&str] = &["source", "seed"];
+pub(super) const DATA_KEYS: &[&str] = &[
+    "source",
+    "seed",
+    "path",
+    "features",
+    "label",
+    "tokens",
+    "validation",
+    "validation_fraction",
+    "shuffle_buffer",
+    "prefetch",
+];
+pub(super) const EVAL_KEYS: &[&str] = &["every"];
+/// Keys only a Parquet source reads.
+const PARQUET_KEYS: &[&str] = &[
+    "path",
+    "features",
+    "label",
+    "tokens",
+    "validation",
+    "validation_fraction",
+    "shuffle_buffer",
+    "prefetch",
+];
 pub(super) const TRAIN_KEYS: &[&str] = &[
     "steps",
     "batch",
@@ -227,19 +250,142 @@ fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, Confi
     Ok(Layer { name, kind })
 }
 
-pub(super) fn data(s: &Section) -> Result<Data, ConfigError> {
+pub(super) fn data(s: &Section, model: &Model) -> Result<Data, ConfigError> {
     let source = s.choice("source", "synthetic", &["synthetic", "parquet"])?;
-    if source == "parquet" {
+    let seed = s.u64_or("seed", 0)?;
+    if source == "synthetic" {
+        if let Some(k) = PARQUET_KEYS.iter().find(|k| s.get(k).is_some()) {
+            return Err(s.err(
+                k,
+                "is only read when source = \"parquet\"",
+                "Add `source = \"parquet\"` to [data], or remove the key.",
+            ));
+        }
+        return Ok(Data {
+            source: DataSource::Synthetic,
+            seed,
+        });
+    }
+    let path = s.req_str("path", "\"data/train.parquet\"")?.to_string();
+    let tokens_model = matches!(
+        model.layers.first().map(|l| &l.kind),
+        Some(LayerKind::Embedding { .. })
+    );
+    let columns = match (s.get("tokens"), tokens_model) {
+        (Some(_), true) => {
+            for k in ["features", "label"] {
+                if s.get(k).is_some() {
+                    return Err(s.err(
+                        k,
+                        "a token model reads only the `tokens` column (inputs and next-token targets)",
+                        "Remove the key.",
+                    ));
+                }
+            }
+            Columns::Tokens {
+                tokens: s.req_str("tokens", "\"tokens\"")?.to_string(),
+            }
+        }
+        (None, true) => {
+            return Err(s.err(
+                "tokens",
+                "missing: the model starts with an embedding, so it reads token sequences",
+                "Name the list-of-integers column, e.g. `tokens = \"tokens\"`.",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(s.err(
+                "tokens",
+                "is for models that start with an embedding",
+                "Use `features` and `label` for this model.",
+            ));
+        }
+        (None, false) => {
+            let features = names(s, "features", "\"features\" or [\"x0\", \"x1\"]")?;
+            let label = names(s, "label", "\"label\"")?;
+            if model.loss == Loss::CrossEntropy && label.len() != 1 {
+                return Err(s.err(
+                    "label",
+                    "cross-entropy reads one integer column of class ids",
+                    "Name one column, e.g. `label = \"label\"`.",
+                ));
+            }
+            Columns::Features { features, label }
+        }
+    };
+    let validation = match (s.opt_str("validation")?, s.opt_f64("validation_fraction")?) {
+        (Some(_), Some(_)) => {
+            return Err(s.err(
+                "validation_fraction",
+                "given together with `validation`",
+                "Keep one: a validation path, or a fraction of the training row groups.",
+            ));
+        }
+        (Some(p), None) => Some(Validation::Path(p.to_string())),
+        (None, Some(f)) if f > 0.0 && f < 1.0 => Some(Validation::Fraction(f)),
+        (None, Some(f)) => {
+            return Err(s.err(
+                "validation_fraction",
+                format!("{f} is not between 0 and 1"),
+                "Hold out a fraction such as 0.1 of the row groups.",
+            ));
+        }
+        (None, None) => None,
+    };
+    let shuffle_buffer = s.u64_or("shuffle_buffer", 8192)?.min(MAX_DIM) as usize;
+    let prefetch = s.u64_or("prefetch", 2)?;
+    let prefetch = s.positive("prefetch", prefetch, "Prepare at least one step ahead.")?;
+    Ok(Data {
+        source: DataSource::Parquet(ParquetSource {
+            path,
+            columns,
+            validation,
+            shuffle_buffer,
+            prefetch,
+            base: String::new(),
+        }),
+        seed,
+    })
+}
+
+/// One column name or a list of them.
+fn names(s: &Section, key: &str, example: &str) -> Result<Vec<String>, ConfigError> {
+    let bad = || {
+        s.err(
+            key,
+            "expected a column name or a list of column names",
+            format!("Write it like `{key} = {example}`."),
+        )
+    };
+    match s.get(key) {
+        None => Err(s.err(
+            key,
+            "missing",
+            format!("Name the column: `{key} = {example}`."),
+        )),
+        Some(Value::String(c)) if !c.is_empty() => Ok(vec![c.clone()]),
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| match v {
+                Value::String(c) if !c.is_empty() => Ok(c.clone()),
+                _ => Err(bad()),
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+pub(super) fn eval(s: &Section, data: &Data) -> Result<Eval, ConfigError> {
+    let every = s.u64_or("every", 0)?;
+    let has_validation = data.parquet().is_some_and(|p| p.validation.is_some());
+    if s.get("every").is_some() && !has_validation {
         return Err(s.err(
-            "source",
-            "\"parquet\" is not supported by this version of brigade",
-            "Use source = \"synthetic\".",
+            "every",
+            "there is no validation data to evaluate on",
+            "Add `validation = \"PATH\"` or `validation_fraction = 0.1` to a [data] section with source = \"parquet\".",
         ));
     }
-    Ok(Data {
-        source: DataSource::Synthetic,
-        seed: s.u64_or("seed", 0)?,
-    })
+    Ok(Eval { every })
 }
 
 pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {

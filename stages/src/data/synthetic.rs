@@ -7,6 +7,7 @@
 //! for mse), so there is something to learn; token inputs are walks of a fixed random Markov
 //! chain whose next token is the target.
 
+use super::{Batches, DataError};
 use crate::act::Act;
 use crate::init::{Stream, rng, uniform_values};
 use crate::loss::Target;
@@ -15,21 +16,6 @@ use burn::prelude::*;
 use rand::Rng;
 
 const TEACHER_HIDDEN: usize = 32;
-
-/// Why a batch could not be read.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct DataError(pub String);
-
-/// Where a pipeline's inputs and targets come from: the first chunk asks for inputs, the last
-/// for targets, by (step, micro-batch). Implementations must give every split of the model the
-/// same samples for the same (step, micro-batch), so pipelined runs equal the reference.
-pub trait Batches: Send {
-    /// The inputs of micro-batch `mb` of step `step` (0-based), `[microbatch, ..input]`.
-    fn inputs(&mut self, step: u64, mb: u64, device: &Device) -> Result<Act, DataError>;
-    /// The targets of micro-batch `mb` of step `step`.
-    fn targets(&mut self, step: u64, mb: u64, device: &Device) -> Result<Target, DataError>;
-}
 
 impl Batches for SyntheticData {
     fn inputs(&mut self, step: u64, mb: u64, device: &Device) -> Result<Act, DataError> {

@@ -1,0 +1,298 @@
+//! `[data] source = "parquet"`: samples from Parquet files (Spark's and pyarrow's output),
+//! streamed by row group on a reader thread.
+//!
+//! A rank reads only what its chunks need: the rank holding the first chunk reads the feature
+//! (or token) columns, the rank holding the last reads the label column (token models: the
+//! token column, whose shifted copy is the targets); ranks in between open nothing. Both
+//! readers run the same [`order`], so the last rank's targets are those of the first rank's
+//! inputs without sending them (see docs/data.md for why targets are read, not sent).
+//!
+//! Training batches: a thread decodes row groups (projected to the role's columns), runs the
+//! shuffle and sends one step's rows at a time through a channel bounded at `data.prefetch`
+//! steps, so memory is the shuffle buffer plus a few batches and one row group, whatever the
+//! dataset's size, and the first stage finds its next batch ready. Validation: another thread
+//! per evaluation reads the validation rows in file order, one micro-batch at a time.
+
+mod columns;
+mod dataset;
+mod decode;
+mod files;
+mod order;
+
+use super::{Batches, DataError, Role};
+use crate::act::Act;
+use crate::loss::Target;
+use brigade_partitioner::{ConfigError, LayerGraph, Topology};
+use burn::prelude::*;
+use columns::Layout;
+use crossbeam_channel::{Receiver, bounded};
+use decode::Row;
+use order::Stream;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use dataset::{DataFacts, Dataset};
+
+/// Checks the data `topo` names (every file's schema and statistics, the first row group) and
+/// returns what the plan records about it; `None` for synthetic data.
+pub fn inspect(topo: &Topology) -> Result<Option<DataFacts>, ConfigError> {
+    match topo.data.parquet() {
+        None => Ok(None),
+        Some(source) => Ok(Some(Dataset::open(topo, source)?.facts())),
+    }
+}
+
+/// Parquet batches for one rank.
+pub struct ParquetData {
+    role: Role,
+    layout: Arc<Layout>,
+    input: Vec<usize>,
+    output: Vec<usize>,
+    microbatch: usize,
+    facts: DataFacts,
+    train: Option<Receiver<Result<Vec<Row>, DataError>>>,
+    /// The step whose rows `rows` holds.
+    current: Option<(u64, Vec<Row>)>,
+    validation: Option<Arc<dataset::Split>>,
+    eval: Option<EvalPass>,
+}
+
+/// One evaluation's reader and the micro-batches received but not yet used by every role.
+struct EvalPass {
+    rx: Receiver<Result<Vec<Row>, DataError>>,
+    next: u64,
+    held: HashMap<u64, (Vec<Row>, usize)>,
+}
+
+impl ParquetData {
+    /// Opens the data for a rank in `role`, positioned at step `start_step`. A rank with no
+    /// role opens nothing.
+    pub fn open(topo: &Topology, role: Role, start_step: u64) -> Result<Self, ConfigError> {
+        let source = topo
+            .data
+            .parquet()
+            .expect("ParquetData is opened for a parquet source");
+        let graph = LayerGraph::from_model(&topo.model);
+        let output = graph.layer(graph.len() - 1).output_shape.clone();
+        let layout = Arc::new(Layout::of(topo, &source.columns));
+        let mut data = ParquetData {
+            role,
+            layout: layout.clone(),
+            input: topo.model.input.clone(),
+            output,
+            microbatch: topo.train.microbatch_size(),
+            facts: DataFacts {
+                train_rows: 0,
+                validation_rows: 0,
+            },
+            train: None,
+            current: None,
+            validation: None,
+            eval: None,
+        };
+        if !(role.inputs || role.targets) {
+            return Ok(data);
+        }
+        let ds = Dataset::open(topo, source)?;
+        data.facts = ds.facts();
+        data.layout = ds.layout.clone();
+        data.validation = ds.validation.clone();
+        let (tx, rx) = bounded(source.prefetch);
+        let (split, layout) = (ds.train.clone(), ds.layout.clone());
+        let rows: Vec<usize> = split.groups.iter().map(|g| g.rows).collect();
+        let (seed, cap, batch) = (topo.data.seed, source.shuffle_buffer, topo.train.batch);
+        std::thread::Builder::new()
+            .name("brigade-data".into())
+            .spawn(move || {
+                let mut load = |g: usize| {
+                    split
+                        .decode(g, &layout, role)
+                        .map_err(|e| DataError(e.to_string()))
+                };
+                let ids = Stream::skipped(rows, seed, cap, start_step * batch as u64);
+                let mut stream = match ids.materialize(&mut load) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    let step: Result<Vec<Row>, DataError> =
+                        (0..batch).map(|_| stream.next(&mut load)).collect();
+                    let failed = step.is_err();
+                    // The receiver is gone when training ends: so is this thread.
+                    if tx.send(step).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the data reader thread");
+        data.train = Some(rx);
+        Ok(data)
+    }
+
+    /// What this rank found in the data (zeros for a rank that reads none).
+    pub fn facts(&self) -> DataFacts {
+        self.facts
+    }
+
+    /// The rows of step `step`'s micro-batch `mb`.
+    fn microbatch_rows(&mut self, step: u64, mb: u64) -> Result<&[Row], DataError> {
+        let rx = self
+            .train
+            .as_ref()
+            .ok_or_else(|| DataError("this rank reads no data".into()))?;
+        loop {
+            match &self.current {
+                Some((s, _)) if *s == step => break,
+                Some((s, _)) if *s > step => {
+                    return Err(DataError(format!(
+                        "step {step} was asked for after step {s}: batches are read in order"
+                    )));
+                }
+                _ => {
+                    let next = self.current.as_ref().map_or(None, |(s, _)| Some(s + 1));
+                    let rows = rx
+                        .recv()
+                        .map_err(|_| DataError("the data reader thread stopped".into()))??;
+                    // The reader starts at the first step this rank runs.
+                    self.current = Some((next.unwrap_or(step), rows));
+                }
+            }
+        }
+        let rows = &self.current.as_ref().expect("set above").1;
+        let m = self.microbatch;
+        let a = mb as usize * m;
+        rows.get(a..a + m)
+            .ok_or_else(|| DataError(format!("micro-batch {mb} is past the step's batch")))
+    }
+
+    fn eval_rows(&mut self, mb: u64) -> Result<Vec<Row>, DataError> {
+        let uses = usize::from(self.role.inputs) + usize::from(self.role.targets);
+        let restart = match &self.eval {
+            None => true,
+            Some(p) => mb == 0 && !p.held.contains_key(&0) && p.next != 0,
+        };
+        if restart {
+            self.eval = Some(self.start_eval()?);
+        }
+        let pass = self.eval.as_mut().expect("started above");
+        while !pass.held.contains_key(&mb) {
+            let rows = pass.rx.recv().map_err(|_| {
+                DataError(format!("validation micro-batch {mb} is past the data"))
+            })??;
+            pass.held.insert(pass.next, (rows, uses));
+            pass.next += 1;
+        }
+        let (rows, left) = pass.held.get_mut(&mb).expect("received above");
+        *left -= 1;
+        if *left == 0 {
+            Ok(pass.held.remove(&mb).expect("present").0)
+        } else {
+            Ok(rows.clone())
+        }
+    }
+
+    fn start_eval(&self) -> Result<EvalPass, DataError> {
+        let split = self
+            .validation
+            .clone()
+            .ok_or_else(|| DataError("there is no validation data".into()))?;
+        let (layout, role, m) = (self.layout.clone(), self.role, self.microbatch);
+        let (tx, rx) = bounded(2);
+        std::thread::Builder::new()
+            .name("brigade-eval-data".into())
+            .spawn(move || {
+                let mut mb = Vec::with_capacity(m);
+                for g in 0..split.groups.len() {
+                    let rows = match split.decode(g, &layout, role) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Err(DataError(e.to_string())));
+                            return;
+                        }
+                    };
+                    for r in rows {
+                        mb.push(r);
+                        if mb.len() == m && tx.send(Ok(std::mem::take(&mut mb))).is_err() {
+                            return;
+                        }
+                    }
+                }
+                if !mb.is_empty() {
+                    let _ = tx.send(Ok(mb));
+                }
+            })
+            .expect("spawning the validation reader thread");
+        Ok(EvalPass {
+            rx,
+            next: 0,
+            held: HashMap::new(),
+        })
+    }
+
+    fn to_inputs(&self, rows: &[Row], device: &Device) -> Act {
+        let n = rows.len();
+        match self.layout.seq {
+            Some(t) => {
+                let ids: Vec<i64> = rows
+                    .iter()
+                    .flat_map(|r| r.ids[..t].iter().copied())
+                    .collect();
+                Act::from_tokens(ids, &[n, t], device)
+            }
+            None => {
+                let mut shape = vec![n];
+                shape.extend_from_slice(&self.input);
+                let x: Vec<f32> = rows.iter().flat_map(|r| r.x.iter().copied()).collect();
+                Act::from_f32(x, &shape, device)
+            }
+        }
+    }
+
+    fn to_targets(&self, rows: &[Row], device: &Device) -> Target {
+        let n = rows.len();
+        match (self.layout.seq, self.layout.label.as_ref().map(|l| l.ints)) {
+            (Some(t), _) => {
+                let ids: Vec<i64> = rows
+                    .iter()
+                    .flat_map(|r| r.ids[1..=t].iter().copied())
+                    .collect();
+                Target::Tokens(Tensor::from_data(TensorData::new(ids, vec![n, t]), device))
+            }
+            (None, Some(true)) => {
+                let ids: Vec<i64> = rows.iter().map(|r| r.ids[0]).collect();
+                Target::Classes(Tensor::from_data(TensorData::new(ids, vec![n]), device))
+            }
+            _ => {
+                let mut shape = vec![n];
+                shape.extend_from_slice(&self.output);
+                let y: Vec<f32> = rows.iter().flat_map(|r| r.y.iter().copied()).collect();
+                Target::Values(Act::from_f32(y, &shape, device))
+            }
+        }
+    }
+}
+
+impl Batches for ParquetData {
+    fn inputs(&mut self, step: u64, mb: u64, device: &Device) -> Result<Act, DataError> {
+        let rows = self.microbatch_rows(step, mb)?.to_vec();
+        Ok(self.to_inputs(&rows, device))
+    }
+
+    fn targets(&mut self, step: u64, mb: u64, device: &Device) -> Result<Target, DataError> {
+        let rows = self.microbatch_rows(step, mb)?.to_vec();
+        Ok(self.to_targets(&rows, device))
+    }
+
+    fn eval_inputs(&mut self, mb: u64, device: &Device) -> Result<Act, DataError> {
+        let rows = self.eval_rows(mb)?;
+        Ok(self.to_inputs(&rows, device))
+    }
+
+    fn eval_targets(&mut self, mb: u64, device: &Device) -> Result<Target, DataError> {
+        let rows = self.eval_rows(mb)?;
+        Ok(self.to_targets(&rows, device))
+    }
+}
