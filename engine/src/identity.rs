@@ -5,10 +5,12 @@ use brigade_partitioner::Topology;
 use sha2::{Digest, Sha256};
 
 /// SHA-256 (first 8 bytes) of the validated topology with every override applied — but not of
-/// the file's name, so hosts may keep the file at different paths.
+/// the file's name (nor the directory relative data paths are read from), so hosts may keep
+/// the file at different paths.
 pub fn topology_hash(topo: &Topology) -> u64 {
     let mut t = topo.clone();
     t.file.clear();
+    t.data.set_base("");
     let json = serde_json::to_vec(&t).expect("a topology always serialises");
     let digest = Sha256::digest(&json);
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))

@@ -37,7 +37,7 @@ fn check_job(job: &Job, what: &str) {
             .enumerate()
             .map(|(k, mut t)| {
                 s.spawn(move || {
-                    let mut exec = executor(job, k, &Device::flex(), STEPS, false);
+                    let mut exec = executor(job, k, &Device::flex(), STEPS, false).unwrap();
                     let mut losses = Vec::new();
                     drive(&mut exec, &mut t, |p| {
                         if let Progress::Step { loss, .. } = p {

@@ -10,11 +10,7 @@ use std::process::{Child, Stdio};
 
 /// quickstart on two hosts `a` and `b` without addresses.
 fn topology(test: &str) -> String {
-    let text = std::fs::read_to_string(format!(
-        "{}/../topologies/quickstart.toml",
-        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
-    ))
-    .unwrap();
+    let text = quickstart_text();
     let text = text.split("[[hosts]]").next().unwrap().to_string()
         + "[[hosts]]\nname = \"a\"\ndevices = [\"cpu\"]\n\n[[hosts]]\nname = \"b\"\ndevices = [\"cpu\"]\n\n[partition]\nstages = 2\n";
     let path = tmp(test).join("no-addresses.toml");

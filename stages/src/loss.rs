@@ -78,6 +78,42 @@ pub fn eval_sums(output: &Act, target: &Target) -> EvalSums {
     }
 }
 
+/// One evaluation's results.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalFigures {
+    /// Mean loss over the validation samples.
+    pub loss: f64,
+    /// Share of correct argmax predictions (per sample, or per token for token models);
+    /// none for mse.
+    pub accuracy: Option<f64>,
+    /// Validation samples scored.
+    pub rows: u64,
+}
+
+impl EvalFigures {
+    /// Reads the micro-batches' sums off the device once and combines them in micro-batch
+    /// order (so every split reports the same figures).
+    pub fn of(sums: Vec<EvalSums>) -> EvalFigures {
+        let (mut loss, mut correct, mut rows, mut predictions) = (0.0, 0.0, 0, 0);
+        let mut scored = true;
+        let total = |t: Tensor<1>| t.into_data().convert::<f64>().iter::<f64>().sum::<f64>();
+        for s in sums {
+            loss += total(s.loss_sum);
+            match s.correct {
+                Some(c) => correct += total(c),
+                None => scored = false,
+            }
+            rows += s.rows;
+            predictions += s.predictions;
+        }
+        EvalFigures {
+            loss: loss / rows.max(1) as f64,
+            accuracy: (scored && predictions > 0).then(|| correct / predictions as f64),
+            rows,
+        }
+    }
+}
+
 fn cross_entropy(logits: Tensor<2>, ids: Tensor<1, Int>) -> Tensor<1> {
     let [n, _] = logits.dims();
     let logp = log_softmax(logits, 1);

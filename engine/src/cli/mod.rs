@@ -1,6 +1,7 @@
 //! Subcommands of `brigade`. Each reads a topology through [`TopologyArgs`], so every command
 //! takes the same `--set section.key=value` overrides.
 
+mod evaluate;
 mod keys;
 mod plan;
 mod profile;
@@ -32,6 +33,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Train the whole model in one process: the ground truth for pipelined runs.
     Reference(reference::ReferenceArgs),
+    /// A checkpoint's validation loss and accuracy (on the topology's validation data or --data).
+    Evaluate(evaluate::EvaluateArgs),
     /// Measure each layer's forward and backward time for the planner.
     Profile(profile::ProfileArgs),
     /// Simulate the schedule on the plan's costs and draw it per stage.
@@ -138,6 +141,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Reference(args) => reference::run(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
         Command::Profile(args) => profile::run(&args),
         Command::Simulate(args) => simulate::run(&args),
         Command::Train(args) => train::run_train(&args),

@@ -29,6 +29,8 @@ pub fn losses(path: &PathBuf) -> Vec<f64> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
+        // Evaluation lines ({"step", "val_loss", …}) carry no training loss.
+        .filter(|l| !l.contains("\"val_loss\""))
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
                 .as_f64()
@@ -49,14 +51,27 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-/// A copy of quickstart.toml on two single-device hosts `a` (127.0.0.1, `port`) and `b`
+/// quickstart.toml's text with its data paths made absolute, for copies kept elsewhere.
+pub fn quickstart_text() -> String {
+    let root = format!(
+        "{}/..",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+    );
+    std::fs::read_to_string(format!("{root}/topologies/quickstart.toml"))
+        .unwrap()
+        // Its data paths are relative to topologies/.
+        .replace("\"../data/", &format!("\"{root}/data/"))
+}
+
+/// A copy of quickstart.toml (on synthetic data) on two single-device hosts `a` (127.0.0.1, `port`) and `b`
 /// (`address_b`, `port_b`), in a fresh directory for `test`; returns its path.
 pub fn two_host_topology(test: &str, port: u16, address_b: &str, port_b: u16) -> String {
-    let text = std::fs::read_to_string(format!(
-        "{}/../topologies/quickstart.toml",
-        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
-    ))
-    .unwrap();
+    // Synthetic data and so no evaluation: peers written in other languages (pyzmq, the
+    // zeromq crate) play a rank here and speak only the training messages.
+    let text = quickstart_text();
+    let (head, rest) = text.split_once("[data]").unwrap();
+    let (_, tail) = rest.split_once("[train]").unwrap();
+    let text = format!("{head}[data]\nsource = \"synthetic\"\nseed = 7\n\n[train]{tail}");
     let text = text.split("[[hosts]]").next().unwrap().to_string()
         + &format!(
             "[[hosts]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport = {port}\ndevices = [\"cpu\"]\n\n\

@@ -16,7 +16,8 @@ WARMUP = 3  # first steps compile and autotune kernels
 
 def jsonl(path):
     with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()]
+        # Step lines only (evaluation lines carry val_loss instead).
+        return [m for m in (json.loads(l) for l in f if l.strip()) if "loss" in m]
 
 
 ref, train = jsonl(f"{work}/{name}-ref.jsonl"), jsonl(f"{work}/{name}-train.jsonl")

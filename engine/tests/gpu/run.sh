@@ -43,7 +43,7 @@ if [ "$DEVICE" != cpu ]; then
 fi
 
 # A topology with every device on $DEVICE (both ranks share the GPU).
-on_gpu() { sed "s/\"cpu\"/\"$DEVICE\"/g" "topologies/$1.toml" > "$WORK/$2.toml"; }
+on_gpu() { sed "s/\"cpu\"/\"$DEVICE\"/g; s|\"\.\./data/|\"$PWD/data/|" "topologies/$1.toml" > "$WORK/$2.toml"; }
 on_gpu quickstart quickstart
 on_gpu mlp-8x1024 mlp
 

@@ -35,7 +35,8 @@ for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 ip -n "$A" link set "va$$" up
 ip -n "$B" link set "vb$$" up
 
-sed -n '1,/^\[\[hosts\]\]/p' topologies/quickstart.toml | sed '$d' > "$WORK/two.toml"
+# (its data paths are relative to topologies/: made absolute for this copy)
+sed -n '1,/^\[\[hosts\]\]/p' topologies/quickstart.toml | sed '$d' | sed "s|\"\.\./data/|\"$PWD/data/|" > "$WORK/two.toml"
 cat >> "$WORK/two.toml" <<TOML
 [[hosts]]
 name = "a"
@@ -60,12 +61,15 @@ wait "$PA" || { cat "$WORK/a.err"; exit 1; }
 "$BRIGADE" reference "$WORK/two.toml" --steps 20 --metrics "$WORK/ref.jsonl" >/dev/null
 python3 - "$WORK/b.jsonl" "$WORK/ref.jsonl" <<'PY'
 import json, sys
-a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
-b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+lines = [[json.loads(l) for l in open(p)] for p in sys.argv[1:3]]
+a, b = ([m["loss"] for m in ls if "loss" in m] for ls in lines)
 assert len(a) == len(b) == 20, (len(a), len(b))
 for i, (x, y) in enumerate(zip(a, b)):
     assert abs(x - y) <= 1e-5 * abs(y), f"step {i + 1}: {x} vs reference {y}"
-print("netns: losses equal the reference at all 20 steps")
+# The evaluation after the last step, through both namespaces, equals the reference's.
+va, vb = ([m for m in ls if "val_loss" in m] for ls in lines)
+assert va and va == vb, (va, vb)
+print(f"netns: losses equal the reference at all 20 steps; validation {va[-1]}")
 PY
 
 echo "netns: cutting the link mid-run"

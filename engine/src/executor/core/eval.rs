@@ -7,20 +7,8 @@ use super::{Action, ExecError, Executor};
 use crate::schedule::Instr;
 use crate::trace::Span;
 use brigade_stages::codec::Kind;
+pub use brigade_stages::loss::EvalFigures;
 use brigade_stages::loss::{EvalSums, eval_sums};
-use serde::{Deserialize, Serialize};
-
-/// One evaluation's results (on the rank holding the last chunk).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EvalFigures {
-    /// Mean loss over the validation samples.
-    pub loss: f64,
-    /// Share of correct argmax predictions (per sample, or per token for token models);
-    /// none for mse.
-    pub accuracy: Option<f64>,
-    /// Validation samples scored.
-    pub rows: u64,
-}
 
 /// The executor's evaluation program and progress.
 pub(super) struct EvalState {
@@ -65,7 +53,7 @@ impl Executor {
         }
         self.eval.running = false;
         let sums = std::mem::take(&mut self.eval.sums);
-        let figures = (!sums.is_empty()).then(|| figures(sums));
+        let figures = (!sums.is_empty()).then(|| EvalFigures::of(sums));
         Ok(Some(Action::EvalDone {
             step: self.step,
             figures,
@@ -117,30 +105,5 @@ impl Executor {
         }
         self.eval.pc += 1;
         Ok(None)
-    }
-}
-
-/// Reads the sums off the device once and combines them in micro-batch order.
-fn figures(sums: Vec<EvalSums>) -> EvalFigures {
-    let (mut loss, mut correct, mut rows, mut predictions) = (0.0, 0.0, 0, 0);
-    let mut scored = true;
-    for s in sums {
-        loss += s
-            .loss_sum
-            .into_data()
-            .convert::<f64>()
-            .iter::<f64>()
-            .sum::<f64>();
-        match s.correct {
-            Some(c) => correct += c.into_data().convert::<f64>().iter::<f64>().sum::<f64>(),
-            None => scored = false,
-        }
-        rows += s.rows;
-        predictions += s.predictions;
-    }
-    EvalFigures {
-        loss: loss / rows.max(1) as f64,
-        accuracy: (scored && predictions > 0).then(|| correct / predictions as f64),
-        rows,
     }
 }

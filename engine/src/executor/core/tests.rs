@@ -13,7 +13,7 @@ fn job(overrides: &[&str]) -> crate::job::Job {
 }
 
 fn rank1() -> Executor {
-    executor(&job(&[]), 1, &Device::flex(), 3, false)
+    executor(&job(&[]), 1, &Device::flex(), 3, false).unwrap()
 }
 
 fn act(shape: &[usize]) -> Act {
@@ -80,7 +80,7 @@ fn sends_go_to_the_rank_the_plan_names() {
     plan.ranks[0].chunks = vec![1];
     plan.ranks[1].chunks = vec![0];
     let swapped = plan.validate("swapped.json").unwrap();
-    let mut e = executor(&swapped, 1, &Device::flex(), 1, false);
+    let mut e = executor(&swapped, 1, &Device::flex(), 1, false).unwrap();
     match e.poll().unwrap() {
         Action::Send(out) => {
             assert_eq!((out.edge, out.to, out.kind), (0, 0, Kind::Activation));
@@ -94,12 +94,14 @@ fn sends_go_to_the_rank_the_plan_names() {
 fn checkpoints_are_actions_for_the_driver() {
     // One rank holding the whole model (the reference trainer's shape).
     let job = job(&["partition.stages=1"]);
-    let mut e = executor(&job, 0, &Device::flex(), 2, false).with_checkpoints(CheckpointPolicy {
-        every: 1,
-        chunks: 1,
-        train_seed: 1,
-        data_seed: 2,
-    });
+    let mut e = executor(&job, 0, &Device::flex(), 2, false)
+        .unwrap()
+        .with_checkpoints(CheckpointPolicy {
+            every: 1,
+            chunks: 1,
+            train_seed: 1,
+            data_seed: 2,
+        });
     let mut seen = Vec::new();
     loop {
         match e.poll().unwrap() {
@@ -112,12 +114,19 @@ fn checkpoints_are_actions_for_the_driver() {
                 assert!(loss.is_some());
                 seen.push(format!("done {step}"));
             }
+            Action::EvalDone { step, figures } => {
+                let f = figures.expect("the rank holds the last chunk");
+                assert_eq!(f.rows, 359, "the quickstart's test split");
+                assert!(f.accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
+                seen.push(format!("eval {step}"));
+            }
             Action::Finished => break,
             other => panic!("a single rank never sends or waits: {other:?}"),
         }
     }
+    // The quickstart evaluates after its last step (and every 50).
     assert_eq!(
         seen,
-        vec!["checkpoint 1", "done 0", "checkpoint 2", "done 1"]
+        vec!["checkpoint 1", "done 0", "checkpoint 2", "done 1", "eval 2"]
     );
 }

@@ -170,7 +170,12 @@ pub(super) async fn push_task(
                         report(lost(why));
                         return tracer.into_events();
                     }
-                    tracer.record(Span::new("send", start, tracer.now(), msg.step, msg.microbatch));
+                    // Validation activations are traced apart from training's.
+                    let name = match msg.kind {
+                        brigade_stages::codec::Kind::Eval => "send_eval",
+                        _ => "send",
+                    };
+                    tracer.record(Span::new(name, start, tracer.now(), msg.step, msg.microbatch));
                 }
                 Some(None) | None => {
                     // Best effort: a neighbour that already left needs no goodbye.

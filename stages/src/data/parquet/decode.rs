@@ -49,7 +49,7 @@ pub fn row_group(
         .with_batch_size(rows.max(1))
         .build()
         .map_err(|e| io(e.to_string()))?;
-    let mut out = vec![Row::default(); 0];
+    let mut out: Vec<Row> = Vec::with_capacity(rows);
     for batch in reader {
         let batch = batch.map_err(|e| io(e.to_string()))?;
         let start = out.len();

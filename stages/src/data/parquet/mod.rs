@@ -68,6 +68,15 @@ impl ParquetData {
     /// Opens the data for a rank in `role`, positioned at step `start_step`. A rank with no
     /// role opens nothing.
     pub fn open(topo: &Topology, role: Role, start_step: u64) -> Result<Self, ConfigError> {
+        Self::open_from(topo, role, Some(start_step))
+    }
+
+    /// The validation data only, for both roles (`brigade evaluate`): no training reader.
+    pub fn open_validation(topo: &Topology) -> Result<Self, ConfigError> {
+        Self::open_from(topo, Role::BOTH, None)
+    }
+
+    fn open_from(topo: &Topology, role: Role, start: Option<u64>) -> Result<Self, ConfigError> {
         let source = topo
             .data
             .parquet()
@@ -97,6 +106,9 @@ impl ParquetData {
         data.facts = ds.facts();
         data.layout = ds.layout.clone();
         data.validation = ds.validation.clone();
+        let Some(start_step) = start else {
+            return Ok(data);
+        };
         let (tx, rx) = bounded(source.prefetch);
         let (split, layout) = (ds.train.clone(), ds.layout.clone());
         let rows: Vec<usize> = split.groups.iter().map(|g| g.rows).collect();
@@ -152,7 +164,7 @@ impl ParquetData {
                     )));
                 }
                 _ => {
-                    let next = self.current.as_ref().map_or(None, |(s, _)| Some(s + 1));
+                    let next = self.current.as_ref().map(|(s, _)| s + 1);
                     let rows = rx
                         .recv()
                         .map_err(|_| DataError("the data reader thread stopped".into()))??;

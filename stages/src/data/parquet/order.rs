@@ -124,8 +124,8 @@ impl Stream<RowId> {
     ) -> Result<Stream<U>, E> {
         let mut groups: HashMap<usize, Vec<Option<U>>> = HashMap::new();
         for &(g, _) in self.buffer.iter().chain(self.pending.iter()) {
-            if !groups.contains_key(&g) {
-                groups.insert(g, load(g)?.into_iter().map(Some).collect());
+            if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(g) {
+                e.insert(load(g)?.into_iter().map(Some).collect());
             }
         }
         let mut take = |(g, r): RowId| {
