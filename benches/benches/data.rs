@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const WIDTH: usize = 784;
-const ROW_GROUP: usize = 8192;
+const ROW_GROUP: usize = 2048;
 
 fn write(path: &Path, rows: usize) {
     let schema = Arc::new(Schema::new(vec![
@@ -84,6 +84,7 @@ source = "parquet"
 path = "{}"
 features = "features"
 label = "label"
+shuffle_buffer = 4096
 [train]
 batch = {batch}
 microbatches = 4
@@ -214,7 +215,7 @@ fn main() -> ExitCode {
     let batch = 1024;
     let steps = n_large.div_ceil(batch);
     println!(
-        "\npeak RSS of `brigade reference` for {steps} steps of {batch} (shuffle_buffer 8192, prefetch 2):"
+        "\npeak RSS of `brigade reference` for {steps} steps of {batch} (shuffle_buffer 4096, prefetch 2):"
     );
     println!("| dataset | file MiB | peak RSS MiB |");
     println!("|---|---|---|");

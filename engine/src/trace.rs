@@ -1,8 +1,9 @@
 //! Chrome Trace Event output (`--trace trace.json`, opens in Perfetto or chrome://tracing):
 //! one `pid` per stage, complete events (`"ph": "X"`) named forward, backward, send, recv and
-//! optimizer with `{"step", "mb"}` args (and, with `[eval]`, `evaluate` on the compute thread
-//! and `send_eval` on the I/O thread, `step` being the steps done before the evaluation). Timestamps are microseconds of the host's wall clock,
-//! so the stages of one host share a time axis.
+//! optimizer with `{"step", "mb"}` args; `data` is the first chunk's wait for its inputs (inside
+//! its forward); with `[eval]`, `evaluate` (compute thread) and `send_eval` (I/O thread), whose
+//! `step` is the steps done before the evaluation. Timestamps are microseconds of the host's
+//! wall clock, so the stages of one host share a time axis.
 
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};

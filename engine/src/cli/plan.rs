@@ -38,9 +38,28 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     if args.json {
         let mut v = serde_json::to_value(&p.plan)?;
         v["alternatives"] = serde_json::to_value(&p.alternatives)?;
+        if let Some(d) = job.plan.data {
+            v["data"] = serde_json::to_value(d)?;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", render(&p));
+        if let (Some(d), Some(src)) = (job.plan.data, job.topo.data.parquet()) {
+            println!(
+                "data: {} — {} training rows{}",
+                src.path,
+                d.train_rows,
+                if job.evaluates() {
+                    format!(
+                        ", {} validation rows ({} micro-batches per evaluation)",
+                        d.validation_rows,
+                        job.eval_microbatches()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         if input == Input::Topology {
             print!(
                 "{}",

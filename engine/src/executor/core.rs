@@ -274,9 +274,15 @@ impl Executor {
                 let input = match self.edges.iter().position(|e| e.to_chunk == chunk) {
                     None => {
                         let device = self.stage(chunk, instr)?.device().clone();
-                        self.data
+                        let input = self
+                            .data
                             .inputs(step, mb, &device)
-                            .map_err(|e| self.data_error(step, mb, e))?
+                            .map_err(|e| self.data_error(step, mb, e))?;
+                        // Time taken by the data (waiting for the reader thread, building the
+                        // tensor), inside the forward span.
+                        self.tracer
+                            .record(Span::new("data", start, self.tracer.now(), step, mb));
+                        input
                     }
                     Some(edge) => self
                         .inbox

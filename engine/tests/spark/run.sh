@@ -2,7 +2,9 @@
 # Spark barrier mode, for real: PySpark in local-cluster[2,1,1024] (two executor JVMs) runs
 # brigade_spark.train on a two-rank plan. Losses equal `brigade reference`; a rank killed
 # mid-run fails the gang, Spark re-runs it, the ranks resume from the last checkpoint and the
-# run ends with the uninterrupted run's losses. Needs Java; installs PySpark in a venv.
+# run ends with the uninterrupted run's losses. Then a Spark job writes training data as
+# Parquet (docs/data.md) and brigade trains on it, in barrier tasks and on its own launcher,
+# equal to the reference and above 95 % test accuracy. Needs Java; installs PySpark in a venv.
 #
 # usage: engine/tests/spark/run.sh PATH/TO/brigade
 set -euo pipefail
@@ -97,3 +99,48 @@ print(f"spark: the retried gang resumed at step {first}")
 PY
 compare "$WORK/run2.jsonl" 11 40
 echo "spark: a killed rank was retried by Spark and resumed with the same losses"
+
+echo "spark: a Spark job writes the digits as Parquet part files; brigade trains on them"
+"$VENV/bin/spark-submit" --master 'local[2]' engine/tests/spark/prepare.py "$PWD/data/digits" \
+  "$WORK/digits" >"$WORK/prep.out" 2>"$WORK/prep.err" || { tail -50 "$WORK/prep.err"; exit 1; }
+ls "$WORK/digits/train" | grep -q '^part-' || { echo "FAIL: the Spark job wrote no part files"; exit 1; }
+sed -e "s|^path = .*|path = \"$WORK/digits/train\"|" \
+  -e "s|^validation = .*|validation = \"$WORK/digits/test\"|" \
+  topologies/quickstart.toml >"$WORK/digits.toml"
+"$BRIGADE" plan "$WORK/digits.toml" --out "$WORK/digits-job.json" >/dev/null
+"$BRIGADE" reference "$WORK/digits.toml" --metrics "$WORK/digits-ref.jsonl" >/dev/null
+"$BRIGADE" train "$WORK/digits.toml" --metrics "$WORK/digits-train.jsonl" 2>"$WORK/digits-train.err" \
+  || { cat "$WORK/digits-train.err"; exit 1; }
+"$VENV/bin/spark-submit" --master 'local-cluster[2,1,1024]' engine/tests/spark/driver.py \
+  "$WORK/digits-job.json" "$BRIGADE" 200 "$WORK/ckpt3" >"$WORK/run3.jsonl" 2>"$WORK/run3.err" \
+  || { tail -50 "$WORK/run3.err"; exit 1; }
+python3 - "$WORK/digits-ref.jsonl" "$WORK/digits-train.jsonl" "$WORK/run3.jsonl" <<'PY'
+import json, sys
+def lines(path):
+    out = []
+    for l in open(path):
+        try:
+            out.append(json.loads(l))
+        except ValueError:
+            pass
+    return out
+ref, train, events = (lines(p) for p in sys.argv[1:4])
+want = [m["loss"] for m in ref if "loss" in m]
+want_val = [m for m in ref if "val_loss" in m]
+got = [m["loss"] for m in train if "loss" in m]
+assert len(got) == len(want) == 200, (len(got), len(want))
+for i, (a, b) in enumerate(zip(got, want)):
+    assert abs(a - b) <= 1e-5 * abs(b), f"train step {i + 1}: {a} vs reference {b}"
+assert [m for m in train if "val_loss" in m] == want_val, "train's validation figures"
+# In barrier tasks: the last rank's step and eval events.
+steps = {e["step"]: e["loss"] for e in events if e.get("event") == "step" and e.get("loss") is not None}
+for s, b in enumerate(want, 1):
+    assert abs(steps[s] - b) <= 1e-5 * abs(b), f"barrier step {s}: {steps[s]} vs reference {b}"
+evals = [e for e in events if e.get("event") == "eval"]
+assert [(e["step"], e["val_loss"], e["val_accuracy"]) for e in evals] == [
+    (m["step"], m["val_loss"], m["val_accuracy"]) for m in want_val
+], (evals, want_val)
+acc = want_val[-1]["val_accuracy"]
+assert acc >= 0.95, f"test accuracy {acc}"
+print(f"spark: trained on Spark's Parquet output equal to the reference; test accuracy {acc:.4f}")
+PY

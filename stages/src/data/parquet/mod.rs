@@ -17,6 +17,7 @@ mod columns;
 mod dataset;
 mod decode;
 mod files;
+mod flat;
 mod order;
 
 use super::{Batches, DataError, Role};
@@ -26,7 +27,7 @@ use brigade_partitioner::{ConfigError, LayerGraph, Topology};
 use burn::prelude::*;
 use columns::Layout;
 use crossbeam_channel::{Receiver, bounded};
-use decode::Row;
+use flat::{Flat, Shapes};
 use order::Stream;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,22 +47,21 @@ pub fn inspect(topo: &Topology) -> Result<Option<DataFacts>, ConfigError> {
 pub struct ParquetData {
     role: Role,
     layout: Arc<Layout>,
-    input: Vec<usize>,
-    output: Vec<usize>,
+    shapes: Shapes,
     microbatch: usize,
     facts: DataFacts,
-    train: Option<Receiver<Result<Vec<Row>, DataError>>>,
-    /// The step whose rows `rows` holds.
-    current: Option<(u64, Vec<Row>)>,
+    train: Option<Receiver<Result<Flat, DataError>>>,
+    /// The step being read, and its samples.
+    current: Option<(u64, Flat)>,
     validation: Option<Arc<dataset::Split>>,
     eval: Option<EvalPass>,
 }
 
 /// One evaluation's reader and the micro-batches received but not yet used by every role.
 struct EvalPass {
-    rx: Receiver<Result<Vec<Row>, DataError>>,
+    rx: Receiver<Result<Flat, DataError>>,
     next: u64,
-    held: HashMap<u64, (Vec<Row>, usize)>,
+    held: HashMap<u64, (Arc<Flat>, usize)>,
 }
 
 impl ParquetData {
@@ -87,8 +87,10 @@ impl ParquetData {
         let mut data = ParquetData {
             role,
             layout: layout.clone(),
-            input: topo.model.input.clone(),
-            output,
+            shapes: Shapes {
+                input: topo.model.input.clone(),
+                output,
+            },
             microbatch: topo.train.microbatch_size(),
             facts: DataFacts {
                 train_rows: 0,
@@ -130,8 +132,10 @@ impl ParquetData {
                     }
                 };
                 loop {
-                    let step: Result<Vec<Row>, DataError> =
-                        (0..batch).map(|_| stream.next(&mut load)).collect();
+                    let step = (0..batch)
+                        .map(|_| stream.next(&mut load))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|rows| Flat::of(&rows, &layout, role));
                     let failed = step.is_err();
                     // The receiver is gone when training ends: so is this thread.
                     if tx.send(step).is_err() || failed {
@@ -149,8 +153,8 @@ impl ParquetData {
         self.facts
     }
 
-    /// The rows of step `step`'s micro-batch `mb`.
-    fn microbatch_rows(&mut self, step: u64, mb: u64) -> Result<&[Row], DataError> {
+    /// Reads up to step `step`; returns the first row of micro-batch `mb` in it.
+    fn advance(&mut self, step: u64, mb: u64) -> Result<usize, DataError> {
         let rx = self
             .train
             .as_ref()
@@ -173,14 +177,21 @@ impl ParquetData {
                 }
             }
         }
-        let rows = &self.current.as_ref().expect("set above").1;
-        let m = self.microbatch;
-        let a = mb as usize * m;
-        rows.get(a..a + m)
-            .ok_or_else(|| DataError(format!("micro-batch {mb} is past the step's batch")))
+        let rows = self.current.as_ref().expect("set above").1.rows;
+        let a = mb as usize * self.microbatch;
+        if a + self.microbatch > rows {
+            return Err(DataError(format!(
+                "micro-batch {mb} is past the step's batch"
+            )));
+        }
+        Ok(a)
     }
 
-    fn eval_rows(&mut self, mb: u64) -> Result<Vec<Row>, DataError> {
+    fn current(&self) -> &Flat {
+        &self.current.as_ref().expect("advanced").1
+    }
+
+    fn eval_rows(&mut self, mb: u64) -> Result<Arc<Flat>, DataError> {
         let uses = usize::from(self.role.inputs) + usize::from(self.role.targets);
         let restart = match &self.eval {
             None => true,
@@ -194,16 +205,16 @@ impl ParquetData {
             let rows = pass.rx.recv().map_err(|_| {
                 DataError(format!("validation micro-batch {mb} is past the data"))
             })??;
-            pass.held.insert(pass.next, (rows, uses));
+            pass.held.insert(pass.next, (Arc::new(rows), uses));
             pass.next += 1;
         }
         let (rows, left) = pass.held.get_mut(&mb).expect("received above");
         *left -= 1;
+        let rows = rows.clone();
         if *left == 0 {
-            Ok(pass.held.remove(&mb).expect("present").0)
-        } else {
-            Ok(rows.clone())
+            pass.held.remove(&mb);
         }
+        Ok(rows)
     }
 
     fn start_eval(&self) -> Result<EvalPass, DataError> {
@@ -227,13 +238,16 @@ impl ParquetData {
                     };
                     for r in rows {
                         mb.push(r);
-                        if mb.len() == m && tx.send(Ok(std::mem::take(&mut mb))).is_err() {
-                            return;
+                        if mb.len() == m {
+                            let flat = Flat::of(&std::mem::take(&mut mb), &layout, role);
+                            if tx.send(Ok(flat)).is_err() {
+                                return;
+                            }
                         }
                     }
                 }
                 if !mb.is_empty() {
-                    let _ = tx.send(Ok(mb));
+                    let _ = tx.send(Ok(Flat::of(&mb, &layout, role)));
                 }
             })
             .expect("spawning the validation reader thread");
@@ -243,68 +257,32 @@ impl ParquetData {
             held: HashMap::new(),
         })
     }
-
-    fn to_inputs(&self, rows: &[Row], device: &Device) -> Act {
-        let n = rows.len();
-        match self.layout.seq {
-            Some(t) => {
-                let ids: Vec<i64> = rows
-                    .iter()
-                    .flat_map(|r| r.ids[..t].iter().copied())
-                    .collect();
-                Act::from_tokens(ids, &[n, t], device)
-            }
-            None => {
-                let mut shape = vec![n];
-                shape.extend_from_slice(&self.input);
-                let x: Vec<f32> = rows.iter().flat_map(|r| r.x.iter().copied()).collect();
-                Act::from_f32(x, &shape, device)
-            }
-        }
-    }
-
-    fn to_targets(&self, rows: &[Row], device: &Device) -> Target {
-        let n = rows.len();
-        match (self.layout.seq, self.layout.label.as_ref().map(|l| l.ints)) {
-            (Some(t), _) => {
-                let ids: Vec<i64> = rows
-                    .iter()
-                    .flat_map(|r| r.ids[1..=t].iter().copied())
-                    .collect();
-                Target::Tokens(Tensor::from_data(TensorData::new(ids, vec![n, t]), device))
-            }
-            (None, Some(true)) => {
-                let ids: Vec<i64> = rows.iter().map(|r| r.ids[0]).collect();
-                Target::Classes(Tensor::from_data(TensorData::new(ids, vec![n]), device))
-            }
-            _ => {
-                let mut shape = vec![n];
-                shape.extend_from_slice(&self.output);
-                let y: Vec<f32> = rows.iter().flat_map(|r| r.y.iter().copied()).collect();
-                Target::Values(Act::from_f32(y, &shape, device))
-            }
-        }
-    }
 }
 
 impl Batches for ParquetData {
     fn inputs(&mut self, step: u64, mb: u64, device: &Device) -> Result<Act, DataError> {
-        let rows = self.microbatch_rows(step, mb)?.to_vec();
-        Ok(self.to_inputs(&rows, device))
+        let a = self.advance(step, mb)?;
+        let m = self.microbatch;
+        Ok(self
+            .current()
+            .inputs(a, m, &self.layout, &self.shapes, device))
     }
 
     fn targets(&mut self, step: u64, mb: u64, device: &Device) -> Result<Target, DataError> {
-        let rows = self.microbatch_rows(step, mb)?.to_vec();
-        Ok(self.to_targets(&rows, device))
+        let a = self.advance(step, mb)?;
+        let m = self.microbatch;
+        Ok(self
+            .current()
+            .targets(a, m, &self.layout, &self.shapes, device))
     }
 
     fn eval_inputs(&mut self, mb: u64, device: &Device) -> Result<Act, DataError> {
-        let rows = self.eval_rows(mb)?;
-        Ok(self.to_inputs(&rows, device))
+        let f = self.eval_rows(mb)?;
+        Ok(f.inputs(0, f.rows, &self.layout, &self.shapes, device))
     }
 
     fn eval_targets(&mut self, mb: u64, device: &Device) -> Result<Target, DataError> {
-        let rows = self.eval_rows(mb)?;
-        Ok(self.to_targets(&rows, device))
+        let f = self.eval_rows(mb)?;
+        Ok(f.targets(0, f.rows, &self.layout, &self.shapes, device))
     }
 }
