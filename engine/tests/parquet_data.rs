@@ -44,7 +44,14 @@ fn pipelined_training_on_spark_output_equals_the_reference() {
         ref_evals.iter().map(|e| e.0).collect::<Vec<_>>(),
         vec![4, 8, 12]
     );
-    for (stages, schedule) in [(2, "gpipe"), (2, "1f1b"), (4, "gpipe"), (4, "1f1b")] {
+    for (stages, schedule) in [
+        (2, "gpipe"),
+        (2, "1f1b"),
+        (4, "gpipe"),
+        (4, "1f1b"),
+        (2, "interleaved-1f1b"),
+        (2, "zb-h1"),
+    ] {
         let name = format!("{stages}-{schedule}");
         let got = run_with_outputs(
             &dir,

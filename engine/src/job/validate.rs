@@ -336,33 +336,23 @@ impl JobPlan {
             eval_instructions: Vec::new(),
         };
         let ranks = job.plan.ranks.len();
-        job.instructions = job
-            .plan
-            .ranks
-            .iter()
-            .map(|r| {
-                let mut chunks = r.chunks.clone();
-                chunks.sort_unstable();
-                let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
-                rank_schedule(schedule, &slots, ranks, job.plan.microbatches)
-            })
-            .collect();
         let eval_mbs = if job.evaluates() {
             job.eval_microbatches()
         } else {
             0
         };
-        job.eval_instructions = job
-            .plan
-            .ranks
-            .iter()
-            .map(|r| {
-                let mut chunks = r.chunks.clone();
-                chunks.sort_unstable();
-                let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
-                eval_schedule(&slots, eval_mbs)
-            })
-            .collect();
+        for r in &job.plan.ranks {
+            let mut chunks = r.chunks.clone();
+            chunks.sort_unstable();
+            let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
+            job.instructions.push(rank_schedule(
+                schedule,
+                &slots,
+                ranks,
+                job.plan.microbatches,
+            ));
+            job.eval_instructions.push(eval_schedule(&slots, eval_mbs));
+        }
         Ok(job)
     }
 }

@@ -92,7 +92,7 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
         Section::new(file, key, t, known)
     };
     let model = model::model(&section("model", model::MODEL_KEYS)?)?;
-    let mut data = model::data(&section("data", model::DATA_KEYS)?, &model)?;
+    let mut data = model::data(&section("data", &model::data_keys())?, &model)?;
     data.set_base(file);
     let eval = model::eval(&section("eval", model::EVAL_KEYS)?, &data)?;
     let train = model::train(&section("train", model::TRAIN_KEYS)?)?;

@@ -7,18 +7,10 @@ use crate::topology::*;
 use toml::{Table, Value};
 
 pub(super) const MODEL_KEYS: &[&str] = &["input", "layers", "loss"];
-pub(super) const DATA_KEYS: &[&str] = &[
-    "source",
-    "seed",
-    "path",
-    "features",
-    "label",
-    "tokens",
-    "validation",
-    "validation_fraction",
-    "shuffle_buffer",
-    "prefetch",
-];
+/// `[data]` keys: `source`, `seed`, and those only a Parquet source reads.
+pub(super) fn data_keys() -> Vec<&'static str> {
+    [&["source", "seed"][..], PARQUET_KEYS].concat()
+}
 pub(super) const EVAL_KEYS: &[&str] = &["every"];
 /// Keys only a Parquet source reads.
 const PARQUET_KEYS: &[&str] = &[
