@@ -73,26 +73,39 @@ pub struct RankLinks {
     pub out: Vec<OutPeer>,
 }
 
-/// (sender, receiver) of `kind` on `edge`.
-fn ends(job: &Job, edge: usize, kind: Kind) -> (usize, usize) {
-    let e = job.ends(edge);
-    match kind {
-        Kind::Activation | Kind::Eval => (e.producer, e.consumer),
-        Kind::Gradient => (e.consumer, e.producer),
-    }
+/// Every (edge, kind, sender, receiver) of the job that crosses between ranks (an edge between
+/// two chunks of one rank stays inside its process and needs no link): each replica's edges
+/// (activations, gradients; validation activations in replica 0, which evaluates), and with
+/// several replicas each chunk's ring (kind `reduce`, `edge` = the chunk).
+fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ {
+    let edges = (0..job.replicas()).flat_map(move |d| {
+        (0..job.edges().len()).flat_map(move |e| {
+            let ends = job.ends_in(d, e);
+            [
+                (e, Kind::Activation, ends.producer, ends.consumer),
+                (e, Kind::Gradient, ends.consumer, ends.producer),
+                (e, Kind::Eval, ends.producer, ends.consumer),
+            ]
+            .into_iter()
+            .filter(move |&(_, kind, _, _)| kind != Kind::Eval || (d == 0 && job.evaluates()))
+        })
+    });
+    let replicas = job.replicas();
+    let rings = (0..job.chunks().len())
+        .filter(move |_| replicas > 1)
+        .flat_map(move |c| {
+            let ring = job.chunk_ring(c);
+            (0..replicas).map(move |i| (c, Kind::Reduce, ring[i], ring[(i + 1) % replicas]))
+        });
+    edges.chain(rings).filter(|&(_, _, from, to)| from != to)
 }
 
-/// Every (edge, kind, sender, receiver) of the job that crosses between ranks (an edge between
-/// two chunks of one rank stays inside its process and needs no link).
-fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ {
-    (0..job.edges().len())
-        .flat_map(|e| [(e, Kind::Activation), (e, Kind::Gradient), (e, Kind::Eval)])
-        .filter(|&(_, kind)| kind != Kind::Eval || job.evaluates())
-        .map(|(e, kind)| {
-            let (from, to) = ends(job, e, kind);
-            (e, kind, from, to)
-        })
-        .filter(|&(_, _, from, to)| from != to)
+/// The largest all-reduce segment of chunk `c` (its gradients, the loss, padding), values.
+pub fn reduce_segment(job: &Job, c: usize) -> usize {
+    let graph = brigade_partitioner::LayerGraph::from_model(&job.topo.model);
+    let [a, b] = job.chunks()[c].layers;
+    let params: u64 = (a..b).map(|l| graph.layer(l).cost.params).sum();
+    (params as usize + 2).div_ceil(job.replicas()) + 1
 }
 
 fn ipc_path(run_dir: &Path, rank: usize) -> PathBuf {
@@ -165,12 +178,24 @@ pub fn links(
 ) -> Result<RankLinks, NoAddress> {
     let routes: Vec<InRoute> = traffic(job)
         .filter(|&(_, _, _, to)| to == rank)
-        .map(|(e, kind, from, _)| InRoute {
-            edge: e as u32,
-            kind,
-            peer: from,
-            shape: job.edges()[e].shape.clone(),
-            max_bytes: job.edges()[e].max_bytes,
+        .map(|(e, kind, from, _)| match kind {
+            Kind::Reduce => {
+                let n = reduce_segment(job, e);
+                InRoute {
+                    edge: e as u32,
+                    kind,
+                    peer: from,
+                    shape: vec![1, n],
+                    max_bytes: n as u64 * 4,
+                }
+            }
+            _ => InRoute {
+                edge: e as u32,
+                kind,
+                peer: from,
+                shape: job.edges()[e].shape.clone(),
+                max_bytes: job.edges()[e].max_bytes,
+            },
         })
         .collect();
     let listen = match routes.is_empty() {

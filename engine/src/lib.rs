@@ -13,6 +13,7 @@
 //! assert_eq!(simulate(&lists, &costs).unwrap().step_ms, 12.0);
 //! ```
 
+pub mod allreduce;
 pub mod cli;
 pub mod cluster_env;
 pub mod endpoints;

@@ -203,6 +203,9 @@ pub fn simulate(lists: &[Vec<Instr>], costs: &SimCosts) -> Result<SimReport, Sim
         match instr {
             // Evaluation lists are not simulated (a step's list has none).
             Instr::RecvAct { .. } | Instr::RecvGrad { .. } | Instr::EvalForward { .. } => {}
+            // Charged by the caller per replica ring (see `all_reduce_ms`); a step's list of one
+            // replica simulates its pipeline.
+            Instr::AllReduce { .. } => {}
             Instr::Forward { chunk, .. } => {
                 compute(&mut clock[r], chunk_cost(chunk)?.forward_ms);
                 live[r] += 1;

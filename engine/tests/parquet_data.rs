@@ -290,11 +290,18 @@ fn mse_models_read_float_targets_and_report_no_accuracy() {
     // One-hot targets as a list column, the way a Spark job writes a vector label.
     let onehot: Vec<Vec<Option<f32>>> = ys
         .iter()
-        .map(|&y| (0..CLASSES).map(|c| Some(f32::from(c as i64 == y))).collect())
+        .map(|&y| {
+            (0..CLASSES)
+                .map(|c| Some(f32::from(c as i64 == y)))
+                .collect()
+        })
         .collect();
     write(
         &dir.join("mse.parquet"),
-        vec![("features", spark_list(&dense(&xs))), ("target", spark_list(&onehot))],
+        vec![
+            ("features", spark_list(&dense(&xs))),
+            ("target", spark_list(&onehot)),
+        ],
         64,
         true,
     );
@@ -306,11 +313,13 @@ fn mse_models_read_float_targets_and_report_no_accuracy() {
     let reference = run_with_outputs(&dir, "ref", "reference", &file, "5", &set);
     let piped = run_with_outputs(&dir, "piped", "train", &file, "5", &set);
     assert_same("mse", (&piped.0, &piped.1), (&reference.0, &reference.1));
-    let lines = |name: &str| {
-        brigade_engine::metrics::read_eval(dir.join(name).to_str().unwrap()).unwrap()
-    };
+    let lines =
+        |name: &str| brigade_engine::metrics::read_eval(dir.join(name).to_str().unwrap()).unwrap();
     let (got, want) = (lines("piped.jsonl"), lines("ref.jsonl"));
     assert_eq!(got, want);
     assert_eq!(got.len(), 1);
-    assert!(got[0].val_accuracy.is_none() && got[0].val_loss > 0.0, "{got:?}");
+    assert!(
+        got[0].val_accuracy.is_none() && got[0].val_loss > 0.0,
+        "{got:?}"
+    );
 }

@@ -362,6 +362,10 @@ pub struct Partition {
     /// Chunks each rank holds (interleaved 1F1B's v; 1 otherwise). The model is cut into
     /// `stages × chunks_per_rank` chunks and rank r holds chunks r, r + stages, ….
     pub chunks_per_rank: usize,
+    /// Copies of the pipeline (data parallelism): replica d's ranks are d·stages ..
+    /// (d+1)·stages, on the devices in that order; each trains on its share of every batch
+    /// and the copies of a chunk average their gradients (ring all-reduce) before each step.
+    pub replicas: usize,
 }
 
 impl Partition {
@@ -400,15 +404,23 @@ pub struct Placement {
 }
 
 impl Topology {
-    /// Stage k runs on the k-th device in host order.
+    /// Stage k runs on the k-th device in host order (replica 0's ranks).
     pub fn placements(&self) -> Vec<Placement> {
+        let mut all = self.all_placements();
+        all.truncate(self.partition.stages);
+        all
+    }
+
+    /// Every rank's device: rank r (replica r / stages, stage r mod stages) on the r-th device
+    /// in host order.
+    pub fn all_placements(&self) -> Vec<Placement> {
         self.hosts
             .iter()
             .enumerate()
             .flat_map(|(h, host)| {
                 (0..host.devices.len()).map(move |d| Placement { host: h, device: d })
             })
-            .take(self.partition.stages)
+            .take(self.partition.stages * self.partition.replicas)
             .collect()
     }
 

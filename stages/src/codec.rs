@@ -69,6 +69,9 @@ pub enum Kind {
     /// A stage's output on validation data, flowing forward during an evaluation (its batch
     /// dimension may be short: the last validation micro-batch).
     Eval,
+    /// A segment of a chunk's gradients in a ring all-reduce between replicas (`[1, n]`;
+    /// `edge` is the chunk, `microbatch` the ring step).
+    Reduce,
 }
 
 /// The header frame of a tensor message.

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 mod eval;
+mod reduce;
 
 /// A mistake in how a stage is driven (a schedule or a peer out of step), never a panic.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -49,6 +50,12 @@ pub enum StageError {
     StepWithLive { stage: usize, live: usize },
     #[error("stage {stage}: weight-gradient pass of micro-batch {mb}, which has no B pending")]
     NoWeightPending { stage: usize, mb: u64 },
+    #[error("stage {stage}: reduced gradients of {got} values, the stage has {expected}")]
+    Gradients {
+        stage: usize,
+        expected: usize,
+        got: usize,
+    },
 }
 
 struct Live {
@@ -85,6 +92,10 @@ pub struct Stage {
     split_weights: bool,
     /// Micro-batches past B whose W is still to run.
     pending_w: BTreeMap<u64, Vec<Deferred>>,
+    /// Data parallelism: where each gradient sits in the buffer being reduced, and the
+    /// reduced gradients the next optimizer step applies.
+    reduce_slots: Vec<reduce::Slot>,
+    reduced: Option<GradientsParams>,
 }
 
 impl Stage {
@@ -135,6 +146,8 @@ impl Stage {
             dtype: float_dtype(topo.train.dtype),
             split_weights: topo.train.schedule == ScheduleKind::ZbH1,
             pending_w: BTreeMap::new(),
+            reduce_slots: Vec::new(),
+            reduced: None,
             device,
         }
     }
@@ -412,7 +425,11 @@ impl Stage {
                 live: self.live.len() + self.pending_w.len(),
             });
         }
-        let mut grads = self.accum.grads();
+        // Reduced over the replicas, or this stage's own.
+        let mut grads = match self.reduced.take() {
+            Some(g) => g,
+            None => self.accum.grads(),
+        };
         let modules = std::mem::take(&mut self.modules);
         self.modules = modules
             .into_iter()

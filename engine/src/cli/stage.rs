@@ -214,7 +214,10 @@ fn run_rank(args: &StageArgs) -> Result<()> {
         Tracer::new(k, 0, args.trace_out.is_some()),
     );
     let mut writer = None;
-    if let Some(root) = &args.checkpoint.checkpoint_dir {
+    // Replicas hold the same parameters: replica 0 writes the checkpoints.
+    if let Some(root) = &args.checkpoint.checkpoint_dir
+        && job.replica_of(k) == 0
+    {
         exec = exec.with_checkpoints(CheckpointPolicy {
             every: args.checkpoint.checkpoint_every,
             chunks: job.chunks().len(),
@@ -370,8 +373,14 @@ fn run_rank(args: &StageArgs) -> Result<()> {
             .with_context(|| format!("{path}: cannot write the trace"))?;
     }
     if let Some(dir) = &args.save_params {
+        // Replica 0's parameters are the job's; other replicas' (the same, after every
+        // all-reduce) go beside them, for checking.
+        let mut dir = std::path::PathBuf::from(dir);
+        if job.replica_of(k) > 0 {
+            dir = dir.join(format!("replica-{}", job.replica_of(k)));
+        }
         for stage in &chunks {
-            crate::params_io::save(stage, std::path::Path::new(dir))?;
+            crate::params_io::save(stage, &dir)?;
         }
     }
     if done != steps {

@@ -1,6 +1,6 @@
 //! Building a rank's executor from the job plan, and the one-rank reference trainer's.
 
-use super::core::{EdgeRoute, Executor, Program};
+use super::core::{EdgeRoute, Executor, Program, Replication};
 use crate::job::Job;
 use crate::schedule::{ChunkSlot, eval_schedule, one_f_one_b};
 use crate::trace::Tracer;
@@ -15,7 +15,7 @@ pub fn program(job: &Job, rank: usize) -> Program {
         rank,
         edges: (0..job.edges().len())
             .map(|e| {
-                let ends = job.ends(e);
+                let ends = job.ends_in(job.replica_of(rank), e);
                 let spec = &job.edges()[e];
                 EdgeRoute {
                     from_chunk: spec.from_chunk,
@@ -26,10 +26,28 @@ pub fn program(job: &Job, rank: usize) -> Program {
             })
             .collect(),
         list: job.instructions[rank].clone(),
-        microbatches: job.plan.microbatches,
+        microbatches: job.plan.microbatches / job.replicas(),
         eval: job.eval_instructions[rank].clone(),
         eval_microbatches: job.eval_microbatches(),
         eval_every: job.topo.eval.every,
+        replicas: replication(job, rank),
+    }
+}
+
+/// Rank `rank`'s place among the replicas: its micro-batches within each step, and the ring
+/// of ranks holding each of its chunks.
+pub fn replication(job: &Job, rank: usize) -> Replication {
+    let d = job.replica_of(rank);
+    let per_replica = job.plan.microbatches / job.replicas();
+    Replication {
+        replica: d,
+        mb_offset: (d * per_replica) as u64,
+        total_microbatches: job.plan.microbatches as u64,
+        rings: job.plan.ranks[rank]
+            .chunks
+            .iter()
+            .map(|&c| (c, job.chunk_ring(c)))
+            .collect(),
     }
 }
 
@@ -112,5 +130,6 @@ pub fn reference_program(topo: &Topology, eval_microbatches: usize) -> Program {
         eval: eval_schedule(&[ChunkSlot::chain(0, 1)], eval_microbatches),
         eval_microbatches,
         eval_every: topo.eval.every,
+        replicas: Replication::default(),
     }
 }

@@ -38,6 +38,15 @@ pub enum Action {
         step: u64,
         microbatch: u64,
     },
+    /// Sum `data` (chunk `chunk`'s gradients, and on the last chunk its loss) with the other
+    /// members of `ring` (ranks in replica order; this rank is member `me`), then hand the
+    /// sum back with [`Executor::reduced`]. Nothing runs until then.
+    AllReduce {
+        chunk: usize,
+        ring: Vec<usize>,
+        me: usize,
+        data: Vec<f32>,
+    },
     /// Write these chunks' checkpoints (taken after `step` steps) under the checkpoint directory.
     Checkpoint { step: u64, snapshots: Vec<Snapshot> },
     /// A step finished; `loss` is the batch mean (on the rank holding the last chunk).
@@ -65,6 +74,21 @@ pub struct Program {
     pub eval_microbatches: usize,
     /// Evaluate after every this many steps (0: only after the last).
     pub eval_every: u64,
+    /// Data parallelism: this rank's replica's first micro-batch within each step (its
+    /// micro-batches are `mb_offset ..` of the step's), the step's micro-batches over all
+    /// replicas, and for each chunk it holds the ring of ranks holding that chunk.
+    pub replicas: Replication,
+}
+
+/// Where a rank sits among the replicas (the default: one replica, no all-reduce).
+#[derive(Debug, Clone, Default)]
+pub struct Replication {
+    pub replica: usize,
+    pub mb_offset: u64,
+    /// Micro-batches per step in all replicas together (0: this rank's own count).
+    pub total_microbatches: u64,
+    /// (chunk, ranks holding it in replica order).
+    pub rings: Vec<(usize, Vec<usize>)>,
 }
 
 /// Where and how often a rank checkpoints.
@@ -102,6 +126,15 @@ pub struct Executor {
     checkpoints: Option<CheckpointPolicy>,
     pending: VecDeque<Action>,
     eval: EvalState,
+    /// Data parallelism (see [`Replication`]).
+    mb_offset: u64,
+    total_microbatches: u64,
+    rings: Vec<(usize, Vec<usize>)>,
+    replica: usize,
+    /// The step's loss over every replica, from the last chunk's all-reduce.
+    global_loss: Option<f64>,
+    /// The all-reduce in flight: (chunk, whether it carries the loss, start time).
+    reducing: Option<(usize, bool, u64)>,
 }
 
 impl Executor {
@@ -121,6 +154,7 @@ impl Executor {
             eval,
             eval_microbatches,
             eval_every,
+            replicas,
         } = program;
         let step = stages.first().map_or(0, |s| s.step());
         let receives = list
@@ -141,6 +175,16 @@ impl Executor {
             edges,
             data,
             microbatches: microbatches as u64,
+            mb_offset: replicas.mb_offset,
+            total_microbatches: if replicas.total_microbatches > 0 {
+                replicas.total_microbatches
+            } else {
+                microbatches as u64
+            },
+            rings: replicas.rings.clone(),
+            replica: replicas.replica,
+            global_loss: None,
+            reducing: None,
             list,
             pc: 0,
             step,
@@ -276,7 +320,7 @@ impl Executor {
                         let device = self.stage(chunk, instr)?.device().clone();
                         let input = self
                             .data
-                            .inputs(step, mb, &device)
+                            .inputs(step, mb + self.mb_offset, &device)
                             .map_err(|e| self.data_error(step, mb, e))?;
                         // Time taken by the data (waiting for the reader thread, building the
                         // tensor), inside the forward span.
@@ -290,7 +334,8 @@ impl Executor {
                         .ok_or_else(|| inconsistent("forward before its input arrived"))?,
                 };
                 let last = !self.edges.iter().any(|e| e.from_chunk == chunk);
-                let out = self.stage_mut(chunk, instr)?.forward(mb, input)?;
+                let global = mb + self.mb_offset;
+                let out = self.stage_mut(chunk, instr)?.forward(global, input)?;
                 self.tracer
                     .record(Span::new("forward", start, self.tracer.now(), step, mb));
                 if !last {
@@ -305,11 +350,12 @@ impl Executor {
                         let device = self.stage(chunk, instr)?.device().clone();
                         let target = self
                             .data
-                            .targets(step, mb, &device)
+                            .targets(step, mb + self.mb_offset, &device)
                             .map_err(|e| self.data_error(step, mb, e))?;
+                        let global = mb + self.mb_offset;
                         let (loss, g) = self
                             .stage_mut(chunk, instr)?
-                            .backward_loss_deferred(mb, &target)?;
+                            .backward_loss_deferred(global, &target)?;
                         self.losses.push((mb, loss));
                         g
                     }
@@ -318,7 +364,8 @@ impl Executor {
                             .inbox
                             .remove(&(edge as u32, Kind::Gradient, step, mb))
                             .ok_or_else(|| inconsistent("backward before its gradient arrived"))?;
-                        self.stage_mut(chunk, instr)?.backward(mb, g)?
+                        let global = mb + self.mb_offset;
+                        self.stage_mut(chunk, instr)?.backward(global, g)?
                     }
                 };
                 self.tracer
@@ -339,8 +386,9 @@ impl Executor {
             }
             Instr::BackwardWeight { chunk, mb } => {
                 let start = self.tracer.now();
+                let global = mb as u64 + self.mb_offset;
                 self.stage_mut(chunk as usize, instr)?
-                    .backward_weight(mb as u64)?;
+                    .backward_weight(global)?;
                 self.tracer.record(Span::new(
                     "backward_weight",
                     start,
@@ -351,6 +399,32 @@ impl Executor {
             }
             Instr::EvalForward { .. } => {
                 return Err(inconsistent("an evaluation instruction in a training list"));
+            }
+            Instr::AllReduce { chunk } => {
+                let chunk = chunk as usize;
+                let ring = self
+                    .rings
+                    .iter()
+                    .find(|(c, _)| *c == chunk)
+                    .map(|(_, r)| r.clone())
+                    .ok_or_else(|| inconsistent("no ring of replicas for this chunk"))?;
+                let last = !self.edges.iter().any(|e| e.from_chunk == chunk);
+                let mut data = self.stage_mut(chunk, instr)?.take_gradients();
+                if last {
+                    // The replica's share of the step's mean loss, as two f32s (high and low
+                    // parts) so the sum keeps an f64's precision.
+                    let partial = self.loss_sum() / self.total_microbatches as f64;
+                    let hi = partial as f32;
+                    data.extend([hi, (partial - hi as f64) as f32]);
+                }
+                let start = self.tracer.now();
+                self.reducing = Some((chunk, last, start));
+                return Ok(Some(Action::AllReduce {
+                    chunk,
+                    me: self.replica,
+                    ring,
+                    data,
+                }));
             }
             Instr::OptimizerStep { chunk } => {
                 let start = self.tracer.now();
@@ -401,6 +475,7 @@ impl Executor {
         let (chunk, to) = match kind {
             Kind::Gradient => (e.to_chunk, e.producer),
             Kind::Activation | Kind::Eval => (e.from_chunk, e.consumer),
+            Kind::Reduce => return Err(inconsistent("a ring segment is the driver's to send")),
         };
         let tensor = self
             .outbox
@@ -451,19 +526,53 @@ impl Executor {
                 snapshots,
             });
         }
-        let loss = (!self.losses.is_empty()).then(|| {
-            // Summed in micro-batch order, whatever order the schedule ran them in, so every
-            // split and schedule reports the same step loss to the last bit.
-            let mut losses = std::mem::take(&mut self.losses);
-            losses.sort_by_key(|(mb, _)| *mb);
-            let values = Tensor::cat(losses.into_iter().map(|(_, l)| l).collect(), 0)
-                .into_data()
-                .convert::<f32>();
-            let sum: f64 = values.iter::<f32>().map(|v| v as f64).sum();
-            sum / self.microbatches as f64
-        });
+        let loss = match self.global_loss.take() {
+            Some(l) => Some(l),
+            None => (!self.losses.is_empty()).then(|| self.loss_sum() / self.microbatches as f64),
+        };
+        self.losses.clear();
         self.pending.push_back(Action::StepDone { step, loss });
         self.eval.start_if_due(self.step, self.end_step);
+        Ok(())
+    }
+
+    /// This step's micro-batch losses summed in micro-batch order, whatever order the
+    /// schedule ran them in, so every split and schedule reports the same loss to the last bit.
+    fn loss_sum(&mut self) -> f64 {
+        if self.losses.is_empty() {
+            return 0.0;
+        }
+        let mut losses = std::mem::take(&mut self.losses);
+        losses.sort_by_key(|(mb, _)| *mb);
+        let values = Tensor::cat(losses.into_iter().map(|(_, l)| l).collect(), 0)
+            .into_data()
+            .convert::<f32>();
+        values.iter::<f32>().map(|v| v as f64).sum()
+    }
+
+    /// The all-reduce asked for by [`Action::AllReduce`] is done: `data` is the sum.
+    pub fn reduced(&mut self, data: Vec<f32>) -> Result<(), ExecError> {
+        let Some((chunk, last, start)) = self.reducing.take() else {
+            return Err(ExecError::Schedule {
+                rank: self.rank,
+                instr: Instr::AllReduce { chunk: 0 },
+                why: "an all-reduce result arrived with none in flight",
+            });
+        };
+        let mut data = data;
+        if last {
+            let lo = data.pop().unwrap_or(0.0) as f64;
+            let hi = data.pop().unwrap_or(0.0) as f64;
+            self.global_loss = Some(hi + lo);
+        }
+        let step = self.step;
+        let instr = Instr::AllReduce {
+            chunk: chunk as u32,
+        };
+        self.stage_mut(chunk, instr)?.set_gradients(&data)?;
+        self.tracer
+            .record(Span::new("allreduce", start, self.tracer.now(), step, 0));
+        self.pc += 1;
         Ok(())
     }
 

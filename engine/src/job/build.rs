@@ -33,18 +33,22 @@ pub fn job_from_plan(
             }
         })
         .collect();
-    let places = topo.placements();
+    let places = topo.all_placements();
     let k_ranks = topo.partition.stages.min(chunks.len());
-    let ranks = places
-        .iter()
-        .take(k_ranks)
-        .enumerate()
-        .map(|(k, p)| RankSpec {
-            rank: k,
-            host: topo.hosts[p.host].name.clone(),
-            device: p.device,
-            device_kind: topo.device(p).kind.to_string(),
-            chunks: (k..chunks.len()).step_by(k_ranks).collect(),
+    // Replica d's ranks are d·K .. (d+1)·K, on the next K devices in host order.
+    let ranks = (0..topo.partition.replicas)
+        .flat_map(|d| (0..k_ranks).map(move |k| (d, k)))
+        .map(|(d, k)| {
+            let r = d * k_ranks + k;
+            let p = &places[r];
+            RankSpec {
+                rank: r,
+                host: topo.hosts[p.host].name.clone(),
+                device: p.device,
+                device_kind: topo.device(p).kind.to_string(),
+                chunks: (k..chunks.len()).step_by(k_ranks).collect(),
+                replica: d,
+            }
         })
         .collect();
     let edges = chunks

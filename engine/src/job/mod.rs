@@ -102,6 +102,13 @@ pub struct RankSpec {
     pub device_kind: String,
     /// Chunk ids this rank holds.
     pub chunks: Vec<usize>,
+    /// The copy of the pipeline this rank belongs to (`partition.replicas`; absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replica: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// A tensor crossing from one chunk to another: activations forward, gradients back.
@@ -139,8 +146,10 @@ pub struct Job {
     pub hash: u64,
     /// Where each rank runs.
     pub places: Vec<Placement>,
-    /// Which rank holds each chunk.
+    /// Which rank holds each chunk (in replica 0).
     pub chunk_rank: Vec<usize>,
+    /// Which rank holds each chunk, per replica.
+    pub chunk_ranks: Vec<Vec<usize>>,
     /// Each rank's instructions for one step.
     pub instructions: Vec<Vec<Instr>>,
     /// Each rank's instructions for one evaluation (empty without validation data).
@@ -168,14 +177,44 @@ impl Job {
         &self.plan.edges
     }
 
-    /// The ranks an edge joins.
+    /// The ranks an edge joins (in replica 0).
     pub fn ends(&self, edge: usize) -> EdgeEnds {
+        self.ends_in(0, edge)
+    }
+
+    /// The ranks an edge joins in `replica`.
+    pub fn ends_in(&self, replica: usize, edge: usize) -> EdgeEnds {
         let e = &self.plan.edges[edge];
         EdgeEnds {
             edge,
-            producer: self.chunk_rank[e.from_chunk],
-            consumer: self.chunk_rank[e.to_chunk],
+            producer: self.chunk_ranks[replica][e.from_chunk],
+            consumer: self.chunk_ranks[replica][e.to_chunk],
         }
+    }
+
+    /// Copies of the pipeline.
+    pub fn replicas(&self) -> usize {
+        self.chunk_ranks.len()
+    }
+
+    /// Ranks in one replica.
+    pub fn ranks_per_replica(&self) -> usize {
+        self.ranks() / self.replicas()
+    }
+
+    /// The replica rank `rank` belongs to.
+    pub fn replica_of(&self, rank: usize) -> usize {
+        self.plan.ranks[rank].replica
+    }
+
+    /// The ring of ranks holding `chunk` (one per replica, in replica order).
+    pub fn chunk_ring(&self, chunk: usize) -> Vec<usize> {
+        self.chunk_ranks.iter().map(|r| r[chunk]).collect()
+    }
+
+    /// The rank holding the last chunk in replica 0 (it reports losses and evaluations).
+    pub fn last_rank(&self) -> usize {
+        self.chunk_rank[self.plan.chunks.len() - 1]
     }
 
     /// What a schedule needs to know about `chunk`.

@@ -4,7 +4,7 @@
 
 use super::{FORMAT, Job, JobPlan, VERSION};
 use crate::identity::topology_hash;
-use crate::schedule::{eval_schedule, rank_schedule};
+use crate::schedule::{eval_schedule, rank_schedule, with_all_reduce};
 use brigade_partitioner::{ConfigError, LayerGraph, Placement, ScheduleKind};
 use sha2::{Digest, Sha256};
 
@@ -138,7 +138,20 @@ impl JobPlan {
         if self.ranks.is_empty() {
             return Err(bad("ranks", "no ranks".into(), REPLAN));
         }
-        let mut chunk_rank = vec![usize::MAX; self.chunks.len()];
+        let replicas = topo.partition.replicas;
+        if !self.ranks.len().is_multiple_of(replicas) {
+            return Err(bad(
+                "ranks",
+                format!(
+                    "{} ranks do not make {replicas} equal replicas (partition.replicas)",
+                    self.ranks.len()
+                ),
+                REPLAN,
+            ));
+        }
+        // Ranks per replica.
+        let k = self.ranks.len() / replicas;
+        let mut chunk_ranks = vec![vec![usize::MAX; self.chunks.len()]; replicas];
         let mut places = Vec::with_capacity(self.ranks.len());
         for (r, rank) in self.ranks.iter().enumerate() {
             let key = |f: &str| format!("ranks[{r}].{f}");
@@ -149,6 +162,19 @@ impl JobPlan {
                     REPLAN,
                 ));
             }
+            if rank.replica != r / k {
+                return Err(bad(
+                    &key("replica"),
+                    format!(
+                        "{}, expected {} (replica d holds ranks d·{k} .. d·{k} + {})",
+                        rank.replica,
+                        r / k,
+                        k - 1
+                    ),
+                    REPLAN,
+                ));
+            }
+            let chunk_rank = &mut chunk_ranks[rank.replica];
             let names: Vec<&str> = topo.hosts.iter().map(|h| h.name.as_str()).collect();
             let h = topo
                 .hosts
@@ -190,8 +216,7 @@ impl JobPlan {
             }
             if schedule == ScheduleKind::Interleaved1F1B {
                 // The interleaved order assumes chunk c on rank c mod K, v chunks each.
-                let k = self.ranks.len();
-                let expected: Vec<usize> = (r..self.chunks.len()).step_by(k).collect();
+                let expected: Vec<usize> = (r % k..self.chunks.len()).step_by(k).collect();
                 if !self.chunks.len().is_multiple_of(k) || rank.chunks != expected {
                     return Err(bad(
                         &key("chunks"),
@@ -203,11 +228,11 @@ impl JobPlan {
                         "Give rank r the chunks r, r + K, r + 2K, …, with the same number of chunks on every rank.",
                     ));
                 }
-                if !self.microbatches.is_multiple_of(k) {
+                if !(self.microbatches / replicas).is_multiple_of(k) {
                     return Err(bad(
                         "microbatches",
                         format!(
-                            "{}, and interleaved 1F1B needs a multiple of the ranks ({k})",
+                            "{}, and interleaved 1F1B needs each replica's share to be a multiple of its ranks ({k})",
                             self.microbatches
                         ),
                         REPLAN,
@@ -250,12 +275,14 @@ impl JobPlan {
                 device: rank.device,
             });
         }
-        if let Some(c) = chunk_rank.iter().position(|&r| r == usize::MAX) {
-            return Err(bad(
-                "ranks",
-                format!("no rank holds chunk {c}"),
-                "Give every chunk to exactly one rank.",
-            ));
+        for (d, chunk_rank) in chunk_ranks.iter().enumerate() {
+            if let Some(c) = chunk_rank.iter().position(|&r| r == usize::MAX) {
+                return Err(bad(
+                    "ranks",
+                    format!("no rank of replica {d} holds chunk {c}"),
+                    "Give every chunk to exactly one rank of each replica.",
+                ));
+            }
         }
 
         // Edges: chunk i → chunk i+1, carrying chunk i's output.
@@ -331,11 +358,11 @@ impl JobPlan {
             schedule,
             hash,
             places,
-            chunk_rank,
+            chunk_rank: chunk_ranks[0].clone(),
+            chunk_ranks,
             instructions: Vec::new(),
             eval_instructions: Vec::new(),
         };
-        let ranks = job.plan.ranks.len();
         let eval_mbs = if job.evaluates() {
             job.eval_microbatches()
         } else {
@@ -345,13 +372,11 @@ impl JobPlan {
             let mut chunks = r.chunks.clone();
             chunks.sort_unstable();
             let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
-            job.instructions.push(rank_schedule(
-                schedule,
-                &slots,
-                ranks,
-                job.plan.microbatches,
-            ));
-            job.eval_instructions.push(eval_schedule(&slots, eval_mbs));
+            let list = rank_schedule(schedule, &slots, k, job.plan.microbatches / replicas);
+            job.instructions.push(with_all_reduce(list, replicas));
+            // Replica 0 evaluates for everyone (the replicas hold the same parameters).
+            let eval = if r.replica == 0 { eval_mbs } else { 0 };
+            job.eval_instructions.push(eval_schedule(&slots, eval));
         }
         Ok(job)
     }

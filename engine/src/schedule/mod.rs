@@ -71,6 +71,9 @@ pub enum Instr {
     SendGrad { edge: u32, mb: u32 },
     /// Apply `chunk`'s accumulated gradients.
     OptimizerStep { chunk: u32 },
+    /// Data parallelism: sum `chunk`'s gradients with the other replicas' copies of it (ring
+    /// all-reduce over the links; the driver moves the bytes). Just before its optimizer step.
+    AllReduce { chunk: u32 },
     /// Evaluation: validation micro-batch `mb` forward through `chunk`, no graph kept (the
     /// first chunk reads it from the validation data, the last scores it). Only in
     /// evaluation lists ([`eval_schedule`]), where `RecvAct`/`SendAct` carry validation
@@ -90,7 +93,7 @@ impl Instr {
             | Instr::BackwardWeight { mb, .. }
             | Instr::SendGrad { mb, .. }
             | Instr::EvalForward { mb, .. } => Some(mb),
-            Instr::OptimizerStep { .. } => None,
+            Instr::OptimizerStep { .. } | Instr::AllReduce { .. } => None,
         }
     }
 }
@@ -107,6 +110,7 @@ impl fmt::Display for Instr {
             Instr::SendGrad { edge, mb } => write!(f, "send_grad{mb}@e{edge}"),
             Instr::OptimizerStep { chunk } => write!(f, "step@c{chunk}"),
             Instr::EvalForward { chunk, mb } => write!(f, "E{mb}@c{chunk}"),
+            Instr::AllReduce { chunk } => write!(f, "allreduce@c{chunk}"),
         }
     }
 }
@@ -252,6 +256,20 @@ pub(crate) fn backward(out: &mut Vec<Instr>, slot: ChunkSlot, mb: u32) {
     if let Some(edge) = slot.input {
         out.push(Instr::SendGrad { edge, mb });
     }
+}
+
+/// `list` with an all-reduce of each chunk's gradients before its optimizer step, when the
+/// job has several replicas (the gradients of every replica's copy of a chunk are summed).
+pub fn with_all_reduce(list: Vec<Instr>, replicas: usize) -> Vec<Instr> {
+    if replicas <= 1 {
+        return list;
+    }
+    list.into_iter()
+        .flat_map(|i| match i {
+            Instr::OptimizerStep { chunk } => vec![Instr::AllReduce { chunk }, i],
+            other => vec![other],
+        })
+        .collect()
 }
 
 /// The compute instructions only, as `F0 F1 B0 ... step` (for tests and logs).

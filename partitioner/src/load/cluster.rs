@@ -16,7 +16,8 @@ const HOST_KEYS: &[&str] = &[
 ];
 const DEVICE_KEYS: &[&str] = &["device", "speed_gflops", "memory"];
 const LINK_KEYS: &[&str] = &["hosts", "bandwidth_gbps", "latency_ms"];
-pub(super) const PARTITION_KEYS: &[&str] = &["stages", "method", "balance", "chunks_per_rank"];
+pub(super) const PARTITION_KEYS: &[&str] =
+    &["stages", "method", "balance", "chunks_per_rank", "replicas"];
 
 pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
     let file = top.file;
@@ -234,8 +235,27 @@ pub(super) fn partition(
             "Set train.schedule = \"interleaved-1f1b\", or remove chunks_per_rank.",
         ));
     }
+    let replicas = s.u64_or("replicas", 1)?;
+    let replicas = s.positive(
+        "replicas",
+        replicas,
+        "Train at least one copy of the pipeline.",
+    )?;
+    if !train.microbatches.is_multiple_of(replicas) {
+        return Err(s.err(
+            "replicas",
+            format!(
+                "{replicas} replicas, but train.microbatches = {} does not split evenly between them (each replica trains on whole micro-batches of every step)",
+                train.microbatches
+            ),
+            format!(
+                "Use a multiple of {replicas} micro-batches, e.g. train.microbatches = {}.",
+                train.microbatches.div_ceil(replicas) * replicas
+            ),
+        ));
+    }
     let layers = model.layers.len();
-    let default_stages = devices.min(layers / v).max(1);
+    let default_stages = (devices / replicas).min(layers / v).max(1);
     let stages = s.u64_or("stages", default_stages as u64)?;
     let stages = s.positive("stages", stages, "A pipeline has at least one stage.")?;
     if stages * v > layers {
@@ -248,24 +268,35 @@ pub(super) fn partition(
             format!("Use at most {layers} chunks in all, or add layers."),
         ));
     }
-    if interleaved && !train.microbatches.is_multiple_of(stages) {
+    let per_replica = train.microbatches / replicas;
+    if interleaved && !per_replica.is_multiple_of(stages) {
         return Err(s.err(
             "stages",
             format!(
-                "{stages} stages, and interleaved 1F1B needs train.microbatches ({}) to be a multiple of the stages",
-                train.microbatches
+                "{stages} stages, and interleaved 1F1B needs each replica's micro-batches ({per_replica}) to be a multiple of the stages",
             ),
             format!(
                 "Use e.g. train.microbatches = {} (and a batch divisible by it).",
-                train.microbatches.div_ceil(stages) * stages
+                per_replica.div_ceil(stages) * stages * replicas
             ),
         ));
     }
-    if stages > devices {
+    if stages * replicas > devices {
+        let (key, what) = if replicas > 1 {
+            (
+                "replicas",
+                format!(
+                    "{stages} stages × {replicas} replicas = {} ranks",
+                    stages * replicas
+                ),
+            )
+        } else {
+            ("stages", format!("{stages} stages"))
+        };
         return Err(s.err(
-            "stages",
-            format!("{stages} stages but the hosts list only {devices} devices"),
-            "Add devices to [[hosts]] or use fewer stages (one stage per device).",
+            key,
+            format!("{what} but the hosts list only {devices} devices"),
+            "Add devices to [[hosts]] or use fewer stages or replicas (one rank per device).",
         ));
     }
     let method = match s.choice(
@@ -334,6 +365,7 @@ pub(super) fn partition(
         stages,
         method,
         chunks_per_rank: v,
+        replicas,
     })
 }
 

@@ -320,6 +320,10 @@ async fn pull_loop(
                                     && got[1..] == route.shape[1..]
                                     && (1..=route.shape[0]).contains(&got[0])
                             }
+                            // A ring segment: at most the plan's largest.
+                            codec::Kind::Reduce => {
+                                got.len() == 2 && got[0] == 1 && got[1] <= route.shape[1]
+                            }
                             _ => got == route.shape,
                         };
                         if !fits {

@@ -1,0 +1,147 @@
+//! Data and pipeline parallelism together: D replicas of a K-rank pipeline, each training on
+//! its share of every batch and summing gradients with a ring all-reduce, train what
+//! `brigade reference` trains (relative 1e-5: the replicas' sums run in another order than
+//! the reference's accumulation), every replica ends with the same parameters, a checkpoint
+//! of one shape resumes on another, and a killed replica fails the job.
+
+mod common;
+
+use common::*;
+use std::io::BufReader;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn hosts(n: usize) -> String {
+    let cpus = vec!["\"cpu\""; n].join(",");
+    format!(r#"hosts=[{{name="local",address="127.0.0.1",devices=[{cpus}]}}]"#)
+}
+
+fn shape(replicas: usize, stages: usize) -> Vec<String> {
+    vec![
+        hosts(replicas * stages),
+        format!("partition.replicas={replicas}"),
+        format!("partition.stages={stages}"),
+    ]
+}
+
+fn evals(path: &std::path::Path) -> Vec<(u64, f64, f64)> {
+    brigade_engine::metrics::read_eval(path.to_str().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.step, e.val_loss, e.val_accuracy.unwrap()))
+        .collect()
+}
+
+#[test]
+fn replicated_pipelines_train_what_the_reference_trains() {
+    let dir = tmp("replicas");
+    let file = "topologies/quickstart.toml";
+    let every = ["eval.every=6".to_string()];
+    let (ref_losses, ref_params) = run_with_outputs(&dir, "ref", "reference", file, "12", &every);
+    let ref_evals = evals(&dir.join("ref.jsonl"));
+    for (d, k, schedule) in [(2, 2, "1f1b"), (2, 2, "gpipe"), (2, 1, "1f1b")] {
+        let name = format!("{d}x{k}-{schedule}");
+        let mut set = shape(d, k);
+        set.push(format!("train.schedule={schedule}"));
+        set.push("eval.every=6".into());
+        let (losses, params) = run_with_outputs(&dir, &name, "train", file, "12", &set);
+        assert_same(&name, (&losses, &params), (&ref_losses, &ref_params));
+        // Every replica holds the same parameters, to the bit.
+        let other =
+            brigade_engine::params_io::load_dir(&dir.join(format!("{name}-params/replica-1")))
+                .unwrap();
+        assert_eq!(other, params, "{name}: replica 1's parameters");
+        let got = evals(&dir.join(format!("{name}.jsonl")));
+        assert_eq!(got.len(), 2, "{name}");
+        for (g, w) in got.iter().zip(&ref_evals) {
+            assert_eq!((g.0, g.2), (w.0, w.2), "{name}: step and accuracy");
+            assert!(((g.1 - w.1) / w.1).abs() <= 1e-5, "{name}: {g:?} vs {w:?}");
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_of_two_replicas_resumes_on_one_pipeline_of_three() {
+    let dir = tmp("replicas-resume");
+    let file = "topologies/quickstart.toml";
+    let ck = dir.join("ck");
+    let ck = ck.to_str().unwrap();
+    let mut first = vec!["train", file, "--steps", "6", "--checkpoint-dir", ck];
+    first.extend(["--checkpoint-every", "3"]);
+    let set = shape(2, 2);
+    for s in &set {
+        first.extend(["--set", s.as_str()]);
+    }
+    let out = run(&first);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = dir.join("resumed.jsonl");
+    let mut resumed = vec![
+        "train",
+        file,
+        "--steps",
+        "12",
+        "--checkpoint-dir",
+        ck,
+        "--resume",
+    ];
+    resumed.extend(["--metrics", m.to_str().unwrap()]);
+    let three = shape(1, 3);
+    for s in &three {
+        resumed.extend(["--set", s.as_str()]);
+    }
+    let out = run(&resumed);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (want, _) = run_with_outputs(&dir, "ref", "reference", file, "12", &[]);
+    let got = losses(&m);
+    assert_eq!(got.len(), 6);
+    for (a, b) in got.iter().zip(&want[6..]) {
+        assert!(
+            ((a - b) / b).abs() <= 1e-5,
+            "resumed {got:?} vs {:?}",
+            &want[6..]
+        );
+    }
+}
+
+#[test]
+fn a_killed_replica_fails_the_job_within_10_s() {
+    let mut args = vec!["train", "topologies/quickstart.toml", "--steps", "1000000"];
+    let set = shape(2, 1);
+    for s in &set {
+        args.extend(["--set", s.as_str()]);
+    }
+    let mut child = brigade()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let dir = run_dir_from(&mut err);
+    let [p0, p1] = wait_for_pids(&dir, 2)[..] else {
+        unreachable!()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling a process this test started.
+    unsafe {
+        libc::kill(p1, libc::SIGKILL);
+    }
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the job did not end within 10 s of a replica dying"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    assert!(rest.contains("stage 1 (host local"), "{rest}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(p0), "rank 0 (pid {p0}) was left running");
+    let _ = std::fs::remove_dir_all(dir);
+}
