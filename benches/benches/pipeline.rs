@@ -111,19 +111,25 @@ fn run(case: &Case, dir: &std::path::Path) {
         ideal_costs.edges[e].producer = ends.producer;
         ideal_costs.edges[e].consumer = ends.consumer;
     }
-    let costs: Vec<ChunkCost> = (0..k_total)
+    // Replicas are symmetric: replica 0's ranks are simulated (free communication, so its
+    // all-reduce costs nothing in the ideal).
+    let k_rep = job.ranks_per_replica();
+    let costs: Vec<ChunkCost> = (0..k_rep)
         .map(|k| ChunkCost {
             forward_ms: mean(k, "forward"),
             backward_ms: mean(k, "backward") + mean(k, "backward_weight"),
             input_backward_ms: mean(k, "backward"),
             weight_ms: mean(k, "backward_weight"),
             optimizer_ms: mean(k, "optimizer"),
+            allreduce_ms: 0.0,
         })
         .collect();
     for (c, &r) in job.chunk_rank.iter().enumerate() {
         ideal_costs.chunks[c] = costs[r];
     }
-    let ideal = simulate(&job.instructions, &ideal_costs).expect("the schedule runs");
+    let ideal = simulate(&job.instructions[..k_rep], &ideal_costs).expect("the schedule runs");
+    let d = job.replicas();
+    let graph = brigade_partitioner::LayerGraph::from_model(&topo.model);
     let mut ref_times = Vec::new();
     train(&topo, (case.steps as usize).min(12), &Device::flex(), |s| {
         ref_times.push(s.step_ms)
@@ -156,6 +162,23 @@ fn run(case: &Case, dir: &std::path::Path) {
         "  reference (1 process)      {ref_ms:9.2} ms   {:8.0} samples/s",
         topo.train.batch as f64 / ref_ms * 1e3
     );
+    if d > 1 {
+        let (gbps, _) = topo.link(0, 0);
+        for c in 0..chunks {
+            let [a, b] = job.chunks()[c].layers;
+            let params: u64 = (a..b).map(|l| graph.layer(l).cost.params).sum();
+            // Each member sends (and receives) 2·(D−1)/D of the buffer.
+            let moved = params as f64 * 4.0 * 2.0 * (d - 1) as f64 / d as f64;
+            let r = job.chunk_rank[c];
+            let ms = mean(r, "allreduce");
+            println!(
+                "  all-reduce chunk {c} (rank {r}): {:.1} MiB of gradients in {ms:.2} ms = {:.2} GB/s sent per rank (modelled link {:.1} GB/s)",
+                params as f64 * 4.0 / (1 << 20) as f64,
+                moved / (ms / 1e3) / 1e9,
+                gbps / 8.0
+            );
+        }
+    }
     for (k, c) in costs.iter().enumerate() {
         let rss = report
             .peak_rss_kib
@@ -221,8 +244,29 @@ fn main() -> ExitCode {
             ],
         });
     }
+    // Data and pipeline parallelism: two replicas of a two-stage pipeline (four ranks on two
+    // cores: each rank gets half a core, which the efficiency below includes).
+    cases.push(Case {
+        file: "mlp-8x1024.toml",
+        schedule: "1f1b",
+        steps: 12,
+        overrides: &[
+            r#"hosts=[{name="local",address="127.0.0.1",devices=["cpu","cpu","cpu","cpu"]}]"#,
+            "partition.replicas=2",
+        ],
+    });
+    // `cargo bench --bench pipeline -- WORD` runs only the cases whose description holds WORD.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     for case in cases {
-        run(&case, &dir);
+        let what = format!(
+            "{} {} {}",
+            case.file,
+            case.schedule,
+            case.overrides.join(" ")
+        );
+        if filter.as_ref().is_none_or(|f| what.contains(f.as_str())) {
+            run(&case, &dir);
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     ExitCode::SUCCESS

@@ -30,6 +30,7 @@ pub mod planning;
 pub mod reference;
 pub mod rendezvous;
 pub mod schedule;
+pub mod shape;
 pub mod sim;
 pub mod trace;
 pub mod transport;

@@ -1,7 +1,7 @@
 //! From a topology to a plan and its simulated step: what `plan` prints and writes, and what a
 //! job plan read from a file is explained with (`crate::job::explain`).
 
-use crate::schedule::{ChunkSlot, rank_schedule};
+use crate::schedule::{ChunkSlot, rank_schedule, with_all_reduce};
 use crate::schedule::{chain_schedule, peak_live_of};
 use crate::sim::{ChunkCost, EdgeCost, SimCosts, SimError, SimReport, simulate};
 use brigade_partitioner::plan::{self, Alternative, Plan};
@@ -24,6 +24,8 @@ pub struct Planned {
     pub chunk_rank: Vec<usize>,
     /// The planner turned recomputation on because no split fits memory without it.
     pub auto_recompute: bool,
+    /// With `partition.replicas = "auto"`: every shape weighed, the chosen one marked.
+    pub shapes: Vec<crate::shape::ShapeOption>,
 }
 
 /// Estimated costs, or measured ones from a `brigade profile` file.
@@ -45,11 +47,12 @@ pub fn costs_for(
 /// schedule's own instruction lists (chunk c runs on rank c mod stages).
 pub fn live_counts(topo: &Topology) -> Vec<u64> {
     let ranks = topo.partition.stages;
+    // Each replica runs its share of the micro-batches.
     let lists = chain_schedule(
         topo.train.schedule,
         ranks,
         topo.partition.chunks(),
-        topo.train.microbatches,
+        topo.train.microbatches / topo.partition.replicas,
     );
     (0..topo.partition.chunks())
         .map(|c| peak_live_of(&lists[c % ranks], c as u32) as u64)
@@ -103,6 +106,7 @@ pub(crate) fn finish(
         places,
         chunk_rank,
         auto_recompute: false,
+        shapes: Vec::new(),
     };
     let sim = p.simulate(true).map_err(|e| {
         ConfigError::invalid(
@@ -135,7 +139,8 @@ impl Planned {
             .stages
             .iter()
             .zip(&self.places)
-            .map(|(st, place)| {
+            .enumerate()
+            .map(|(c, (st, place))| {
                 let speed = topo.device(place).speed_gflops;
                 // ZB-H1 splits linear layers: their weight-gradient product (as big as their
                 // forward) leaves B for W; on token sequences W also re-runs the forward
@@ -163,6 +168,11 @@ impl Planned {
                         * (2 + 2 * topo.train.optimizer.state_copies()) as f64
                         / (speed * 1e9)
                         * 1e3,
+                    allreduce_ms: if with_links {
+                        self.all_reduce_ms(c, st.params * 4)
+                    } else {
+                        0.0
+                    },
                 }
             })
             .collect();
@@ -194,7 +204,25 @@ impl Planned {
         SimCosts { chunks, edges }
     }
 
-    /// Per-rank instruction lists (rank r runs the chunks it holds, in chunk order).
+    /// A ring all-reduce of `bytes` of chunk `c`'s gradients: 2·(D−1) steps, each moving
+    /// bytes/D to the next replica's copy (replica 0's rank to replica 1's, whose link every
+    /// hop of a symmetric ring resembles).
+    pub fn all_reduce_ms(&self, c: usize, bytes: u64) -> f64 {
+        let d = self.topo.partition.replicas;
+        if d <= 1 {
+            return 0.0;
+        }
+        let all = self.topo.all_placements();
+        let k = self.topo.partition.stages;
+        let (a, b) = (&all[self.chunk_rank[c]], &all[k + self.chunk_rank[c]]);
+        2.0 * (d - 1) as f64
+            * self
+                .topo
+                .transfer_ms(a.host, b.host, bytes.div_ceil(d as u64))
+    }
+
+    /// Per-rank instruction lists of one replica (rank r runs the chunks it holds, in chunk
+    /// order, on its replica's share of the micro-batches).
     pub fn rank_lists(&self) -> Vec<Vec<crate::schedule::Instr>> {
         let ranks = self.chunk_rank.iter().max().map_or(0, |m| m + 1);
         let slots = |r: usize| -> Vec<ChunkSlot> {
@@ -205,11 +233,14 @@ impl Planned {
         };
         (0..ranks)
             .map(|r| {
-                rank_schedule(
-                    self.topo.train.schedule,
-                    &slots(r),
-                    ranks,
-                    self.topo.train.microbatches,
+                with_all_reduce(
+                    rank_schedule(
+                        self.topo.train.schedule,
+                        &slots(r),
+                        ranks,
+                        self.topo.train.microbatches / self.topo.partition.replicas,
+                    ),
+                    self.topo.partition.replicas,
                 )
             })
             .collect()

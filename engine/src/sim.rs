@@ -25,6 +25,10 @@ pub struct ChunkCost {
     #[serde(default)]
     pub weight_ms: f64,
     pub optimizer_ms: f64,
+    /// What an `AllReduce` of the chunk's gradients costs with several replicas: a ring moves
+    /// 2·(D−1)/D of the gradients' bytes over the link to the next replica, in 2·(D−1) steps.
+    #[serde(default)]
+    pub allreduce_ms: f64,
 }
 
 /// One edge of the plan: the ranks it joins and the time to move one message each way.
@@ -58,7 +62,8 @@ impl SimCosts {
                     backward_ms,
                     input_backward_ms: backward_ms,
                     weight_ms: 0.0,
-                    optimizer_ms: 0.0
+                    optimizer_ms: 0.0,
+                    allreduce_ms: 0.0,
                 };
                 k
             ],
@@ -203,9 +208,9 @@ pub fn simulate(lists: &[Vec<Instr>], costs: &SimCosts) -> Result<SimReport, Sim
         match instr {
             // Evaluation lists are not simulated (a step's list has none).
             Instr::RecvAct { .. } | Instr::RecvGrad { .. } | Instr::EvalForward { .. } => {}
-            // Charged by the caller per replica ring (see `all_reduce_ms`); a step's list of one
-            // replica simulates its pipeline.
-            Instr::AllReduce { .. } => {}
+            // Replicas are symmetric: one replica's lists are simulated, and its ring
+            // all-reduce is time on the rank's clock.
+            Instr::AllReduce { chunk } => compute(&mut clock[r], chunk_cost(chunk)?.allreduce_ms),
             Instr::Forward { chunk, .. } => {
                 compute(&mut clock[r], chunk_cost(chunk)?.forward_ms);
                 live[r] += 1;

@@ -2,7 +2,7 @@
 //! one `pid` per stage, complete events (`"ph": "X"`) named forward, backward, send, recv and
 //! optimizer with `{"step", "mb"}` args; `data` is the first chunk's wait for its inputs (inside
 //! its forward); with `[eval]`, `evaluate` (compute thread) and `send_eval` (I/O thread), whose
-//! `step` is the steps done before the evaluation. Timestamps are microseconds of the host's
+//! `step` is the steps done before the evaluation; with replicas, `allreduce`. Timestamps are microseconds of the host's
 //! wall clock, so the stages of one host share a time axis.
 
 use serde::{Deserialize, Serialize};

@@ -145,3 +145,49 @@ fn a_killed_replica_fails_the_job_within_10_s() {
     assert!(!alive(p0), "rank 0 (pid {p0}) was left running");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The shape `brigade plan` chooses for mlp-8x1024 on four CPU devices of `memory` (each).
+fn chosen_shape(memory: Option<&str>) -> (usize, usize, String) {
+    let device = match memory {
+        Some(m) => format!(r#"{{device="cpu",memory="{m}"}}"#),
+        None => "\"cpu\"".into(),
+    };
+    let devices = vec![device; 4].join(",");
+    let out = run(&[
+        "plan",
+        "topologies/mlp-8x1024.toml",
+        "--set",
+        &format!(r#"hosts=[{{name="local",address="127.0.0.1",devices=[{devices}]}}]"#),
+        "--set",
+        r#"partition={replicas="auto"}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("chose "))
+        .unwrap_or_else(|| panic!("no choice explained in:\n{text}"))
+        .to_string();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let d = words[1].parse().unwrap();
+    let k = words[5].trim_end_matches("-stage").parse().unwrap();
+    (d, k, text)
+}
+
+#[test]
+fn the_planner_chooses_the_shape_by_simulated_step_and_memory() {
+    // The whole model fits every device: four copies, no pipeline (no bubble; the gradients'
+    // all-reduce costs less than a pipeline's fill and drain).
+    let (d, k, text) = chosen_shape(None);
+    assert_eq!((d, k), (4, 1), "{text}");
+    assert!(text.contains("→ 4 × 1"), "{text}");
+    // 30 MiB holds a quarter of the model (20 MiB a rank at 4 stages, 27 at 3, 40 at 2): only
+    // a pipeline fits, so the planner takes the fastest pipeline.
+    let (d, k, text) = chosen_shape(Some("30MiB"));
+    assert_eq!((d, k), (1, 4), "{text}");
+    assert!(text.contains("1 × 1  does not run"), "{text}");
+    // 48 MiB holds half: two replicas of a two-stage pipeline beat one four-stage pipeline.
+    let (d, k, text) = chosen_shape(Some("48MiB"));
+    assert_eq!((d, k), (2, 2), "{text}");
+    assert!(text.contains("4 × 1  does not run"), "{text}");
+}

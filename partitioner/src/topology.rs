@@ -366,6 +366,11 @@ pub struct Partition {
     /// (d+1)·stages, on the devices in that order; each trains on its share of every batch
     /// and the copies of a chunk average their gradients (ring all-reduce) before each step.
     pub replicas: usize,
+    /// `replicas = "auto"`: the planner chooses replicas (and stages, unless given) by
+    /// simulated step time; `replicas` is 1 until it has.
+    pub replicas_auto: bool,
+    /// Whether `stages` was written (else it is the default, and "auto" may choose it).
+    pub stages_given: bool,
 }
 
 impl Partition {

@@ -19,7 +19,11 @@ def ranks_of(plan_text):
         return len(json.loads(text)["ranks"])
     if tomllib is None:
         raise RuntimeError("reading a topology needs Python 3.11 (tomllib); give a job plan")
-    return int(tomllib.loads(plan_text).get("partition", {}).get("stages", 1))
+    partition = tomllib.loads(plan_text).get("partition", {})
+    replicas = partition.get("replicas", 1)
+    if not isinstance(replicas, int):
+        raise RuntimeError('replicas = "auto" is chosen by the planner: give a job plan (brigade plan --out)')
+    return int(partition.get("stages", 1)) * replicas
 
 
 def _serve_events(out):

@@ -38,12 +38,18 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     if args.json {
         let mut v = serde_json::to_value(&p.plan)?;
         v["alternatives"] = serde_json::to_value(&p.alternatives)?;
+        if !p.shapes.is_empty() {
+            v["shapes"] = serde_json::to_value(&p.shapes)?;
+        }
         if let Some(d) = job.plan.data {
             v["data"] = serde_json::to_value(d)?;
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", render(&p));
+        if !p.shapes.is_empty() {
+            print!("{}", crate::shape::render(&p.shapes, p.topo.train.batch));
+        }
         if let (Some(d), Some(src)) = (job.plan.data, job.topo.data.parquet()) {
             println!(
                 "data: {} — {} training rows{}",
@@ -166,6 +172,20 @@ pub fn render(p: &Planned) -> String {
             "estimated"
         },
     );
+    let d = topo.partition.replicas;
+    if d > 1 {
+        let reduce: f64 = (0..plan.stages.len())
+            .map(|c| p.all_reduce_ms(c, plan.stages[c].params * 4))
+            .sum();
+        let _ = writeln!(
+            s,
+            "replicas: {d} copies of this pipeline ({} ranks; replica r holds ranks r·{ranks} .. r·{ranks} + {}), each on {} of the {} micro-batches; ring all-reduce of the gradients {reduce:.2} ms per step (simulated)\n",
+            d * ranks,
+            ranks - 1,
+            plan.microbatches / d,
+            plan.microbatches,
+        );
+    }
     let _ = writeln!(
         s,
         "{:<5} {:<12} {:<8} {:<10} {:>9} {:>12} {:>11} {:>11} {:>11}  kinds",

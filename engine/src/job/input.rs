@@ -109,6 +109,15 @@ fn plan_topology(
         other => other,
     })?;
     let mut overrides = overrides.to_vec();
+    let mut shapes = Vec::new();
+    let topo = if topo.partition.replicas_auto {
+        let (chosen, weighed) = crate::shape::choose(file, &text, &overrides, profile)?;
+        overrides.extend(chosen);
+        shapes = weighed;
+        brigade_partitioner::parse(file, &text, &overrides)?
+    } else {
+        topo
+    };
     // The user chose when `recompute` is written under [train] or set on the command line.
     let written = text
         .parse::<toml::Table>()
@@ -156,6 +165,8 @@ fn plan_topology(
         overrides,
     };
     let job = job_from_plan(source, &planned.topo, &planned.plan, &planned.alternatives)?;
+    let mut planned = planned;
+    planned.shapes = shapes;
     Ok((job, planned))
 }
 

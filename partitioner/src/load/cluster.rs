@@ -235,12 +235,17 @@ pub(super) fn partition(
             "Set train.schedule = \"interleaved-1f1b\", or remove chunks_per_rank.",
         ));
     }
-    let replicas = s.u64_or("replicas", 1)?;
-    let replicas = s.positive(
-        "replicas",
-        replicas,
-        "Train at least one copy of the pipeline.",
-    )?;
+    let replicas_auto = matches!(s.get("replicas"), Some(toml::Value::String(a)) if a == "auto");
+    let replicas = if replicas_auto {
+        1
+    } else {
+        let r = s.u64_or("replicas", 1)?;
+        s.positive(
+            "replicas",
+            r,
+            "Train at least one copy of the pipeline, or write replicas = \"auto\".",
+        )?
+    };
     if !train.microbatches.is_multiple_of(replicas) {
         return Err(s.err(
             "replicas",
@@ -366,6 +371,8 @@ pub(super) fn partition(
         method,
         chunks_per_rank: v,
         replicas,
+        replicas_auto,
+        stages_given: s.get("stages").is_some(),
     })
 }
 
