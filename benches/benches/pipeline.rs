@@ -54,6 +54,7 @@ fn run(case: &Case, dir: &std::path::Path) {
         run_id: brigade_engine::identity::fresh_run_id(),
         local: true,
         metrics: Some(metrics.to_string_lossy().into_owned()),
+        append_metrics: false,
         trace: Some(trace.to_string_lossy().into_owned()),
         save_params: None,
         peer_timeout: 30,

@@ -1,6 +1,7 @@
 //! The metrics JSONL file: one [`StepMetrics`] object per line, written by `reference` and
 //! `train` alike so their losses can be compared line by line, and — with `[eval]` — one
-//! [`EvalMetrics`] line (`{"step", "val_loss", "val_accuracy"}`) after each evaluation.
+//! [`EvalMetrics`] line (`{"step", "val_loss", "val_accuracy"}`) after each evaluation, and
+//! under `train --max-restarts` a `{"step", "restart", "cause"}` line after each restart.
 
 pub use crate::reference::EvalMetrics;
 pub use brigade_stages::reference::StepMetrics;
@@ -17,6 +18,19 @@ impl MetricsWriter {
     pub fn create(path: &str) -> std::io::Result<Self> {
         Ok(MetricsWriter {
             out: BufWriter::new(File::create(path)?),
+            path: path.to_string(),
+        })
+    }
+
+    /// Continues an existing file (after a restart).
+    pub fn append(path: &str) -> std::io::Result<Self> {
+        Ok(MetricsWriter {
+            out: BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
             path: path.to_string(),
         })
     }
@@ -54,7 +68,14 @@ fn read_lines<T: serde::de::DeserializeOwned>(path: &str, eval: bool) -> anyhow:
         .with_context(|| format!("{path}: cannot read the metrics file"))?
         .lines()
         .enumerate()
-        .filter(|(_, l)| l.contains("\"val_loss\"") == eval)
+        // Step lines carry "loss", evaluation lines "val_loss", restart lines neither.
+        .filter(|(_, l)| {
+            if eval {
+                l.contains("\"val_loss\"")
+            } else {
+                l.contains("\"loss\"")
+            }
+        })
         .map(|(i, l)| {
             serde_json::from_str(l).with_context(|| format!("{path}:{}: not a metrics line", i + 1))
         })

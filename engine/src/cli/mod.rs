@@ -40,7 +40,7 @@ pub enum Command {
     /// Simulate the schedule on the plan's costs and draw it per stage.
     Simulate(simulate::SimulateArgs),
     /// Train with every stage as a process on this host (the embedded launcher).
-    Train(train::TrainArgs),
+    Train(train::TrainCommand),
     /// Start the stages the plan puts on one host of a multi-host topology.
     Launch(train::LaunchArgs),
     /// Run one stage (for external launchers: Slurm, Kubernetes, Spark).

@@ -4,7 +4,7 @@
 use super::TopologyArgs;
 use crate::identity::{fresh_run_id, parse_run_id};
 use crate::job::{Input, load_input};
-use crate::launcher::{LaunchSpec, launch};
+use crate::launcher::{LaunchSpec, RestartPolicy, launch, launch_with_restarts};
 use anyhow::Result;
 use brigade_partitioner::{ConfigError, error::did_you_mean};
 use brigade_stages::device::DeviceUnavailable;
@@ -31,6 +31,26 @@ pub struct TrainArgs {
     /// Seconds to wait for every stage to start.
     #[arg(long, default_value_t = 60)]
     pub connect_timeout: u64,
+}
+
+/// Restarting a failed job (`train` only: every rank is this launcher's child).
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// When a rank dies, hangs or loses its peer: stop every rank and start again from the
+    /// newest complete checkpoint in --checkpoint-dir, up to N times (docs/reliability.md).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_restarts: u32,
+    /// Seconds before the first restart (doubled after each, at most 30).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub restart_backoff: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainCommand {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub restart: RestartArgs,
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +170,7 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
         run_id,
         local: host.is_none(),
         metrics: args.run.metrics.clone(),
+        append_metrics: false,
         trace: args.trace.clone(),
         save_params: args.run.save_params.clone(),
         extra_args: args
@@ -168,13 +189,24 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
     })
 }
 
-pub fn run_train(args: &TrainArgs) -> Result<()> {
-    let spec = spec(args, None, None)?;
+pub fn run_train(cmd: &TrainCommand) -> Result<()> {
+    let args = &cmd.train;
+    let mut spec = spec(args, None, None)?;
     eprintln!(
         "training {} on {} stages on this host, {} steps (run {:016x})",
         spec.file, spec.total_stages, spec.steps, spec.run_id
     );
-    let report = launch(&spec)?;
+    let policy = RestartPolicy {
+        max_restarts: cmd.restart.max_restarts,
+        backoff: std::time::Duration::from_secs_f64(cmd.restart.restart_backoff.clamp(0.0, 30.0)),
+        checkpoint_dir: args.checkpoint.checkpoint_dir.clone(),
+    };
+    if policy.max_restarts > 0 && policy.checkpoint_dir.is_none() {
+        eprintln!(
+            "warning: --max-restarts without --checkpoint-dir: a restart starts again from step 0"
+        );
+    }
+    let report = launch_with_restarts(&mut spec, &policy)?;
     let last = report.last;
     eprintln!(
         "done: every stage finished {} steps{}{}; peak RSS {}",

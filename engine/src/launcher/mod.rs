@@ -9,9 +9,11 @@
 //! (PR_SET_PDEATHSIG), so nothing is left behind.
 
 mod failure;
+mod restart;
 
 pub use failure::BadInput;
 use failure::{BLAME_GRACE, RankError, describe_failure};
+pub use restart::{RestartPolicy, launch_with_restarts};
 
 use crate::endpoints::{create_run_dir, ipc_files, run_dir};
 use crate::events::StageEvent;
@@ -42,6 +44,8 @@ pub struct LaunchSpec {
     pub run_id: u64,
     pub local: bool,
     pub metrics: Option<String>,
+    /// Append to the metrics file instead of starting it (after a restart).
+    pub append_metrics: bool,
     pub trace: Option<String>,
     pub save_params: Option<String>,
     pub peer_timeout: u64,
@@ -155,8 +159,12 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchReport> {
     let shows_loss = spec.stages.iter().any(|(k, _)| *k == last_stage);
     let mut metrics = match (&spec.metrics, shows_loss) {
         (Some(p), true) => Some(
-            MetricsWriter::create(p)
-                .with_context(|| format!("{p}: cannot create the metrics file"))?,
+            if spec.append_metrics {
+                MetricsWriter::append(p)
+            } else {
+                MetricsWriter::create(p)
+            }
+            .with_context(|| format!("{p}: cannot create the metrics file"))?,
         ),
         _ => None,
     };

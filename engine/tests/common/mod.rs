@@ -29,8 +29,8 @@ pub fn losses(path: &PathBuf) -> Vec<f64> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        // Evaluation lines ({"step", "val_loss", …}) carry no training loss.
-        .filter(|l| !l.contains("\"val_loss\""))
+        // Evaluation ({"step", "val_loss", …}) and restart lines carry no training loss.
+        .filter(|l| l.contains("\"loss\""))
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
                 .as_f64()
