@@ -166,3 +166,43 @@ fn reference_and_train_share_the_checkpoint_format() {
     assert_tail_matches(&got, &full, 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn foreign_and_cut_optimizer_records_are_refused_with_their_path() {
+    let dir = tmp("ckpt-optim");
+    let ck = dir.join("ck");
+    checkpointing("train", "3", "3", &ck);
+    let three = step_dir(&ck, 3);
+    let good = std::fs::read(three.join("layer-0.optim")).unwrap();
+    // Another layer's state (burn would load it and silently start layer 0's Adam afresh),
+    // then a record cut short.
+    let cases: [(Vec<u8>, &str); 2] = [
+        (
+            std::fs::read(three.join("layer-3.optim")).unwrap(),
+            "belongs to no parameter of this layer",
+        ),
+        (good[..good.len() / 3].to_vec(), "not an optimizer record"),
+    ];
+    for (bytes, want) in cases {
+        std::fs::write(three.join("layer-0.optim"), bytes).unwrap();
+        for cmd in ["train", "reference"] {
+            let out = run(&[
+                cmd,
+                "topologies/quickstart.toml",
+                "--steps",
+                "5",
+                "--checkpoint-dir",
+                ck.to_str().unwrap(),
+                "--resume",
+            ]);
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{cmd}: {err}");
+            assert!(
+                err.contains("layer-0.optim") && err.contains(want),
+                "{cmd}: no path or {want:?} in: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

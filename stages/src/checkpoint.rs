@@ -274,8 +274,10 @@ pub fn load(stage: &mut Stage, dir: &Path, train_seed: u64) -> Result<u64, Check
         stage.load_layer_parameters(i, &values).map_err(corrupt)?;
         let opath = dir.join(format!("layer-{i}.optim"));
         let state = std::fs::read(&opath).map_err(io(&opath))?;
+        // After a step, Adam and momentum keep state for every parameter.
+        let stateful = step > 0 && stage.stateful_optimizer();
         stage
-            .load_optimizer_state(i, state)
+            .load_optimizer_state(i, state, stateful)
             .map_err(|why| CheckpointError::Corrupt {
                 path: opath.display().to_string(),
                 why,

@@ -21,7 +21,8 @@ impl StageOptimizer {
         &self.inner
     }
 
-    /// Restores state saved with `inner().to_record().into_bytes()`.
+    /// Restores state saved with `inner().to_record().into_bytes()`, once
+    /// [`check_record`] has accepted it.
     pub fn load(&mut self, bytes: Vec<u8>) -> Result<(), String> {
         let record =
             burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
@@ -62,4 +63,52 @@ pub fn make_optimizer(train: &Train) -> StageOptimizer {
         inner,
         lr: train.lr,
     }
+}
+
+/// Checks an optimizer record (burnpack bytes) against the layer it is for — `params`: each
+/// parameter's id and shape — before burn reads it: burn accepts state for parameters it does
+/// not hold (ignoring it: the layer would silently restart its optimizer) and trusts shapes
+/// and lengths. Every tensor must belong to one of the layer's parameters, have its shape and
+/// as many bytes as its shape and type say; with `stateful` (Adam, momentum) every parameter
+/// must have state.
+pub fn check_record(
+    bytes: &[u8],
+    params: &[(u64, Vec<usize>)],
+    stateful: bool,
+) -> Result<(), String> {
+    let reader = burn_pack::Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| format!("not an optimizer record ({e})"))?;
+    let tensors = reader
+        .into_tensors()
+        .map_err(|e| format!("not an optimizer record ({e})"))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for t in tensors {
+        let (name, dtype, shape, id, data) = t
+            .into_parts()
+            .map_err(|e| format!("a damaged tensor in the record ({e})"))?;
+        let Some((id, want)) = id.and_then(|id| params.iter().find(|(p, _)| *p == id)) else {
+            return Err(format!(
+                "state `{name}` belongs to no parameter of this layer (a record of another layer or model?)"
+            ));
+        };
+        let dims: Vec<usize> = shape.iter().copied().collect();
+        if &dims != want {
+            return Err(format!(
+                "state `{name}` has shape {dims:?}, its parameter {want:?}"
+            ));
+        }
+        let n: usize = dims.iter().product();
+        if data.len() != n * dtype.size() {
+            return Err(format!(
+                "state `{name}` holds {} bytes, its shape and type need {}",
+                data.len(),
+                n * dtype.size()
+            ));
+        }
+        seen.insert(*id);
+    }
+    if stateful && let Some((id, _)) = params.iter().find(|(p, _)| !seen.contains(p)) {
+        return Err(format!("no state for parameter {id:016x} of this layer"));
+    }
+    Ok(())
 }

@@ -70,12 +70,17 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
 /// The id of layer `layer`'s parameter at `path`: the same in every process and every split,
 /// so optimizer state saved by one split can be loaded by another (FNV-1a, 64 bit).
 pub fn param_id(layer: usize, path: &str) -> burn::module::ParamId {
+    burn::module::ParamId::from(param_id_value(layer, path))
+}
+
+/// [`param_id`] as the number optimizer records carry.
+pub fn param_id_value(layer: usize, path: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in (layer as u64).to_le_bytes().iter().chain(path.as_bytes()) {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    burn::module::ParamId::from(h)
+    h
 }
 
 /// Gives every parameter of layer `layer` its [`param_id`].

@@ -96,6 +96,7 @@ pub struct Stage {
     /// reduced gradients the next optimizer step applies.
     reduce_slots: Vec<reduce::Slot>,
     reduced: Option<GradientsParams>,
+    stateful_optimizer: bool,
 }
 
 impl Stage {
@@ -148,6 +149,7 @@ impl Stage {
             pending_w: BTreeMap::new(),
             reduce_slots: Vec::new(),
             reduced: None,
+            stateful_optimizer: topo.train.optimizer.state_copies() > 1,
             device,
         }
     }
@@ -462,8 +464,21 @@ impl Stage {
     }
 
     /// Restores layer `layer`'s optimizer state from [`Stage::optimizer_states`] bytes.
-    pub fn load_optimizer_state(&mut self, layer: usize, bytes: Vec<u8>) -> Result<(), String> {
+    /// `stateful`: the record must hold state for every parameter (a stateful optimizer after
+    /// at least one step); the record is checked before burn reads it
+    /// ([`crate::optim::check_record`]).
+    pub fn load_optimizer_state(
+        &mut self,
+        layer: usize,
+        bytes: Vec<u8>,
+        stateful: bool,
+    ) -> Result<(), String> {
         let j = layer - self.layers.start;
+        let params: Vec<(u64, Vec<usize>)> = named_params(&self.modules[j])
+            .into_iter()
+            .map(|p| (crate::params::param_id_value(layer, &p.path), p.shape))
+            .collect();
+        crate::optim::check_record(&bytes, &params, stateful)?;
         self.optims[j].load(bytes)
     }
 
@@ -482,6 +497,11 @@ impl Stage {
         } else {
             Err(loader.problems.join("; "))
         }
+    }
+
+    /// Whether the optimizer keeps state per parameter (Adam, SGD with momentum).
+    pub fn stateful_optimizer(&self) -> bool {
+        self.stateful_optimizer
     }
 
     /// Continues from `step` steps done (after loading a checkpoint).

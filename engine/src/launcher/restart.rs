@@ -22,6 +22,9 @@ pub struct RestartPolicy {
 
 /// [`launch`], restarted on failure as `policy` allows.
 pub fn launch_with_restarts(spec: &mut LaunchSpec, policy: &RestartPolicy) -> Result<LaunchReport> {
+    if policy.max_restarts == 0 {
+        return launch(spec);
+    }
     let mut causes: Vec<String> = Vec::new();
     let layers = spec.job.topo.model.layers.len();
     for attempt in 0..=policy.max_restarts {
