@@ -75,12 +75,7 @@ fn a_run_through_killed_and_frozen_ranks_ends_as_an_uninterrupted_run() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut { stderr_pipe }, &mut s);
-        s
-    });
+    let log = collect_stderr(&mut child);
     // Three faults at random moments: kill, freeze, kill.
     let mut faults = Vec::new();
     for fault in ["kill", "freeze", "kill"] {
@@ -114,17 +109,11 @@ fn a_run_through_killed_and_frozen_ranks_ends_as_an_uninterrupted_run() {
         }
     }
     eprintln!("faults: {faults:?}");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the job did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(120),
+        "the job did not finish",
+    );
     let log = log.join().unwrap();
     assert!(status.success(), "the job failed after {faults:?}:\n{log}");
     assert!(!faults.is_empty(), "no fault was injected:\n{log}");
@@ -161,12 +150,7 @@ fn spent_restarts_end_the_job_with_every_cause() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut { stderr_pipe }, &mut s);
-        s
-    });
+    let log = collect_stderr(&mut child);
     let mut killed = Vec::new();
     for _ in 0..2 {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -10,42 +10,11 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn killed_stage_fails_the_job_within_10_s_without_orphans() {
-    let mut child = brigade()
-        .args(["train", "topologies/quickstart.toml", "--steps", "1000000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let dir = run_dir_from(&mut err);
-    let [p0, p1] = wait_for_pids(&dir, 2)[..] else {
-        unreachable!()
-    };
-    std::thread::sleep(Duration::from_millis(500)); // let it train a little
-    unsafe {
-        libc::kill(p1, libc::SIGKILL);
-    }
-    let killed = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "the job did not end within 10 s of a stage dying"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    let rest = kill_rank_1_of(&["train", "topologies/quickstart.toml", "--steps", "1000000"]);
     assert!(
         rest.contains("stage 1 (host local") && rest.contains("killed by signal 9"),
         "message does not name the stage and what happened:\n{rest}"
     );
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!alive(p0), "stage 0 (pid {p0}) was left running");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Two single-device hosts on loopback, so two hand-started stages meet over TCP whatever their

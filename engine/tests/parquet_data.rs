@@ -6,21 +6,8 @@ mod common;
 #[path = "common/dataset.rs"]
 mod dataset;
 
-use common::{assert_same, run, run_with_outputs, stderr, tmp};
+use common::{assert_same, evals, hosts, run, run_with_outputs, stderr, tmp};
 use dataset::*;
-
-fn hosts(n: usize) -> String {
-    let cpus = vec!["\"cpu\""; n].join(",");
-    format!(r#"hosts=[{{name="local",address="127.0.0.1",devices=[{cpus}]}}]"#)
-}
-
-fn evals(path: &std::path::Path) -> Vec<(u64, f64, f64)> {
-    brigade_engine::metrics::read_eval(path.to_str().unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.step, e.val_loss, e.val_accuracy.unwrap()))
-        .collect()
-}
 
 #[test]
 fn pipelined_training_on_spark_output_equals_the_reference() {

@@ -7,14 +7,6 @@
 mod common;
 
 use common::*;
-use std::io::BufReader;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-fn hosts(n: usize) -> String {
-    let cpus = vec!["\"cpu\""; n].join(",");
-    format!(r#"hosts=[{{name="local",address="127.0.0.1",devices=[{cpus}]}}]"#)
-}
 
 fn shape(replicas: usize, stages: usize) -> Vec<String> {
     vec![
@@ -22,14 +14,6 @@ fn shape(replicas: usize, stages: usize) -> Vec<String> {
         format!("partition.replicas={replicas}"),
         format!("partition.stages={stages}"),
     ]
-}
-
-fn evals(path: &std::path::Path) -> Vec<(u64, f64, f64)> {
-    brigade_engine::metrics::read_eval(path.to_str().unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.step, e.val_loss, e.val_accuracy.unwrap()))
-        .collect()
 }
 
 #[test]
@@ -110,40 +94,8 @@ fn a_killed_replica_fails_the_job_within_10_s() {
     for s in &set {
         args.extend(["--set", s.as_str()]);
     }
-    let mut child = brigade()
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let dir = run_dir_from(&mut err);
-    let [p0, p1] = wait_for_pids(&dir, 2)[..] else {
-        unreachable!()
-    };
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: signalling a process this test started.
-    unsafe {
-        libc::kill(p1, libc::SIGKILL);
-    }
-    let killed = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "the job did not end within 10 s of a replica dying"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    let rest = kill_rank_1_of(&args);
     assert!(rest.contains("stage 1 (host local"), "{rest}");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!alive(p0), "rank 0 (pid {p0}) was left running");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The shape `brigade plan` chooses for mlp-8x1024 on four CPU devices of `memory` (each).

@@ -185,3 +185,79 @@ pub fn run_with_outputs(
     );
     (losses(&m), brigade_engine::params_io::load_dir(&p).unwrap())
 }
+
+/// `hosts=[…]`: one host `local` with `n` CPU devices (a `--set` value).
+pub fn hosts(n: usize) -> String {
+    let cpus = vec!["\"cpu\""; n].join(",");
+    format!(r#"hosts=[{{name="local",address="127.0.0.1",devices=[{cpus}]}}]"#)
+}
+
+/// A metrics file's evaluations as (step, val_loss, val_accuracy).
+pub fn evals(path: &std::path::Path) -> Vec<(u64, f64, f64)> {
+    brigade_engine::metrics::read_eval(path.to_str().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.step, e.val_loss, e.val_accuracy.unwrap()))
+        .collect()
+}
+
+/// Waits for `child` to exit; fails the test if that takes longer than `limit` (`what` says
+/// what was expected).
+pub fn exit_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Collects `child`'s stderr on a thread (so a chatty child never blocks on a full pipe).
+pub fn collect_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
+        s
+    })
+}
+
+/// Starts `brigade ARGS` (a two-rank training job), kills rank 1 once it has trained a little,
+/// and checks the job ends within 10 s, non-zero, leaving rank 0 dead too; returns what the
+/// launcher printed after its first line.
+pub fn kill_rank_1_of(args: &[&str]) -> String {
+    let mut child = brigade()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let dir = run_dir_from(&mut err);
+    let [p0, p1] = wait_for_pids(&dir, 2)[..] else {
+        unreachable!()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500)); // let it train a little
+    // SAFETY: signalling a process this test started.
+    unsafe {
+        libc::kill(p1, libc::SIGKILL);
+    }
+    let status = exit_within(
+        &mut child,
+        std::time::Duration::from_secs(10),
+        "the job did not end within 10 s of a rank dying",
+    );
+    assert!(!status.success());
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!alive(p0), "rank 0 (pid {p0}) was left running");
+    let _ = std::fs::remove_dir_all(dir);
+    rest
+}
