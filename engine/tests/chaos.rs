@@ -188,3 +188,76 @@ fn spent_restarts_end_the_job_with_every_cause() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(stage_pids(&topology).is_empty(), "a stage was left running");
 }
+
+#[test]
+fn a_device_taken_away_mid_run_finishes_on_fewer_ranks() {
+    let dir = tmp("chaos-elastic");
+    let topology = dir.join("elastic.toml");
+    let two = quickstart_text();
+    std::fs::write(&topology, &two).unwrap();
+    let topology = topology.to_str().unwrap().to_string();
+    let steps = "600";
+    let (m, p, ck) = (dir.join("m.jsonl"), dir.join("params"), dir.join("ck"));
+    let mut child = brigade()
+        .args(["train", &topology, "--steps", steps])
+        .args([
+            "--checkpoint-dir",
+            ck.to_str().unwrap(),
+            "--checkpoint-every",
+            "10",
+        ])
+        .args([
+            "--max-restarts",
+            "2",
+            "--restart-backoff",
+            "0.1",
+            "--min-ranks",
+            "1",
+        ])
+        .args([
+            "--metrics",
+            m.to_str().unwrap(),
+            "--save-params",
+            p.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = collect_stderr(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pids = loop {
+        let pids = stage_pids(&topology);
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "the ranks did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    // The second device leaves the topology, and its rank dies.
+    let one = two
+        .replace("devices = [\"cpu\", \"cpu\"]", "devices = [\"cpu\"]")
+        .replace("stages = 2", "stages = 1");
+    assert_ne!(one, two);
+    std::fs::write(&topology, one).unwrap();
+    // SAFETY: signalling a stage process this test's job started.
+    unsafe {
+        libc::kill(pids[1], libc::SIGKILL);
+    }
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(120),
+        "the job did not finish",
+    );
+    let log = log.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("re-planned for the restart: 1 ranks (was 2)"),
+        "{log}"
+    );
+    // Any split trains what the reference trains.
+    let got = (losses(&m), brigade_engine::params_io::load_dir(&p).unwrap());
+    let want = run_with_outputs(&dir, "ref", "reference", &topology, steps, &[]);
+    assert_same("elastic", (&got.0, &got.1), (&want.0, &want.1));
+}

@@ -43,6 +43,10 @@ pub struct RestartArgs {
     /// Seconds before the first restart (doubled after each, at most 30).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub restart_backoff: f64,
+    /// Elastic restarts: re-plan every restart onto the devices FILE (a topology) lists then,
+    /// and stop if that is fewer than N ranks (0: restart on the same plan).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "max_restarts")]
+    pub min_ranks: usize,
 }
 
 #[derive(Args, Debug)]
@@ -206,7 +210,22 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
             "warning: --max-restarts without --checkpoint-dir: a restart starts again from step 0"
         );
     }
-    let report = launch_with_restarts(&mut spec, &policy)?;
+    let min_ranks = cmd.restart.min_ranks;
+    let mut replan = || -> Result<Option<LaunchSpec>> {
+        if min_ranks == 0 {
+            return Ok(None);
+        }
+        let next = self::spec(args, None, None)?;
+        if next.total_stages < min_ranks {
+            anyhow::bail!(
+                "{}: the topology now gives {} ranks, fewer than --min-ranks {min_ranks}",
+                args.topology.file,
+                next.total_stages
+            );
+        }
+        Ok(Some(next))
+    };
+    let report = launch_with_restarts(&mut spec, &policy, &mut replan)?;
     let last = report.last;
     eprintln!(
         "done: every stage finished {} steps{}{}; peak RSS {}",

@@ -21,7 +21,13 @@ pub struct RestartPolicy {
 }
 
 /// [`launch`], restarted on failure as `policy` allows.
-pub fn launch_with_restarts(spec: &mut LaunchSpec, policy: &RestartPolicy) -> Result<LaunchReport> {
+/// `replan`: before each restart, the job as it should run now (elastic: the topology
+/// re-read, so devices taken out of it are gone); `None` keeps the job.
+pub fn launch_with_restarts(
+    spec: &mut LaunchSpec,
+    policy: &RestartPolicy,
+    replan: &mut dyn FnMut() -> Result<Option<LaunchSpec>>,
+) -> Result<LaunchReport> {
     if policy.max_restarts == 0 {
         return launch(spec);
     }
@@ -42,6 +48,29 @@ pub fn launch_with_restarts(spec: &mut LaunchSpec, policy: &RestartPolicy) -> Re
             .as_deref()
             .and_then(|d| brigade_stages::checkpoint::latest(Path::new(d), layers))
             .map_or(0, |(step, _)| step);
+        if let Some(new) = replan()? {
+            if new.job.hash != spec.job.hash {
+                eprintln!(
+                    "re-planned for the restart: {} ranks (was {}): {}",
+                    new.total_stages,
+                    spec.total_stages,
+                    new.job
+                        .plan
+                        .ranks
+                        .iter()
+                        .map(|r| format!(
+                            "rank {} {}:{} chunks {:?}",
+                            r.rank, r.host, r.device_kind, r.chunks
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let (metrics, extra) = (spec.metrics.clone(), spec.extra_args.clone());
+            *spec = new;
+            spec.metrics = metrics;
+            spec.extra_args = extra;
+        }
         let wait = (policy.backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(30));
         let cause = causes.last().expect("pushed above");
         // A new run id: messages of the stopped ranks can never reach the new ones.
