@@ -13,6 +13,16 @@
 //! assert_eq!(simulate(&lists, &costs).unwrap().step_ms, 12.0);
 //! ```
 
+/// `eprintln!` that never panics: a launcher whose stderr is closed (piped into `head`, a
+/// terminal gone) must finish its job and report its exit status, not die writing a message.
+#[macro_export]
+macro_rules! note {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod allreduce;
 pub mod cli;
 pub mod cluster_env;

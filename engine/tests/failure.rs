@@ -146,3 +146,27 @@ fn silent_peer_on_another_host_fails_its_neighbour_within_10_s() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_closed_stderr_does_not_end_the_job() {
+    let dir = tmp("closed-stderr");
+    let m = dir.join("m.jsonl");
+    let mut child = brigade()
+        .args(["train", "topologies/quickstart.toml", "--steps", "300"])
+        .args(["--metrics", m.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first line, then close the pipe (as `brigade train … 2>&1 | head -1` does).
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let _ = run_dir_from(&mut err);
+    drop(err);
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(60),
+        "the job did not finish",
+    );
+    assert!(status.success(), "exit {status:?}");
+    assert_eq!(losses(&m).len(), 300);
+}

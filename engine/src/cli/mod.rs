@@ -152,7 +152,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::note!("error: {e:#}");
             if e.chain()
                 .any(|c| c.is::<ConfigError>() || c.is::<crate::launcher::BadInput>())
             {

@@ -194,9 +194,11 @@ fn run_rank(args: &StageArgs) -> Result<()> {
                 for stage in &mut chunks {
                     brigade_stages::checkpoint::load(stage, &dir, topo.train.seed)?;
                 }
-                eprintln!("stage {k}: resumed from {} (step {step})", dir.display());
+                crate::note!("stage {k}: resumed from {} (step {step})", dir.display());
             }
-            None => eprintln!("stage {k}: no complete checkpoint in {root}; starting from step 0"),
+            None => {
+                crate::note!("stage {k}: no complete checkpoint in {root}; starting from step 0")
+            }
         }
     }
     let held: Vec<usize> = chunks.iter().map(|s| s.index()).collect();
@@ -273,7 +275,7 @@ fn run_rank(args: &StageArgs) -> Result<()> {
                 "stage {k}: {open} is not a loopback address and no job secret is set. Set BRIGADE_SECRET (at least {MIN_SECRET} bytes, e.g. `export BRIGADE_SECRET=$(openssl rand -hex 32)`) or BRIGADE_SECRET_FILE on every host, or pass --secret-file"
             );
         }
-        eprintln!("stage {k}: no job secret set: accepting loopback and ipc peers only");
+        crate::note!("stage {k}: no job secret set: accepting loopback and ipc peers only");
     }
     let listen_endpoint = links.listen.as_ref().map(|l| l.endpoint.clone());
     let cfg = NetConfig {
@@ -437,7 +439,7 @@ fn die_with_launcher(launcher: u32) {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
     if std::os::unix::process::parent_id() != launcher {
-        eprintln!("error: the launcher (pid {launcher}) has already exited");
+        crate::note!("error: the launcher (pid {launcher}) has already exited");
         std::process::exit(1);
     }
 }
@@ -552,7 +554,7 @@ fn find_peers(
             table.len()
         );
     }
-    eprintln!(
+    crate::note!(
         "stage {k}: found {} ranks through the rendezvous at {rv}; listening on {endpoint}",
         table.len()
     );

@@ -153,7 +153,7 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if here > cores && (host.is_none() || host == Some(host_def.name.as_str())) {
-            eprintln!(
+            crate::note!(
                 "warning: host {} runs {here} stages on {cores} compute threads; stages will share cores (set [[hosts]] threads, or use fewer stages)",
                 host_def.name
             );
@@ -196,9 +196,12 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
 pub fn run_train(cmd: &TrainCommand) -> Result<()> {
     let args = &cmd.train;
     let mut spec = spec(args, None, None)?;
-    eprintln!(
+    crate::note!(
         "training {} on {} stages on this host, {} steps (run {:016x})",
-        spec.file, spec.total_stages, spec.steps, spec.run_id
+        spec.file,
+        spec.total_stages,
+        spec.steps,
+        spec.run_id
     );
     let policy = RestartPolicy {
         max_restarts: cmd.restart.max_restarts,
@@ -206,7 +209,7 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
         checkpoint_dir: args.checkpoint.checkpoint_dir.clone(),
     };
     if policy.max_restarts > 0 && policy.checkpoint_dir.is_none() {
-        eprintln!(
+        crate::note!(
             "warning: --max-restarts without --checkpoint-dir: a restart starts again from step 0"
         );
     }
@@ -227,7 +230,7 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
     };
     let report = launch_with_restarts(&mut spec, &policy, &mut replan)?;
     let last = report.last;
-    eprintln!(
+    crate::note!(
         "done: every stage finished {} steps{}{}; peak RSS {}",
         spec.steps,
         last.map(|m| format!(
@@ -258,7 +261,7 @@ pub fn run_launch(args: &LaunchArgs) -> Result<()> {
             .extend(["--rendezvous".to_string(), rv.clone()]);
     }
     let ks: Vec<String> = spec.stages.iter().map(|(k, _)| k.to_string()).collect();
-    eprintln!(
+    crate::note!(
         "host {}: starting stages {} of {} (run {:016x})",
         args.host,
         ks.join(", "),
@@ -266,7 +269,7 @@ pub fn run_launch(args: &LaunchArgs) -> Result<()> {
         spec.run_id
     );
     let report = launch(&spec)?;
-    eprintln!(
+    crate::note!(
         "host {}: every stage finished {} steps; peak RSS {}",
         args.host,
         spec.steps,

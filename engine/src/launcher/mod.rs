@@ -371,7 +371,7 @@ fn forward_stderr(
     if let Some(err) = child.stderr.take() {
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[stage {k}] {line}");
+                crate::note!("[stage {k}] {line}");
                 let mut t = tail.lock().expect("tail lock");
                 if t.len() == 20 {
                     t.pop_front();

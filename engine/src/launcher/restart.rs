@@ -50,7 +50,7 @@ pub fn launch_with_restarts(
             .map_or(0, |(step, _)| step);
         if let Some(new) = replan()? {
             if new.job.hash != spec.job.hash {
-                eprintln!(
+                crate::note!(
                     "re-planned for the restart: {} ranks (was {}): {}",
                     new.total_stages,
                     spec.total_stages,
@@ -75,7 +75,7 @@ pub fn launch_with_restarts(
         let cause = causes.last().expect("pushed above");
         // A new run id: messages of the stopped ranks can never reach the new ones.
         spec.run_id = fresh_run_id();
-        eprintln!(
+        crate::note!(
             "restart {}/{} in {:.1} s from step {resume} (run {:016x}) after: {cause}",
             attempt + 1,
             policy.max_restarts,
