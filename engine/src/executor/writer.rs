@@ -29,8 +29,17 @@ impl CheckpointWriter {
                         match s.write(&root) {
                             Ok(d) => dir = Some(d),
                             Err(e) => {
+                                // A full disk is the usual cause: say what to do, and that
+                                // nothing older was touched (the torn checkpoint has no
+                                // manifest, so resume skips it).
+                                let full = e.to_string().contains("os error 28");
+                                let hint = if full {
+                                    ". Free space there or give --checkpoint-dir on a larger disk, then --resume: the newest complete checkpoint is intact"
+                                } else {
+                                    ""
+                                };
                                 let _ = err_tx.send(format!(
-                                    "cannot write the checkpoint of step {step}: {e}"
+                                    "cannot write the checkpoint of step {step}: {e}{hint}"
                                 ));
                                 return;
                             }
