@@ -24,6 +24,19 @@ fn stage_pids(topology: &str) -> Vec<i32> {
     pids
 }
 
+/// Waits (≤ 20 s) until the job started from `topology` runs `n` stage processes.
+fn wait_for_ranks(topology: &str, n: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pids = stage_pids(topology);
+        if pids.len() == n {
+            return pids;
+        }
+        assert!(Instant::now() < deadline, "the ranks did not (re)start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A small seeded generator (xorshift), so the chaos is reproducible.
 struct Dice(u64);
 
@@ -153,15 +166,7 @@ fn spent_restarts_end_the_job_with_every_cause() {
     let log = collect_stderr(&mut child);
     let mut killed = Vec::new();
     for _ in 0..2 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let pids = loop {
-            let pids = stage_pids(&topology);
-            if pids.len() == 2 {
-                break pids;
-            }
-            assert!(Instant::now() < deadline, "the ranks did not (re)start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let pids = wait_for_ranks(&topology, 2);
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: signalling a stage process this test's job started.
         unsafe {
@@ -225,15 +230,7 @@ fn a_device_taken_away_mid_run_finishes_on_fewer_ranks() {
         .spawn()
         .unwrap();
     let log = collect_stderr(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pids = loop {
-        let pids = stage_pids(&topology);
-        if pids.len() == 2 {
-            break pids;
-        }
-        assert!(Instant::now() < deadline, "the ranks did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pids = wait_for_ranks(&topology, 2);
     std::thread::sleep(Duration::from_millis(400));
     // The second device leaves the topology, and its rank dies.
     let one = two
@@ -260,4 +257,18 @@ fn a_device_taken_away_mid_run_finishes_on_fewer_ranks() {
     let got = (losses(&m), brigade_engine::params_io::load_dir(&p).unwrap());
     let want = run_with_outputs(&dir, "ref", "reference", &topology, steps, &[]);
     assert_same("elastic", (&got.0, &got.1), (&want.0, &want.1));
+}
+
+#[test]
+fn a_back_off_that_is_not_a_duration_is_bad_input() {
+    for bad in ["nan", "-1", "inf", "31"] {
+        let arg = format!("--restart-backoff={bad}");
+        let out = run(&["train", "topologies/quickstart.toml", &arg]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not a number of seconds from 0 to 30"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }

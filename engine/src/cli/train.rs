@@ -41,12 +41,19 @@ pub struct RestartArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_restarts: u32,
     /// Seconds before the first restart (doubled after each, at most 30).
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_backoff)]
     pub restart_backoff: f64,
     /// Elastic restarts: re-plan every restart onto the devices FILE (a topology) lists then,
     /// and stop if that is fewer than N ranks (0: restart on the same plan).
     #[arg(long, value_name = "N", default_value_t = 0, requires = "max_restarts")]
     pub min_ranks: usize,
+}
+
+fn parse_backoff(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=30.0).contains(&v) => Ok(v),
+        _ => Err(format!("\"{s}\" is not a number of seconds from 0 to 30")),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -205,7 +212,7 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
     );
     let policy = RestartPolicy {
         max_restarts: cmd.restart.max_restarts,
-        backoff: std::time::Duration::from_secs_f64(cmd.restart.restart_backoff.clamp(0.0, 30.0)),
+        backoff: std::time::Duration::from_secs_f64(cmd.restart.restart_backoff),
         checkpoint_dir: args.checkpoint.checkpoint_dir.clone(),
     };
     if policy.max_restarts > 0 && policy.checkpoint_dir.is_none() {
