@@ -39,6 +39,7 @@ pub mod params_io;
 pub mod planning;
 pub mod reference;
 pub mod rendezvous;
+pub mod rounds;
 pub mod schedule;
 pub mod shape;
 pub mod sim;

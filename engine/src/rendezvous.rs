@@ -69,7 +69,7 @@ const LATE_WITHIN: Duration = Duration::from_secs(1);
 const REGISTER_WITHIN: Duration = Duration::from_secs(5);
 
 /// Stops the accept loop when the rendezvous ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -77,7 +77,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn server_mechanism(keys: &Option<JobKeys>) -> Mechanism {
+pub(crate) fn server_mechanism(keys: &Option<JobKeys>) -> Mechanism {
     match keys {
         Some(k) => Mechanism::CurveServer {
             long: k.server.clone(),
@@ -87,7 +87,7 @@ fn server_mechanism(keys: &Option<JobKeys>) -> Mechanism {
     }
 }
 
-fn client_mechanism(keys: &Option<JobKeys>) -> Mechanism {
+pub(crate) fn client_mechanism(keys: &Option<JobKeys>) -> Mechanism {
     match keys {
         Some(k) => Mechanism::CurveClient {
             long: k.client.clone(),
@@ -98,21 +98,21 @@ fn client_mechanism(keys: &Option<JobKeys>) -> Mechanism {
 }
 
 /// One registered connection, waiting for the table.
-struct Waiting {
+pub(crate) struct Waiting {
     stream: TcpStream,
     session: Option<Session>,
 }
 
-async fn reply(w: &mut Waiting, r: &Reply) {
+pub(crate) async fn reply<R: Serialize>(w: &mut Waiting, r: &R) {
     let body = serde_json::to_vec(r).expect("a reply serialises");
     let _ = send(&mut w.stream, &[&body], w.session.as_mut()).await;
 }
 
-/// Reads one registration from a fresh connection.
-async fn accept_one(
+/// Reads one registration (a JSON `T`) from a fresh connection.
+pub(crate) async fn accept_one<T: serde::de::DeserializeOwned>(
     mut stream: TcpStream,
     keys: &Option<JobKeys>,
-) -> Result<(Registration, Waiting), String> {
+) -> Result<(T, Waiting), String> {
     let (_, mut session) = handshake_with(
         &mut stream,
         SocketType::Pull,
@@ -123,13 +123,54 @@ async fn accept_one(
     .map_err(|e| e.to_string())?;
     match receive(&mut stream, LIMIT, 1, session.as_mut()).await {
         Ok(Inbound::Message(m)) => {
-            let reg: Registration = serde_json::from_slice(&m[0])
+            let reg: T = serde_json::from_slice(&m[0])
                 .map_err(|e| format!("not a brigade registration: {e}"))?;
             Ok((reg, Waiting { stream, session }))
         }
         Ok(Inbound::Command(_)) => Err("a command instead of a registration".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// What the accept loop hands over: where a connection came from and what it registered.
+pub(crate) type Accepted<T> = (std::net::SocketAddr, Result<(T, Waiting), String>);
+
+/// Accepts connections on `listener` and reads one `T` from each, concurrently, each within a
+/// few seconds, at most PENDING at once: a silent or slow stranger cannot hold a rendezvous up.
+/// The loop stops when the returned guard is dropped.
+pub(crate) fn accept_loop<T: serde::de::DeserializeOwned + Send + 'static>(
+    listener: TcpListener,
+    keys: Option<JobKeys>,
+    addr: &str,
+) -> (AbortOnDrop, tokio::sync::mpsc::Receiver<Accepted<T>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(PENDING);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(PENDING));
+    let addr = addr.to_string();
+    let accepting = tokio::spawn(async move {
+        loop {
+            let (stream, from) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("rendezvous at {addr}: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                eprintln!("rendezvous at {addr}: too many pending connections; dropped {from}");
+                continue;
+            };
+            let (tx, keys) = (tx.clone(), keys.clone());
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(REGISTER_WITHIN, accept_one::<T>(stream, &keys))
+                    .await
+                    .unwrap_or_else(|_| Err("did not register in time".into()));
+                drop(permit);
+                let _ = tx.send((from, r)).await;
+            });
+        }
+    });
+    (AbortOnDrop(accepting), rx)
 }
 
 /// Rank 0's side: accepts registrations on `listener` until all `ranks` have registered (or
@@ -147,38 +188,7 @@ pub async fn serve(
         .map_or_else(|_| "?".into(), |a| a.to_string());
     let deadline = Instant::now() + within;
     let mut table: BTreeMap<usize, (String, Waiting)> = BTreeMap::new();
-    // Connections register concurrently, each within a few seconds, at most PENDING at once:
-    // a silent or slow stranger cannot hold the rendezvous up.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(PENDING);
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(PENDING));
-    let accepting = {
-        let (addr, keys) = (addr.clone(), keys.clone());
-        tokio::spawn(async move {
-            loop {
-                let (stream, from) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("rendezvous at {addr}: cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    eprintln!("rendezvous at {addr}: too many pending connections; dropped {from}");
-                    continue;
-                };
-                let (tx, keys) = (tx.clone(), keys.clone());
-                tokio::spawn(async move {
-                    let r = tokio::time::timeout(REGISTER_WITHIN, accept_one(stream, &keys))
-                        .await
-                        .unwrap_or_else(|_| Err("did not register in time".into()));
-                    drop(permit);
-                    let _ = tx.send((from, r)).await;
-                });
-            }
-        })
-    };
-    let _stop = AbortOnDrop(accepting);
+    let (_stop, mut rx) = accept_loop::<Registration>(listener, keys, &addr);
     while table.len() < ranks {
         let (from, registered) = match timeout_at(deadline, rx.recv()).await {
             Ok(Some(r)) => r,
@@ -251,14 +261,17 @@ pub async fn serve(
     Ok(endpoints)
 }
 
-/// Every rank's side: registers `me` at `addr` and waits for every rank's endpoint.
-pub async fn register(
+/// A client's side of one exchange: connects to `addr` (retrying until `within` passes), sends
+/// `msg` and waits for one JSON answer until `answer_within` (from the start) passes.
+pub(crate) async fn exchange<T: Serialize, R: serde::de::DeserializeOwned>(
     addr: &str,
-    me: &Registration,
+    msg: &T,
     keys: Option<JobKeys>,
     within: Duration,
-) -> Result<Vec<String>, RendezvousError> {
-    let deadline = Instant::now() + within;
+    answer_within: Duration,
+) -> Result<R, RendezvousError> {
+    let start = Instant::now();
+    let deadline = start + within;
     let unreachable = |why: String| RendezvousError::Unreachable {
         addr: addr.to_string(),
         secs: within.as_secs(),
@@ -283,23 +296,37 @@ pub async fn register(
         Ok(Err(e)) => return Err(unreachable(format!("ZMTP handshake failed: {e}"))),
         Err(_) => return Err(unreachable("the ZMTP handshake did not complete".into())),
     };
-    let body = serde_json::to_vec(me).expect("a registration serialises");
+    let body = serde_json::to_vec(msg).expect("a registration serialises");
     send(&mut stream, &[&body], session.as_mut())
         .await
         .map_err(|e| io(e.to_string()))?;
-    // The answer comes once every rank has registered: wait as long as rank 0 does, and a bit.
     let answer = timeout_at(
-        deadline + Duration::from_secs(5),
+        start + answer_within,
         receive(&mut stream, LIMIT, 1, session.as_mut()),
     );
-    let reply: Reply = match answer.await {
+    match answer.await {
         Ok(Ok(Inbound::Message(m))) => {
-            serde_json::from_slice(&m[0]).map_err(|e| io(format!("a garbled reply: {e}")))?
+            serde_json::from_slice(&m[0]).map_err(|e| io(format!("a garbled reply: {e}")))
         }
-        Ok(Ok(Inbound::Command(_))) => return Err(io("a command instead of a reply".into())),
-        Ok(Err(e)) => return Err(io(format!("no reply: {e}"))),
-        Err(_) => return Err(io("no reply before the timeout".into())),
+        Ok(Ok(Inbound::Command(_))) => Err(io("a command instead of a reply".into())),
+        Ok(Err(e)) => Err(io(format!("no reply: {e}"))),
+        Err(_) => Err(io("no reply before the timeout".into())),
+    }
+}
+
+/// Every rank's side: registers `me` at `addr` and waits for every rank's endpoint.
+pub async fn register(
+    addr: &str,
+    me: &Registration,
+    keys: Option<JobKeys>,
+    within: Duration,
+) -> Result<Vec<String>, RendezvousError> {
+    let io = |why: String| RendezvousError::Io {
+        addr: addr.to_string(),
+        why,
     };
+    // The answer comes once every rank has registered: wait as long as rank 0 does, and a bit.
+    let reply: Reply = exchange(addr, me, keys, within, within + Duration::from_secs(5)).await?;
     match reply {
         Reply::Endpoints(e) => {
             let valid = |s: &String| {
