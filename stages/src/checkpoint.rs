@@ -139,15 +139,39 @@ impl Snapshot {
     pub fn write(&self, root: &Path) -> Result<PathBuf, CheckpointError> {
         let dir = step_dir(root, self.manifest.step);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let name = format!("stage-{}.done", self.manifest.stage);
+        drop_stale_manifests(&dir, &name, self.manifest.layers);
         for (name, bytes) in &self.files {
             write_atomic(&dir.join(name), bytes)?;
         }
-        let path = dir.join(format!("stage-{}.done", self.manifest.stage));
+        let path = dir.join(name);
         write_atomic(
             &path,
             &serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises"),
         )?;
         Ok(dir)
+    }
+}
+
+/// Removes manifests in `dir` (other than `ours`) whose layers overlap `layers`: a checkpoint of
+/// this step begun under another split (before a restart re-planned the job) would otherwise
+/// cover those layers twice and never look complete. Their files hold the same values (training
+/// is a function of the step), and this split's stages never overlap each other.
+fn drop_stale_manifests(dir: &Path, ours: &str, layers: [usize; 2]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(ours);
+        if name == ours || path.extension().is_none_or(|e| e != "done") {
+            continue;
+        }
+        let Ok(m) = std::fs::read(&path).map(|b| serde_json::from_slice::<Manifest>(&b)) else {
+            continue;
+        };
+        if m.is_ok_and(|m| m.layers[0] < layers[1] && layers[0] < m.layers[1]) {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -329,6 +353,25 @@ mod tests {
         );
         std::fs::write(dir.join("stage-1.done"), b"{not json").unwrap();
         assert_eq!(complete(&dir, 6), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_split_writing_over_another_splits_partial_checkpoint_drops_the_overlapping_manifests() {
+        let root = std::env::temp_dir().join(format!("brigade-ckpt-stale-{}", std::process::id()));
+        let dir = step_dir(&root, 4);
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Three stages began step 4; stages 0 and 2 wrote theirs, then the job lost a rank.
+        manifest(&dir, 0, [0, 2]);
+        manifest(&dir, 2, [4, 6]);
+        // Re-planned on two stages: stage 1 now holds layers 3..6.
+        drop_stale_manifests(&dir, "stage-1.done", [3, 6]);
+        manifest(&dir, 1, [3, 6]);
+        assert!(!dir.join("stage-2.done").exists());
+        drop_stale_manifests(&dir, "stage-0.done", [0, 3]);
+        manifest(&dir, 0, [0, 3]);
+        assert_eq!(complete(&dir, 6), Some(4));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

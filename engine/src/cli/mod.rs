@@ -8,6 +8,7 @@ mod profile;
 mod reference;
 mod simulate;
 mod stage;
+mod stage_agent;
 mod train;
 
 use brigade_partitioner::{ConfigError, Topology};

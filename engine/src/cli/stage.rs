@@ -77,10 +77,25 @@ pub struct StageArgs {
     /// of the plan in the run directory).
     #[arg(long, hide = true)]
     pub plan_source: Option<String>,
+    /// Continue from the checkpoint of exactly this step in --checkpoint-dir (it must be
+    /// complete); restart agents pass it so that every rank resumes the same step.
+    #[arg(long, value_name = "STEP", requires = "checkpoint_dir")]
+    pub resume_step: Option<u64>,
+    #[command(flatten)]
+    pub restart: super::train::RestartArgs,
+    #[command(flatten)]
+    pub rounds: super::train::RoundArgs,
+    /// With --max-restarts: write one JSON line per step, as `train --metrics` (the agent
+    /// running the last rank writes it).
+    #[arg(long, requires = "max_restarts")]
+    pub metrics: Option<String>,
 }
 
 /// Runs the rank; a failure is also reported to the launcher as an `error` event.
 pub fn run(args: &StageArgs) -> Result<()> {
+    if args.restart.max_restarts > 0 {
+        return super::stage_agent::run(args);
+    }
     let result = run_rank(args);
     if let Err(e) = &result {
         StageEvent::Error {
@@ -110,61 +125,7 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     if let Some(source) = &args.plan_source {
         job.file = source.clone();
     }
-    let ranks = job.ranks();
-    // An explicit --stage (launchers always give one) means the engine's variables are not
-    // ours: `brigade train` inside a Slurm allocation must not read SLURM_NTASKS.
-    let from_env = args.stage.is_none();
-    let engine = cluster_env::from_env(&|v| {
-        if from_env {
-            std::env::var(v).ok()
-        } else {
-            None
-        }
-    })
-    .map_err(|e| {
-        ConfigError::invalid(
-            "the environment",
-            e.var,
-            format!("{:?}: {}", e.value, e.why),
-            "Fix or unset the variable, or pass --stage.",
-        )
-    })?;
-    let (k, rank_key) = match (args.stage, &engine) {
-        (Some(k), _) => (k, "--stage"),
-        (None, Some(e)) => (e.rank, e.rank_var),
-        (None, None) => {
-            return Err(ConfigError::invalid(
-                &job.file,
-                "--stage",
-                "no rank: not given, and no SLURM_PROCID, RANK or JOB_COMPLETION_INDEX in the environment",
-                format!("Pass --stage 0 to {}, or start the rank from Slurm, torchrun or a Kubernetes Indexed Job.", ranks - 1),
-            )
-            .into());
-        }
-    };
-    if let Some((world, var)) = engine.as_ref().and_then(|e| e.world)
-        && world != ranks
-    {
-        return Err(ConfigError::invalid(
-            "the environment",
-            var,
-            format!(
-                "{world} ranks were started, but the plan {} has {ranks}",
-                job.file
-            ),
-            format!("Start {ranks} tasks (one per rank), or plan for {world} stages."),
-        )
-        .into());
-    }
-    if k >= ranks {
-        return Err(ConfigError::invalid(
-            &job.file,
-            rank_key,
-            format!("rank {k} does not exist, the plan has {ranks} ranks"),
-            format!("Use ranks 0 to {}.", ranks - 1),
-        )
-        .into());
-    }
+    let (k, rank_key, engine) = rank_of(args, &job)?;
     let topo = &job.topo;
     let run_id = parse_run_id(job.hash, args.run_id.as_deref());
     let dir = create_run_dir(run_id).with_context(|| {
@@ -183,13 +144,27 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     let steps = args.steps.unwrap_or(topo.train.steps) as u64;
 
     let mut chunks = stages(&job, k, &device);
-    if args.checkpoint.resume
+    let resume_at = |root: &str| {
+        let root = std::path::Path::new(root);
+        let layers = topo.model.layers.len();
+        match args.resume_step {
+            None => Ok(brigade_stages::checkpoint::latest(root, layers)),
+            Some(step) => {
+                let dir = brigade_stages::checkpoint::step_dir(root, step);
+                match brigade_stages::checkpoint::complete(&dir, layers) {
+                    Some(s) if s == step => Ok(Some((step, dir))),
+                    _ => Err(anyhow::anyhow!(
+                        "stage {k}: --resume-step {step}: {} is not a complete checkpoint of this model",
+                        dir.display()
+                    )),
+                }
+            }
+        }
+    };
+    if (args.checkpoint.resume || args.resume_step.is_some())
         && let Some(root) = &args.checkpoint.checkpoint_dir
     {
-        match brigade_stages::checkpoint::latest(
-            std::path::Path::new(root),
-            topo.model.layers.len(),
-        ) {
+        match resume_at(root)? {
             Some((step, dir)) => {
                 for stage in &mut chunks {
                     brigade_stages::checkpoint::load(stage, &dir, topo.train.seed)?;
@@ -396,6 +371,70 @@ fn run_rank(args: &StageArgs) -> Result<()> {
     Ok(())
 }
 
+/// This rank's number, where it came from (`--stage` or the engine's variable), and the engine
+/// that started the process, if any; checked against the plan (world size, range).
+pub(super) fn rank_of(
+    args: &StageArgs,
+    job: &crate::job::Job,
+) -> Result<(usize, &'static str, Option<cluster_env::EngineContext>)> {
+    let ranks = job.ranks();
+    // An explicit --stage (launchers always give one) means the engine's variables are not
+    // ours: `brigade train` inside a Slurm allocation must not read SLURM_NTASKS.
+    let from_env = args.stage.is_none();
+    let engine = cluster_env::from_env(&|v| {
+        if from_env {
+            std::env::var(v).ok()
+        } else {
+            None
+        }
+    })
+    .map_err(|e| {
+        ConfigError::invalid(
+            "the environment",
+            e.var,
+            format!("{:?}: {}", e.value, e.why),
+            "Fix or unset the variable, or pass --stage.",
+        )
+    })?;
+    let (k, rank_key) = match (args.stage, &engine) {
+        (Some(k), _) => (k, "--stage"),
+        (None, Some(e)) => (e.rank, e.rank_var),
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                &job.file,
+                "--stage",
+                "no rank: not given, and no SLURM_PROCID, RANK or JOB_COMPLETION_INDEX in the environment",
+                format!("Pass --stage 0 to {}, or start the rank from Slurm, torchrun or a Kubernetes Indexed Job.", ranks - 1),
+            )
+            .into());
+        }
+    };
+    if let Some((world, var)) = engine.as_ref().and_then(|e| e.world)
+        && world != ranks
+    {
+        return Err(ConfigError::invalid(
+            "the environment",
+            var,
+            format!(
+                "{world} ranks were started, but the plan {} has {ranks}",
+                job.file
+            ),
+            format!("Start {ranks} tasks (one per rank), or plan for {world} stages."),
+        )
+        .into());
+    }
+    if k >= ranks {
+        return Err(ConfigError::invalid(
+            &job.file,
+            rank_key,
+            format!("rank {k} does not exist, the plan has {ranks} ranks"),
+            format!("Use ranks 0 to {}.", ranks - 1),
+        )
+        .into());
+    }
+    Ok((k, rank_key, engine))
+}
+
 /// This process's peak resident set size (Linux `VmHWM`), if known.
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -409,7 +448,7 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 /// Whether a `tcp://host:port` endpoint is on the loopback network.
-fn is_loopback(endpoint: &str) -> bool {
+pub(super) fn is_loopback(endpoint: &str) -> bool {
     let host = endpoint
         .trim_start_matches("tcp://")
         .rsplit_once(':')

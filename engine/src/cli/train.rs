@@ -33,8 +33,9 @@ pub struct TrainArgs {
     pub connect_timeout: u64,
 }
 
-/// Restarting a failed job (`train` only: every rank is this launcher's child).
-#[derive(Args, Debug)]
+/// Restarting a failed job: `train` (every rank is its child), `launch` and `stage` (agents that
+/// meet at the rendezvous before every attempt).
+#[derive(Args, Debug, Clone)]
 pub struct RestartArgs {
     /// When a rank dies, hangs or loses its peer: stop every rank and start again from the
     /// newest complete checkpoint in --checkpoint-dir, up to N times (docs/reliability.md).
@@ -43,10 +44,26 @@ pub struct RestartArgs {
     /// Seconds before the first restart (doubled after each, at most 30).
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_backoff)]
     pub restart_backoff: f64,
-    /// Elastic restarts: re-plan every restart onto the devices FILE (a topology) lists then,
-    /// and stop if that is fewer than N ranks (0: restart on the same plan).
+    /// Elastic restarts (0: restart on the same plan): `train` re-plans every restart onto the
+    /// devices FILE (a topology) lists then; `launch` and `stage` go on without the hosts or
+    /// ranks that do not rejoin within --rejoin-timeout, re-planned for those left. Stop if
+    /// fewer than N ranks are left.
     #[arg(long, value_name = "N", default_value_t = 0, requires = "max_restarts")]
     pub min_ranks: usize,
+}
+
+/// How agents (`launch`, `stage` with --max-restarts) meet before every attempt.
+#[derive(Args, Debug, Clone)]
+pub struct RoundArgs {
+    /// With --min-ranks: seconds a restart waits for every host or rank to rejoin before it
+    /// goes on without the missing ones.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        requires = "min_ranks"
+    )]
+    pub rejoin_timeout: u64,
 }
 
 fn parse_backoff(s: &str) -> Result<f64, String> {

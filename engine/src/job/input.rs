@@ -170,6 +170,48 @@ fn plan_topology(
     Ok((job, planned))
 }
 
+/// The job planned again from its own topology for a smaller (or other) world: `overrides` on
+/// top of the plan's, and only the `[[hosts]]` named in `keep` (all when None). Every agent of
+/// an elastic restart calls this with the same arguments, so they all get the same plan.
+pub fn replan(
+    job: &Job,
+    overrides: &[String],
+    keep: Option<&[String]>,
+) -> Result<Job, ConfigError> {
+    let src = &job.plan.topology;
+    let mut text = src.toml.clone();
+    if let Some(keep) = keep {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::invalid(&src.file, "hosts", e.to_string(), "Plan the job again.")
+        })?;
+        if let Some(toml::Value::Array(hosts)) = table.get_mut("hosts") {
+            hosts.retain(|h| {
+                h.get("name")
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| keep.iter().any(|k| k == n))
+            });
+        }
+        text = toml::to_string(&table).map_err(|e| {
+            ConfigError::invalid(&src.file, "hosts", e.to_string(), "Plan the job again.")
+        })?;
+    }
+    let mut all = src.overrides.clone();
+    all.extend(overrides.iter().cloned());
+    Ok(plan_topology(&src.file, text, &all, None)?.0)
+}
+
+/// The (stages, replicas) shape that fits `available` ranks, keeping the stage count when it
+/// can: fewer replicas first, then fewer stages.
+pub fn elastic_shape(stages: usize, replicas: usize, available: usize) -> (usize, usize) {
+    if stages * replicas <= available {
+        (stages, replicas)
+    } else if available >= stages {
+        (stages, available / stages)
+    } else {
+        (available.max(1), 1)
+    }
+}
+
 /// Parses and validates a job plan's JSON text.
 pub fn read_plan(file: &str, text: &str) -> Result<Job, ConfigError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {

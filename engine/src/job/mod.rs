@@ -26,7 +26,7 @@ pub use brigade_stages::data::parquet::DataFacts;
 
 pub use build::job_from_plan;
 pub use explain::explain;
-pub use input::{Input, load_input, load_planned, load_topology, read_plan};
+pub use input::{Input, elastic_shape, load_input, load_planned, load_topology, read_plan, replan};
 
 /// `format` of every job plan file.
 pub const FORMAT: &str = "brigade-job-plan";

@@ -8,6 +8,7 @@
 //! rank's own words, from its `error` event). Children die with the launcher
 //! (PR_SET_PDEATHSIG), so nothing is left behind.
 
+pub mod agent;
 mod failure;
 mod restart;
 

@@ -6,7 +6,7 @@
 
 use super::{BadInput, LaunchReport, LaunchSpec, launch};
 use crate::identity::fresh_run_id;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ pub fn launch_with_restarts(
             spec.metrics = metrics;
             spec.extra_args = extra;
         }
-        let wait = (policy.backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(30));
+        let wait = backoff(policy, attempt);
         let cause = causes.last().expect("pushed above");
         // A new run id: messages of the stopped ranks can never reach the new ones.
         spec.run_id = fresh_run_id();
@@ -91,13 +91,34 @@ pub fn launch_with_restarts(
         }
         std::thread::sleep(wait);
     }
+    Err(causes_error(
+        &causes,
+        policy,
+        anyhow::anyhow!("no restarts left"),
+    ))
+}
+
+/// The back-off before restart `attempt + 1`: doubled after each, at most 30 s.
+pub(super) fn backoff(policy: &RestartPolicy, attempt: u32) -> Duration {
+    (policy.backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(30))
+}
+
+/// The job's end after failures: every attempt's cause, then `last` (what ended it).
+pub(super) fn causes_error(
+    causes: &[String],
+    policy: &RestartPolicy,
+    last: anyhow::Error,
+) -> anyhow::Error {
+    if causes.is_empty() {
+        return last;
+    }
     let list: Vec<String> = causes
         .iter()
         .enumerate()
         .map(|(i, c)| format!("attempt {}: {c}", i + 1))
         .collect();
-    bail!(
-        "the job failed {} times ({} restarts allowed): {}",
+    anyhow::anyhow!(
+        "the job failed {} times ({} restarts allowed): {}; {last:#}",
         causes.len(),
         policy.max_restarts,
         list.join("; ")
@@ -105,7 +126,7 @@ pub fn launch_with_restarts(
 }
 
 /// Keeps the metrics lines up to step `resume` and records the restart.
-fn continue_metrics(path: &str, resume: u64, attempt: u32, cause: &str) -> Result<()> {
+pub(super) fn continue_metrics(path: &str, resume: u64, attempt: u32, cause: &str) -> Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut kept: Vec<String> = text
         .lines()
