@@ -3,6 +3,7 @@
 
 mod evaluate;
 mod keys;
+mod launch_agent;
 mod plan;
 mod profile;
 mod reference;

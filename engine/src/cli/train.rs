@@ -93,13 +93,30 @@ pub struct LaunchArgs {
     #[arg(long)]
     pub run_id: Option<String>,
     /// Find the other hosts' ranks at run time through the rendezvous rank 0 hosts at
-    /// HOST:PORT (for topologies whose `[[hosts]]` have no address).
+    /// HOST:PORT (for topologies whose `[[hosts]]` have no address). With --max-restarts the
+    /// launchers meet there before every attempt (any topology).
     #[arg(long, value_name = "HOST:PORT")]
     pub rendezvous: Option<String>,
+    #[command(flatten)]
+    pub restart: RestartArgs,
+    #[command(flatten)]
+    pub rounds: RoundArgs,
 }
 
 fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<LaunchSpec> {
     let (job, input) = load_input(&args.topology.file, &args.topology.overrides, None)?;
+    spec_for_job(args, job, input, host, run_id)
+}
+
+/// The launch of `job`'s ranks on `host` (every rank when None), checked: the host exists and
+/// runs ranks, and this build can drive their devices.
+pub(super) fn spec_for_job(
+    args: &TrainArgs,
+    job: crate::job::Job,
+    input: Input,
+    host: Option<&str>,
+    run_id: Option<&str>,
+) -> Result<LaunchSpec> {
     let topo = &job.topo;
     if let Some(h) = host
         && !topo.hosts.iter().any(|x| x.name == h)
@@ -279,6 +296,10 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
 }
 
 pub fn run_launch(args: &LaunchArgs) -> Result<()> {
+    if args.restart.max_restarts > 0 {
+        let report = super::launch_agent::run(args)?;
+        return finish_launch(args, &report);
+    }
     let mut spec = spec(&args.train, Some(&args.host), args.run_id.as_deref())?;
     if let Some(rv) = &args.rendezvous {
         spec.extra_args
@@ -293,17 +314,20 @@ pub fn run_launch(args: &LaunchArgs) -> Result<()> {
         spec.run_id
     );
     let report = launch(&spec)?;
+    finish_launch(args, &report)
+}
+
+fn finish_launch(args: &LaunchArgs, report: &crate::launcher::LaunchReport) -> Result<()> {
     crate::note!(
-        "host {}: every stage finished {} steps; peak RSS {}",
+        "host {}: every stage finished; peak RSS {}",
         args.host,
-        spec.steps,
         rss_summary(&report.peak_rss_kib)
     );
-    if let Some(e) = report.last_eval {
+    if let Some(e) = &report.last_eval {
         println!(
             "validation after step {}: {}",
             e.step,
-            crate::metrics::describe_eval(&e)
+            crate::metrics::describe_eval(e)
         );
     }
     Ok(())
