@@ -52,7 +52,13 @@ pub(super) fn describe_failure(r: &Running) -> String {
         Some(Err(e)) => format!("could not be waited for: {e}"),
         None => "is still running".to_string(),
     };
+    let killed = matches!(&r.status, Some(Ok(s)) if s.signal().is_some());
     match last {
+        // A killed rank said nothing about its end: its last line is context, not a cause.
+        Some(l) if killed && r.error.is_none() => format!(
+            "stage {} (host {}, pid {}) {how} (its last message: {})",
+            r.stage, r.host, r.pid, l
+        ),
         Some(l) => format!(
             "stage {} (host {}, pid {}) {how}: {}",
             r.stage,

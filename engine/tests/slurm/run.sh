@@ -3,7 +3,8 @@
 # and bn2 at 198.18.0.11/.12 on a bridge) runs `sbatch --wait` of two brigade ranks, one per
 # node, found through the rendezvous on the first node, under a job secret (CURVE): losses
 # equal `brigade reference`. Then a rank killed mid-run makes the job FAILED within seconds
-# with no brigade process left. Needs root; installs Slurm and munge from Debian's packages;
+# with no brigade process left; with --max-restarts the ranks restart and the job completes with
+# the reference's losses. Needs root; installs Slurm and munge from Debian's packages;
 # tears everything down by pid. Prints SKIP and exits 0 without root or iproute2.
 #
 # usage: engine/tests/slurm/run.sh PATH/TO/brigade
@@ -177,3 +178,43 @@ if pgrep -f -- "stage $WORK/job.json" >/dev/null; then
   echo "FAIL: brigade processes left:"; pgrep -af -- "stage $WORK/job.json"; exit 1
 fi
 echo "slurm: the job FAILED $ELAPSED s after the kill, no brigade process left"
+rm -f "$WORK"/job-*.out
+
+# Restarts inside the allocation: every task is its rank's agent (--max-restarts); the agents
+# meet in restart rounds at the rendezvous on bn1. A rank process killed mid-run makes every rank
+# restart from the newest checkpoint; the job COMPLETES with the reference's losses.
+echo "slurm: --max-restarts: a rank killed mid-run, every rank restarts, the job completes"
+"$BRIGADE" reference "$WORK/two.toml" --steps 2000 --metrics "$WORK/ref2000.jsonl" >/dev/null
+cat >"$WORK/job-restart.sh" <<JOBEOF
+#!/bin/bash
+srun --kill-on-bad-exit=1 "$BRIGADE" stage "$WORK/job.json" --run-id "\$SLURM_JOB_ID" --steps 2000 --rendezvous-port 29400 \\
+  --max-restarts 2 --restart-backoff 0 --checkpoint-dir "$WORK/ck" --checkpoint-every 10 --metrics "$WORK/restart.jsonl"
+JOBEOF
+chmod +x "$WORK/job-restart.sh"
+sbatch --wait -N2 -n2 --ntasks-per-node=1 -o "$WORK/job-%j.out" "$WORK/job-restart.sh" >/dev/null &
+SB=$!
+for _ in $(seq 1 300); do
+  [ -d "$WORK/ck/step-00000050" ] && break
+  sleep 0.1
+done
+# The rank processes (children of the agents) name the plan as --plan-source.
+PID=$(pgrep -f -- "--plan-source $WORK/job.json" | head -1 || true)
+[ -n "$PID" ] || { echo "FAIL: no running rank process"; cat "$WORK"/job-*.out; exit 1; }
+kill -KILL "$PID"
+wait "$SB" || { echo "FAIL: the job did not complete after a restart"; cat "$WORK"/job-*.out; exit 1; }
+python3 - "$WORK/restart.jsonl" "$WORK/ref2000.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+got = [r["loss"] for r in rows if "loss" in r]
+restarts = [r for r in rows if "restart" in r]
+want = [m["loss"] for m in map(json.loads, open(sys.argv[2])) if "loss" in m]
+assert len(restarts) == 1, restarts
+assert len(got) == len(want) == 2000, (len(got), len(want))
+for i, (a, b) in enumerate(zip(got, want)):
+    assert abs(a - b) <= 1e-5 * abs(b), f"step {i + 1}: {a} vs reference {b}"
+print(f"slurm: restarted from step {restarts[0]['step']}; losses equal the reference at all 2000 steps")
+PY
+sleep 1
+if pgrep -f -- "$WORK/job.json" >/dev/null; then
+  echo "FAIL: brigade processes left:"; pgrep -af -- "$WORK/job.json"; exit 1
+fi
