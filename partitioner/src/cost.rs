@@ -64,6 +64,8 @@ pub struct Costs {
     pub saved_bytes: Vec<u64>,
     /// Bytes crossing a cut before layer c, one micro-batch (len n + 1).
     pub cut_bytes: Vec<u64>,
+    /// Skip connections: each tensor's bytes and who takes it (None for a chain).
+    pub graph: Option<crate::partition::GraphCuts>,
     /// Whether the costs came from a profile.
     pub measured: bool,
 }
@@ -89,6 +91,7 @@ impl Costs {
                 .into_iter()
                 .map(|b| b.saturating_mul(microbatch as u64))
                 .collect(),
+            graph: graph.cuts(microbatch as u64),
             measured: false,
         }
     }
@@ -140,6 +143,9 @@ impl Costs {
             if i + 1 < n && estimated > 0 {
                 costs.cut_bytes[i + 1] = costs.cut_bytes[i + 1] - estimated + l.activation_bytes;
             }
+            if let Some(g) = costs.graph.as_mut() {
+                g.bytes[i] = l.activation_bytes;
+            }
         }
         costs.measured = true;
         Ok(costs)
@@ -151,6 +157,9 @@ impl Costs {
         let scale = |v: &mut u64| *v = *v / 4 * bytes + *v % 4 * bytes / 4;
         self.saved_bytes.iter_mut().for_each(scale);
         self.cut_bytes.iter_mut().for_each(scale);
+        if let Some(g) = self.graph.as_mut() {
+            g.bytes.iter_mut().for_each(scale);
+        }
         self
     }
 

@@ -32,33 +32,41 @@ impl LayerGraph {
     /// Builds the chain graph of a validated model (shapes were checked when it was loaded).
     pub fn from_model(model: &Model) -> Self {
         let mut graph = DiGraph::new();
-        let mut shape = model.input.clone();
+        let shape = model.input.clone();
         let token_input = matches!(
             model.layers.first().map(|l| &l.kind),
             Some(LayerKind::Embedding { .. })
         );
         let input_bytes = shape.iter().product::<usize>() as u64
             * if token_input { TOKEN_BYTES } else { ACT_BYTES };
-        let mut prev: Option<NodeIndex> = None;
-        for layer in &model.layers {
-            let out = layer
-                .kind
-                .output_shape(&shape)
-                .expect("validated topology has consistent shapes");
-            let cost = layer.kind.cost(&shape, &out);
+        let mut outputs: Vec<Vec<usize>> = Vec::with_capacity(model.layers.len());
+        for (i, layer) in model.layers.iter().enumerate() {
+            let sources = model.sources(i);
+            let input_shape = sources
+                .first()
+                .map_or(shape.clone(), |&j| outputs[j].clone());
+            let out = if layer.kind.is_merge() {
+                let ins: Vec<Vec<usize>> = sources.iter().map(|&j| outputs[j].clone()).collect();
+                layer.kind.merge_shape(&ins)
+            } else {
+                layer.kind.output_shape(&input_shape)
+            }
+            .expect("validated topology has consistent shapes");
+            let cost = layer.kind.cost(&input_shape, &out);
             let node = graph.add_node(LayerNode {
                 name: layer.name.clone(),
                 kind: layer.kind.clone(),
-                input_shape: shape,
+                input_shape,
                 output_shape: out.clone(),
                 cost,
             });
-            if let Some(p) = prev {
+            for j in sources {
+                let p = NodeIndex::new(j);
                 graph.add_edge(p, node, graph[p].cost.activation_bytes);
             }
-            prev = Some(node);
-            shape = out;
+            outputs.push(out);
         }
+
         LayerGraph { graph, input_bytes }
     }
 
@@ -76,6 +84,36 @@ impl LayerGraph {
 
     pub fn layers(&self) -> impl Iterator<Item = &LayerNode> {
         self.graph.node_weights()
+    }
+
+    /// The tensors a partition cuts (`None` for a chain, whose cuts carry one tensor each),
+    /// with `microbatch` samples each.
+    pub fn cuts(&self, microbatch: u64) -> Option<crate::partition::GraphCuts> {
+        let sources: Vec<Vec<usize>> = self
+            .graph
+            .node_indices()
+            .map(|n| {
+                let mut s: Vec<usize> = self
+                    .graph
+                    .edges_directed(n, petgraph::Direction::Incoming)
+                    .map(|e| e.source().index())
+                    .collect();
+                s.sort_unstable();
+                s
+            })
+            .collect();
+        let chain = sources
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.is_empty() && i == 0 || s.as_slice() == [i.wrapping_sub(1)]);
+        if chain {
+            return None;
+        }
+        let bytes = self
+            .layers()
+            .map(|l| l.cost.activation_bytes.saturating_mul(microbatch))
+            .collect();
+        Some(crate::partition::GraphCuts::new(bytes, sources))
     }
 
     /// Adds a skip connection: layer `to` also consumes layer `from`'s output.
@@ -128,6 +166,7 @@ mod tests {
             .map(|(i, &w)| Layer {
                 name: format!("l{i}"),
                 kind: LayerKind::Linear { out: w, bias: true },
+                inputs: Vec::new(),
             })
             .collect();
         LayerGraph::from_model(&Model {

@@ -52,6 +52,12 @@ pub enum LayerKind {
         heads: usize,
         ff: usize,
     },
+    /// Merge: the element-wise sum of its inputs (all of one shape).
+    Add,
+    /// Merge: its inputs joined along sample dimension `dim` (0-based, batch excluded).
+    Concat {
+        dim: usize,
+    },
 }
 
 /// Every kind name accepted in `kind = "..."`, for did-you-mean suggestions.
@@ -69,6 +75,8 @@ pub const KIND_NAMES: &[&str] = &[
     "flatten",
     "embedding",
     "transformer_block",
+    "add",
+    "concat",
 ];
 
 /// The parameter keys each kind accepts besides `kind` and `name`.
@@ -81,6 +89,7 @@ pub fn kind_keys(kind: &str) -> &'static [&'static str] {
         "max_pool2d" | "avg_pool2d" => &["kernel", "stride"],
         "embedding" => &["vocab", "dim"],
         "transformer_block" => &["heads", "ff"],
+        "concat" => &["dim"],
         _ => &[],
     }
 }
@@ -115,6 +124,51 @@ impl LayerKind {
             LayerKind::Flatten => "flatten",
             LayerKind::Embedding { .. } => "embedding",
             LayerKind::TransformerBlock { .. } => "transformer_block",
+            LayerKind::Add => "add",
+            LayerKind::Concat { .. } => "concat",
+        }
+    }
+
+    /// Whether the layer merges several inputs (`add`, `concat`).
+    pub fn is_merge(&self) -> bool {
+        matches!(self, LayerKind::Add | LayerKind::Concat { .. })
+    }
+
+    /// A merge layer's output shape for inputs of shapes `inputs`, or why it cannot take them.
+    pub fn merge_shape(&self, inputs: &[Vec<usize>]) -> Result<Vec<usize>, String> {
+        let first = inputs.first().ok_or("a merge needs inputs")?;
+        match *self {
+            LayerKind::Add => match inputs.iter().find(|s| *s != first) {
+                Some(other) => Err(format!(
+                    "add needs inputs of one shape, got {first:?} and {other:?}"
+                )),
+                None => Ok(first.clone()),
+            },
+            LayerKind::Concat { dim } => {
+                if dim >= first.len() {
+                    return Err(format!(
+                        "concat along dim {dim}, but its inputs have {} dimensions ({first:?}); dims count from 0, batch excluded",
+                        first.len()
+                    ));
+                }
+                let mut out = first.clone();
+                out[dim] = 0;
+                for s in inputs {
+                    let same_rest = s.len() == first.len()
+                        && s.iter()
+                            .zip(first)
+                            .enumerate()
+                            .all(|(d, (a, b))| d == dim || a == b);
+                    if !same_rest {
+                        return Err(format!(
+                            "concat along dim {dim} needs inputs that differ only in that dimension, got {first:?} and {s:?}"
+                        ));
+                    }
+                    out[dim] += s[dim];
+                }
+                Ok(out)
+            }
+            _ => Err(format!("{} is not a merge layer", self.name())),
         }
     }
 
@@ -134,7 +188,9 @@ impl LayerKind {
             | LayerKind::Gelu
             | LayerKind::Tanh
             | LayerKind::Sigmoid
-            | LayerKind::Dropout { .. } => Ok(input.to_vec()),
+            | LayerKind::Dropout { .. }
+            | LayerKind::Add
+            | LayerKind::Concat { .. } => Ok(input.to_vec()),
             LayerKind::LayerNorm { .. } => {
                 if input.is_empty() {
                     Err("layer_norm needs an input with at least one dimension".into())
@@ -236,7 +292,8 @@ impl LayerKind {
             LayerKind::MaxPool2d { kernel, .. } | LayerKind::AvgPool2d { kernel, .. } => {
                 elementwise((kernel * kernel) as f64, act)
             }
-            LayerKind::Flatten => elementwise(0.0, 0),
+            LayerKind::Flatten | LayerKind::Concat { .. } => elementwise(0.0, 0),
+            LayerKind::Add => elementwise(1.0, 0),
             LayerKind::Embedding { vocab, dim } => LayerCost {
                 params: (vocab * dim) as u64,
                 forward_flops: n_out as f64,

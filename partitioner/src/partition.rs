@@ -42,6 +42,58 @@ pub struct Problem {
     pub slots: Vec<StageSlot>,
     /// Per layer, the work a recomputing stage runs a second time at backward (its forward).
     pub recompute_work: Vec<f64>,
+    /// Skip connections: which tensors leave and enter a stage (None: a chain, `cut_bytes`).
+    pub graph: Option<GraphCuts>,
+}
+
+/// A layer graph's tensors as the partitioner sees them. A stage holding layers `a..b` sends
+/// each tensor it makes that a later stage takes once (however many later layers take it) and
+/// receives each earlier tensor its layers take once; gradients go back the same ways.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphCuts {
+    /// Bytes of layer i's output, one micro-batch.
+    pub bytes: Vec<u64>,
+    /// The layers whose outputs layer i takes (empty for the first: the model input).
+    pub sources: Vec<Vec<usize>>,
+    /// The last layer taking layer i's output (i itself when none: the model output).
+    pub last_use: Vec<usize>,
+}
+
+impl GraphCuts {
+    pub fn new(bytes: Vec<u64>, sources: Vec<Vec<usize>>) -> GraphCuts {
+        let mut last_use: Vec<usize> = (0..bytes.len()).collect();
+        for (l, ins) in sources.iter().enumerate() {
+            for &t in ins {
+                last_use[t] = last_use[t].max(l);
+            }
+        }
+        GraphCuts {
+            bytes,
+            sources,
+            last_use,
+        }
+    }
+
+    /// Bytes a stage holding `a..b` sends on (tensors made in it and taken after it).
+    pub fn out_bytes(&self, a: usize, b: usize) -> u64 {
+        (a..b)
+            .filter(|&t| self.last_use[t] >= b)
+            .map(|t| self.bytes[t])
+            .sum()
+    }
+
+    /// Bytes a stage holding `a..b` receives (tensors made before it and taken in it).
+    pub fn in_bytes(&self, a: usize, b: usize) -> u64 {
+        let mut seen: Vec<usize> = Vec::new();
+        for l in a..b {
+            for &t in &self.sources[l] {
+                if t < a && !seen.contains(&t) {
+                    seen.push(t);
+                }
+            }
+        }
+        seen.iter().map(|&t| self.bytes[t]).sum()
+    }
 }
 
 /// Why no partition exists.
@@ -150,8 +202,25 @@ impl Problem {
 
     /// Send ms of stage k holding a..b (activations out, gradients back).
     pub fn send_ms(&self, k: usize, a: usize, b: usize) -> f64 {
-        send_ms(self.slots[k].send_next, self.cut_bytes[b])
-            + send_ms(self.slots[k].send_prev, self.cut_bytes[a])
+        send_ms(self.slots[k].send_next, self.out_bytes(a, b))
+            + send_ms(self.slots[k].send_prev, self.in_bytes(a, b))
+    }
+
+    /// Bytes a stage holding `a..b` sends on per micro-batch (activations; its gradients come
+    /// back the same way).
+    pub fn out_bytes(&self, a: usize, b: usize) -> u64 {
+        match &self.graph {
+            Some(g) => g.out_bytes(a, b),
+            None => self.cut_bytes[b],
+        }
+    }
+
+    /// Bytes a stage holding `a..b` receives per micro-batch.
+    pub fn in_bytes(&self, a: usize, b: usize) -> u64 {
+        match &self.graph {
+            Some(g) => g.in_bytes(a, b),
+            None => self.cut_bytes[a],
+        }
     }
 
     /// Bytes stage k needs to hold layers a..b.
@@ -160,14 +229,15 @@ impl Problem {
         let sum = |xs: &[u64]| xs.iter().fold(0u64, |acc, &x| acc.saturating_add(x));
         sum(&self.param_bytes[a..b])
             .saturating_mul(s.param_factor)
-            .saturating_add(self.activation_bytes(k, a, sum(&self.saved_bytes[a..b])))
+            .saturating_add(self.activation_bytes(k, a, b, sum(&self.saved_bytes[a..b])))
     }
 
-    /// Activation bytes stage k keeps when layers a.. save `saved` bytes per micro-batch.
-    fn activation_bytes(&self, k: usize, a: usize, saved: u64) -> u64 {
+    /// Activation bytes stage k keeps when layers a..b save `saved` bytes per micro-batch.
+    fn activation_bytes(&self, k: usize, a: usize, b: usize, saved: u64) -> u64 {
         let live = self.slots[k].live_microbatches;
         if self.slots[k].recompute {
-            live.saturating_mul(self.cut_bytes[a]).saturating_add(saved)
+            live.saturating_mul(self.in_bytes(a, b))
+                .saturating_add(saved)
         } else {
             live.saturating_mul(saved)
         }
@@ -222,6 +292,7 @@ pub fn parameters(param_bytes: &[u64], stages: usize) -> Result<Split, Partition
         cut_bytes: vec![0; n + 1],
         slots: vec![slot; stages],
         recompute_work: vec![0.0; n],
+        graph: None,
     };
     auto(&problem)
 }
@@ -265,12 +336,12 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
         let s = &p.slots[k];
         (pre.params[b] - pre.params[a])
             .saturating_mul(s.param_factor)
-            .saturating_add(p.activation_bytes(k, a, pre.saved[b] - pre.saved[a]))
+            .saturating_add(p.activation_bytes(k, a, b, pre.saved[b] - pre.saved[a]))
     };
     let cost = |k: usize, a: usize, b: usize| {
         compute(k, a, b)
-            + send_ms(p.slots[k].send_next, p.cut_bytes[b])
-            + send_ms(p.slots[k].send_prev, p.cut_bytes[a])
+            + send_ms(p.slots[k].send_next, p.out_bytes(a, b))
+            + send_ms(p.slots[k].send_prev, p.in_bytes(a, b))
     };
 
     // A feasible split bounds the optimum: no stage of it computes longer than `bound`, so the

@@ -112,6 +112,7 @@ pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placem
         param_bytes: costs.param_bytes.clone(),
         saved_bytes: costs.saved_bytes.clone(),
         cut_bytes: costs.cut_bytes.clone(),
+        graph: costs.graph.clone(),
         slots,
     }
 }
@@ -183,7 +184,7 @@ pub fn describe(
                 compute_ms: forward_ms + backward_ms,
                 send_ms: prob.send_ms(k, r.start, r.end),
                 memory_bytes: prob.memory_bytes(k, r.start, r.end),
-                send_bytes: costs.cut_bytes[r.end],
+                send_bytes: prob.out_bytes(r.start, r.end),
             }
         })
         .collect();

@@ -32,6 +32,27 @@ pub struct Layer {
     /// `name` from the file, or `<kind><index>`.
     pub name: String,
     pub kind: LayerKind,
+    /// The layers whose outputs this one takes (`inputs = [...]`), by index; empty: the layer
+    /// before it (the first layer reads `model.input`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<usize>,
+}
+
+impl Model {
+    /// The layers whose outputs layer `i` takes, in order (empty for the first layer, which
+    /// reads the model input).
+    pub fn sources(&self, i: usize) -> Vec<usize> {
+        match &self.layers[i].inputs {
+            v if !v.is_empty() => v.clone(),
+            _ if i == 0 => Vec::new(),
+            _ => vec![i - 1],
+        }
+    }
+
+    /// Whether every layer takes the one before it (no skip connections).
+    pub fn is_chain(&self) -> bool {
+        self.layers.iter().all(|l| l.inputs.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

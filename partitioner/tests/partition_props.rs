@@ -1,6 +1,7 @@
-//! The exact partitioner against brute force on random chains, and the baselines' invariants.
+//! The exact partitioner against brute force on random chains and DAGs, and the baselines'
+//! invariants.
 
-use brigade_partitioner::partition::{self, Problem, Split, StageSlot};
+use brigade_partitioner::partition::{self, GraphCuts, Problem, Split, StageSlot};
 use proptest::prelude::*;
 
 /// Every way to cut n layers into k non-empty contiguous stages.
@@ -66,14 +67,70 @@ fn problem() -> impl Strategy<Value = Problem> {
                             saved_bytes,
                             cut_bytes,
                             slots,
+                            graph: None,
                         }
                     },
                 )
         })
 }
 
+/// A random DAG on top of a random problem: each layer takes the one before it and up to two
+/// earlier layers' outputs (skip connections).
+fn dag_problem() -> impl Strategy<Value = Problem> {
+    problem().prop_flat_map(|p| {
+        let n = p.layers();
+        (
+            Just(p),
+            prop::collection::vec(0u64..300, n),
+            prop::collection::vec((any::<u16>(), any::<u16>()), n),
+        )
+            .prop_map(move |(mut p, bytes, picks)| {
+                let sources: Vec<Vec<usize>> = (0..n)
+                    .map(|l| {
+                        let mut s: Vec<usize> = Vec::new();
+                        if l > 0 {
+                            s.push(l - 1);
+                            for pick in [picks[l].0, picks[l].1] {
+                                // About one in three picks adds a skip from an earlier layer.
+                                if l > 1 && pick % 3 == 0 {
+                                    let t = pick as usize / 3 % (l - 1);
+                                    if !s.contains(&t) {
+                                        s.push(t);
+                                    }
+                                }
+                            }
+                        }
+                        s.sort_unstable();
+                        s
+                    })
+                    .collect();
+                p.graph = Some(GraphCuts::new(bytes, sources));
+                p
+            })
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// With skip connections each stage sends a tensor once however many later layers take it,
+    /// and receives each earlier tensor once: still exact.
+    #[test]
+    fn auto_equals_brute_force_on_random_dags(p in dag_problem()) {
+        let brute = all_splits(p.layers(), p.slots.len())
+            .into_iter()
+            .filter(|s| p.fits(s))
+            .map(|s| p.bottleneck_ms(&s))
+            .fold(f64::INFINITY, f64::min);
+        match partition::auto(&p) {
+            Ok(split) => {
+                prop_assert!(p.fits(&split));
+                let got = p.bottleneck_ms(&split);
+                prop_assert!((got - brute).abs() <= 1e-9 * brute.max(1.0), "auto {} vs brute force {}", got, brute);
+            }
+            Err(e) => prop_assert!(brute.is_infinite(), "auto failed ({}) but brute force found {}", e, brute),
+        }
+    }
 
     #[test]
     fn auto_equals_brute_force(p in problem()) {
@@ -130,6 +187,7 @@ fn ten_thousand_layers_onto_64_stages_is_fast_and_balanced() {
     };
     let p = Problem {
         recompute_work: vec![0.0; n],
+        graph: None,
         work: (0..n).map(|i| 1.0 + (i % 7) as f64).collect(),
         param_bytes: vec![1000; n],
         saved_bytes: vec![100; n],
@@ -157,6 +215,7 @@ fn recomputation_keeps_only_chunk_inputs_alive() {
     let mut p = Problem {
         work: vec![1.0; 4],
         recompute_work: vec![0.5; 4],
+        graph: None,
         param_bytes: vec![10; 4],
         saved_bytes: vec![100; 4],
         cut_bytes: vec![0, 50, 50, 50, 0],

@@ -341,3 +341,97 @@ fn recomputation_per_chunk() {
         "{e}"
     );
 }
+
+const LAYERS: &str = r#"layers = [ { kind = "linear", out = 128 }, { kind = "relu" }, { kind = "linear", out = 10 } ]"#;
+
+fn graph(layers: &str) -> String {
+    with(LAYERS, &format!("layers = [\n{layers}\n]"))
+}
+
+#[test]
+fn a_residual_graph_is_read_with_its_inputs_and_keeps_chains_unchanged() {
+    let t = parse(
+        "ok.toml",
+        &graph(
+            r#"{ kind = "linear", out = 64, name = "stem" },
+               { kind = "relu" },
+               { kind = "linear", out = 64 },
+               { kind = "add", inputs = ["stem", "linear2"], name = "sum" },
+               { kind = "concat", inputs = ["sum", "stem"] },
+               { kind = "linear", out = 10, inputs = ["concat4"] }"#,
+        ),
+        &[],
+    )
+    .unwrap();
+    let m = &t.model;
+    assert_eq!(m.sources(3), vec![0, 2]);
+    assert_eq!(m.sources(4), vec![3, 0]);
+    assert_eq!(
+        m.sources(5),
+        vec![4],
+        "an explicit previous layer is the default"
+    );
+    assert!(m.layers[5].inputs.is_empty());
+    assert!(!m.is_chain());
+    let graph = brigade_partitioner::LayerGraph::from_model(m);
+    assert_eq!(
+        graph.layer(4).output_shape,
+        vec![128],
+        "concat along the last dim"
+    );
+    let chain = parse("ok.toml", GOOD, &[]).unwrap();
+    assert!(chain.model.is_chain());
+}
+
+#[test]
+fn malformed_graphs_name_the_layer_and_the_fix() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            r#"{ kind = "linear", out = 8 }, { kind = "relu", inputs = ["relu2"] }, { kind = "relu" }, { kind = "linear", out = 10 }"#,
+            &["model.layers[1].inputs", "comes after this layer", "cycle"],
+        ),
+        (
+            r#"{ kind = "linear", out = 8 }, { kind = "relu", inputs = ["relu1"] }, { kind = "linear", out = 10 }"#,
+            &["model.layers[1].inputs", "takes its own output", "cycle"],
+        ),
+        (
+            r#"{ kind = "linear", out = 8 }, { kind = "relu", inputs = ["lnear0"] }, { kind = "linear", out = 10 }"#,
+            &[
+                "model.layers[1].inputs",
+                "no layer is named \"lnear0\"",
+                "linear0",
+            ],
+        ),
+        (
+            r#"{ kind = "linear", out = 8, name = "a" }, { kind = "linear", out = 9 }, { kind = "add", inputs = ["a", "linear1"] }, { kind = "linear", out = 10 }"#,
+            &[
+                "model.layers[2]",
+                "add needs inputs of one shape",
+                "[8] and [9]",
+                "model.layers[0] (a)",
+            ],
+        ),
+        (
+            r#"{ kind = "linear", out = 8 }, { kind = "add" }, { kind = "linear", out = 10 }"#,
+            &["model.layers[1].inputs", "needs `inputs`"],
+        ),
+        (
+            r#"{ kind = "linear", out = 8 }, { kind = "linear", out = 8 }, { kind = "linear", out = 10, inputs = ["linear1", "linear0"] }"#,
+            &["model.layers[2].inputs", "takes one input, got 2", "add"],
+        ),
+        (
+            r#"{ kind = "linear", out = 8 }, { kind = "linear", out = 8, inputs = ["linear0"] }, { kind = "linear", out = 10, inputs = ["linear0"] }"#,
+            &["model.layers[1]", "taken by no layer"],
+        ),
+        (
+            r#"{ kind = "linear", out = 8 }, { kind = "linear", out = 8 }, { kind = "concat", dim = 3, inputs = ["linear0", "linear1"] }, { kind = "linear", out = 10 }"#,
+            &["model.layers[2]", "concat along dim 3"],
+        ),
+    ];
+    for (layers, want) in cases {
+        let e = err(&graph(layers));
+        for w in *want {
+            assert!(e.contains(w), "{e}\nshould contain: {w}");
+        }
+    }
+}

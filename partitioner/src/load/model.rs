@@ -66,8 +66,21 @@ pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
             )
         })?;
     check_elements(s, "input", &input)?;
-    let mut layers = Vec::with_capacity(items.len());
-    let mut shape = input.clone();
+    // Every name first: `inputs` naming a later layer is a clearer error than an unknown name.
+    let names: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let t = item.as_table();
+            t.and_then(|t| t.get("name")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| {
+                    let kind = t.and_then(|t| t.get("kind")?.as_str()).unwrap_or("layer");
+                    format!("{kind}{i}")
+                })
+        })
+        .collect();
+    let mut layers: Vec<Layer> = Vec::with_capacity(items.len());
+    let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = format!("model.layers[{i}]");
         let Value::Table(t) = item else {
@@ -77,7 +90,7 @@ pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
                 "Write each layer as `{ kind = \"relu\" }`.",
             ));
         };
-        let layer = layer(s.file, &path, t, i)?;
+        let mut layer = layer(s.file, &path, t, i)?;
         if matches!(layer.kind, LayerKind::Embedding { .. }) && i != 0 {
             return Err(ConfigError::invalid(
                 s.file,
@@ -86,23 +99,65 @@ pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
                 "Move it to the start of model.layers.",
             ));
         }
-        shape = layer.kind.output_shape(&shape).map_err(|m| {
-            ConfigError::invalid(
-                s.file,
-                path.clone(),
-                format!(
-                    "{m} (its input comes from {})",
-                    if i == 0 {
-                        "model.input".to_string()
-                    } else {
-                        format!("model.layers[{}]", i - 1)
-                    }
-                ),
-                "Change this layer or the one before it so the shapes match.",
-            )
-        })?;
+        layer.inputs = inputs(s.file, &path, t, i, &names, &layer.kind)?;
+        let sources: Vec<usize> = if !layer.inputs.is_empty() {
+            layer.inputs.clone()
+        } else if i == 0 {
+            Vec::new()
+        } else {
+            vec![i - 1]
+        };
+        let from = |j: &usize| format!("model.layers[{j}] ({})", names[*j]);
+        let shape = if layer.kind.is_merge() {
+            let ins: Vec<Vec<usize>> = sources.iter().map(|&j| shapes[j].clone()).collect();
+            if let LayerKind::Concat { dim } = &mut layer.kind
+                && t.get("dim").is_none()
+            {
+                *dim = ins[0].len().saturating_sub(1);
+            }
+            layer.kind.merge_shape(&ins).map_err(|m| {
+                let list: Vec<String> = sources.iter().map(from).collect();
+                ConfigError::invalid(
+                    s.file,
+                    path.clone(),
+                    format!("{m} (its inputs come from {})", list.join(", ")),
+                    "Change the merged layers, or merge outputs of one shape (add) or differing only along `dim` (concat).",
+                )
+            })?
+        } else {
+            let in_shape = sources.first().map_or(&input, |&j| &shapes[j]);
+            layer.kind.output_shape(in_shape).map_err(|m| {
+                ConfigError::invalid(
+                    s.file,
+                    path.clone(),
+                    format!(
+                        "{m} (its input comes from {})",
+                        sources.first().map_or("model.input".to_string(), from)
+                    ),
+                    "Change this layer or the one before it so the shapes match.",
+                )
+            })?
+        };
         check_elements(s, &format!("layers[{i}]"), &shape)?;
+        shapes.push(shape);
         layers.push(layer);
+    }
+    let shape = shapes.last().cloned().unwrap_or_default();
+    // A layer whose output nobody takes is a mistake in the graph (the model ends at the last).
+    let mut used = vec![false; layers.len()];
+    for (i, l) in layers.iter().enumerate() {
+        match l.inputs.as_slice() {
+            [] if i > 0 => used[i - 1] = true,
+            ins => ins.iter().for_each(|&j| used[j] = true),
+        }
+    }
+    if let Some(j) = (0..layers.len().saturating_sub(1)).find(|&j| !used[j]) {
+        return Err(ConfigError::invalid(
+            s.file,
+            format!("model.layers[{j}]"),
+            format!("the output of \"{}\" is taken by no layer", names[j]),
+            "Name it in a later layer's `inputs`, or remove the layer (the model's output is its last layer).",
+        ));
     }
     let loss = match s.choice("loss", "cross_entropy", &["cross_entropy", "mse"])? {
         "mse" => Loss::Mse,
@@ -120,6 +175,109 @@ pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
         layers,
         loss,
     })
+}
+
+/// Layer `i`'s `inputs = ["name", ...]`, resolved to earlier layers' indices (empty: absent).
+fn inputs(
+    file: &str,
+    path: &str,
+    t: &Table,
+    i: usize,
+    names: &[String],
+    kind: &LayerKind,
+) -> Result<Vec<usize>, ConfigError> {
+    let key = format!("{path}.inputs");
+    let err = |why: String, fix: &str| ConfigError::invalid(file, key.clone(), why, fix);
+    let Some(v) = t.get("inputs") else {
+        if kind.is_merge() {
+            return Err(err(
+                format!(
+                    "{} merges several layers' outputs: it needs `inputs`",
+                    kind.name()
+                ),
+                "Name them, e.g. `inputs = [\"block1\", \"relu3\"]`.",
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    let Some(list) = v.as_array() else {
+        return Err(err(
+            format!("expected a list of layer names, found `{v}`"),
+            "Write it as `inputs = [\"name\", ...]`.",
+        ));
+    };
+    if i == 0 {
+        return Err(err(
+            "the first layer reads model.input; it takes no `inputs`".into(),
+            "Remove the key.",
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for item in list {
+        let Some(name) = item.as_str() else {
+            return Err(err(
+                format!("expected a layer name (a string), found `{item}`"),
+                "Write it as `inputs = [\"name\", ...]`.",
+            ));
+        };
+        let found: Vec<usize> = (0..names.len()).filter(|&j| names[j] == name).collect();
+        let j = match found.as_slice() {
+            [] => {
+                let all: Vec<&str> = names.iter().map(String::as_str).collect();
+                return Err(err(
+                    format!("no layer is named \"{name}\""),
+                    &format!(
+                        "Name an earlier layer (layers are named by `name`, or `<kind><index>` such as relu1; model.input feeds the first layer only).{}",
+                        did_you_mean(name, &all)
+                    ),
+                ));
+            }
+            [j] => *j,
+            _ => {
+                return Err(err(
+                    format!("two layers are named \"{name}\" (model.layers{found:?})"),
+                    "Give every layer a different name.",
+                ));
+            }
+        };
+        if j == i {
+            return Err(err(
+                format!("the layer takes its own output (\"{name}\"): a cycle"),
+                "Name an earlier layer.",
+            ));
+        }
+        if j > i {
+            return Err(err(
+                format!(
+                    "\"{name}\" is model.layers[{j}], which comes after this layer: a layer can only take earlier layers' outputs (this would be a cycle)"
+                ),
+                "Reorder the layers so that every layer comes after the layers it takes.",
+            ));
+        }
+        if out.contains(&j) {
+            return Err(err(
+                format!("\"{name}\" is listed twice"),
+                "List each input once.",
+            ));
+        }
+        out.push(j);
+    }
+    match (kind.is_merge(), out.len()) {
+        (true, n) if n < 2 => Err(err(
+            format!(
+                "{} merges at least two layers' outputs, got {n}",
+                kind.name()
+            ),
+            "Name two or more layers.",
+        )),
+        (false, n) if n != 1 => Err(err(
+            format!("{} takes one input, got {n}", kind.name()),
+            "Merge them first with an `add` or `concat` layer.",
+        )),
+        // One explicit input equal to the default is still the default (a chain stays a chain).
+        (false, _) if out == [i - 1] => Ok(Vec::new()),
+        _ => Ok(out),
+    }
 }
 
 /// Refuses samples of more than 2^32 elements (the products in cost estimates stay in range).
@@ -166,7 +324,7 @@ fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, Confi
             ),
         ));
     }
-    let mut known = vec!["kind", "name"];
+    let mut known = vec!["kind", "name", "inputs"];
     known.extend_from_slice(kind_keys(kind));
     let s = Section::new(file, path, t, &known)?;
     let req = |key: &str, ex: &str| -> Result<usize, ConfigError> {
@@ -234,12 +392,21 @@ fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, Confi
             heads: req("heads", "4")?,
             ff: req("ff", "256")?,
         },
+        "add" => LayerKind::Add,
+        "concat" => LayerKind::Concat {
+            // Without `dim`: the last dimension (set once the input shapes are known).
+            dim: s.u64_or("dim", 0)?.min(crate::reader::MAX_DIM) as usize,
+        },
         _ => unreachable!("checked against KIND_NAMES above"),
     };
     let name = s
         .opt_str("name")?
         .map_or_else(|| format!("{}{index}", kind.name()), str::to_string);
-    Ok(Layer { name, kind })
+    Ok(Layer {
+        name,
+        kind,
+        inputs: Vec::new(),
+    })
 }
 
 pub(super) fn data(s: &Section, model: &Model) -> Result<Data, ConfigError> {
