@@ -1,9 +1,10 @@
 //! From a topology to a plan and its simulated step: what `plan` prints and writes, and what a
 //! job plan read from a file is explained with (`crate::job::explain`).
 
-use crate::schedule::{ChunkSlot, rank_schedule, with_all_reduce};
+use crate::schedule::{ChunkSlot, EdgeSet, rank_schedule, with_all_reduce};
 use crate::schedule::{chain_schedule, peak_live_of};
 use crate::sim::{ChunkCost, EdgeCost, SimCosts, SimError, SimReport, simulate};
+use brigade_partitioner::graph::{Crossing, crossings};
 use brigade_partitioner::plan::{self, Alternative, Plan};
 use brigade_partitioner::{
     ConfigError, Costs, LayerGraph, LayerKind, Placement, Profile, ScheduleKind, Topology,
@@ -177,15 +178,14 @@ impl Planned {
             })
             .collect();
         let edges = self
-            .plan
-            .stages
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| {
-                let (a, b) = (&self.places[i], &self.places[i + 1]);
-                let bytes = self.costs.cut_bytes[w[0].layers[1]];
+            .crossings()
+            .into_iter()
+            .map(|x| {
+                let (i, j) = (x.from, x.to);
+                let (a, b) = (&self.places[i], &self.places[j]);
+                let bytes = self.edge_bytes(&x);
                 // Between a rank's own chunks a tensor stays in the process.
-                let local = self.chunk_rank[i] == self.chunk_rank[i + 1];
+                let local = self.chunk_rank[i] == self.chunk_rank[j];
                 let ms = |from: &Placement, to: &Placement| {
                     if with_links && !local {
                         topo.transfer_ms(from.host, to.host, bytes)
@@ -195,7 +195,7 @@ impl Planned {
                 };
                 EdgeCost {
                     producer: self.chunk_rank[i],
-                    consumer: self.chunk_rank[i + 1],
+                    consumer: self.chunk_rank[j],
                     act_ms: ms(a, b),
                     grad_ms: ms(b, a),
                 }
@@ -225,10 +225,23 @@ impl Planned {
     /// order, on its replica's share of the micro-batches).
     pub fn rank_lists(&self) -> Vec<Vec<crate::schedule::Instr>> {
         let ranks = self.chunk_rank.iter().max().map_or(0, |m| m + 1);
+        let crossings = self.crossings();
+        let depth = self.plan.stages.len();
         let slots = |r: usize| -> Vec<ChunkSlot> {
-            (0..self.plan.stages.len())
+            let ids = |f: &dyn Fn(&Crossing) -> bool| -> Vec<u32> {
+                (0..crossings.len() as u32)
+                    .filter(|&e| f(&crossings[e as usize]))
+                    .collect()
+            };
+            (0..depth)
                 .filter(|&c| self.chunk_rank[c] == r)
-                .map(|c| ChunkSlot::chain(c, self.plan.stages.len()))
+                .map(|c| ChunkSlot {
+                    chunk: c as u32,
+                    position: c,
+                    depth,
+                    input: EdgeSet::of(&ids(&|x| x.to == c)),
+                    output: EdgeSet::of(&ids(&|x| x.from == c)),
+                })
                 .collect()
         };
         (0..ranks)
@@ -244,6 +257,25 @@ impl Planned {
                 )
             })
             .collect()
+    }
+
+    /// The tensors crossing between this plan's chunks (the job plan's edges, in their order).
+    pub fn crossings(&self) -> Vec<Crossing> {
+        let ranges: Vec<std::ops::Range<usize>> = self
+            .plan
+            .stages
+            .iter()
+            .map(|s| s.layers[0]..s.layers[1])
+            .collect();
+        crossings(&self.topo.model, &ranges)
+    }
+
+    /// Bytes one micro-batch's tensor on crossing `x` takes.
+    pub fn edge_bytes(&self, x: &Crossing) -> u64 {
+        match &self.costs.graph {
+            Some(g) => g.bytes[x.tensor],
+            None => self.costs.cut_bytes[x.tensor + 1],
+        }
     }
 
     /// Simulates one step of this plan.

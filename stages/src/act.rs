@@ -124,6 +124,53 @@ impl Act {
         }
     }
 
+    /// The element-wise sum of two activations of one shape (merges, and gradients of a tensor
+    /// sent to several consumers).
+    pub fn add(self, other: Act) -> Act {
+        match (self, other) {
+            (Act::F2(a), Act::F2(b)) => Act::F2(a + b),
+            (Act::F3(a), Act::F3(b)) => Act::F3(a + b),
+            (Act::F4(a), Act::F4(b)) => Act::F4(a + b),
+            (a, b) => panic!("adding {:?} and {:?}", a.dims(), b.dims()),
+        }
+    }
+
+    /// `parts` joined along dimension `dim` (batch included: 0 is the batch).
+    pub fn cat(parts: Vec<Act>, dim: usize) -> Act {
+        match parts.first() {
+            Some(Act::F2(_)) => Act::F2(Tensor::cat(parts.into_iter().map(Act::f2).collect(), dim)),
+            Some(Act::F3(_)) => Act::F3(Tensor::cat(parts.into_iter().map(Act::f3).collect(), dim)),
+            Some(Act::F4(_)) => Act::F4(Tensor::cat(parts.into_iter().map(Act::f4).collect(), dim)),
+            _ => panic!("concatenating token ids or nothing"),
+        }
+    }
+
+    fn f2(self) -> Tensor<2> {
+        match self {
+            Act::F2(t) => t,
+            other => panic!("expected rank 2, got {:?}", other.dims()),
+        }
+    }
+
+    fn f3(self) -> Tensor<3> {
+        match self {
+            Act::F3(t) => t,
+            other => panic!("expected rank 3, got {:?}", other.dims()),
+        }
+    }
+
+    fn f4(self) -> Tensor<4> {
+        match self {
+            Act::F4(t) => t,
+            other => panic!("expected rank 4, got {:?}", other.dims()),
+        }
+    }
+
+    /// Zeros of this activation's shape (the gradient of an input nothing depended on).
+    pub fn zeros_like(&self) -> Act {
+        map_float!(self.clone(), |t| t.zeros_like())
+    }
+
     /// This leaf's gradient in `grads`, if it has one.
     pub fn grad(&self, grads: &burn::tensor::Gradients) -> Option<Act> {
         match self {

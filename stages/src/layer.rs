@@ -116,9 +116,24 @@ impl LayerModule {
             | LayerKind::Tanh
             | LayerKind::Sigmoid
             | LayerKind::Dropout { .. }
-            | LayerKind::Flatten => {}
+            | LayerKind::Flatten
+            | LayerKind::Add
+            | LayerKind::Concat { .. } => {}
         }
         m
+    }
+
+    /// A merge layer on its inputs (in the order its `inputs` lists them).
+    pub fn merge(kind: &LayerKind, inputs: Vec<Act>) -> Act {
+        match *kind {
+            LayerKind::Add => inputs
+                .into_iter()
+                .reduce(Act::add)
+                .expect("a merge has inputs"),
+            // `dim` counts sample dimensions; the batch comes first.
+            LayerKind::Concat { dim } => Act::cat(inputs, dim + 1),
+            ref other => panic!("{} is not a merge layer", other.name()),
+        }
     }
 
     /// Applies the layer. Shapes were validated with the topology, so a mismatch here is a bug.
@@ -198,6 +213,9 @@ impl LayerModule {
                 }
                 other => panic!("embedding on {:?}", other.dims()),
             },
+            LayerKind::Add | LayerKind::Concat { .. } => {
+                panic!("merge layers run through LayerModule::merge")
+            }
             LayerKind::TransformerBlock { .. } => match x {
                 Act::F3(t) => Act::F3(
                     self.block

@@ -57,4 +57,4 @@ pub mod stage;
 pub use act::Act;
 pub use data::{Batches, DataError, Role, SyntheticData};
 pub use loss::Target;
-pub use stage::{Stage, StageError};
+pub use stage::{MODEL_INPUT, Stage, StageError};

@@ -7,7 +7,7 @@
 //! is a fresh leaf that requires grad; its gradient is what the stage sends upstream.
 
 use crate::act::Act;
-use crate::layer::{ForwardCtx, LayerModule};
+use crate::layer::LayerModule;
 use crate::loss::{Target, loss};
 use crate::optim::{StageOptimizer, make_optimizer};
 use crate::params::{AssignIds, NamedParam, named_params, take_grads};
@@ -22,6 +22,10 @@ use std::ops::Range;
 
 mod eval;
 mod reduce;
+mod run;
+
+use run::Mode;
+pub use run::{MODEL_INPUT, wiring};
 
 /// A mistake in how a stage is driven (a schedule or a peer out of step), never a panic.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -59,9 +63,10 @@ pub enum StageError {
 }
 
 struct Live {
-    input: Act,
-    /// The output with its graph; `None` under recomputation until backward re-runs forward.
-    output: Option<Act>,
+    /// The received tensors (tracked for their gradients past the first stage).
+    input: Vec<Act>,
+    /// The outputs with their graph; `None` under recomputation until backward re-runs forward.
+    output: Option<Vec<Act>>,
     /// Split linear layers' inputs and output probes (ZB-H1).
     deferred: Vec<Deferred>,
 }
@@ -72,9 +77,14 @@ pub struct Stage {
     layers: Range<usize>,
     kinds: Vec<LayerKind>,
     modules: Vec<LayerModule>,
-    /// `[microbatch, ..]` of the stage input and output.
-    input_shape: Vec<usize>,
-    output_shape: Vec<usize>,
+    /// `[microbatch, ..]` of each tensor the stage receives and sends.
+    input_shapes: Vec<Vec<usize>>,
+    output_shapes: Vec<Vec<usize>>,
+    /// The tensors it receives and sends (by the layer making them; [`MODEL_INPUT`]: the data),
+    /// and the tensors each of its layers takes.
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+    sources: Vec<Vec<usize>>,
     last: bool,
     device: Device,
     /// One optimizer per layer, so each layer's state can be saved and restored on its own.
@@ -124,14 +134,25 @@ impl Stage {
             })
             .collect();
         let modules_len = layers.len();
+        let (inputs, outputs, sources) = wiring(&topo.model, &layers);
+        let shape_of = |t: usize| {
+            if t == MODEL_INPUT {
+                with_batch(&topo.model.input)
+            } else {
+                with_batch(&graph.layer(t).output_shape)
+            }
+        };
         Stage {
+            input_shapes: inputs.iter().map(|&t| shape_of(t)).collect(),
+            output_shapes: outputs.iter().map(|&t| shape_of(t)).collect(),
+            inputs,
+            outputs,
+            sources,
             index,
             kinds: layers
                 .clone()
                 .map(|i| graph.layer(i).kind.clone())
                 .collect(),
-            input_shape: with_batch(&graph.layer(layers.start).input_shape),
-            output_shape: with_batch(&graph.layer(layers.end - 1).output_shape),
             last: layers.end == graph.len(),
             layers,
             modules,
@@ -186,31 +207,53 @@ impl Stage {
         self.live.len()
     }
 
-    /// `[microbatch, ..]` shapes of what the stage receives and sends.
+    /// `[microbatch, ..]` shape of the (first) tensor the stage receives.
     pub fn input_shape(&self) -> &[usize] {
-        &self.input_shape
+        &self.input_shapes[0]
     }
 
+    /// `[microbatch, ..]` shape of the (first) tensor the stage sends.
     pub fn output_shape(&self) -> &[usize] {
-        &self.output_shape
+        &self.output_shapes[0]
     }
 
-    /// Runs micro-batch `mb` forward, keeping its graph; returns the output to send on.
+    /// The tensors the stage receives, by the layer making them ([`MODEL_INPUT`]: the data).
+    pub fn input_tensors(&self) -> &[usize] {
+        &self.inputs
+    }
+
+    /// The tensors the stage sends on (its last layer's output on the last stage).
+    pub fn output_tensors(&self) -> &[usize] {
+        &self.outputs
+    }
+
+    /// Runs micro-batch `mb` forward from its one input; returns its one output (a chain stage).
     pub fn forward(&mut self, mb: u64, input: Act) -> Result<Act, StageError> {
+        let mut out = self.forward_many(mb, vec![input])?;
+        Ok(out.swap_remove(0))
+    }
+
+    /// Runs micro-batch `mb` forward from the tensors it receives ([`Stage::input_tensors`]
+    /// order), keeping its graph; returns the tensors to send on ([`Stage::output_tensors`]).
+    pub fn forward_many(&mut self, mb: u64, inputs: Vec<Act>) -> Result<Vec<Act>, StageError> {
         // A received tensor arrives without autodiff (see `Act::inner`).
-        let input = input.autodiff();
+        let input: Vec<Act> = inputs.into_iter().map(Act::autodiff).collect();
         if self.live.contains_key(&mb) {
             return Err(StageError::AlreadyLive {
                 stage: self.index,
                 mb,
             });
         }
-        if input.dims() != self.input_shape {
+        let dims: Vec<Vec<usize>> = input.iter().map(Act::dims).collect();
+        if dims != self.input_shapes {
+            let k = (0..self.input_shapes.len())
+                .find(|&k| dims.get(k) != Some(&self.input_shapes[k]))
+                .unwrap_or(0);
             return Err(StageError::InputShape {
                 stage: self.index,
                 mb,
-                expected: self.input_shape.clone(),
-                got: input.dims(),
+                expected: self.input_shapes[k].clone(),
+                got: dims.get(k).cloned().unwrap_or_default(),
             });
         }
         // Under recomputation only the input is kept; backward re-runs forward (dropout masks
@@ -221,7 +264,7 @@ impl Stage {
         // recording and dropping the graph, 85 with no graph).
         if self.recompute {
             let out = self.run_without_graph(mb, input.clone());
-            let input = input.detach();
+            let input = input.into_iter().map(Act::detach).collect();
             self.live.insert(
                 mb,
                 Live {
@@ -233,7 +276,7 @@ impl Stage {
             return Ok(out);
         }
         let (input, x, deferred) = self.run_layers(mb, input);
-        let out = x.clone().detach();
+        let out = x.iter().cloned().map(Act::detach).collect();
         self.live.insert(
             mb,
             Live {
@@ -248,61 +291,36 @@ impl Stage {
     /// The stage's layers on micro-batch `mb` with no graph recorded: an untracked input and
     /// the parameters as constants (`valid`), still computed by the autodiff backend so the
     /// values are a recorded forward's.
-    fn run_without_graph(&self, mb: u64, input: Act) -> Act {
-        let mut x = input.detach().cast(self.dtype);
-        for (j, (kind, module)) in self.kinds.iter().zip(&self.modules).enumerate() {
-            let mut module = module.valid();
-            if self.dtype != FloatDType::F32 {
-                module = compute_module(&module, self.dtype);
-            }
-            x = module.forward(kind, x, &self.ctx(mb, j));
-        }
-        x
-    }
-
-    fn ctx(&self, mb: u64, j: usize) -> ForwardCtx {
-        ForwardCtx {
-            seed: self.seed,
-            step: self.step,
-            microbatch: mb,
-            layer: (self.layers.start + j) as u64,
-            train: true,
-        }
+    fn run_without_graph(&self, mb: u64, input: Vec<Act>) -> Vec<Act> {
+        let x = input
+            .into_iter()
+            .map(|a| a.detach().cast(self.dtype))
+            .collect();
+        self.apply(mb, x, Mode::NoGraph).0
     }
 
     /// The stage's layers on micro-batch `mb`: (the input, tracked for its gradient past the
     /// first stage, the output with its graph, and what split layers' W will need).
-    fn run_layers(&self, mb: u64, input: Act) -> (Act, Act, Vec<Deferred>) {
-        let input = if self.index == 0 {
-            input
-        } else {
-            input.require_grad()
-        };
-        // A no-op past the first stage, whose input arrives in the training dtype.
-        let mut x = input.clone().cast(self.dtype);
-        let mut deferred = Vec::new();
-        for (j, (kind, module)) in self.kinds.iter().zip(&self.modules).enumerate() {
-            let cast;
-            let module = if self.dtype == FloatDType::F32 {
-                module
-            } else {
-                cast = compute_module(module, self.dtype);
-                &cast
-            };
-            x = match (&module.linear, self.split_weights) {
-                (Some(l), true) => {
-                    let (y, d) = split::forward(l, x, j);
-                    deferred.push(d);
-                    y
+    fn run_layers(&self, mb: u64, input: Vec<Act>) -> (Vec<Act>, Vec<Act>, Vec<Deferred>) {
+        let input: Vec<Act> = input
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(a, &t)| {
+                if t == MODEL_INPUT {
+                    a
+                } else {
+                    a.require_grad()
                 }
-                _ => module.forward(kind, x, &self.ctx(mb, j)),
-            };
-        }
-        (input, x, deferred)
+            })
+            .collect();
+        // A no-op past the first stage, whose input arrives in the training dtype.
+        let x = input.iter().map(|a| a.clone().cast(self.dtype)).collect();
+        let (out, deferred) = self.apply(mb, x, Mode::Train);
+        (input, out, deferred)
     }
 
     /// The output of live micro-batch `mb` with its graph, recomputing it if it was dropped.
-    fn output(&mut self, mb: u64) -> Result<Act, StageError> {
+    fn output(&mut self, mb: u64) -> Result<Vec<Act>, StageError> {
         let live = self.live.get(&mb).ok_or(StageError::NotLive {
             stage: self.index,
             mb,
@@ -322,25 +340,42 @@ impl Stage {
         Ok(out)
     }
 
-    /// Backward of micro-batch `mb` from the gradient of its output; accumulates parameter
-    /// gradients and returns the input's gradient (None on the first stage).
+    /// Backward of micro-batch `mb` from the gradient of its one output; accumulates
+    /// parameter gradients and returns the input's gradient (None on the first stage).
     pub fn backward(&mut self, mb: u64, grad: Act) -> Result<Option<Act>, StageError> {
-        let grad = grad.autodiff();
+        Ok(self.backward_many(mb, vec![grad])?.into_iter().next())
+    }
+
+    /// Backward of micro-batch `mb` from the gradients of its outputs ([`Stage::output_tensors`]
+    /// order; a tensor sent to several stages gets the sum of theirs); accumulates parameter
+    /// gradients and returns the gradients of the tensors it received (none on the first stage).
+    pub fn backward_many(&mut self, mb: u64, grads: Vec<Act>) -> Result<Vec<Act>, StageError> {
+        let grads: Vec<Act> = grads.into_iter().map(Act::autodiff).collect();
         if !self.live.contains_key(&mb) {
             return Err(StageError::NotLive {
                 stage: self.index,
                 mb,
             });
         }
-        if grad.dims() != self.output_shape {
+        let dims: Vec<Vec<usize>> = grads.iter().map(Act::dims).collect();
+        if dims != self.output_shapes {
+            let k = (0..self.output_shapes.len())
+                .find(|&k| dims.get(k) != Some(&self.output_shapes[k]))
+                .unwrap_or(0);
             return Err(StageError::GradShape {
                 stage: self.index,
                 mb,
-                expected: self.output_shape.clone(),
-                got: grad.dims(),
+                expected: self.output_shapes[k].clone(),
+                got: dims.get(k).cloned().unwrap_or_default(),
             });
         }
-        let seed = self.output(mb)?.dot(&grad);
+        let outputs = self.output(mb)?;
+        let seed = outputs
+            .iter()
+            .zip(&grads)
+            .map(|(o, g)| o.dot(g))
+            .reduce(|a, b| a + b)
+            .expect("a stage has outputs");
         Ok(self.backward_from(mb, seed))
     }
 
@@ -353,7 +388,7 @@ impl Stage {
         target: &Target,
     ) -> Result<(f32, Option<Act>), StageError> {
         let (loss, grad) = self.backward_loss_deferred(mb, target)?;
-        Ok((loss.into_scalar::<f32>(), grad))
+        Ok((loss.into_scalar::<f32>(), grad.into_iter().next()))
     }
 
     /// [`Stage::backward_loss`] with the loss left on the device as a one-element tensor, so a
@@ -363,26 +398,29 @@ impl Stage {
         &mut self,
         mb: u64,
         target: &Target,
-    ) -> Result<(Tensor<1>, Option<Act>), StageError> {
+    ) -> Result<(Tensor<1>, Vec<Act>), StageError> {
         if !self.last {
             return Err(StageError::NotLast { stage: self.index });
         }
         // The loss (a mean over the micro-batch) is taken in f32 whatever the training dtype.
-        let output = self.output(mb)?.cast(FloatDType::F32);
+        let output = self.output(mb)?.swap_remove(0).cast(FloatDType::F32);
         let l = loss(&output, target);
         let value = l.clone().detach();
         let scaled = l / self.microbatches as f64;
         Ok((value, self.backward_from(mb, scaled)))
     }
 
-    fn backward_from(&mut self, mb: u64, root: Tensor<1>) -> Option<Act> {
+    fn backward_from(&mut self, mb: u64, root: Tensor<1>) -> Vec<Act> {
         let mut live = self.live.remove(&mb).expect("checked by the caller");
         let grads = root.backward();
-        let input_grad = if self.index == 0 {
-            None
-        } else {
-            live.input.grad(&grads)
-        };
+        // An input nothing depended on (possible only in odd graphs) gets a zero gradient.
+        let input_grad = live
+            .input
+            .iter()
+            .zip(&self.inputs)
+            .filter(|(_, t)| **t != MODEL_INPUT)
+            .map(|(a, _)| a.grad(&grads).unwrap_or_else(|| a.zeros_like()))
+            .collect();
         if self.split_weights {
             // Keep each split layer's output gradient for W (a layer the loss does not reach
             // has none, and no W to run).

@@ -44,6 +44,22 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         if let Some(d) = job.plan.data {
             v["data"] = serde_json::to_value(d)?;
         }
+        if !p.topo.model.is_chain() {
+            let edges: Vec<serde_json::Value> = p
+                .crossings()
+                .iter()
+                .map(|x| {
+                    serde_json::json!({
+                        "from_chunk": x.from,
+                        "to_chunk": x.to,
+                        "layer": x.tensor,
+                        "name": p.graph.layer(x.tensor).name,
+                        "bytes": p.edge_bytes(x),
+                    })
+                })
+                .collect();
+            v["edges"] = serde_json::Value::Array(edges);
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", render(&p));
@@ -280,16 +296,26 @@ pub fn render(p: &Planned) -> String {
             "(K-1)/(M+K-1)"
         }
     );
-    for (i, w) in plan.stages.windows(2).enumerate() {
+    for (i, x) in p.crossings().iter().enumerate() {
+        // A tensor other than the chunk's last output, or going past the next chunk, is a skip.
+        let skip = x.to != x.from + 1 || x.tensor + 1 != plan.stages[x.from].layers[1];
+        let note = if skip {
+            format!(
+                " (skip: the output of {}, sent straight there)",
+                p.graph.layer(x.tensor).name
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "{:<14} e{i}: chunk {} (rank {}) → chunk {} (rank {}), {} per micro-batch each way",
+            "{:<14} e{i}: chunk {} (rank {}) → chunk {} (rank {}), {} per micro-batch each way{note}",
             if i == 0 { "edges" } else { "" },
-            w[0].stage,
-            p.chunk_rank[w[0].stage],
-            w[1].stage,
-            p.chunk_rank[w[1].stage],
-            fmt::bytes(w[0].send_bytes),
+            x.from,
+            p.chunk_rank[x.from],
+            x.to,
+            p.chunk_rank[x.to],
+            fmt::bytes(p.edge_bytes(x)),
         );
     }
     let peaks: Vec<String> = p

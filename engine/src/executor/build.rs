@@ -22,6 +22,7 @@ pub fn program(job: &Job, rank: usize) -> Program {
                     to_chunk: spec.to_chunk,
                     producer: ends.producer,
                     consumer: ends.consumer,
+                    tensor: job.edge_tensor(e),
                 }
             })
             .collect(),

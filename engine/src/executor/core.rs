@@ -24,6 +24,9 @@ pub struct EdgeRoute {
     pub to_chunk: usize,
     pub producer: usize,
     pub consumer: usize,
+    /// The tensor it carries: the output of this layer (skip connections: not always the
+    /// producing chunk's last layer).
+    pub tensor: usize,
 }
 
 /// What the driver must do next.
@@ -117,8 +120,8 @@ pub struct Executor {
     receives: HashSet<(u32, Kind)>,
     /// Received and not yet consumed, keyed by (edge, kind, step, micro-batch).
     inbox: HashMap<(u32, Kind, u64, u64), Act>,
-    /// Outputs and input gradients computed and not yet sent, keyed by (chunk, kind, mb).
-    outbox: HashMap<(usize, Kind, u64), Act>,
+    /// Outputs and input gradients computed and not yet sent, keyed by (edge, kind, mb).
+    outbox: HashMap<(u32, Kind, u64), Act>,
     /// This step's micro-batch losses, still on the device (read once, at the step's end).
     losses: Vec<(u64, Tensor<1>)>,
     waiting_since: Option<u64>,
@@ -315,32 +318,12 @@ impl Executor {
             Instr::Forward { chunk, mb } => {
                 let (chunk, mb) = (chunk as usize, mb as u64);
                 let start = self.tracer.now();
-                let input = match self.edges.iter().position(|e| e.to_chunk == chunk) {
-                    None => {
-                        let device = self.stage(chunk, instr)?.device().clone();
-                        let input = self
-                            .data
-                            .inputs(step, mb + self.mb_offset, &device)
-                            .map_err(|e| self.data_error(step, mb, e))?;
-                        // Time taken by the data (waiting for the reader thread, building the
-                        // tensor), inside the forward span.
-                        self.tracer
-                            .record(Span::new("data", start, self.tracer.now(), step, mb));
-                        input
-                    }
-                    Some(edge) => self
-                        .inbox
-                        .remove(&(edge as u32, Kind::Activation, step, mb))
-                        .ok_or_else(|| inconsistent("forward before its input arrived"))?,
-                };
-                let last = !self.edges.iter().any(|e| e.from_chunk == chunk);
+                let inputs = self.gather(chunk, Kind::Activation, mb, instr)?;
                 let global = mb + self.mb_offset;
-                let out = self.stage_mut(chunk, instr)?.forward(global, input)?;
+                let out = self.stage_mut(chunk, instr)?.forward_many(global, inputs)?;
                 self.tracer
                     .record(Span::new("forward", start, self.tracer.now(), step, mb));
-                if !last {
-                    self.outbox.insert((chunk, Kind::Activation, mb), out);
-                }
+                self.stash(chunk, Kind::Activation, mb, out);
             }
             Instr::Backward { chunk, mb } => {
                 let (chunk, mb) = (chunk as usize, mb as u64);
@@ -359,19 +342,26 @@ impl Executor {
                         self.losses.push((mb, loss));
                         g
                     }
-                    Some(edge) => {
-                        let g = self
-                            .inbox
-                            .remove(&(edge as u32, Kind::Gradient, step, mb))
-                            .ok_or_else(|| inconsistent("backward before its gradient arrived"))?;
+                    Some(_) => {
+                        let grads = self.output_grads(chunk, mb, instr)?;
                         let global = mb + self.mb_offset;
-                        self.stage_mut(chunk, instr)?.backward(global, g)?
+                        self.stage_mut(chunk, instr)?.backward_many(global, grads)?
                     }
                 };
                 self.tracer
                     .record(Span::new("backward", start, self.tracer.now(), step, mb));
-                if let Some(g) = grad_in {
-                    self.outbox.insert((chunk, Kind::Gradient, mb), g);
+                let received: Vec<usize> = self
+                    .stage(chunk, instr)?
+                    .input_tensors()
+                    .iter()
+                    .copied()
+                    .filter(|&t| t != brigade_stages::MODEL_INPUT)
+                    .collect();
+                for (t, g) in received.into_iter().zip(grad_in) {
+                    let edge = self
+                        .in_edge(chunk, t)
+                        .ok_or_else(|| inconsistent("no edge brings one of the chunk's inputs"))?;
+                    self.outbox.insert((edge, Kind::Gradient, mb), g);
                 }
             }
             Instr::SendAct { edge, mb } | Instr::SendGrad { edge, mb } => {
@@ -472,14 +462,14 @@ impl Executor {
             .edges
             .get(edge as usize)
             .ok_or_else(|| inconsistent("no such edge"))?;
-        let (chunk, to) = match kind {
-            Kind::Gradient => (e.to_chunk, e.producer),
-            Kind::Activation | Kind::Eval => (e.from_chunk, e.consumer),
+        let to = match kind {
+            Kind::Gradient => e.producer,
+            Kind::Activation | Kind::Eval => e.consumer,
             Kind::Reduce => return Err(inconsistent("a ring segment is the driver's to send")),
         };
         let tensor = self
             .outbox
-            .remove(&(chunk, kind, mb))
+            .remove(&(edge, kind, mb))
             .ok_or_else(|| inconsistent("send before its tensor was computed"))?;
         if to == self.rank {
             // Between two chunks of this rank (interleaved 1F1B on one rank): no message, the
@@ -574,6 +564,122 @@ impl Executor {
             .record(Span::new("allreduce", start, self.tracer.now(), step, 0));
         self.pc += 1;
         Ok(())
+    }
+
+    /// The edge bringing tensor `t` into `chunk`.
+    fn in_edge(&self, chunk: usize, t: usize) -> Option<u32> {
+        self.edges
+            .iter()
+            .position(|e| e.to_chunk == chunk && e.tensor == t)
+            .map(|e| e as u32)
+    }
+
+    /// What `chunk` takes for micro-batch `mb`, in its input order: the data for the model's
+    /// input (training or validation, by `kind`), received tensors for the rest.
+    fn gather(
+        &mut self,
+        chunk: usize,
+        kind: Kind,
+        mb: u64,
+        instr: Instr,
+    ) -> Result<Vec<brigade_stages::Act>, ExecError> {
+        let (step, rank) = (self.step, self.rank);
+        let stage = self.stage(chunk, instr)?;
+        let (tensors, device) = (stage.input_tensors().to_vec(), stage.device().clone());
+        let mut inputs = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            if t == brigade_stages::MODEL_INPUT {
+                let start = self.tracer.now();
+                let input = match kind {
+                    Kind::Eval => self.data.eval_inputs(mb, &device),
+                    _ => self.data.inputs(step, mb + self.mb_offset, &device),
+                }
+                .map_err(|e| self.data_error(step, mb, e))?;
+                // Time taken by the data (waiting for the reader thread, building the tensor),
+                // inside the forward span.
+                if kind != Kind::Eval {
+                    self.tracer
+                        .record(Span::new("data", start, self.tracer.now(), step, mb));
+                }
+                inputs.push(input);
+                continue;
+            }
+            let edge = self.in_edge(chunk, t).ok_or(ExecError::Schedule {
+                rank,
+                instr,
+                why: "no edge brings one of the chunk's inputs",
+            })?;
+            let input = self
+                .inbox
+                .remove(&(edge, kind, step, mb))
+                .ok_or(ExecError::Schedule {
+                    rank,
+                    instr,
+                    why: "forward before its input arrived",
+                })?;
+            inputs.push(input);
+        }
+        Ok(inputs)
+    }
+
+    /// Keeps `chunk`'s outputs of micro-batch `mb` for their sends: each on every edge that
+    /// carries it (a tensor taken by several later chunks goes to each once).
+    fn stash(&mut self, chunk: usize, kind: Kind, mb: u64, outputs: Vec<brigade_stages::Act>) {
+        let Some(stage) = self.stages.get(&chunk) else {
+            return;
+        };
+        let tensors = stage.output_tensors().to_vec();
+        for (t, out) in tensors.into_iter().zip(outputs) {
+            for (e, _) in self
+                .edges
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.from_chunk == chunk && e.tensor == t)
+            {
+                self.outbox.insert((e as u32, kind, mb), out.clone());
+            }
+        }
+    }
+
+    /// The gradients of `chunk`'s outputs of micro-batch `mb`, in its output order: a tensor
+    /// sent to several chunks gets the sum of their gradients (in edge order).
+    fn output_grads(
+        &mut self,
+        chunk: usize,
+        mb: u64,
+        instr: Instr,
+    ) -> Result<Vec<brigade_stages::Act>, ExecError> {
+        let (step, rank) = (self.step, self.rank);
+        let tensors = self.stage(chunk, instr)?.output_tensors().to_vec();
+        let mut grads = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            let edges: Vec<u32> = (0..self.edges.len() as u32)
+                .filter(|&e| {
+                    let r = &self.edges[e as usize];
+                    r.from_chunk == chunk && r.tensor == t
+                })
+                .collect();
+            let mut sum: Option<brigade_stages::Act> = None;
+            for e in edges {
+                let g = self.inbox.remove(&(e, Kind::Gradient, step, mb)).ok_or(
+                    ExecError::Schedule {
+                        rank,
+                        instr,
+                        why: "backward before its gradient arrived",
+                    },
+                )?;
+                sum = Some(match sum {
+                    None => g,
+                    Some(s) => s.add(g),
+                });
+            }
+            grads.push(sum.ok_or(ExecError::Schedule {
+                rank,
+                instr,
+                why: "no edge carries one of the chunk's outputs",
+            })?);
+        }
+        Ok(grads)
     }
 
     fn stage(&self, chunk: usize, instr: Instr) -> Result<&Stage, ExecError> {

@@ -5,8 +5,38 @@
 use super::{
     ChunkSpec, EdgeSpec, Explain, FORMAT, Job, JobPlan, RankSpec, TopologySource, VERSION,
 };
+use brigade_partitioner::graph::crossings;
 use brigade_partitioner::plan::{Alternative, Plan};
 use brigade_partitioner::{ConfigError, LayerGraph, Topology};
+
+/// The plan's edges for `chunks` of `topo`'s model: one per tensor crossing from the chunk making
+/// it to a chunk taking it ([`brigade_partitioner::graph::crossings`]); for a chain, edge i
+/// joins chunk i to chunk i + 1 and names no layer.
+pub fn edges_of(topo: &Topology, chunks: &[ChunkSpec]) -> Vec<EdgeSpec> {
+    let graph = LayerGraph::from_model(&topo.model);
+    let mbs = topo.train.microbatch_size();
+    let ranges: Vec<std::ops::Range<usize>> =
+        chunks.iter().map(|c| c.layers[0]..c.layers[1]).collect();
+    let chain = topo.model.is_chain();
+    crossings(&topo.model, &ranges)
+        .into_iter()
+        .enumerate()
+        .map(|(id, c)| {
+            let shape: Vec<usize> = std::iter::once(mbs)
+                .chain(graph.layer(c.tensor).output_shape.iter().copied())
+                .collect();
+            EdgeSpec {
+                id,
+                from_chunk: c.from,
+                to_chunk: c.to,
+                max_bytes: shape.iter().product::<usize>() as u64 * topo.train.dtype.size(),
+                shape,
+                dtype: topo.train.dtype.name().into(),
+                layer: (!chain).then_some(c.tensor),
+            }
+        })
+        .collect()
+}
 
 /// The job plan for `plan` (made from `topo`, read from `source`), validated and hashed.
 pub fn job_from_plan(
@@ -51,18 +81,7 @@ pub fn job_from_plan(
             }
         })
         .collect();
-    let edges = chunks
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| EdgeSpec {
-            id: i,
-            from_chunk: i,
-            to_chunk: i + 1,
-            shape: w[0].output_shape.clone(),
-            dtype: topo.train.dtype.name().into(),
-            max_bytes: w[0].output_shape.iter().product::<usize>() as u64 * topo.train.dtype.size(),
-        })
-        .collect();
+    let edges = edges_of(topo, &chunks);
     let file = source.file.clone();
     let raw = JobPlan {
         format: FORMAT.into(),

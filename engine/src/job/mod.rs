@@ -125,6 +125,10 @@ pub struct EdgeSpec {
     /// The largest payload a message on this edge may declare; a larger frame is refused
     /// before anything is allocated.
     pub max_bytes: u64,
+    /// The layer whose output it carries, in models with skip connections (absent: the
+    /// producing chunk's last layer, as in every chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
 }
 
 /// The planner's explanation of the split (the `plan --json` report).
@@ -219,15 +223,28 @@ impl Job {
 
     /// What a schedule needs to know about `chunk`.
     pub fn slot(&self, chunk: usize) -> ChunkSlot {
-        let edge_into = self.plan.edges.iter().find(|e| e.to_chunk == chunk);
-        let edge_out = self.plan.edges.iter().find(|e| e.from_chunk == chunk);
+        let ids = |f: &dyn Fn(&EdgeSpec) -> bool| -> Vec<u32> {
+            self.plan
+                .edges
+                .iter()
+                .filter(|e| f(e))
+                .map(|e| e.id as u32)
+                .collect()
+        };
         ChunkSlot {
             chunk: chunk as u32,
             position: chunk,
             depth: self.plan.chunks.len(),
-            input: edge_into.map(|e| e.id as u32),
-            output: edge_out.map(|e| e.id as u32),
+            input: crate::schedule::EdgeSet::of(&ids(&|e| e.to_chunk == chunk)),
+            output: crate::schedule::EdgeSet::of(&ids(&|e| e.from_chunk == chunk)),
         }
+    }
+
+    /// The layer whose output edge `e` carries.
+    pub fn edge_tensor(&self, e: usize) -> usize {
+        let spec = &self.plan.edges[e];
+        spec.layer
+            .unwrap_or(self.plan.chunks[spec.from_chunk].layers[1] - 1)
     }
 
     /// The host name a rank runs on.

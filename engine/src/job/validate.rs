@@ -285,38 +285,42 @@ impl JobPlan {
             }
         }
 
-        // Edges: chunk i → chunk i+1, carrying chunk i's output.
-        if self.edges.len() + 1 != self.chunks.len() {
+        // Edges: one per tensor crossing between chunks (chunk i → chunk i+1 in a chain).
+        let expected = super::build::edges_of(&topo, &self.chunks);
+        if self.edges.len() != expected.len() {
             return Err(bad(
                 "edges",
                 format!(
-                    "{} edges for {} chunks; a chain of chunks has {}",
+                    "{} edges for these chunks; the model's tensors cross between them on {}",
                     self.edges.len(),
-                    self.chunks.len(),
-                    self.chunks.len() - 1
+                    expected.len()
                 ),
                 REPLAN,
             ));
         }
-        for (i, e) in self.edges.iter().enumerate() {
-            let shape = &self.chunks[i].output_shape;
-            let dtype = topo.train.dtype;
-            let max_bytes = shape.iter().product::<usize>() as u64 * dtype.size();
-            let ok = e.id == i
-                && e.from_chunk == i
-                && e.to_chunk == i + 1
-                && &e.shape == shape
-                && e.dtype == dtype.name()
-                && e.max_bytes == max_bytes;
-            if !ok {
+        for (i, (e, want)) in self.edges.iter().zip(&expected).enumerate() {
+            if e != want {
                 return Err(bad(
                     &format!("edges[{i}]"),
                     format!(
-                        "{e:?}; expected edge {i} from chunk {i} to chunk {} carrying {} {shape:?} ({max_bytes} bytes)",
-                        i + 1,
-                        dtype.name()
+                        "{e:?}; expected edge {i} from chunk {} to chunk {} carrying {} {:?} ({} bytes)",
+                        want.from_chunk, want.to_chunk, want.dtype, want.shape, want.max_bytes
                     ),
                     REPLAN,
+                ));
+            }
+        }
+        for c in 0..self.chunks.len() {
+            let ins = expected.iter().filter(|e| e.to_chunk == c).count();
+            let outs = expected.iter().filter(|e| e.from_chunk == c).count();
+            if ins.max(outs) > crate::schedule::EdgeSet::MAX {
+                return Err(bad(
+                    "edges",
+                    format!(
+                        "chunk {c} receives {ins} and sends {outs} tensors; at most {} each way",
+                        crate::schedule::EdgeSet::MAX
+                    ),
+                    "Cut the model elsewhere (fewer skip connections across one chunk).",
                 ));
             }
         }

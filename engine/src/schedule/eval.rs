@@ -22,14 +22,14 @@ pub fn eval_schedule(slots: &[ChunkSlot], microbatches: usize) -> Vec<Instr> {
     let mut out = Vec::new();
     for slot in &slots {
         for mb in 0..microbatches as u32 {
-            if let Some(edge) = slot.input {
+            for edge in slot.input.iter() {
                 out.push(Instr::RecvAct { edge, mb });
             }
             out.push(Instr::EvalForward {
                 chunk: slot.chunk,
                 mb,
             });
-            if let Some(edge) = slot.output {
+            for edge in slot.output.iter() {
                 out.push(Instr::SendAct { edge, mb });
             }
         }
@@ -46,8 +46,8 @@ mod tests {
             chunk,
             position: chunk as usize,
             depth,
-            input: chunk.checked_sub(1),
-            output: ((chunk as usize) + 1 < depth).then_some(chunk),
+            input: chunk.checked_sub(1).into(),
+            output: ((chunk as usize) + 1 < depth).then_some(chunk).into(),
         }
     }
 

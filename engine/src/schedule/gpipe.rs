@@ -19,7 +19,7 @@ pub fn gpipe(slot: ChunkSlot, microbatches: usize) -> Vec<Instr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::compute_order;
+    use crate::schedule::{EdgeSet, compute_order};
 
     #[allow(non_snake_case)]
     mod lit {
@@ -113,8 +113,8 @@ mod tests {
             chunk: 7,
             position: 1,
             depth: 2,
-            input: Some(4),
-            output: None,
+            input: EdgeSet::one(4),
+            output: EdgeSet::none(),
         };
         assert_eq!(
             gpipe(slot, 1),

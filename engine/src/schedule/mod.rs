@@ -123,10 +123,64 @@ pub struct ChunkSlot {
     pub position: usize,
     /// Chunks in the pipeline.
     pub depth: usize,
-    /// The edge this chunk's input arrives on (none for the first chunk).
-    pub input: Option<u32>,
-    /// The edge this chunk's output leaves on (none for the last chunk).
-    pub output: Option<u32>,
+    /// The edges this chunk's inputs arrive on (none for the first chunk; several with skip
+    /// connections), in edge order.
+    pub input: EdgeSet,
+    /// The edges its outputs leave on (none for the last chunk), in edge order.
+    pub output: EdgeSet,
+}
+
+/// A chunk's edges in one direction: at most [`EdgeSet::MAX`], kept `Copy` like the slot.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct EdgeSet {
+    ids: [u32; EdgeSet::MAX],
+    len: u8,
+}
+
+impl EdgeSet {
+    /// The most tensors one chunk may receive or send (the plan refuses more).
+    pub const MAX: usize = 16;
+
+    pub fn none() -> EdgeSet {
+        EdgeSet::default()
+    }
+
+    pub fn one(edge: u32) -> EdgeSet {
+        EdgeSet::of(&[edge])
+    }
+
+    /// The set of `edges` (in that order); more than [`EdgeSet::MAX`] is a bug in the caller.
+    pub fn of(edges: &[u32]) -> EdgeSet {
+        assert!(
+            edges.len() <= EdgeSet::MAX,
+            "more than {} edges",
+            EdgeSet::MAX
+        );
+        let mut s = EdgeSet::none();
+        s.ids[..edges.len()].copy_from_slice(edges);
+        s.len = edges.len() as u8;
+        s
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ids[..self.len as usize].iter().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl From<Option<u32>> for EdgeSet {
+    fn from(e: Option<u32>) -> EdgeSet {
+        e.map_or(EdgeSet::none(), EdgeSet::one)
+    }
+}
+
+impl fmt::Debug for EdgeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl ChunkSlot {
@@ -137,8 +191,8 @@ impl ChunkSlot {
             chunk: k as u32,
             position: k,
             depth,
-            input: (k > 0).then(|| k as u32 - 1),
-            output: (k + 1 < depth).then_some(k as u32),
+            input: (k > 0).then(|| k as u32 - 1).into(),
+            output: (k + 1 < depth).then_some(k as u32).into(),
         }
     }
 }
@@ -232,28 +286,28 @@ pub fn peak_live(list: &[Instr]) -> usize {
 
 /// The forward of `mb` through `slot`'s chunk, with its receive and send.
 pub(crate) fn forward(out: &mut Vec<Instr>, slot: ChunkSlot, mb: u32) {
-    if let Some(edge) = slot.input {
+    for edge in slot.input.iter() {
         out.push(Instr::RecvAct { edge, mb });
     }
     out.push(Instr::Forward {
         chunk: slot.chunk,
         mb,
     });
-    if let Some(edge) = slot.output {
+    for edge in slot.output.iter() {
         out.push(Instr::SendAct { edge, mb });
     }
 }
 
 /// The backward of `mb` through `slot`'s chunk, with its receive and send.
 pub(crate) fn backward(out: &mut Vec<Instr>, slot: ChunkSlot, mb: u32) {
-    if let Some(edge) = slot.output {
+    for edge in slot.output.iter() {
         out.push(Instr::RecvGrad { edge, mb });
     }
     out.push(Instr::Backward {
         chunk: slot.chunk,
         mb,
     });
-    if let Some(edge) = slot.input {
+    for edge in slot.input.iter() {
         out.push(Instr::SendGrad { edge, mb });
     }
 }

@@ -78,20 +78,12 @@ impl Executor {
                 let (chunk, mb) = (chunk as usize, mb as u64);
                 let start = self.tracer.now();
                 let device = self.stage(chunk, instr)?.device().clone();
-                let input = match self.edges.iter().position(|e| e.to_chunk == chunk) {
-                    None => self
-                        .data
-                        .eval_inputs(mb, &device)
-                        .map_err(|e| self.data_error(step, mb, e))?,
-                    Some(edge) => self
-                        .inbox
-                        .remove(&(edge as u32, Kind::Eval, step, mb))
-                        .ok_or_else(|| inconsistent("evaluation before its input arrived"))?,
-                };
-                let out = self.stage(chunk, instr)?.evaluate(mb, input)?;
+                let inputs = self.gather(chunk, Kind::Eval, mb, instr)?;
+                let mut out = self.stage(chunk, instr)?.evaluate_many(mb, inputs)?;
                 if self.edges.iter().any(|e| e.from_chunk == chunk) {
-                    self.outbox.insert((chunk, Kind::Eval, mb), out);
+                    self.stash(chunk, Kind::Eval, mb, out);
                 } else {
+                    let out = out.swap_remove(0);
                     let target = self
                         .data
                         .eval_targets(mb, &device)
