@@ -27,6 +27,11 @@ pub struct TraceEvent {
 pub struct TraceArgs {
     pub step: u64,
     pub mb: u64,
+    /// Sends and receives: the plan's edge, and the rank at the other end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<usize>,
 }
 
 /// A span before it is attributed to a stage and thread.
@@ -37,6 +42,8 @@ pub struct Span {
     pub end: u64,
     pub step: u64,
     pub mb: u64,
+    /// (edge, rank at the other end) of a send or receive.
+    pub link: Option<(u32, usize)>,
 }
 
 impl Span {
@@ -47,7 +54,14 @@ impl Span {
             end,
             step,
             mb,
+            link: None,
         }
+    }
+
+    /// The span of a message on `edge` to or from rank `peer`.
+    pub fn on(mut self, edge: u32, peer: usize) -> Self {
+        self.link = Some((edge, peer));
+        self
     }
 }
 
@@ -93,6 +107,8 @@ impl Tracer {
                 args: TraceArgs {
                     step: s.step,
                     mb: s.mb,
+                    edge: s.link.map(|l| l.0),
+                    peer: s.link.map(|l| l.1),
                 },
             });
         }

@@ -370,9 +370,15 @@ impl Stage {
             });
         }
         let outputs = self.output(mb)?;
+        // burn runs a backward deepest node first, and nodes of one depth in the order it finds
+        // them from the root, last term first. Summing the seeds from the last output to the
+        // first makes it find the earliest tensors' seeds (skip connections) first, so their
+        // gradients from later stages are added before those of this stage's own layers, as
+        // one process adds them (those later layers are deeper there).
         let seed = outputs
             .iter()
             .zip(&grads)
+            .rev()
             .map(|(o, g)| o.dot(g))
             .reduce(|a, b| a + b)
             .expect("a stage has outputs");

@@ -659,8 +659,10 @@ impl Executor {
                     r.from_chunk == chunk && r.tensor == t
                 })
                 .collect();
+            // Later consumers first, each added in front (`g + sum`): the order and association
+            // one process's backward uses (its later layers are deeper).
             let mut sum: Option<brigade_stages::Act> = None;
-            for e in edges {
+            for e in edges.into_iter().rev() {
                 let g = self.inbox.remove(&(e, Kind::Gradient, step, mb)).ok_or(
                     ExecError::Schedule {
                         rank,
@@ -670,7 +672,7 @@ impl Executor {
                 )?;
                 sum = Some(match sum {
                     None => g,
-                    Some(s) => s.add(g),
+                    Some(s) => g.add(s),
                 });
             }
             grads.push(sum.ok_or(ExecError::Schedule {

@@ -153,7 +153,10 @@ async fn read_loop(
                 let pong = Command::Pong { context };
                 match zmtp::io::send_command(&mut stream, &pong, sealer).await {
                     Ok(()) => Ok(Arrival::Ping),
-                    Err(e) => Err(ZmtpError::Io(e)),
+                    // The peer may have sent its last PING just before its BYE and closed the
+                    // connection: the BYE is still ours to read. Keep reading; a connection that
+                    // is really gone fails the next read.
+                    Err(_) => continue,
                 }
             }
             Ok(Inbound::Command(Command::Error(reason))) => Err(ZmtpError::PeerError(reason)),

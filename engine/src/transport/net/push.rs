@@ -175,7 +175,7 @@ pub(super) async fn push_task(
                         brigade_stages::codec::Kind::Eval => "send_eval",
                         _ => "send",
                     };
-                    tracer.record(Span::new(name, start, tracer.now(), msg.step, msg.microbatch));
+                    tracer.record(Span::new(name, start, tracer.now(), msg.step, msg.microbatch).on(msg.edge, msg.to));
                 }
                 Some(None) | None => {
                     // Best effort: a neighbour that already left needs no goodbye.
