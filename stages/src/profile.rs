@@ -34,10 +34,28 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
                     layer: i as u64,
                     train: true,
                 };
+                // A merge takes one tensor of each of its sources' shapes.
+                let merged: Vec<Act> = if node.kind.is_merge() {
+                    topo.model
+                        .sources(i)
+                        .iter()
+                        .map(|&t| {
+                            let mut shape = vec![mbs];
+                            shape.extend_from_slice(&graph.layer(t).output_shape);
+                            sample_input(&node.kind, &shape, r as u64, &device).cast(dtype)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let t0 = Instant::now();
                 // In the training dtype, as a stage runs it: the parameters' cast is part of
                 // the forward (and its graph is used up by each backward).
-                let out = compute_module(&master, dtype).forward(&node.kind, x, &ctx);
+                let out = if node.kind.is_merge() {
+                    LayerModule::merge(&node.kind, merged)
+                } else {
+                    compute_module(&master, dtype).forward(&node.kind, x, &ctx)
+                };
                 sync(&device);
                 let t1 = Instant::now();
                 let grad = ones_like(&out, &device).cast(out.float_dtype());
