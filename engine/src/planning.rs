@@ -93,6 +93,29 @@ pub(crate) fn finish(
     places: Vec<Placement>,
     chunk_rank: Vec<usize>,
 ) -> Result<Planned, ConfigError> {
+    // A chunk's receives and sends are listed per edge, at most EdgeSet::MAX each way.
+    let ranges: Vec<std::ops::Range<usize>> = plan
+        .stages
+        .iter()
+        .map(|s| s.layers[0]..s.layers[1])
+        .collect();
+    let xs = crossings(&topo.model, &ranges);
+    for (c, range) in ranges.iter().enumerate() {
+        let ins = xs.iter().filter(|x| x.to == c).count();
+        let outs = xs.iter().filter(|x| x.from == c).count();
+        if ins.max(outs) > EdgeSet::MAX {
+            return Err(ConfigError::invalid(
+                &topo.file,
+                "partition",
+                format!(
+                    "stage {c} (layers {:?}) would take {ins} and send {outs} tensors; a stage takes and sends at most {} each",
+                    range,
+                    EdgeSet::MAX
+                ),
+                "Use another stage count or split (partition.balance), or fewer skip connections across one stage.",
+            ));
+        }
+    }
     let mut p = Planned {
         topo,
         graph,

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 
-/// A small U-Net on 8×8 images: two conv/pool levels down, and back up with a linear stand-in
-/// for upsampling (brigade has no upsampling layer): each level's feature map is concatenated
+/// A small U-Net on 8×8 images: two conv/pool levels down, a bottom convolution, and two
+/// nearest-neighbour upsamplings back up, each level's feature map concatenated (along channels)
 /// to the decoder's, as U-Net's skip connections do.
 const UNET: &str = r#"
 name = "unet"
@@ -20,14 +20,17 @@ layers = [
   { kind = "conv2d", out = 8, kernel = 3, padding = 1, name = "enc2" },
   { kind = "relu", name = "act2" },
   { kind = "max_pool2d", kernel = 2 },
-  { kind = "flatten" },
-  { kind = "linear", out = 128, name = "up2" },
-  { kind = "flatten", inputs = ["act2"], name = "skip2" },
-  { kind = "concat", inputs = ["up2", "skip2"] },
-  { kind = "linear", out = 256, name = "up1" },
+  { kind = "conv2d", out = 8, kernel = 3, padding = 1, name = "bottom" },
   { kind = "relu" },
-  { kind = "flatten", inputs = ["act1"], name = "skip1" },
-  { kind = "concat", inputs = ["relu11", "skip1"] },
+  { kind = "upsample2d", scale = 2, name = "up2" },
+  { kind = "concat", inputs = ["up2", "act2"], dim = 0 },
+  { kind = "conv2d", out = 8, kernel = 3, padding = 1, name = "dec2" },
+  { kind = "relu" },
+  { kind = "upsample2d", scale = 2, name = "up1" },
+  { kind = "concat", inputs = ["up1", "act1"], dim = 0 },
+  { kind = "conv2d", out = 4, kernel = 3, padding = 1, name = "dec1" },
+  { kind = "relu" },
+  { kind = "flatten" },
   { kind = "linear", out = 10 },
 ]
 loss = "cross_entropy"
@@ -223,19 +226,19 @@ fn malformed_graphs_are_bad_input() {
     for (what, from, to, needle) in [
         (
             "cycle",
-            r#"{ kind = "linear", out = 128, name = "up2" },"#,
-            r#"{ kind = "linear", out = 128, name = "up2", inputs = ["relu11"] },"#,
+            r#"{ kind = "upsample2d", scale = 2, name = "up2" },"#,
+            r#"{ kind = "upsample2d", scale = 2, name = "up2", inputs = ["relu11"] },"#,
             "comes after this layer",
         ),
         (
             "unknown input",
-            r#"inputs = ["act2"]"#,
-            r#"inputs = ["act3"]"#,
+            r#"inputs = ["up2", "act2"]"#,
+            r#"inputs = ["up2", "act3"]"#,
             "no layer is named \"act3\"",
         ),
         (
             "shape mismatch at add",
-            r#"{ kind = "concat", inputs = ["up2", "skip2"] },"#,
+            r#"{ kind = "concat", inputs = ["up2", "act2"], dim = 0 },"#,
             r#"{ kind = "add", inputs = ["up2", "act1"] },"#,
             "add needs inputs of one shape",
         ),

@@ -52,6 +52,10 @@ pub enum LayerKind {
         heads: usize,
         ff: usize,
     },
+    /// Nearest-neighbour upsampling of `[c, h, w]` by `scale` in height and width.
+    Upsample2d {
+        scale: usize,
+    },
     /// Merge: the element-wise sum of its inputs (all of one shape).
     Add,
     /// Merge: its inputs joined along sample dimension `dim` (0-based, batch excluded).
@@ -75,6 +79,7 @@ pub const KIND_NAMES: &[&str] = &[
     "flatten",
     "embedding",
     "transformer_block",
+    "upsample2d",
     "add",
     "concat",
 ];
@@ -90,6 +95,7 @@ pub fn kind_keys(kind: &str) -> &'static [&'static str] {
         "embedding" => &["vocab", "dim"],
         "transformer_block" => &["heads", "ff"],
         "concat" => &["dim"],
+        "upsample2d" => &["scale"],
         _ => &[],
     }
 }
@@ -124,6 +130,7 @@ impl LayerKind {
             LayerKind::Flatten => "flatten",
             LayerKind::Embedding { .. } => "embedding",
             LayerKind::TransformerBlock { .. } => "transformer_block",
+            LayerKind::Upsample2d { .. } => "upsample2d",
             LayerKind::Add => "add",
             LayerKind::Concat { .. } => "concat",
         }
@@ -215,6 +222,13 @@ impl LayerKind {
                 let ow = window_out(w, kernel, stride, self.name())?;
                 Ok(vec![c, oh, ow])
             }
+            LayerKind::Upsample2d { scale } => {
+                let [c, h, w] = chw(input, "upsample2d")?;
+                match (h.checked_mul(scale), w.checked_mul(scale)) {
+                    (Some(oh), Some(ow)) => Ok(vec![c, oh, ow]),
+                    _ => Err(format!("upsample2d: {h}×{w} times {scale} is too large")),
+                }
+            }
             LayerKind::Flatten => {
                 if input.is_empty() {
                     Err("flatten needs an input with at least one dimension".into())
@@ -294,6 +308,7 @@ impl LayerKind {
             }
             LayerKind::Flatten | LayerKind::Concat { .. } => elementwise(0.0, 0),
             LayerKind::Add => elementwise(1.0, 0),
+            LayerKind::Upsample2d { .. } => elementwise(1.0, 0),
             LayerKind::Embedding { vocab, dim } => LayerCost {
                 params: (vocab * dim) as u64,
                 forward_flops: n_out as f64,

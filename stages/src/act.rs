@@ -124,17 +124,6 @@ impl Act {
         }
     }
 
-    /// The element-wise sum of two activations of one shape (merges, and gradients of a tensor
-    /// sent to several consumers).
-    pub fn add(self, other: Act) -> Act {
-        match (self, other) {
-            (Act::F2(a), Act::F2(b)) => Act::F2(a + b),
-            (Act::F3(a), Act::F3(b)) => Act::F3(a + b),
-            (Act::F4(a), Act::F4(b)) => Act::F4(a + b),
-            (a, b) => panic!("adding {:?} and {:?}", a.dims(), b.dims()),
-        }
-    }
-
     /// `parts` joined along dimension `dim` (batch included: 0 is the batch).
     pub fn cat(parts: Vec<Act>, dim: usize) -> Act {
         match parts.first() {
@@ -178,6 +167,21 @@ impl Act {
             Act::F2(t) => t.grad(grads).map(Act::F2),
             Act::F3(t) => t.grad(grads).map(Act::F3),
             Act::F4(t) => t.grad(grads).map(Act::F4),
+        }
+    }
+}
+
+/// The element-wise sum of two activations of one shape (merges, and gradients of a tensor sent
+/// to several consumers).
+impl std::ops::Add for Act {
+    type Output = Act;
+
+    fn add(self, other: Act) -> Act {
+        match (self, other) {
+            (Act::F2(a), Act::F2(b)) => Act::F2(a + b),
+            (Act::F3(a), Act::F3(b)) => Act::F3(a + b),
+            (Act::F4(a), Act::F4(b)) => Act::F4(a + b),
+            (a, b) => panic!("adding {:?} and {:?}", a.dims(), b.dims()),
         }
     }
 }

@@ -118,7 +118,8 @@ impl LayerModule {
             | LayerKind::Dropout { .. }
             | LayerKind::Flatten
             | LayerKind::Add
-            | LayerKind::Concat { .. } => {}
+            | LayerKind::Concat { .. }
+            | LayerKind::Upsample2d { .. } => {}
         }
         m
     }
@@ -128,7 +129,7 @@ impl LayerModule {
         match *kind {
             LayerKind::Add => inputs
                 .into_iter()
-                .reduce(Act::add)
+                .reduce(|a, b| a + b)
                 .expect("a merge has inputs"),
             // `dim` counts sample dimensions; the batch comes first.
             LayerKind::Concat { dim } => Act::cat(inputs, dim + 1),
@@ -212,6 +213,17 @@ impl LayerModule {
                     Act::F3(self.embedding.as_ref().expect("embedding layer").forward(t))
                 }
                 other => panic!("embedding on {:?}", other.dims()),
+            },
+            LayerKind::Upsample2d { scale } => match x {
+                Act::F4(t) => {
+                    let s = scale as f32;
+                    let options = burn::tensor::ops::InterpolateOptions::new(
+                        burn::tensor::ops::InterpolateMode::Nearest,
+                    )
+                    .with_scale_factor([s, s]);
+                    Act::F4(burn::tensor::module::interpolate(t, options))
+                }
+                other => panic!("upsample2d on {:?}", other.dims()),
             },
             LayerKind::Add | LayerKind::Concat { .. } => {
                 panic!("merge layers run through LayerModule::merge")

@@ -672,7 +672,7 @@ impl Executor {
                 )?;
                 sum = Some(match sum {
                     None => g,
-                    Some(s) => g.add(s),
+                    Some(s) => g + s,
                 });
             }
             grads.push(sum.ok_or(ExecError::Schedule {

@@ -392,6 +392,9 @@ fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, Confi
             heads: req("heads", "4")?,
             ff: req("ff", "256")?,
         },
+        "upsample2d" => LayerKind::Upsample2d {
+            scale: opt("scale", 2)?,
+        },
         "add" => LayerKind::Add,
         "concat" => LayerKind::Concat {
             // Without `dim`: the last dimension (set once the input shapes are known).
