@@ -93,3 +93,10 @@ pub fn describe_eval(m: &EvalMetrics) -> String {
         None => format!("val_loss {:.4}", m.val_loss),
     }
 }
+
+/// Prints the run's last evaluation, if it had one (what `train`, `launch` and agents print last).
+pub fn print_last_eval(e: Option<&EvalMetrics>) {
+    if let Some(e) = e {
+        println!("validation after step {}: {}", e.step, describe_eval(e));
+    }
+}

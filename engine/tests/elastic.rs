@@ -57,6 +57,35 @@ fn kill(pid: i32) {
     }
 }
 
+/// The flags every agent of a restart test gets: `steps`, up to 3 restarts at once, elastic
+/// down to `min_ranks` after 3 s, checkpoints every 10 steps in `ck`, metrics and parameters.
+fn restarting(steps: &str, min_ranks: usize, ck: &Path, m: &Path, p: &Path) -> Vec<String> {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    [
+        "--steps",
+        steps,
+        "--max-restarts",
+        "3",
+        "--restart-backoff",
+        "0",
+        "--min-ranks",
+        &min_ranks.to_string(),
+        "--rejoin-timeout",
+        "3",
+        "--checkpoint-dir",
+        &path(ck),
+        "--checkpoint-every",
+        "10",
+        "--metrics",
+        &path(m),
+        "--save-params",
+        &path(p),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 fn spawn(args: &[String], log: &Path) -> Child {
     brigade()
         .args(args)
@@ -100,27 +129,10 @@ fn ranks_started_one_by_one_restart_together_and_go_on_without_a_lost_one() {
                 &k.to_string(),
                 "--rendezvous",
                 &rv,
-                "--steps",
-                steps,
-                "--max-restarts",
-                "3",
-                "--restart-backoff",
-                "0",
-                "--min-ranks",
-                "2",
-                "--rejoin-timeout",
-                "3",
-                "--checkpoint-dir",
-                ck.to_str().unwrap(),
-                "--checkpoint-every",
-                "10",
-                "--metrics",
-                m.to_str().unwrap(),
-                "--save-params",
-                p.to_str().unwrap(),
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(restarting(steps, 2, &ck, &m, &p))
             .collect();
             (spawn(&args, &log), log)
         })
@@ -201,27 +213,10 @@ fn launchers_restart_together_and_a_lost_host_leaves_a_smaller_job() {
                 "elastic",
                 "--rendezvous",
                 &rv,
-                "--steps",
-                steps,
-                "--max-restarts",
-                "3",
-                "--restart-backoff",
-                "0",
-                "--min-ranks",
-                "1",
-                "--rejoin-timeout",
-                "3",
-                "--checkpoint-dir",
-                ck.to_str().unwrap(),
-                "--checkpoint-every",
-                "10",
-                "--metrics",
-                m.to_str().unwrap(),
-                "--save-params",
-                p.to_str().unwrap(),
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(restarting(steps, 1, &ck, &m, &p))
             .collect();
             (spawn(&args, &log), log)
         })

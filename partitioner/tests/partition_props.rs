@@ -110,6 +110,40 @@ fn dag_problem() -> impl Strategy<Value = Problem> {
     })
 }
 
+/// `auto` finds a split as good as the best of every split, or fails only when none fits.
+fn auto_matches_brute_force(p: &Problem) -> Result<(), TestCaseError> {
+    let brute = all_splits(p.layers(), p.slots.len())
+        .into_iter()
+        .filter(|s| p.fits(s))
+        .map(|s| p.bottleneck_ms(&s))
+        .fold(f64::INFINITY, f64::min);
+    match partition::auto(p) {
+        Ok(split) => {
+            prop_assert!(
+                p.fits(&split),
+                "auto returned a split that does not fit: {:?}",
+                split
+            );
+            prop_assert_eq!(split.stages(), p.slots.len());
+            prop_assert!(split.counts().iter().all(|&c| c > 0));
+            let got = p.bottleneck_ms(&split);
+            prop_assert!(
+                (got - brute).abs() <= 1e-9 * brute.max(1.0),
+                "auto {} vs brute force {}",
+                got,
+                brute
+            );
+        }
+        Err(e) => prop_assert!(
+            brute.is_infinite(),
+            "auto failed ({}) but brute force found {}",
+            e,
+            brute
+        ),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -117,38 +151,12 @@ proptest! {
     /// and receives each earlier tensor once: still exact.
     #[test]
     fn auto_equals_brute_force_on_random_dags(p in dag_problem()) {
-        let brute = all_splits(p.layers(), p.slots.len())
-            .into_iter()
-            .filter(|s| p.fits(s))
-            .map(|s| p.bottleneck_ms(&s))
-            .fold(f64::INFINITY, f64::min);
-        match partition::auto(&p) {
-            Ok(split) => {
-                prop_assert!(p.fits(&split));
-                let got = p.bottleneck_ms(&split);
-                prop_assert!((got - brute).abs() <= 1e-9 * brute.max(1.0), "auto {} vs brute force {}", got, brute);
-            }
-            Err(e) => prop_assert!(brute.is_infinite(), "auto failed ({}) but brute force found {}", e, brute),
-        }
+        auto_matches_brute_force(&p)?;
     }
 
     #[test]
     fn auto_equals_brute_force(p in problem()) {
-        let brute = all_splits(p.layers(), p.slots.len())
-            .into_iter()
-            .filter(|s| p.fits(s))
-            .map(|s| p.bottleneck_ms(&s))
-            .fold(f64::INFINITY, f64::min);
-        match partition::auto(&p) {
-            Ok(split) => {
-                prop_assert!(p.fits(&split), "auto returned a split that does not fit: {:?}", split);
-                prop_assert_eq!(split.stages(), p.slots.len());
-                prop_assert!(split.counts().iter().all(|&c| c > 0));
-                let got = p.bottleneck_ms(&split);
-                prop_assert!((got - brute).abs() <= 1e-9 * brute.max(1.0), "auto {} vs brute force {}", got, brute);
-            }
-            Err(e) => prop_assert!(brute.is_infinite(), "auto failed ({}) but brute force found {}", e, brute),
-        }
+        auto_matches_brute_force(&p)?;
     }
 
     #[test]

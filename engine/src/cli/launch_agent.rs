@@ -6,13 +6,13 @@
 //! (fewer replicas first, then fewer stages, to fit the devices left) and resume the same
 //! checkpoint on the new split.
 
-use super::stage::is_loopback;
+use super::stage::check_rendezvous;
 use super::train::{LaunchArgs, spec_for_job};
 use crate::job::{Job, elastic_shape, load_input, replan};
 use crate::launcher::agent::{self, Agent};
 use crate::launcher::{LaunchReport, LaunchSpec, RestartPolicy};
 use crate::rounds::{Round, Rules};
-use crate::transport::net::{JobKeys, MIN_SECRET, load_secret};
+use crate::transport::net::{JobKeys, load_secret};
 use anyhow::{Result, bail};
 use brigade_partitioner::ConfigError;
 use std::time::Duration;
@@ -39,11 +39,7 @@ pub fn run(args: &LaunchArgs) -> Result<LaunchReport> {
     })?;
     let secret = load_secret(train.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
     let keys = secret.as_deref().map(JobKeys::from_secret);
-    if keys.is_none() && !is_loopback(&format!("tcp://{rendezvous}")) {
-        bail!(
-            "host {host}: the rendezvous {rendezvous} is not a loopback address and no job secret is set. Set BRIGADE_SECRET (at least {MIN_SECRET} bytes) or BRIGADE_SECRET_FILE on every host, or pass --secret-file"
-        );
-    }
+    check_rendezvous(&rendezvous, &keys, &format!("host {host}"))?;
     let topo = &first.topo;
     let h = topo
         .hosts

@@ -447,8 +447,18 @@ fn peak_rss_kib() -> Option<u64> {
         .ok()
 }
 
+/// Without a job secret a rendezvous must stay on loopback (`who`: for the message).
+pub(super) fn check_rendezvous(rv: &str, keys: &Option<JobKeys>, who: &str) -> Result<()> {
+    if keys.is_none() && !is_loopback(&format!("tcp://{rv}")) {
+        bail!(
+            "{who}: the rendezvous {rv} is not a loopback address and no job secret is set. Set BRIGADE_SECRET (at least {MIN_SECRET} bytes) or BRIGADE_SECRET_FILE on every host, or pass --secret-file"
+        );
+    }
+    Ok(())
+}
+
 /// Whether a `tcp://host:port` endpoint is on the loopback network.
-pub(super) fn is_loopback(endpoint: &str) -> bool {
+fn is_loopback(endpoint: &str) -> bool {
     let host = endpoint
         .trim_start_matches("tcp://")
         .rsplit_once(':')
@@ -531,21 +541,10 @@ fn find_peers(
             None,
         ));
     };
-    if keys.is_none() && !is_loopback(&format!("tcp://{rv}")) {
-        bail!(
-            "stage {k}: the rendezvous {rv} is not a loopback address and no job secret is set. Set BRIGADE_SECRET (at least {MIN_SECRET} bytes) or BRIGADE_SECRET_FILE on every host, or pass --secret-file"
-        );
-    }
+    check_rendezvous(rv, keys, &format!("stage {k}"))?;
     // The address other ranks reach this one at: the interface that reaches the rendezvous.
-    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect(rv).and_then(|()| s.local_addr()))
-        .with_context(|| format!("stage {k}: cannot find a route to the rendezvous {rv}"))?
-        .ip();
-    let port = std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .with_context(|| format!("stage {k}: no free port on {ip}"))?
-        .port();
-    let endpoint = format!("tcp://{ip}:{port}");
+    let endpoint =
+        crate::launcher::agent::free_endpoint(rv).with_context(|| format!("stage {k}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -6,13 +6,13 @@
 //! with its processes) are left out: the survivors re-plan the topology for the ranks left and
 //! resume the same checkpoint on the new split.
 
-use super::stage::{StageArgs, is_loopback, rank_of};
+use super::stage::{StageArgs, check_rendezvous, rank_of};
 use crate::identity::parse_run_id;
 use crate::job::{Job, elastic_shape, load_input, replan};
 use crate::launcher::agent::{self, Agent};
 use crate::launcher::{LaunchSpec, RestartPolicy};
 use crate::rounds::{Round, Rules};
-use crate::transport::net::{JobKeys, MIN_SECRET, load_secret};
+use crate::transport::net::{JobKeys, load_secret};
 use anyhow::{Result, bail};
 use brigade_partitioner::ConfigError;
 use std::time::Duration;
@@ -49,11 +49,7 @@ pub fn run(args: &StageArgs) -> Result<()> {
         })?;
     let secret = load_secret(args.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
     let keys = secret.as_deref().map(JobKeys::from_secret);
-    if keys.is_none() && !is_loopback(&format!("tcp://{rendezvous}")) {
-        bail!(
-            "rank {k}: the rendezvous {rendezvous} is not a loopback address and no job secret is set. Set BRIGADE_SECRET (at least {MIN_SECRET} bytes) or BRIGADE_SECRET_FILE on every host, or pass --secret-file"
-        );
-    }
+    check_rendezvous(&rendezvous, &keys, &format!("rank {k}"))?;
     let min_ranks = args.restart.min_ranks;
     let agent = Agent {
         id: format!("rank {k}"),
@@ -125,13 +121,7 @@ pub fn run(args: &StageArgs) -> Result<()> {
         Ok(spec(args, job, me, peers))
     };
     let report = agent::run(&agent, &policy, &mut plan_for)?;
-    if let Some(e) = report.last_eval {
-        println!(
-            "validation after step {}: {}",
-            e.step,
-            crate::metrics::describe_eval(&e)
-        );
-    }
+    crate::metrics::print_last_eval(report.last_eval.as_ref());
     Ok(())
 }
 

@@ -285,13 +285,7 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
             .unwrap_or_default(),
         rss_summary(&report.peak_rss_kib)
     );
-    if let Some(e) = report.last_eval {
-        println!(
-            "validation after step {}: {}",
-            e.step,
-            crate::metrics::describe_eval(&e)
-        );
-    }
+    crate::metrics::print_last_eval(report.last_eval.as_ref());
     Ok(())
 }
 
@@ -323,13 +317,7 @@ fn finish_launch(args: &LaunchArgs, report: &crate::launcher::LaunchReport) -> R
         args.host,
         rss_summary(&report.peak_rss_kib)
     );
-    if let Some(e) = &report.last_eval {
-        println!(
-            "validation after step {}: {}",
-            e.step,
-            crate::metrics::describe_eval(e)
-        );
-    }
+    crate::metrics::print_last_eval(report.last_eval.as_ref());
     Ok(())
 }
 
