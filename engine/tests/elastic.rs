@@ -95,6 +95,23 @@ fn spawn(args: &[String], log: &Path) -> Child {
         .unwrap()
 }
 
+/// Once `ranks` rank processes train and have checkpointed, kills rank 1's process and waits
+/// until every rank has restarted (a restart line in the metrics `m`) and trained 50 steps more.
+fn kill_rank_1_and_wait_for_the_restart(marker: &str, ranks: usize, ck: &Path, m: &Path) {
+    wait_until("the ranks training", || {
+        workers(marker).len() == ranks && newest_checkpoint(ck) >= 50
+    });
+    let (victim, _) = *workers(marker).iter().find(|(_, k)| *k == 1).unwrap();
+    kill(victim);
+    let after = newest_checkpoint(ck);
+    wait_until("a restart, and training again", || {
+        std::fs::read_to_string(m)
+            .unwrap_or_default()
+            .contains("\"restart\":1")
+            && newest_checkpoint(ck) >= after + 50
+    });
+}
+
 /// Three ranks, each its own agent (as an engine starts them). Rank 1's process is killed:
 /// every rank restarts from the newest checkpoint. Then rank 2's agent is killed with its rank
 /// (its host lost): after --rejoin-timeout the two left re-plan onto two ranks and finish.
@@ -139,18 +156,7 @@ fn ranks_started_one_by_one_restart_together_and_go_on_without_a_lost_one() {
         .collect();
     let marker = dir.to_str().unwrap().to_string();
     // The plan the workers get is the agents' copy; they are told apart by --plan-source.
-    wait_until("three ranks training", || {
-        workers(&marker).len() == 3 && newest_checkpoint(&ck) >= 50
-    });
-    let (victim, _) = *workers(&marker).iter().find(|(_, k)| *k == 1).unwrap();
-    kill(victim);
-    let after = newest_checkpoint(&ck);
-    wait_until("a restart, and training again", || {
-        std::fs::read_to_string(&m)
-            .unwrap_or_default()
-            .contains("\"restart\":1")
-            && newest_checkpoint(&ck) >= after + 50
-    });
+    kill_rank_1_and_wait_for_the_restart(&marker, 3, &ck, &m);
     let mut agents = agents;
     let (mut lost, _) = agents.remove(2);
     kill(lost.id() as i32);
@@ -222,18 +228,7 @@ fn launchers_restart_together_and_a_lost_host_leaves_a_smaller_job() {
         })
         .collect();
     let marker = topology.clone();
-    wait_until("two ranks training", || {
-        workers(&marker).len() == 2 && newest_checkpoint(&ck) >= 50
-    });
-    let (victim, _) = *workers(&marker).iter().find(|(_, k)| *k == 1).unwrap();
-    kill(victim);
-    let after = newest_checkpoint(&ck);
-    wait_until("a restart, and training again", || {
-        std::fs::read_to_string(&m)
-            .unwrap_or_default()
-            .contains("\"restart\":1")
-            && newest_checkpoint(&ck) >= after + 50
-    });
+    kill_rank_1_and_wait_for_the_restart(&marker, 2, &ck, &m);
     let (mut lost, _) = agents.remove(1);
     kill(lost.id() as i32);
     let _ = lost.wait();
