@@ -44,6 +44,33 @@ fn main() {
     time("forward  xb[256,1024] @ W (one batch)", 8.0 * f32m, || {
         xb.clone().matmul(w.clone())
     });
+    // Other orientations of the same products (the issue of CPU speed: which one the kernel is
+    // fastest at for these shapes). `wt` is the weight stored [out, in].
+    let wt = w.clone().swap_dims(0, 1).into_data();
+    let wt = Tensor::<2>::from_data(wt, &d);
+    time("forward  (W^T @ x^T)^T, W^T a view", f32m, || {
+        w.clone()
+            .swap_dims(0, 1)
+            .matmul(x.clone().swap_dims(0, 1))
+            .swap_dims(0, 1)
+    });
+    time("forward  (Wt @ x^T)^T, Wt stored", f32m, || {
+        wt.clone().matmul(x.clone().swap_dims(0, 1)).swap_dims(0, 1)
+    });
+    time("forward  x @ Wt^T, Wt stored", f32m, || {
+        x.clone().matmul(wt.clone().swap_dims(0, 1))
+    });
+    time("dx       (W @ g^T)^T", f32m, || {
+        w.clone().matmul(g.clone().swap_dims(0, 1)).swap_dims(0, 1)
+    });
+    time("dW       (g^T @ x)^T", f32m, || {
+        g.clone().swap_dims(0, 1).matmul(x.clone()).swap_dims(0, 1)
+    });
+    time(
+        "dW       xb^T @ gb (8 micro-batches at once)",
+        8.0 * f32m,
+        || xb.clone().swap_dims(0, 1).matmul(xb.clone()),
+    );
     // Gradient accumulation adds one such sum per parameter tensor per micro-batch (7 per step).
     let mut acc = rand([1024, 1024]);
     let g2 = rand([1024, 1024]);

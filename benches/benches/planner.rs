@@ -23,6 +23,7 @@ fn problem(n: usize, k: usize) -> Problem {
         work: (0..n).map(|i| 1.0 + ((i * 7919) % 13) as f64).collect(),
         recompute_work: vec![0.0; n],
         graph: None,
+        deferred: None,
         param_bytes: (0..n)
             .map(|i| 100_000 + ((i * 104_729) % 50_000) as u64)
             .collect(),

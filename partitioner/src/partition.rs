@@ -44,6 +44,28 @@ pub struct Problem {
     pub recompute_work: Vec<f64>,
     /// Skip connections: which tensors leave and enter a stage (None: a chain, `cut_bytes`).
     pub graph: Option<GraphCuts>,
+    /// `train.batch_weight_grads`: what each layer keeps per micro-batch until the step's end
+    /// (a linear layer's input and output gradient), and for how many micro-batches.
+    pub deferred: Option<DeferredW>,
+}
+
+/// Memory that weight gradients batched over a step hold: every micro-batch's, not only the
+/// live ones'.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredW {
+    /// Bytes per micro-batch, per layer.
+    pub bytes: Vec<u64>,
+    /// Micro-batches per step (of one replica).
+    pub microbatches: u64,
+}
+
+impl DeferredW {
+    fn bytes(&self, a: usize, b: usize) -> u64 {
+        self.bytes[a..b]
+            .iter()
+            .fold(0u64, |acc, &x| acc.saturating_add(x))
+            .saturating_mul(self.microbatches)
+    }
 }
 
 /// A layer graph's tensors as the partitioner sees them. A stage holding layers `a..b` sends
@@ -230,6 +252,7 @@ impl Problem {
         sum(&self.param_bytes[a..b])
             .saturating_mul(s.param_factor)
             .saturating_add(self.activation_bytes(k, a, b, sum(&self.saved_bytes[a..b])))
+            .saturating_add(self.deferred.as_ref().map_or(0, |d| d.bytes(a, b)))
     }
 
     /// Activation bytes stage k keeps when layers a..b save `saved` bytes per micro-batch.
@@ -293,6 +316,7 @@ pub fn parameters(param_bytes: &[u64], stages: usize) -> Result<Split, Partition
         slots: vec![slot; stages],
         recompute_work: vec![0.0; n],
         graph: None,
+        deferred: None,
     };
     auto(&problem)
 }
@@ -337,6 +361,7 @@ pub fn auto(p: &Problem) -> Result<Split, PartitionError> {
         (pre.params[b] - pre.params[a])
             .saturating_mul(s.param_factor)
             .saturating_add(p.activation_bytes(k, a, b, pre.saved[b] - pre.saved[a]))
+            .saturating_add(p.deferred.as_ref().map_or(0, |d| d.bytes(a, b)))
     };
     let cost = |k: usize, a: usize, b: usize| {
         compute(k, a, b)

@@ -2,7 +2,7 @@
 
 use crate::cost::Costs;
 use crate::graph::LayerGraph;
-use crate::partition::{self, PartitionError, Problem, Split, StageSlot};
+use crate::partition::{self, DeferredW, PartitionError, Problem, Split, StageSlot};
 use crate::topology::{Method, Placement, Topology};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,22 @@ pub fn problem(topo: &Topology, costs: &Costs, live: &[u64]) -> Problem {
     problem_on(topo, costs, live, &topo.chunk_placements())
 }
 
+/// Per layer, what `train.batch_weight_grads` keeps of one micro-batch until the step's end: a
+/// linear layer on `[rows, features]` keeps its input and its output's gradient.
+fn deferred_bytes(topo: &Topology) -> Vec<u64> {
+    let graph = LayerGraph::from_model(&topo.model);
+    let mbs = topo.train.microbatch_size() as u64;
+    graph
+        .layers()
+        .map(|l| match (&l.kind, l.input_shape.as_slice()) {
+            (crate::layers::LayerKind::Linear { out, .. }, [d_in]) => {
+                mbs * (*d_in as u64 + *out as u64) * topo.train.dtype.size()
+            }
+            _ => 0,
+        })
+        .collect()
+}
+
 /// [`problem`] with stage k on `places[k]` (a job plan may place its chunks in another order
 /// than the topology's host and device order).
 pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placement]) -> Problem {
@@ -113,6 +129,10 @@ pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placem
         saved_bytes: costs.saved_bytes.clone(),
         cut_bytes: costs.cut_bytes.clone(),
         graph: costs.graph.clone(),
+        deferred: topo.train.batch_weight_grads.then(|| DeferredW {
+            bytes: deferred_bytes(topo),
+            microbatches: (topo.train.microbatches / topo.partition.replicas.max(1)) as u64,
+        }),
         slots,
     }
 }

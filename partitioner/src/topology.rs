@@ -182,6 +182,11 @@ pub struct Train {
     /// The element type stages compute in and send on the wire; parameters and optimizer state
     /// stay f32 (master weights).
     pub dtype: TrainDType,
+    /// Linear layers on `[rows, features]` compute their weight gradients once per step, over
+    /// every micro-batch's rows at once (one large product instead of M small ones), and run
+    /// their forward and input gradient in the orientation the CPU kernel is fastest at.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub batch_weight_grads: bool,
 }
 
 /// `[train] dtype`: what activations and gradients are computed in and sent as.

@@ -68,6 +68,7 @@ fn problem() -> impl Strategy<Value = Problem> {
                             cut_bytes,
                             slots,
                             graph: None,
+                            deferred: None,
                         }
                     },
                 )
@@ -196,6 +197,7 @@ fn ten_thousand_layers_onto_64_stages_is_fast_and_balanced() {
     let p = Problem {
         recompute_work: vec![0.0; n],
         graph: None,
+        deferred: None,
         work: (0..n).map(|i| 1.0 + (i % 7) as f64).collect(),
         param_bytes: vec![1000; n],
         saved_bytes: vec![100; n],
@@ -224,6 +226,7 @@ fn recomputation_keeps_only_chunk_inputs_alive() {
         work: vec![1.0; 4],
         recompute_work: vec![0.5; 4],
         graph: None,
+        deferred: None,
         param_bytes: vec![10; 4],
         saved_bytes: vec![100; 4],
         cut_bytes: vec![0, 50, 50, 50, 0],

@@ -102,6 +102,9 @@ pub struct Stage {
     split_weights: bool,
     /// Micro-batches past B whose W is still to run.
     pending_w: BTreeMap<u64, Vec<Deferred>>,
+    /// `train.batch_weight_grads`: linear layers' weight gradients once per step, over every
+    /// micro-batch at once (not under ZB-H1, whose W runs per micro-batch).
+    batch_weights: bool,
     /// Data parallelism: where each gradient sits in the buffer being reduced, and the
     /// reduced gradients the next optimizer step applies.
     reduce_slots: Vec<reduce::Slot>,
@@ -168,6 +171,8 @@ impl Stage {
             dtype: float_dtype(topo.train.dtype),
             split_weights: topo.train.schedule == ScheduleKind::ZbH1,
             pending_w: BTreeMap::new(),
+            batch_weights: topo.train.batch_weight_grads
+                && topo.train.schedule != ScheduleKind::ZbH1,
             reduce_slots: Vec::new(),
             reduced: None,
             stateful_optimizer: topo.train.optimizer.state_copies() > 1,
@@ -427,7 +432,7 @@ impl Stage {
             .filter(|(_, t)| **t != MODEL_INPUT)
             .map(|(a, _)| a.grad(&grads).unwrap_or_else(|| a.zeros_like()))
             .collect();
-        if self.split_weights {
+        if self.split_weights || self.batch_weights {
             // Keep each split layer's output gradient for W (a layer the loss does not reach
             // has none, and no W to run).
             let deferred = std::mem::take(&mut live.deferred)
@@ -463,8 +468,33 @@ impl Stage {
         Ok(())
     }
 
+    /// Under `batch_weight_grads`: every micro-batch's deferred linear inputs and output
+    /// gradients, layer by layer, as one product each (micro-batches in order, so every split
+    /// and schedule computes the same sums).
+    pub(super) fn flush_batched_weights(&mut self) {
+        if !self.batch_weights || self.pending_w.is_empty() {
+            return;
+        }
+        let mut by_layer: BTreeMap<usize, (Vec<Act>, Vec<Act>)> = BTreeMap::new();
+        for (_, deferred) in std::mem::take(&mut self.pending_w) {
+            for d in deferred {
+                let e = by_layer.entry(d.layer).or_default();
+                e.0.push(d.input);
+                e.1.push(d.probe_or_grad);
+            }
+        }
+        for (j, (xs, gs)) in by_layer {
+            let (x, g) = (Act::cat(xs, 0), Act::cat(gs, 0));
+            let master = &self.modules[j];
+            let module = compute_module(master, self.dtype);
+            let grads = split::weight_grads(master, &module, &x, &g);
+            self.accum.accumulate(&self.modules, grads);
+        }
+    }
+
     /// Applies the accumulated gradients and starts the next step.
     pub fn optimizer_step(&mut self) -> Result<(), StageError> {
+        self.flush_batched_weights();
         if !self.live.is_empty() || !self.pending_w.is_empty() {
             return Err(StageError::StepWithLive {
                 stage: self.index,

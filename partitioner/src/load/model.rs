@@ -38,6 +38,7 @@ pub(super) const TRAIN_KEYS: &[&str] = &[
     "eps",
     "recompute",
     "dtype",
+    "batch_weight_grads",
 ];
 
 pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
@@ -663,5 +664,6 @@ pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
             "f16" => TrainDType::F16,
             _ => TrainDType::F32,
         },
+        batch_weight_grads: s.opt_bool("batch_weight_grads")?.unwrap_or(false),
     })
 }

@@ -19,6 +19,7 @@ impl Stage {
     /// Moves this step's accumulated gradients out as one f32 buffer (parameters in module
     /// order); [`Stage::set_gradients`] puts the reduced buffer back for the optimizer step.
     pub fn take_gradients(&mut self) -> Vec<f32> {
+        self.flush_batched_weights();
         struct Collect<'a> {
             from: &'a mut GradientsParams,
             slots: Vec<Slot>,

@@ -102,9 +102,14 @@ impl Stage {
                 layer: global as u64,
                 train: mode != Mode::Eval,
             };
-            let y = match (&module.linear, self.split_weights && mode == Mode::Train) {
-                (Some(l), true) => {
+            let y = match &module.linear {
+                Some(l) if mode == Mode::Train && self.split_weights => {
                     let (y, d) = split::forward(l, x, j);
+                    deferred.push(d);
+                    y
+                }
+                Some(l) if mode == Mode::Train && self.batch_weights && matches!(x, Act::F2(_)) => {
+                    let (y, d) = split::forward_transposed(l, x, j);
                     deferred.push(d);
                     y
                 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# brigade against PyTorch's own pipelining on the same CPU work, measured in one run, alternating:
+# mlp-8x1024 (8 x [Linear 1024 + ReLU] + Linear 10, batch 256, 8 micro-batches, SGD), 2 stages x
+# 1 compute thread, GPipe and 1F1B. Prints each run's samples/s and, per schedule, the median
+# ratio brigade / torch. Then the one-core micro-batched step (forward, backward, optimizer) and
+# the GEMM shapes of one layer, for both (`cargo bench --bench step`, `--bench gemm_shapes`).
+#
+# usage: benches/torch/compare.sh [ROUNDS]      (default 3; run it on an otherwise idle machine)
+# PyTorch: $TORCH_PYTHON, else python3 — a Python with torch 2.15 (benches/torch/requirements.txt;
+# PyPI has only the CUDA build, 5+ GB, which runs fine on CPU):
+#   python3 -m venv ~/.venv-torch && ~/.venv-torch/bin/pip install -r benches/torch/requirements.txt
+#   TORCH_PYTHON=~/.venv-torch/bin/python benches/torch/compare.sh
+# Without torch it says so and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-3}
+PY=${TORCH_PYTHON:-python3}
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+  echo "SKIP: no torch in $PY. Install it (see the top of $0) and set TORCH_PYTHON."
+  exit 0
+fi
+cargo build --release -q -p brigade-engine
+BRIGADE=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/brigade
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+brigade_run() { # schedule -> samples/s (median step after 3 warm-up steps)
+  "$BRIGADE" train topologies/mlp-8x1024.toml --set partition.stages=2 --set "train.schedule=$1" \
+    --steps 20 --metrics "$WORK/m.jsonl" >/dev/null 2>&1
+  python3 - "$WORK/m.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l][3:]
+print(f"{256 / statistics.median(r['step_ms'] for r in rows) * 1e3:.0f}")
+PY
+}
+
+torch_run() { # schedule -> samples/s
+  "$PY" benches/torch/torch_pipe_bench.py --schedule "$1" --steps 20 2>/dev/null |
+    tail -1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(f"{d[\"samples_per_sec\"]:.0f} {d[\"loadavg_1m_at_end\"]}")'
+}
+
+echo "mlp-8x1024, 2 stages x 1 thread, batch 256, 8 micro-batches, SGD ($(nproc) cores, $ROUNDS rounds)"
+for schedule in gpipe 1f1b; do
+  ratios=()
+  for r in $(seq 1 "$ROUNDS"); do
+    read -r t load < <(torch_run "$schedule")
+    b=$(brigade_run "$schedule")
+    ratio=$(python3 -c "print(f'{$b / $t:.2f}')")
+    ratios+=("$ratio")
+    echo "  $schedule round $r: torch $t samples/s (load $load), brigade $b samples/s, ratio $ratio"
+  done
+  echo "$schedule: median ratio brigade / torch $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+done
+
+echo "one core, the 8 x 32 micro-batched step and one layer's GEMM shapes:"
+"$PY" benches/torch/torch_step.py | python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+s = d["step_8x32"]
+print(f"  torch   step {s[\"step_ms\"]:.1f} ms: forward {s[\"forward_ms\"]:.1f}, backward {s[\"backward_ms\"]:.1f}, optimizer {s[\"optimizer_ms\"]:.1f}")
+for k, v in d["gemm"].items():
+    print(f"  torch   {k:<30} {v[\"ms\"]:7.3f} ms {v[\"gflops\"]:6.1f} GFLOP/s")
+'
+cargo bench -q -p brigade-benches --bench step 2>/dev/null | sed 's/^/  brigade /'
+cargo bench -q -p brigade-benches --bench gemm_shapes 2>/dev/null | sed 's/^/  brigade /'
