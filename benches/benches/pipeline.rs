@@ -245,6 +245,15 @@ fn main() -> ExitCode {
             ],
         });
     }
+    // Weight gradients batched over the step (the CPU-speed setting, docs/performance.md).
+    for schedule in ["gpipe", "1f1b"] {
+        cases.push(Case {
+            file: "mlp-8x1024.toml",
+            schedule,
+            steps: 12,
+            overrides: &["train.batch_weight_grads=true"],
+        });
+    }
     // Data and pipeline parallelism: two replicas of a two-stage pipeline (four ranks on two
     // cores: each rank gets half a core, which the efficiency below includes).
     cases.push(Case {

@@ -25,9 +25,9 @@ BRIGADE=$(cargo metadata --format-version 1 --no-deps |
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-brigade_run() { # schedule -> samples/s (median step after 3 warm-up steps)
+brigade_run() { # schedule, batch_weight_grads -> samples/s (median step after 3 warm-up steps)
   "$BRIGADE" train topologies/mlp-8x1024.toml --set partition.stages=2 --set "train.schedule=$1" \
-    --steps 20 --metrics "$WORK/m.jsonl" >/dev/null 2>&1
+    --set "train.batch_weight_grads=$2" --steps 20 --metrics "$WORK/m.jsonl" >/dev/null 2>&1
   python3 - "$WORK/m.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l][3:]
@@ -37,20 +37,22 @@ PY
 
 torch_run() { # schedule -> samples/s
   "$PY" benches/torch/torch_pipe_bench.py --schedule "$1" --steps 20 2>/dev/null |
-    tail -1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(f"{d[\"samples_per_sec\"]:.0f} {d[\"loadavg_1m_at_end\"]}")'
+    tail -1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(round(d["samples_per_sec"]), d["loadavg_1m_at_end"])'
 }
 
 echo "mlp-8x1024, 2 stages x 1 thread, batch 256, 8 micro-batches, SGD ($(nproc) cores, $ROUNDS rounds)"
 for schedule in gpipe 1f1b; do
-  ratios=()
+  ratios=() per_mb=()
   for r in $(seq 1 "$ROUNDS"); do
     read -r t load < <(torch_run "$schedule")
-    b=$(brigade_run "$schedule")
-    ratio=$(python3 -c "print(f'{$b / $t:.2f}')")
-    ratios+=("$ratio")
-    echo "  $schedule round $r: torch $t samples/s (load $load), brigade $b samples/s, ratio $ratio"
+    b=$(brigade_run "$schedule" true)
+    p=$(brigade_run "$schedule" false)
+    ratios+=("$(python3 -c "print(f'{$b / $t:.2f}')")")
+    per_mb+=("$(python3 -c "print(f'{$p / $t:.2f}')")")
+    echo "  $schedule round $r: torch $t samples/s (load $load); brigade $b (batch_weight_grads), $p (per micro-batch)"
   done
-  echo "$schedule: median ratio brigade / torch $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+  med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+  echo "$schedule: median ratio brigade / torch $(med "${ratios[@]}") with batch_weight_grads, $(med "${per_mb[@]}") without"
 done
 
 echo "one core, the 8 x 32 micro-batched step and one layer's GEMM shapes:"
@@ -58,9 +60,10 @@ echo "one core, the 8 x 32 micro-batched step and one layer's GEMM shapes:"
 import json, sys
 d = json.loads(sys.stdin.read())
 s = d["step_8x32"]
-print(f"  torch   step {s[\"step_ms\"]:.1f} ms: forward {s[\"forward_ms\"]:.1f}, backward {s[\"backward_ms\"]:.1f}, optimizer {s[\"optimizer_ms\"]:.1f}")
+print("  torch   step %.1f ms: forward %.1f, backward %.1f, optimizer %.1f"
+      % (s["step_ms"], s["forward_ms"], s["backward_ms"], s["optimizer_ms"]))
 for k, v in d["gemm"].items():
-    print(f"  torch   {k:<30} {v[\"ms\"]:7.3f} ms {v[\"gflops\"]:6.1f} GFLOP/s")
+    print("  torch   %-30s %7.3f ms %6.1f GFLOP/s" % (k, v["ms"], v["gflops"]))
 '
 cargo bench -q -p brigade-benches --bench step 2>/dev/null | sed 's/^/  brigade /'
 cargo bench -q -p brigade-benches --bench gemm_shapes 2>/dev/null | sed 's/^/  brigade /'
