@@ -67,15 +67,8 @@ fn batched_and_per_microbatch_weight_gradients_train_the_same_model() {
 
 #[test]
 fn the_planner_counts_what_batched_weight_gradients_keep() {
-    let plan = |extra: &[&str]| -> serde_json::Value {
-        let mut args = vec!["plan", "topologies/mlp-8x1024.toml", "--json"];
-        for e in extra {
-            args.extend(["--set", e]);
-        }
-        let out = run(&args);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let plan =
+        |extra: &[&str]| -> serde_json::Value { plan_of("topologies/mlp-8x1024.toml", extra) };
     let memory = |v: &serde_json::Value| -> Vec<u64> {
         v["stages"]
             .as_array()
@@ -84,7 +77,11 @@ fn the_planner_counts_what_batched_weight_gradients_keep() {
             .map(|s| s["memory_bytes"].as_u64().unwrap())
             .collect()
     };
-    let (off, on) = (memory(&plan(&[])), memory(&plan(&[ON])));
+    let (off, on) = (
+        memory(&plan(&["train.batch_weight_grads=false"])),
+        memory(&plan(&[ON])),
+    );
+    assert_eq!(memory(&plan(&[])), on, "on by default on CPUs");
     // Every linear layer keeps 8 micro-batches × 32 rows of its input and output gradient (f32):
     // eight 1024 → 1024 layers and the 1024 → 10 head.
     let kept = 8 * 32 * 4 * (8 * (1024 + 1024) + (1024 + 10));
@@ -93,4 +90,63 @@ fn the_planner_counts_what_batched_weight_gradients_keep() {
         kept,
         "{off:?} → {on:?}"
     );
+}
+
+fn plan_of(file: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["plan", file, "--json"];
+    for e in extra {
+        args.extend(["--set", e]);
+    }
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// On one device whose memory fits the model only without the kept tensors, the planner plans
+/// without them (before recomputation) and records it in the plan for every rank.
+#[test]
+fn where_only_per_microbatch_weight_gradients_fit_the_plan_says_so() {
+    let total = |v: serde_json::Value| -> u64 {
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["memory_bytes"].as_u64().unwrap())
+            .sum()
+    };
+    let one = ["partition.stages=1", "partition.method=auto"];
+    fn with<'a>(one: &[&'a str], o: &'a str) -> Vec<&'a str> {
+        one.iter().copied().chain([o]).collect()
+    }
+    let off = total(plan_of(
+        "topologies/mlp-8x1024.toml",
+        &with(&one, "train.batch_weight_grads=false"),
+    ));
+    let on = total(plan_of("topologies/mlp-8x1024.toml", &with(&one, ON)));
+    assert!(on > off);
+    let limit = (off + on) / 2;
+    let dir = tmp("batched-w-fit");
+    let plan = dir.join("job.json");
+    let hosts = format!(
+        r#"hosts=[{{name="local",address="127.0.0.1",devices=[{{device="cpu",memory={limit}}}]}}]"#
+    );
+    let mut args = vec![
+        "plan",
+        "topologies/mlp-8x1024.toml",
+        "--out",
+        plan.to_str().unwrap(),
+    ];
+    for o in one.iter().copied().chain([hosts.as_str()]) {
+        args.extend(["--set", o]);
+    }
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let overrides = job["topology"]["overrides"].to_string();
+    assert!(
+        overrides.contains("train.batch_weight_grads=false") && !overrides.contains("recompute"),
+        "{overrides}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -125,7 +125,32 @@ fn plan_topology(
         .and_then(|t| t.get("train")?.as_table()?.get("recompute").cloned())
         .is_some();
     let chosen = written || overrides.iter().any(|o| o.starts_with("train.recompute"));
-    let planned = match make_plan(topo, profile) {
+    // Batched weight gradients on by default keep every micro-batch's linear inputs: where no
+    // split fits the devices with them, plan without (recorded in the overrides, so every rank
+    // and `reference` of the plan do the same) before turning to recomputation.
+    let batch_written = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| {
+            t.get("train")?
+                .as_table()?
+                .get("batch_weight_grads")
+                .cloned()
+        })
+        .is_some()
+        || overrides
+            .iter()
+            .any(|o| o.starts_with("train.batch_weight_grads"));
+    let fallback = topo.train.batch_weight_grads && !batch_written;
+    let mut first = make_plan(topo, profile);
+    if fallback && matches!(&first, Err(e) if e.key() == Some("partition")) {
+        overrides.push("train.batch_weight_grads=false".into());
+        first = make_plan(
+            brigade_partitioner::parse(file, &text, &overrides)?,
+            profile,
+        );
+    }
+    let planned = match first {
         Ok(p) => p,
         // Memory forces recomputation: plan with it on the fewest first chunks that make a
         // split fit (the first chunks keep the most micro-batches alive under 1F1B), else on

@@ -95,8 +95,20 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
     let mut data = model::data(&section("data", &model::data_keys())?, &model)?;
     data.set_base(file);
     let eval = model::eval(&section("eval", model::EVAL_KEYS)?, &data)?;
-    let train = model::train(&section("train", model::TRAIN_KEYS)?)?;
+    let mut train = model::train(&section("train", model::TRAIN_KEYS)?)?;
     let hosts = cluster::hosts(&top)?;
+    // Unwritten, batched weight gradients are on where they are measured faster: every device a
+    // CPU (docs/decisions/0013-cpu-speed.md); ZB-H1 keeps its per-micro-batch weight pass.
+    let written = top
+        .opt_table("train")?
+        .is_some_and(|t| t.contains_key("batch_weight_grads"));
+    if !written {
+        train.batch_weight_grads = train.schedule != crate::topology::ScheduleKind::ZbH1
+            && hosts
+                .iter()
+                .flat_map(|h| &h.devices)
+                .all(|d| d.kind == crate::topology::DeviceKind::Cpu);
+    }
     let links = cluster::links(&top, &hosts)?;
     let partition = cluster::partition(
         &section("partition", cluster::PARTITION_KEYS)?,
