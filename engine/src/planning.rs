@@ -25,6 +25,8 @@ pub struct Planned {
     pub chunk_rank: Vec<usize>,
     /// The planner turned recomputation on because no split fits memory without it.
     pub auto_recompute: bool,
+    /// The planner turned batched weight gradients off because no split fits memory with them.
+    pub batch_weights_off: bool,
     /// With `partition.replicas = "auto"`: every shape weighed, the chosen one marked.
     pub shapes: Vec<crate::shape::ShapeOption>,
 }
@@ -130,6 +132,7 @@ pub(crate) fn finish(
         places,
         chunk_rank,
         auto_recompute: false,
+        batch_weights_off: false,
         shapes: Vec::new(),
     };
     let sim = p.simulate(true).map_err(|e| {

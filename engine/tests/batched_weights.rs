@@ -148,5 +148,11 @@ fn where_only_per_microbatch_weight_gradients_fit_the_plan_says_so() {
         overrides.contains("train.batch_weight_grads=false") && !overrides.contains("recompute"),
         "{overrides}"
     );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("batched weight gradients turned off by the planner"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

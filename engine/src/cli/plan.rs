@@ -266,6 +266,12 @@ pub fn render(p: &Planned) -> String {
         .iter()
         .max_by(|a, b| (a.compute_ms + a.send_ms).total_cmp(&(b.compute_ms + b.send_ms)))
         .map_or(0, |st| st.stage);
+    if p.batch_weights_off {
+        let _ = writeln!(
+            s,
+            "\nweights        batched weight gradients turned off by the planner: with them no split fits the devices' memory (train.batch_weight_grads = true to insist)"
+        );
+    }
     if p.auto_recompute {
         let _ = writeln!(
             s,

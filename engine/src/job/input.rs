@@ -143,7 +143,8 @@ fn plan_topology(
             .any(|o| o.starts_with("train.batch_weight_grads"));
     let fallback = topo.train.batch_weight_grads && !batch_written;
     let mut first = make_plan(topo, profile);
-    if fallback && matches!(&first, Err(e) if e.key() == Some("partition")) {
+    let batch_off = fallback && matches!(&first, Err(e) if e.key() == Some("partition"));
+    if batch_off {
         overrides.push("train.batch_weight_grads=false".into());
         first = make_plan(
             brigade_partitioner::parse(file, &text, &overrides)?,
@@ -192,6 +193,7 @@ fn plan_topology(
     let job = job_from_plan(source, &planned.topo, &planned.plan, &planned.alternatives)?;
     let mut planned = planned;
     planned.shapes = shapes;
+    planned.batch_weights_off = batch_off;
     Ok((job, planned))
 }
 
