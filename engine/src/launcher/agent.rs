@@ -96,7 +96,7 @@ pub fn run(agent: &Agent, policy: &RestartPolicy, plan_for: &mut PlanFor) -> Res
             spec.extra_args
                 .extend(["--resume-step".to_string(), step.to_string()]);
         }
-        let ranks: Vec<String> = spec.stages.iter().map(|(k, _)| k.to_string()).collect();
+        let here: Vec<String> = spec.stages.iter().map(|(k, _)| k.to_string()).collect();
         crate::note!(
             "{}: round {round}: {} members ({}), {} ranks; running rank {} (run {}){}",
             agent.id,
@@ -107,7 +107,7 @@ pub fn run(agent: &Agent, policy: &RestartPolicy, plan_for: &mut PlanFor) -> Res
                 .collect::<Vec<_>>()
                 .join(", "),
             spec.total_stages,
-            ranks.join(", "),
+            here.join(", "),
             done.run_id,
             done.resume
                 .map(|s| format!(", from the checkpoint of step {s}"))

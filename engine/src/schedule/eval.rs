@@ -22,16 +22,11 @@ pub fn eval_schedule(slots: &[ChunkSlot], microbatches: usize) -> Vec<Instr> {
     let mut out = Vec::new();
     for slot in &slots {
         for mb in 0..microbatches as u32 {
-            for edge in slot.input.iter() {
-                out.push(Instr::RecvAct { edge, mb });
-            }
-            out.push(Instr::EvalForward {
+            let compute = Instr::EvalForward {
                 chunk: slot.chunk,
                 mb,
-            });
-            for edge in slot.output.iter() {
-                out.push(Instr::SendAct { edge, mb });
-            }
+            };
+            super::around(&mut out, *slot, mb, compute);
         }
     }
     out

@@ -286,16 +286,23 @@ pub fn peak_live(list: &[Instr]) -> usize {
 
 /// The forward of `mb` through `slot`'s chunk, with its receive and send.
 pub(crate) fn forward(out: &mut Vec<Instr>, slot: ChunkSlot, mb: u32) {
-    for edge in slot.input.iter() {
-        out.push(Instr::RecvAct { edge, mb });
-    }
-    out.push(Instr::Forward {
-        chunk: slot.chunk,
+    around(
+        out,
+        slot,
         mb,
-    });
-    for edge in slot.output.iter() {
-        out.push(Instr::SendAct { edge, mb });
-    }
+        Instr::Forward {
+            chunk: slot.chunk,
+            mb,
+        },
+    );
+}
+
+/// `compute` (a forward or an evaluation of `mb`) between the receives of the chunk's inputs
+/// and the sends of its outputs, one per edge.
+pub(crate) fn around(out: &mut Vec<Instr>, slot: ChunkSlot, mb: u32, compute: Instr) {
+    out.extend(slot.input.iter().map(|edge| Instr::RecvAct { edge, mb }));
+    out.push(compute);
+    out.extend(slot.output.iter().map(|edge| Instr::SendAct { edge, mb }));
 }
 
 /// The backward of `mb` through `slot`'s chunk, with its receive and send.
