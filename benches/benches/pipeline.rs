@@ -130,7 +130,7 @@ fn run(case: &Case, dir: &std::path::Path) {
     }
     let ideal = simulate(&job.instructions[..k_rep], &ideal_costs).expect("the schedule runs");
     let d = job.replicas();
-    let graph = brigade_partitioner::LayerGraph::from_model(&topo.model);
+    let graph = topo.model.graph();
     let mut ref_times = Vec::new();
     train(&topo, (case.steps as usize).min(12), &Device::flex(), |s| {
         ref_times.push(s.step_ms)

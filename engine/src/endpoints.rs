@@ -102,7 +102,7 @@ fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ 
 
 /// The largest all-reduce segment of chunk `c` (its gradients, the loss, padding), values.
 pub fn reduce_segment(job: &Job, c: usize) -> usize {
-    let graph = brigade_partitioner::LayerGraph::from_model(&job.topo.model);
+    let graph = job.topo.model.graph();
     let [a, b] = job.chunks()[c].layers;
     let params: u64 = (a..b).map(|l| graph.layer(l).cost.params).sum();
     (params as usize + 2).div_ceil(job.replicas()) + 1

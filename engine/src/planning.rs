@@ -7,7 +7,7 @@ use crate::sim::{ChunkCost, EdgeCost, SimCosts, SimError, SimReport, simulate};
 use brigade_partitioner::graph::{Crossing, crossings};
 use brigade_partitioner::plan::{self, Alternative, Plan};
 use brigade_partitioner::{
-    ConfigError, Costs, LayerGraph, LayerKind, Placement, Profile, ScheduleKind, Topology,
+    ConfigError, Costs, LayerGraph, Placement, Profile, Topology, WeightGrads,
 };
 
 /// A plan with everything needed to explain it.
@@ -65,7 +65,7 @@ pub fn live_counts(topo: &Topology) -> Vec<u64> {
 /// Plans `topo` (with measured costs from `profile` if given) and simulates its schedule; a
 /// schedule that deadlocks or a model that does not fit is reported as bad input.
 pub fn make_plan(topo: Topology, profile: Option<&str>) -> Result<Planned, ConfigError> {
-    let graph = LayerGraph::from_model(&topo.model);
+    let graph = topo.model.graph().clone();
     let costs = costs_for(&topo, &graph, profile)?;
     let live = live_counts(&topo);
     let plan = plan::plan(&topo, &graph, &costs, &live).map_err(|e| {
@@ -157,6 +157,32 @@ pub(crate) fn finish(
 }
 
 impl Planned {
+    /// Under a schedule with a W pass (ZB-H1): the milliseconds of layers `layers` that leave
+    /// the backward (B) for W, and what W runs, from their linear products and the run's
+    /// weight-gradient strategy (`brigade_layers::strategy`); (0, 0) otherwise.
+    fn weight_pass_ms(&self, layers: std::ops::Range<usize>, speed_gflops: f64) -> (f64, f64) {
+        let weights = self.topo.train.weight_grads();
+        if weights != WeightGrads::PerMicrobatch {
+            return (0.0, 0.0);
+        }
+        let layer_ms = |i: usize| {
+            // The products' share of the layer's (estimated or profiled) forward time.
+            let node = self.graph.layer(i);
+            let per_flop = self.costs.forward_gflop[i] / speed_gflops * 1e3
+                / node.cost.forward_flops.max(f64::MIN_POSITIVE);
+            let (moved, w) = node
+                .kind
+                .products(&node.input_shape)
+                .iter()
+                .map(|p| weights.moved_flops(p))
+                .fold((0.0, 0.0), |(a, b), (m, w)| (a + m, b + w));
+            (moved * per_flop, w * per_flop)
+        };
+        layers
+            .map(layer_ms)
+            .fold((0.0, 0.0), |(a, b), (m, w)| (a + m, b + w))
+    }
+
     /// What the simulator charges for this plan; `with_links = false` makes communication
     /// free (the ideal a pipeline is measured against).
     pub fn sim_costs(&self, with_links: bool) -> SimCosts {
@@ -169,22 +195,7 @@ impl Planned {
             .enumerate()
             .map(|(c, (st, place))| {
                 let speed = topo.device(place).speed_gflops;
-                // ZB-H1 splits linear layers: their weight-gradient product (as big as their
-                // forward) leaves B for W; on token sequences W also re-runs the forward
-                // product (brigade_stages::split says why).
-                let (moved_ms, weight_ms) = if topo.train.schedule == ScheduleKind::ZbH1 {
-                    let ms = |gflop: f64| gflop / speed * 1e3;
-                    (st.layers[0]..st.layers[1])
-                        .filter(|&i| matches!(self.graph.layer(i).kind, LayerKind::Linear { .. }))
-                        .map(|i| {
-                            let f = ms(self.costs.forward_gflop[i]);
-                            let rerun = self.graph.layer(i).input_shape.len() > 1;
-                            (f, if rerun { 2.0 * f } else { f })
-                        })
-                        .fold((0.0, 0.0), |(a, b), (f, w)| (a + f, b + w))
-                } else {
-                    (0.0, 0.0)
-                };
+                let (moved_ms, weight_ms) = self.weight_pass_ms(st.layers[0]..st.layers[1], speed);
                 ChunkCost {
                     forward_ms: st.forward_ms,
                     backward_ms: st.backward_ms,

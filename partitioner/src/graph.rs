@@ -4,8 +4,8 @@
 //! edge from an earlier layer to a later one, and a cut between stages carries every tensor
 //! produced before it and consumed after it (each tensor once, however many layers use it).
 
-use crate::layers::{ACT_BYTES, LayerCost, LayerKind, TOKEN_BYTES};
-use crate::topology::Model;
+pub use crate::layers::{ACT_BYTES, TOKEN_BYTES};
+use crate::layers::{LayerCost, LayerKind};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
@@ -29,47 +29,6 @@ pub struct LayerGraph {
 }
 
 impl LayerGraph {
-    /// Builds the chain graph of a validated model (shapes were checked when it was loaded).
-    pub fn from_model(model: &Model) -> Self {
-        let mut graph = DiGraph::new();
-        let shape = model.input.clone();
-        let token_input = matches!(
-            model.layers.first().map(|l| &l.kind),
-            Some(LayerKind::Embedding { .. })
-        );
-        let input_bytes = shape.iter().product::<usize>() as u64
-            * if token_input { TOKEN_BYTES } else { ACT_BYTES };
-        let mut outputs: Vec<Vec<usize>> = Vec::with_capacity(model.layers.len());
-        for (i, layer) in model.layers.iter().enumerate() {
-            let sources = model.sources(i);
-            let input_shape = sources
-                .first()
-                .map_or(shape.clone(), |&j| outputs[j].clone());
-            let out = if layer.kind.is_merge() {
-                let ins: Vec<Vec<usize>> = sources.iter().map(|&j| outputs[j].clone()).collect();
-                layer.kind.merge_shape(&ins)
-            } else {
-                layer.kind.output_shape(&input_shape)
-            }
-            .expect("validated topology has consistent shapes");
-            let cost = layer.kind.cost(&input_shape, &out);
-            let node = graph.add_node(LayerNode {
-                name: layer.name.clone(),
-                kind: layer.kind.clone(),
-                input_shape,
-                output_shape: out.clone(),
-                cost,
-            });
-            for j in sources {
-                let p = NodeIndex::new(j);
-                graph.add_edge(p, node, graph[p].cost.activation_bytes);
-            }
-            outputs.push(out);
-        }
-
-        LayerGraph { graph, input_bytes }
-    }
-
     pub fn len(&self) -> usize {
         self.graph.node_count()
     }
@@ -191,41 +150,4 @@ pub fn crossings(
     }
     out.sort();
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::topology::{Layer, Loss};
-
-    fn chain(widths: &[usize]) -> LayerGraph {
-        let layers = widths
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Layer {
-                name: format!("l{i}"),
-                kind: LayerKind::Linear { out: w, bias: true },
-                inputs: Vec::new(),
-            })
-            .collect();
-        LayerGraph::from_model(&Model {
-            input: vec![8],
-            layers,
-            loss: Loss::Mse,
-        })
-    }
-
-    #[test]
-    fn chain_cuts_carry_the_previous_output() {
-        let g = chain(&[16, 32, 4]);
-        assert_eq!(g.cut_bytes(), vec![0, 64, 128, 0]);
-    }
-
-    #[test]
-    fn skip_connection_crosses_every_cut_it_spans() {
-        let mut g = chain(&[16, 32, 4, 4]);
-        g.add_skip(0, 3); // layer 0's 16 floats also feed layer 3
-        // cut 1: l0 out (64); cut 2: l1 out (128) + l0 out (64); cut 3: l2 out (16) + l0 out (64).
-        assert_eq!(g.cut_bytes(), vec![0, 64, 192, 80, 0]);
-    }
 }

@@ -4,7 +4,7 @@
 //! and every other crate can depend on it.
 //!
 //! ```
-//! use brigade_partitioner::{Costs, LayerGraph, parse, plan};
+//! use brigade_partitioner::{Costs, parse, plan};
 //!
 //! let toml = r#"
 //!     [model]
@@ -21,7 +21,7 @@
 //!     stages = 2
 //! "#;
 //! let topo = parse("example.toml", toml, &[]).unwrap();
-//! let graph = LayerGraph::from_model(&topo.model);
+//! let graph = topo.model.graph();
 //! let costs = Costs::estimate(&graph, topo.train.microbatch_size());
 //! // Live micro-batches per stage come from the schedule (the engine counts them); GPipe keeps all 8.
 //! let plan = plan::plan(&topo, &graph, &costs, &[8, 8]).unwrap();
@@ -30,18 +30,20 @@
 //! ```
 
 pub mod cost;
-pub mod error;
 pub mod graph;
-pub mod layers;
 mod load;
+pub mod model;
 pub mod partition;
 pub mod plan;
-mod reader;
 pub mod topology;
+
+use brigade_layers::reader;
+/// Layer kinds, and the section reader and errors the loader shares with them.
+pub use brigade_layers::{self as layers, error};
 
 pub use cost::{Costs, Profile, ProfiledLayer};
 pub use error::ConfigError;
 pub use graph::LayerGraph;
-pub use layers::LayerKind;
+pub use layers::{LayerKind, WeightGrads};
 pub use load::{apply_override, load, parse};
 pub use topology::*;

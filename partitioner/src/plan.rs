@@ -2,6 +2,7 @@
 
 use crate::cost::Costs;
 use crate::graph::LayerGraph;
+use crate::layers::WeightGrads;
 use crate::partition::{self, DeferredW, PartitionError, Problem, Split, StageSlot};
 use crate::topology::{Method, Placement, Topology};
 use serde::{Deserialize, Serialize};
@@ -63,18 +64,19 @@ pub fn problem(topo: &Topology, costs: &Costs, live: &[u64]) -> Problem {
     problem_on(topo, costs, live, &topo.chunk_placements())
 }
 
-/// Per layer, what `train.batch_weight_grads` keeps of one micro-batch until the step's end: a
-/// linear layer on `[rows, features]` keeps its input and its output's gradient.
+/// Per layer, what batched weight gradients keep of one micro-batch until the step's end: each
+/// linear product's input and output gradient.
 fn deferred_bytes(topo: &Topology) -> Vec<u64> {
-    let graph = LayerGraph::from_model(&topo.model);
+    let graph = topo.model.graph();
     let mbs = topo.train.microbatch_size() as u64;
+    let weights = topo.train.weight_grads();
     graph
         .layers()
-        .map(|l| match (&l.kind, l.input_shape.as_slice()) {
-            (crate::layers::LayerKind::Linear { out, .. }, [d_in]) => {
-                mbs * (*d_in as u64 + *out as u64) * topo.train.dtype.size()
-            }
-            _ => 0,
+        .map(|l| {
+            let kept = l.kind.products(&l.input_shape).iter().fold(0u64, |acc, p| {
+                acc.saturating_add(weights.kept_bytes(p, topo.train.dtype.size()))
+            });
+            kept.saturating_mul(mbs)
         })
         .collect()
 }
@@ -129,7 +131,7 @@ pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placem
         saved_bytes: costs.saved_bytes.clone(),
         cut_bytes: costs.cut_bytes.clone(),
         graph: costs.graph.clone(),
-        deferred: topo.train.batch_weight_grads.then(|| DeferredW {
+        deferred: (topo.train.weight_grads() == WeightGrads::PerStep).then(|| DeferredW {
             bytes: deferred_bytes(topo),
             microbatches: (topo.train.microbatches / topo.partition.replicas.max(1)) as u64,
         }),

@@ -1,7 +1,7 @@
 //! The validated topology: what every other part of brigade reads. It is only built by
 //! [`crate::load`], so holding a `Topology` means every key was checked.
 
-use crate::layers::LayerKind;
+pub use crate::model::{Layer, Loss, Model};
 use serde::Serialize;
 
 /// A validated topology file.
@@ -17,51 +17,6 @@ pub struct Topology {
     pub hosts: Vec<Host>,
     pub links: Vec<Link>,
     pub partition: Partition,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Model {
-    /// One sample's shape, batch excluded.
-    pub input: Vec<usize>,
-    pub layers: Vec<Layer>,
-    pub loss: Loss,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Layer {
-    /// `name` from the file, or `<kind><index>`.
-    pub name: String,
-    pub kind: LayerKind,
-    /// The layers whose outputs this one takes (`inputs = [...]`), by index; empty: the layer
-    /// before it (the first layer reads `model.input`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<usize>,
-}
-
-impl Model {
-    /// The layers whose outputs layer `i` takes, in order (empty for the first layer, which
-    /// reads the model input).
-    pub fn sources(&self, i: usize) -> Vec<usize> {
-        match &self.layers[i].inputs {
-            v if !v.is_empty() => v.clone(),
-            _ if i == 0 => Vec::new(),
-            _ => vec![i - 1],
-        }
-    }
-
-    /// Whether every layer takes the one before it (no skip connections).
-    pub fn is_chain(&self) -> bool {
-        self.layers.iter().all(|l| l.inputs.is_empty())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Loss {
-    /// Softmax cross-entropy against class ids (per sample, or per token for [tokens, vocab]).
-    CrossEntropy,
-    /// Mean squared error against a target shaped like the output.
-    Mse,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +173,15 @@ impl TrainDType {
 }
 
 impl Train {
+    /// How linear products take their weight gradients in this run (the one choice every
+    /// stage and the planner's time and memory model share).
+    pub fn weight_grads(&self) -> crate::layers::WeightGrads {
+        crate::layers::WeightGrads::choose(
+            self.schedule == ScheduleKind::ZbH1,
+            self.batch_weight_grads,
+        )
+    }
+
     /// Whether chunk `chunk` recomputes its forward at backward time.
     pub fn recomputes(&self, chunk: usize) -> bool {
         self.recompute || self.recompute_chunks.contains(&chunk)
@@ -495,9 +459,6 @@ impl Topology {
 
     /// Whether the first layer takes token ids (an embedding) rather than f32 features.
     pub fn token_input(&self) -> bool {
-        matches!(
-            self.model.layers.first().map(|l| &l.kind),
-            Some(LayerKind::Embedding { .. })
-        )
+        self.model.token_input()
     }
 }

@@ -1,7 +1,7 @@
 //! Random text and random TOML structures never make the topology loader panic: it returns a
 //! topology or an error. Valid results also plan without panicking.
 
-use brigade_partitioner::{Costs, LayerGraph, parse, plan};
+use brigade_partitioner::{Costs, parse, plan};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
@@ -207,7 +207,7 @@ fn chaotic_topology() -> impl Strategy<Value = String> {
 
 fn exercise(text: &str) {
     if let Ok(topo) = parse("fuzz.toml", text, &[]) {
-        let graph = LayerGraph::from_model(&topo.model);
+        let graph = topo.model.graph();
         let costs = Costs::estimate(&graph, topo.train.microbatch_size());
         let live = vec![topo.train.microbatches as u64; topo.partition.stages];
         let _ = plan::plan(&topo, &graph, &costs, &live);

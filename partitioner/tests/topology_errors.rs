@@ -246,9 +246,9 @@ fn overrides_apply_and_are_validated() {
 
 #[test]
 fn profile_with_wrong_layer_count_is_refused() {
-    use brigade_partitioner::{Costs, LayerGraph, Profile, ProfiledLayer};
+    use brigade_partitioner::{Costs, Profile, ProfiledLayer};
     let t = parse("good.toml", GOOD, &[]).unwrap();
-    let g = LayerGraph::from_model(&t.model);
+    let g = t.model.graph();
     let layer = ProfiledLayer {
         name: "x".into(),
         forward_ms: 1.0,
@@ -373,7 +373,7 @@ fn a_residual_graph_is_read_with_its_inputs_and_keeps_chains_unchanged() {
     );
     assert!(m.layers[5].inputs.is_empty());
     assert!(!m.is_chain());
-    let graph = brigade_partitioner::LayerGraph::from_model(m);
+    let graph = m.graph();
     assert_eq!(
         graph.layer(4).output_shape,
         vec![128],

@@ -36,23 +36,21 @@
 //! assert_eq!(last.step(), 1);
 //! ```
 
-pub mod act;
 pub mod alloc;
-pub mod block;
 pub mod checkpoint;
 pub mod codec;
 pub mod data;
 pub mod device;
-pub mod init;
-pub mod layer;
 pub mod loss;
 pub mod optim;
 pub mod params;
 pub mod precision;
 pub mod profile;
 pub mod reference;
-pub mod split;
 pub mod stage;
+
+/// Activations, deterministic initialisation and the layer kinds live in `brigade_layers`.
+pub use brigade_layers::{act, init, map_float};
 
 pub use act::Act;
 pub use data::{Batches, DataError, Role, SyntheticData};

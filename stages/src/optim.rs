@@ -1,6 +1,6 @@
 //! The optimizers a topology names, on burn's `ModuleOptimizer`.
 
-use crate::layer::LayerModule;
+use brigade_layers::LayerModule;
 use brigade_partitioner::{Optimizer, Train};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;

@@ -5,8 +5,7 @@
 //! in f32), runs the layer in that dtype, and hands on activations in that dtype; the wire
 //! carries them as they are (half the bytes of f32). The loss is taken in f32.
 
-use crate::act::Act;
-use crate::layer::LayerModule;
+use brigade_layers::LayerModule;
 use brigade_partitioner::TrainDType;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
@@ -38,26 +37,5 @@ pub fn compute_module(module: &LayerModule, dtype: FloatDType) -> LayerModule {
         m
     } else {
         m.map(&mut CastParams(dtype))
-    }
-}
-
-impl Act {
-    /// The activation in `dtype` (token ids stay integers).
-    pub fn cast(self, dtype: FloatDType) -> Act {
-        match self {
-            Act::Tokens(t) => Act::Tokens(t),
-            other => crate::map_float!(other, |t| t.cast(dtype)),
-        }
-    }
-
-    /// The float dtype of the activation (f32 for token ids, which are not cast).
-    pub fn float_dtype(&self) -> FloatDType {
-        let d = match self {
-            Act::Tokens(_) => return FloatDType::F32,
-            Act::F2(t) => t.dtype(),
-            Act::F3(t) => t.dtype(),
-            Act::F4(t) => t.dtype(),
-        };
-        d.into()
     }
 }

@@ -1,9 +1,10 @@
 //! `brigade profile`: measured per-layer costs in the format the planner reads.
 
 use crate::act::Act;
-use crate::layer::{ForwardCtx, LayerModule};
 use crate::precision::{compute_module, float_dtype};
-use brigade_partitioner::{LayerGraph, LayerKind, Profile, ProfiledLayer, Topology};
+use brigade_layers::WeightGrads;
+use brigade_layers::imp::{Forward, ForwardCtx};
+use brigade_partitioner::{LayerKind, Profile, ProfiledLayer, Topology};
 use burn::prelude::*;
 use rand::Rng;
 use std::time::Instant;
@@ -12,14 +13,15 @@ use std::time::Instant;
 /// `warmup` untimed runs, then the median of `repeats` forward and backward passes.
 pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) -> Profile {
     let device = device.clone().autodiff();
-    let graph = LayerGraph::from_model(&topo.model);
+    let graph = topo.model.graph();
     let mbs = topo.train.microbatch_size();
     let dtype = float_dtype(topo.train.dtype);
     let layers = (0..graph.len())
         .map(|i| {
             let node = graph.layer(i);
-            let master =
-                LayerModule::init(&node.kind, &node.input_shape, topo.train.seed, i, &device);
+            let master = node
+                .kind
+                .init(&node.input_shape, topo.train.seed, i, &device);
             let mut shape = vec![mbs];
             shape.extend_from_slice(&node.input_shape);
             let mut fwd = Vec::with_capacity(repeats);
@@ -52,9 +54,16 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
                 // In the training dtype, as a stage runs it: the parameters' cast is part of
                 // the forward (and its graph is used up by each backward).
                 let out = if node.kind.is_merge() {
-                    LayerModule::merge(&node.kind, merged)
+                    node.kind.merge(merged)
                 } else {
-                    compute_module(&master, dtype).forward(&node.kind, x, &ctx)
+                    let mut f = Forward {
+                        ctx,
+                        weights: WeightGrads::InBackward,
+                        local: 0,
+                        deferred: &mut Vec::new(),
+                    };
+                    node.kind
+                        .forward(&compute_module(&master, dtype), x, &mut f)
                 };
                 sync(&device);
                 let t1 = Instant::now();
@@ -96,13 +105,13 @@ fn sync(device: &Device) {
 fn sample_input(kind: &LayerKind, shape: &[usize], salt: u64, device: &Device) -> Act {
     let mut r = crate::init::rng(crate::init::Stream::Data, &[u64::MAX, salt]);
     let n = shape.iter().product();
-    match kind {
-        LayerKind::Embedding { vocab, .. } => Act::from_tokens(
-            (0..n).map(|_| r.random_range(0..*vocab as i64)).collect(),
+    match kind.token_vocab() {
+        Some(vocab) => Act::from_tokens(
+            (0..n).map(|_| r.random_range(0..vocab as i64)).collect(),
             shape,
             device,
         ),
-        _ => {
+        None => {
             Act::from_f32(crate::init::uniform_values(&mut r, n, 1.0), shape, device).require_grad()
         }
     }

@@ -7,13 +7,13 @@
 //! is a fresh leaf that requires grad; its gradient is what the stage sends upstream.
 
 use crate::act::Act;
-use crate::layer::LayerModule;
 use crate::loss::{Target, loss};
 use crate::optim::{StageOptimizer, make_optimizer};
 use crate::params::{AssignIds, NamedParam, named_params, take_grads};
 use crate::precision::{compute_module, float_dtype};
-use crate::split::{self, Deferred};
-use brigade_partitioner::{LayerGraph, LayerKind, ScheduleKind, Topology};
+use brigade_layers::products::{self, Deferred};
+use brigade_layers::{LayerModule, WeightGrads};
+use brigade_partitioner::{LayerKind, Topology};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
@@ -67,7 +67,7 @@ struct Live {
     input: Vec<Act>,
     /// The outputs with their graph; `None` under recomputation until backward re-runs forward.
     output: Option<Vec<Act>>,
-    /// Split linear layers' inputs and output probes (ZB-H1).
+    /// Deferred linear products' inputs and output probes.
     deferred: Vec<Deferred>,
 }
 
@@ -98,13 +98,11 @@ pub struct Stage {
     recompute: bool,
     /// What activations are computed in (parameters stay f32; see [`crate::precision`]).
     dtype: FloatDType,
-    /// Split linear layers' backward into B and W (`schedule = "zb-h1"`, see [`crate::split`]).
-    split_weights: bool,
-    /// Micro-batches past B whose W is still to run.
+    /// How linear products take their weight gradients (`brigade_layers::strategy`).
+    weights: WeightGrads,
+    /// Micro-batches past B whose weight gradients are still to take (by W, or at the step's
+    /// end when batched).
     pending_w: BTreeMap<u64, Vec<Deferred>>,
-    /// `train.batch_weight_grads`: linear layers' weight gradients once per step, over every
-    /// micro-batch at once (not under ZB-H1, whose W runs per micro-batch).
-    batch_weights: bool,
     /// Data parallelism: where each gradient sits in the buffer being reduced, and the
     /// reduced gradients the next optimizer step applies.
     reduce_slots: Vec<reduce::Slot>,
@@ -116,7 +114,7 @@ impl Stage {
     /// Stage `index` holding `layers` of `topo`'s model on `device` (autodiff is added here).
     pub fn new(topo: &Topology, index: usize, layers: Range<usize>, device: &Device) -> Stage {
         let device = device.clone().autodiff();
-        let graph = LayerGraph::from_model(&topo.model);
+        let graph = topo.model.graph();
         let mbs = topo.train.microbatch_size();
         let with_batch = |s: &[usize]| {
             std::iter::once(mbs)
@@ -126,14 +124,10 @@ impl Stage {
         let modules = layers
             .clone()
             .map(|i| {
-                LayerModule::init(
-                    &graph.layer(i).kind,
-                    &graph.layer(i).input_shape,
-                    topo.train.seed,
-                    i,
-                    &device,
-                )
-                .map(&mut AssignIds::new(i))
+                let node = graph.layer(i);
+                (node.kind)
+                    .init(&node.input_shape, topo.train.seed, i, &device)
+                    .map(&mut AssignIds::new(i))
             })
             .collect();
         let modules_len = layers.len();
@@ -169,10 +163,8 @@ impl Stage {
             step: 0,
             recompute: topo.train.recomputes(index),
             dtype: float_dtype(topo.train.dtype),
-            split_weights: topo.train.schedule == ScheduleKind::ZbH1,
+            weights: topo.train.weight_grads(),
             pending_w: BTreeMap::new(),
-            batch_weights: topo.train.batch_weight_grads
-                && topo.train.schedule != ScheduleKind::ZbH1,
             reduce_slots: Vec::new(),
             reduced: None,
             stateful_optimizer: topo.train.optimizer.state_copies() > 1,
@@ -180,10 +172,12 @@ impl Stage {
         }
     }
 
-    /// Turns ZB-H1's split backward on or off (a stage follows its topology's schedule; the
+    /// Turns ZB-H1's split backward off (a stage follows its topology's schedule; the
     /// one-rank reference never splits, whatever the schedule).
     pub fn set_split_weights(&mut self, split: bool) {
-        self.split_weights = split;
+        if !split && self.weights == WeightGrads::PerMicrobatch {
+            self.weights = WeightGrads::InBackward;
+        }
     }
 
     pub fn index(&self) -> usize {
@@ -205,6 +199,12 @@ impl Stage {
     /// Optimizer steps taken so far (the 0-based index of the step being run).
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// Linear products past their backward whose weight gradients are still to take (by a W
+    /// instruction, or at the step's end when batched).
+    pub fn deferred_products(&self) -> usize {
+        self.pending_w.values().map(Vec::len).sum()
     }
 
     /// Micro-batches run forward and waiting for their backward.
@@ -432,9 +432,9 @@ impl Stage {
             .filter(|(_, t)| **t != MODEL_INPUT)
             .map(|(a, _)| a.grad(&grads).unwrap_or_else(|| a.zeros_like()))
             .collect();
-        if self.split_weights || self.batch_weights {
-            // Keep each split layer's output gradient for W (a layer the loss does not reach
-            // has none, and no W to run).
+        if self.weights.defers() {
+            // Keep each deferred product's output gradient for W (a product the loss does not
+            // reach has none, and no W to run).
             let deferred = std::mem::take(&mut live.deferred)
                 .into_iter()
                 .filter_map(|mut d| {
@@ -460,34 +460,41 @@ impl Stage {
                 mb,
             })?;
         for d in pending {
-            let master = &self.modules[d.layer];
-            let module = compute_module(master, self.dtype);
-            let grads = split::weight_grads(master, &module, &d.input, &d.probe_or_grad);
+            let grads = self.product_grads(d.layer, d.product, &d.input, &d.probe_or_grad);
             self.accum.accumulate(&self.modules, grads);
         }
         Ok(())
+    }
+
+    /// The weight gradients of product `product` of local layer `j` from its input `x` and its
+    /// output's gradient `g`.
+    fn product_grads(&self, j: usize, product: &str, x: &Act, g: &Act) -> GradientsParams {
+        let missing = || panic!("layer {j} has no linear product {product}");
+        let master = self.modules[j].linear(product).unwrap_or_else(missing);
+        let module = compute_module(&self.modules[j], self.dtype);
+        let module = module.linear(product).unwrap_or_else(missing);
+        products::weight_grads(master, module, x, g, self.weights)
     }
 
     /// Under `batch_weight_grads`: every micro-batch's deferred linear inputs and output
     /// gradients, layer by layer, as one product each (micro-batches in order, so every split
     /// and schedule computes the same sums).
     pub(super) fn flush_batched_weights(&mut self) {
-        if !self.batch_weights || self.pending_w.is_empty() {
+        if self.weights != WeightGrads::PerStep || self.pending_w.is_empty() {
             return;
         }
-        let mut by_layer: BTreeMap<usize, (Vec<Act>, Vec<Act>)> = BTreeMap::new();
+        type Rows = (Vec<Act>, Vec<Act>);
+        let mut by_product: BTreeMap<(usize, &'static str), Rows> = BTreeMap::new();
         for (_, deferred) in std::mem::take(&mut self.pending_w) {
             for d in deferred {
-                let e = by_layer.entry(d.layer).or_default();
+                let e = by_product.entry((d.layer, d.product)).or_default();
                 e.0.push(d.input);
                 e.1.push(d.probe_or_grad);
             }
         }
-        for (j, (xs, gs)) in by_layer {
+        for ((j, product), (xs, gs)) in by_product {
             let (x, g) = (Act::cat(xs, 0), Act::cat(gs, 0));
-            let master = &self.modules[j];
-            let module = compute_module(master, self.dtype);
-            let grads = split::weight_grads(master, &module, &x, &g);
+            let grads = self.product_grads(j, product, &x, &g);
             self.accum.accumulate(&self.modules, grads);
         }
     }
@@ -564,8 +571,7 @@ impl Stage {
     ) -> Result<(), String> {
         let j = layer - self.layers.start;
         let mut loader = crate::params::LoadValues::new(values);
-        let module = std::mem::replace(&mut self.modules[j], LayerModule::empty());
-        self.modules[j] = module.map(&mut loader);
+        self.modules[j] = self.modules[j].clone().map(&mut loader);
         if loader.problems.is_empty() {
             Ok(())
         } else {

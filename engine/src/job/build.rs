@@ -7,13 +7,13 @@ use super::{
 };
 use brigade_partitioner::graph::crossings;
 use brigade_partitioner::plan::{Alternative, Plan};
-use brigade_partitioner::{ConfigError, LayerGraph, Topology};
+use brigade_partitioner::{ConfigError, Topology};
 
 /// The plan's edges for `chunks` of `topo`'s model: one per tensor crossing from the chunk making
 /// it to a chunk taking it ([`brigade_partitioner::graph::crossings`]); for a chain, edge i
 /// joins chunk i to chunk i + 1 and names no layer.
 pub fn edges_of(topo: &Topology, chunks: &[ChunkSpec]) -> Vec<EdgeSpec> {
-    let graph = LayerGraph::from_model(&topo.model);
+    let graph = topo.model.graph();
     let mbs = topo.train.microbatch_size();
     let ranges: Vec<std::ops::Range<usize>> =
         chunks.iter().map(|c| c.layers[0]..c.layers[1]).collect();
@@ -45,7 +45,7 @@ pub fn job_from_plan(
     plan: &Plan,
     alternatives: &[Alternative],
 ) -> Result<Job, ConfigError> {
-    let graph = LayerGraph::from_model(&topo.model);
+    let graph = topo.model.graph();
     let mbs = topo.train.microbatch_size();
     let with_batch =
         |s: &[usize]| -> Vec<usize> { std::iter::once(mbs).chain(s.iter().copied()).collect() };

@@ -5,12 +5,12 @@ use super::Job;
 use crate::planning::{Planned, costs_for, finish, live_counts};
 use brigade_partitioner::partition::Split;
 use brigade_partitioner::plan;
-use brigade_partitioner::{ConfigError, LayerGraph, Placement};
+use brigade_partitioner::{ConfigError, Placement};
 
 /// The explanation of a job's own split and placement (a plan file is never re-planned).
 pub fn explain(job: &Job, profile: Option<&str>) -> Result<Planned, ConfigError> {
     let topo = job.topo.clone();
-    let graph = LayerGraph::from_model(&topo.model);
+    let graph = topo.model.graph().clone();
     let costs = costs_for(&topo, &graph, profile)?;
     let places: Vec<Placement> = job
         .chunk_rank

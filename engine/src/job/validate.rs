@@ -5,7 +5,7 @@
 use super::{FORMAT, Job, JobPlan, VERSION};
 use crate::identity::topology_hash;
 use crate::schedule::{eval_schedule, rank_schedule, with_all_reduce};
-use brigade_partitioner::{ConfigError, LayerGraph, Placement, ScheduleKind};
+use brigade_partitioner::{ConfigError, Placement, ScheduleKind};
 use sha2::{Digest, Sha256};
 
 const REPLAN: &str = "Write the plan again with this brigade: `brigade plan TOPOLOGY --out FILE`.";
@@ -84,7 +84,7 @@ impl JobPlan {
         }
 
         // Chunks: contiguous layer ranges covering the model once, in order.
-        let graph = LayerGraph::from_model(&topo.model);
+        let graph = topo.model.graph();
         let n = graph.len();
         let mbs = topo.train.microbatch_size();
         let with_batch = |s: &[usize]| std::iter::once(mbs).chain(s.iter().copied()).collect();

@@ -20,7 +20,6 @@ pub(super) const PARTITION_KEYS: &[&str] =
     &["stages", "method", "balance", "chunks_per_rank", "replicas"];
 
 pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
-    let file = top.file;
     let items = top.opt_array("hosts")?.filter(|a| !a.is_empty()).ok_or_else(|| {
         top.err("hosts", "no hosts", "Add a `[[hosts]]` table with name, address and devices, e.g. name = \"local\", address = \"127.0.0.1\", devices = [\"cpu\"].")
     })?;
@@ -34,7 +33,7 @@ pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
                 "Write hosts as `[[hosts]]` tables.",
             ));
         };
-        let s = Section::new(file, path.clone(), t, HOST_KEYS)?;
+        let s = Section::new(top.file, path, t, HOST_KEYS)?;
         let name = s.req_str("name", "\"local\"")?.to_string();
         if let Some(j) = hosts.iter().position(|h| h.name == name) {
             return Err(s.err(
@@ -43,105 +42,128 @@ pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
                 "Give every host a unique name.",
             ));
         }
-        // Optional: without it, ranks on this host find each other at run time (`stage
-        // --rendezvous` or `--peers`).
-        let address = s.opt_str("address")?.map(str::to_string);
-        if let Some(address) = &address
-            && (address.trim().is_empty() || address.contains(['/', ' ']))
-        {
-            return Err(s.err(
-                "address",
-                format!("\"{address}\" is not a host name or IP address"),
-                "Use an address such as \"10.0.0.2\" or \"node1\", or leave it out and start the ranks with --rendezvous.",
-            ));
-        }
-        let host_speed = s.opt_f64("speed_gflops")?;
-        let host_mem = s.opt_bytes("memory")?;
-        let devs = s
-            .opt_array("devices")?
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| {
-                s.err(
-                    "devices",
-                    "no devices",
-                    "List the host's devices, e.g. devices = [\"cpu\", \"cuda:0\"].",
-                )
-            })?;
-        let mut devices = Vec::new();
-        for (d, dv) in devs.iter().enumerate() {
-            let dpath = format!("{path}.devices[{d}]");
-            let (spec, speed, mem) = match dv {
-                Value::String(spec) => (spec.as_str(), host_speed, host_mem),
-                Value::Table(dt) => {
-                    let ds = Section::new(file, dpath.clone(), dt, DEVICE_KEYS)?;
-                    (
-                        ds.req_str("device", "\"cuda:0\"")?,
-                        ds.opt_f64("speed_gflops")?.or(host_speed),
-                        ds.opt_bytes("memory")?.or(host_mem),
-                    )
-                }
-                _ => {
-                    return Err(ConfigError::invalid(
-                        file,
-                        dpath,
-                        format!("expected a device name, found `{dv}`"),
-                        "Use \"cpu\" or \"cuda:N\".",
-                    ));
-                }
-            };
-            let kind = DeviceKind::parse(spec).ok_or_else(|| {
-                ConfigError::invalid(
-                    file,
-                    dpath.clone(),
-                    format!("unknown device \"{spec}\""),
-                    format!(
-                        "Use \"cpu\" or \"cuda:N\" (N = GPU index).{}",
-                        did_you_mean(spec, &["cpu", "cuda:0"])
-                    ),
-                )
-            })?;
-            let speed_gflops = speed.unwrap_or(match kind {
-                DeviceKind::Cpu => DEFAULT_CPU_GFLOPS,
-                DeviceKind::Cuda(_) => DEFAULT_CUDA_GFLOPS,
-            });
-            if !(speed_gflops > 0.0 && speed_gflops.is_finite()) {
-                return Err(ConfigError::invalid(
-                    file,
-                    format!("{dpath}.speed_gflops"),
-                    format!("must be positive, found {speed_gflops}"),
-                    "Give the device's effective GFLOP/s, e.g. 50.",
-                ));
-            }
-            devices.push(Device {
-                kind,
-                speed_gflops,
-                memory_bytes: mem,
-            });
-        }
-        // A GPU listed more than once is shared by those ranks, as "cpu" listed twice shares the
-        // host's cores: each entry's `memory_gb` is that rank's share of the GPU's memory.
-        let threads = match s.opt_u64("threads")? {
-            Some(n) => Some(s.positive("threads", n, "Give at least one compute thread.")?),
-            None => None,
-        };
-        let port = s.u64_or("port", DEFAULT_PORT as u64)?;
-        let stage_ports = 2 * devices.len() as u64;
-        if port == 0 || port + stage_ports > 65_535 {
-            return Err(s.err(
-                "port",
-                format!("{port} leaves no room for {stage_ports} ports"),
-                format!("Use a base port between 1024 and {}.", 65_535 - stage_ports),
-            ));
-        }
-        hosts.push(Host {
-            name,
-            address,
-            port: port as u16,
-            devices,
-            threads,
-        });
+        hosts.push(host(&s, name)?);
     }
     Ok(hosts)
+}
+
+/// One `[[hosts]]` table, named `name`.
+fn host(s: &Section, name: String) -> Result<Host, ConfigError> {
+    // Optional: without it, ranks on this host find each other at run time (`stage
+    // --rendezvous` or `--peers`).
+    let address = s.opt_str("address")?.map(str::to_string);
+    if let Some(address) = &address
+        && (address.trim().is_empty() || address.contains(['/', ' ']))
+    {
+        return Err(s.err(
+            "address",
+            format!("\"{address}\" is not a host name or IP address"),
+            "Use an address such as \"10.0.0.2\" or \"node1\", or leave it out and start the ranks with --rendezvous.",
+        ));
+    }
+    let devices = devices(s)?;
+    // A GPU listed more than once is shared by those ranks, as "cpu" listed twice shares the
+    // host's cores: each entry's `memory_gb` is that rank's share of the GPU's memory.
+    let threads = match s.opt_u64("threads")? {
+        Some(n) => Some(s.positive("threads", n, "Give at least one compute thread.")?),
+        None => None,
+    };
+    let port = s.u64_or("port", DEFAULT_PORT as u64)?;
+    let stage_ports = 2 * devices.len() as u64;
+    if port == 0 || port + stage_ports > 65_535 {
+        return Err(s.err(
+            "port",
+            format!("{port} leaves no room for {stage_ports} ports"),
+            format!("Use a base port between 1024 and {}.", 65_535 - stage_ports),
+        ));
+    }
+    Ok(Host {
+        name,
+        address,
+        port: port as u16,
+        devices,
+        threads,
+    })
+}
+
+/// A host's `devices`: names, or tables with their own speed and memory (defaulting to the
+/// host's).
+fn devices(s: &Section) -> Result<Vec<Device>, ConfigError> {
+    let host_speed = s.opt_f64("speed_gflops")?;
+    let host_mem = s.opt_bytes("memory")?;
+    let devs = s
+        .opt_array("devices")?
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            s.err(
+                "devices",
+                "no devices",
+                "List the host's devices, e.g. devices = [\"cpu\", \"cuda:0\"].",
+            )
+        })?;
+    let mut devices = Vec::new();
+    for (d, dv) in devs.iter().enumerate() {
+        let dpath = format!("{}.devices[{d}]", s.path);
+        let (spec, speed, mem) = match dv {
+            Value::String(spec) => (spec.as_str(), host_speed, host_mem),
+            Value::Table(dt) => {
+                let ds = Section::new(s.file, dpath.clone(), dt, DEVICE_KEYS)?;
+                (
+                    ds.req_str("device", "\"cuda:0\"")?,
+                    ds.opt_f64("speed_gflops")?.or(host_speed),
+                    ds.opt_bytes("memory")?.or(host_mem),
+                )
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    s.file,
+                    dpath,
+                    format!("expected a device name, found `{dv}`"),
+                    "Use \"cpu\" or \"cuda:N\".",
+                ));
+            }
+        };
+        devices.push(device(s.file, &dpath, spec, speed, mem)?);
+    }
+    Ok(devices)
+}
+
+/// The device `spec` at `dpath` with its speed (or the kind's default) and memory.
+fn device(
+    file: &str,
+    dpath: &str,
+    spec: &str,
+    speed: Option<f64>,
+    memory_bytes: Option<u64>,
+) -> Result<Device, ConfigError> {
+    let kind = DeviceKind::parse(spec).ok_or_else(|| {
+        ConfigError::invalid(
+            file,
+            dpath,
+            format!("unknown device \"{spec}\""),
+            format!(
+                "Use \"cpu\" or \"cuda:N\" (N = GPU index).{}",
+                did_you_mean(spec, &["cpu", "cuda:0"])
+            ),
+        )
+    })?;
+    let speed_gflops = speed.unwrap_or(match kind {
+        DeviceKind::Cpu => DEFAULT_CPU_GFLOPS,
+        DeviceKind::Cuda(_) => DEFAULT_CUDA_GFLOPS,
+    });
+    if !(speed_gflops > 0.0 && speed_gflops.is_finite()) {
+        return Err(ConfigError::invalid(
+            file,
+            format!("{dpath}.speed_gflops"),
+            format!("must be positive, found {speed_gflops}"),
+            "Give the device's effective GFLOP/s, e.g. 50.",
+        ));
+    }
+    Ok(Device {
+        kind,
+        speed_gflops,
+        memory_bytes,
+    })
 }
 
 pub(super) fn links(top: &Section, hosts: &[Host]) -> Result<Vec<Link>, ConfigError> {
@@ -223,42 +245,13 @@ pub(super) fn partition(
 ) -> Result<Partition, ConfigError> {
     let devices: usize = hosts.iter().map(|h| h.devices.len()).sum();
     let interleaved = train.schedule == ScheduleKind::Interleaved1F1B;
-    let v = s.u64_or("chunks_per_rank", if interleaved { 2 } else { 1 })?;
-    let v = s.positive("chunks_per_rank", v, "A rank holds at least one chunk.")?;
-    if v > 1 && !interleaved {
-        return Err(s.err(
-            "chunks_per_rank",
-            format!(
-                "is {v}, but only schedule = \"interleaved-1f1b\" runs several chunks per rank (train.schedule is \"{}\")",
-                train.schedule.name()
-            ),
-            "Set train.schedule = \"interleaved-1f1b\", or remove chunks_per_rank.",
-        ));
-    }
+    let v = chunks_per_rank(s, train, interleaved)?;
     let replicas_auto = matches!(s.get("replicas"), Some(toml::Value::String(a)) if a == "auto");
     let replicas = if replicas_auto {
         1
     } else {
-        let r = s.u64_or("replicas", 1)?;
-        s.positive(
-            "replicas",
-            r,
-            "Train at least one copy of the pipeline, or write replicas = \"auto\".",
-        )?
+        replicas(s, train)?
     };
-    if !train.microbatches.is_multiple_of(replicas) {
-        return Err(s.err(
-            "replicas",
-            format!(
-                "{replicas} replicas, but train.microbatches = {} does not split evenly between them (each replica trains on whole micro-batches of every step)",
-                train.microbatches
-            ),
-            format!(
-                "Use a multiple of {replicas} micro-batches, e.g. train.microbatches = {}.",
-                train.microbatches.div_ceil(replicas) * replicas
-            ),
-        ));
-    }
     let layers = model.layers.len();
     let default_stages = (devices / replicas).min(layers / v).max(1);
     let stages = s.u64_or("stages", default_stages as u64)?;
@@ -286,94 +279,157 @@ pub(super) fn partition(
             ),
         ));
     }
-    if stages * replicas > devices {
-        let (key, what) = if replicas > 1 {
-            (
-                "replicas",
-                format!(
-                    "{stages} stages × {replicas} replicas = {} ranks",
-                    stages * replicas
-                ),
-            )
-        } else {
-            ("stages", format!("{stages} stages"))
-        };
-        return Err(s.err(
-            key,
-            format!("{what} but the hosts list only {devices} devices"),
-            "Add devices to [[hosts]] or use fewer stages or replicas (one rank per device).",
-        ));
-    }
-    let method = match s.choice(
-        "method",
-        "auto",
-        &["auto", "uniform", "parameters", "manual"],
-    )? {
-        "manual" => {
-            let chunks = stages * v;
-            let balance = s.usize_list("balance")?.ok_or_else(|| {
-                s.err(
-                    "balance",
-                    "missing for method = \"manual\"",
-                    format!(
-                        "List the layers per chunk, e.g. balance = [{}].",
-                        even_split(layers, chunks)
-                    ),
-                )
-            })?;
-            if balance.len() != chunks {
-                return Err(s.err(
-                    "balance",
-                    format!(
-                        "has {} entries for {chunks} chunks ({stages} stages × {v} per rank)",
-                        balance.len()
-                    ),
-                    "Give one layer count per chunk.",
-                ));
-            }
-            if balance.contains(&0) {
-                return Err(s.err(
-                    "balance",
-                    "has a chunk of 0 layers",
-                    "Give every chunk at least one layer.",
-                ));
-            }
-            let sum: usize = balance.iter().sum();
-            if sum != layers {
-                return Err(s.err(
-                    "balance",
-                    format!("sums to {sum} but the model has {layers} layers"),
-                    format!(
-                        "Make the counts add up to {layers}, e.g. balance = [{}].",
-                        even_split(layers, stages * v)
-                    ),
-                ));
-            }
-            Method::Manual(balance)
-        }
-        other => {
-            if s.get("balance").is_some() {
-                return Err(s.err(
-                    "balance",
-                    format!("is only used with method = \"manual\" (method is \"{other}\")"),
-                    "Remove balance, or set method = \"manual\".",
-                ));
-            }
-            match other {
-                "uniform" => Method::Uniform,
-                "parameters" => Method::Parameters,
-                _ => Method::Auto,
-            }
-        }
-    };
+    check_devices(s, stages, replicas, devices)?;
     Ok(Partition {
         stages,
-        method,
+        method: method(s, layers, stages, v)?,
         chunks_per_rank: v,
         replicas,
         replicas_auto,
         stages_given: s.get("stages").is_some(),
     })
+}
+
+/// `chunks_per_rank`: 2 by default under interleaving, else 1 (and only interleaving may set it).
+fn chunks_per_rank(s: &Section, train: &Train, interleaved: bool) -> Result<usize, ConfigError> {
+    let v = s.u64_or("chunks_per_rank", if interleaved { 2 } else { 1 })?;
+    let v = s.positive("chunks_per_rank", v, "A rank holds at least one chunk.")?;
+    if v > 1 && !interleaved {
+        return Err(s.err(
+            "chunks_per_rank",
+            format!(
+                "is {v}, but only schedule = \"interleaved-1f1b\" runs several chunks per rank (train.schedule is \"{}\")",
+                train.schedule.name()
+            ),
+            "Set train.schedule = \"interleaved-1f1b\", or remove chunks_per_rank.",
+        ));
+    }
+    Ok(v)
+}
+
+/// A written replica count, which must split each step's micro-batches evenly.
+fn replicas(s: &Section, train: &Train) -> Result<usize, ConfigError> {
+    let r = s.u64_or("replicas", 1)?;
+    let replicas = s.positive(
+        "replicas",
+        r,
+        "Train at least one copy of the pipeline, or write replicas = \"auto\".",
+    )?;
+    if !train.microbatches.is_multiple_of(replicas) {
+        return Err(s.err(
+            "replicas",
+            format!(
+                "{replicas} replicas, but train.microbatches = {} does not split evenly between them (each replica trains on whole micro-batches of every step)",
+                train.microbatches
+            ),
+            format!(
+                "Use a multiple of {replicas} micro-batches, e.g. train.microbatches = {}.",
+                train.microbatches.div_ceil(replicas) * replicas
+            ),
+        ));
+    }
+    Ok(replicas)
+}
+
+/// One rank per device.
+fn check_devices(
+    s: &Section,
+    stages: usize,
+    replicas: usize,
+    devices: usize,
+) -> Result<(), ConfigError> {
+    if stages * replicas <= devices {
+        return Ok(());
+    }
+    let (key, what) = if replicas > 1 {
+        (
+            "replicas",
+            format!(
+                "{stages} stages × {replicas} replicas = {} ranks",
+                stages * replicas
+            ),
+        )
+    } else {
+        ("stages", format!("{stages} stages"))
+    };
+    Err(s.err(
+        key,
+        format!("{what} but the hosts list only {devices} devices"),
+        "Add devices to [[hosts]] or use fewer stages or replicas (one rank per device).",
+    ))
+}
+
+/// `method`, with `balance` for a manual split of `layers` into `stages × v` chunks.
+fn method(s: &Section, layers: usize, stages: usize, v: usize) -> Result<Method, ConfigError> {
+    let other = s.choice(
+        "method",
+        "auto",
+        &["auto", "uniform", "parameters", "manual"],
+    )?;
+    if other == "manual" {
+        return manual_balance(s, layers, stages, v).map(Method::Manual);
+    }
+    if s.get("balance").is_some() {
+        return Err(s.err(
+            "balance",
+            format!("is only used with method = \"manual\" (method is \"{other}\")"),
+            "Remove balance, or set method = \"manual\".",
+        ));
+    }
+    Ok(match other {
+        "uniform" => Method::Uniform,
+        "parameters" => Method::Parameters,
+        _ => Method::Auto,
+    })
+}
+
+/// `balance`: layers per chunk, every chunk at least one, adding up to the model.
+fn manual_balance(
+    s: &Section,
+    layers: usize,
+    stages: usize,
+    v: usize,
+) -> Result<Vec<usize>, ConfigError> {
+    let chunks = stages * v;
+    let balance = s.usize_list("balance")?.ok_or_else(|| {
+        s.err(
+            "balance",
+            "missing for method = \"manual\"",
+            format!(
+                "List the layers per chunk, e.g. balance = [{}].",
+                even_split(layers, chunks)
+            ),
+        )
+    })?;
+    if balance.len() != chunks {
+        return Err(s.err(
+            "balance",
+            format!(
+                "has {} entries for {chunks} chunks ({stages} stages × {v} per rank)",
+                balance.len()
+            ),
+            "Give one layer count per chunk.",
+        ));
+    }
+    if balance.contains(&0) {
+        return Err(s.err(
+            "balance",
+            "has a chunk of 0 layers",
+            "Give every chunk at least one layer.",
+        ));
+    }
+    let sum: usize = balance.iter().sum();
+    if sum != layers {
+        return Err(s.err(
+            "balance",
+            format!("sums to {sum} but the model has {layers} layers"),
+            format!(
+                "Make the counts add up to {layers}, e.g. balance = [{}].",
+                even_split(layers, chunks)
+            ),
+        ));
+    }
+    Ok(balance)
 }
 
 fn even_split(layers: usize, stages: usize) -> String {

@@ -103,11 +103,14 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
         .opt_table("train")?
         .is_some_and(|t| t.contains_key("batch_weight_grads"));
     if !written {
-        train.batch_weight_grads = train.schedule != crate::topology::ScheduleKind::ZbH1
-            && hosts
-                .iter()
-                .flat_map(|h| &h.devices)
-                .all(|d| d.kind == crate::topology::DeviceKind::Cpu);
+        let all_cpu = hosts
+            .iter()
+            .flat_map(|h| &h.devices)
+            .all(|d| d.kind == crate::topology::DeviceKind::Cpu);
+        train.batch_weight_grads = crate::layers::WeightGrads::batch_by_default(
+            train.schedule == crate::topology::ScheduleKind::ZbH1,
+            all_cpu,
+        );
     }
     let links = cluster::links(&top, &hosts)?;
     let partition = cluster::partition(

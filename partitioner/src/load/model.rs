@@ -1,7 +1,7 @@
 //! The `[model]`, `[data]` and `[train]` sections.
 
 use crate::error::{ConfigError, did_you_mean};
-use crate::layers::{KIND_NAMES, LayerKind, kind_keys};
+use crate::layers::{KIND_NAMES, LayerKind};
 use crate::reader::{MAX_DIM, Section};
 use crate::topology::*;
 use toml::{Table, Value};
@@ -67,99 +67,16 @@ pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
             )
         })?;
     check_elements(s, "input", &input)?;
-    // Every name first: `inputs` naming a later layer is a clearer error than an unknown name.
-    let names: Vec<String> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let t = item.as_table();
-            t.and_then(|t| t.get("name")?.as_str().map(str::to_string))
-                .unwrap_or_else(|| {
-                    let kind = t.and_then(|t| t.get("kind")?.as_str()).unwrap_or("layer");
-                    format!("{kind}{i}")
-                })
-        })
-        .collect();
+    let names = layer_names(items);
     let mut layers: Vec<Layer> = Vec::with_capacity(items.len());
     let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let path = format!("model.layers[{i}]");
-        let Value::Table(t) = item else {
-            return Err(s.err(
-                &format!("layers[{i}]"),
-                format!("expected a table, found `{item}`"),
-                "Write each layer as `{ kind = \"relu\" }`.",
-            ));
-        };
-        let mut layer = layer(s.file, &path, t, i)?;
-        if matches!(layer.kind, LayerKind::Embedding { .. }) && i != 0 {
-            return Err(ConfigError::invalid(
-                s.file,
-                format!("{path}.kind"),
-                "an embedding can only be the first layer",
-                "Move it to the start of model.layers.",
-            ));
-        }
-        layer.inputs = inputs(s.file, &path, t, i, &names, &layer.kind)?;
-        let sources: Vec<usize> = if !layer.inputs.is_empty() {
-            layer.inputs.clone()
-        } else if i == 0 {
-            Vec::new()
-        } else {
-            vec![i - 1]
-        };
-        let from = |j: &usize| format!("model.layers[{j}] ({})", names[*j]);
-        let shape = if layer.kind.is_merge() {
-            let ins: Vec<Vec<usize>> = sources.iter().map(|&j| shapes[j].clone()).collect();
-            if let LayerKind::Concat { dim } = &mut layer.kind
-                && t.get("dim").is_none()
-            {
-                *dim = ins[0].len().saturating_sub(1);
-            }
-            layer.kind.merge_shape(&ins).map_err(|m| {
-                let list: Vec<String> = sources.iter().map(from).collect();
-                ConfigError::invalid(
-                    s.file,
-                    path.clone(),
-                    format!("{m} (its inputs come from {})", list.join(", ")),
-                    "Change the merged layers, or merge outputs of one shape (add) or differing only along `dim` (concat).",
-                )
-            })?
-        } else {
-            let in_shape = sources.first().map_or(&input, |&j| &shapes[j]);
-            layer.kind.output_shape(in_shape).map_err(|m| {
-                ConfigError::invalid(
-                    s.file,
-                    path.clone(),
-                    format!(
-                        "{m} (its input comes from {})",
-                        sources.first().map_or("model.input".to_string(), from)
-                    ),
-                    "Change this layer or the one before it so the shapes match.",
-                )
-            })?
-        };
-        check_elements(s, &format!("layers[{i}]"), &shape)?;
+        let (layer, shape) = graph_layer(s, item, i, &names, &input, &shapes)?;
         shapes.push(shape);
         layers.push(layer);
     }
     let shape = shapes.last().cloned().unwrap_or_default();
-    // A layer whose output nobody takes is a mistake in the graph (the model ends at the last).
-    let mut used = vec![false; layers.len()];
-    for (i, l) in layers.iter().enumerate() {
-        match l.inputs.as_slice() {
-            [] if i > 0 => used[i - 1] = true,
-            ins => ins.iter().for_each(|&j| used[j] = true),
-        }
-    }
-    if let Some(j) = (0..layers.len().saturating_sub(1)).find(|&j| !used[j]) {
-        return Err(ConfigError::invalid(
-            s.file,
-            format!("model.layers[{j}]"),
-            format!("the output of \"{}\" is taken by no layer", names[j]),
-            "Name it in a later layer's `inputs`, or remove the layer (the model's output is its last layer).",
-        ));
-    }
+    check_used(s.file, &layers, &names)?;
     let loss = match s.choice("loss", "cross_entropy", &["cross_entropy", "mse"])? {
         "mse" => Loss::Mse,
         _ => Loss::CrossEntropy,
@@ -171,11 +88,113 @@ pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
             "Add a flatten and a linear layer before the end, or use loss = \"mse\".",
         ));
     }
-    Ok(Model {
-        input,
-        layers,
-        loss,
-    })
+    Ok(Model::new(input, layers, loss))
+}
+
+/// Every layer's name first: `inputs` naming a later layer is a clearer error than an unknown
+/// name.
+fn layer_names(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let t = item.as_table();
+            t.and_then(|t| t.get("name")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| {
+                    let kind = t.and_then(|t| t.get("kind")?.as_str()).unwrap_or("layer");
+                    format!("{kind}{i}")
+                })
+        })
+        .collect()
+}
+
+/// Layer `i` of the model with its inputs resolved and its output shape, given the shapes of
+/// the layers before it.
+fn graph_layer(
+    s: &Section,
+    item: &Value,
+    i: usize,
+    names: &[String],
+    input: &[usize],
+    shapes: &[Vec<usize>],
+) -> Result<(Layer, Vec<usize>), ConfigError> {
+    let path = format!("model.layers[{i}]");
+    let Value::Table(t) = item else {
+        return Err(s.err(
+            &format!("layers[{i}]"),
+            format!("expected a table, found `{item}`"),
+            "Write each layer as `{ kind = \"relu\" }`.",
+        ));
+    };
+    let mut layer = layer(s.file, &path, t, i)?;
+    if layer.kind.token_vocab().is_some() && i != 0 {
+        return Err(ConfigError::invalid(
+            s.file,
+            format!("{path}.kind"),
+            format!(
+                "{} reads token ids: it can only be the first layer",
+                layer.kind.name()
+            ),
+            "Move it to the start of model.layers.",
+        ));
+    }
+    layer.inputs = inputs(s.file, &path, t, i, names, &layer.kind)?;
+    let sources: Vec<usize> = if !layer.inputs.is_empty() {
+        layer.inputs.clone()
+    } else if i == 0 {
+        Vec::new()
+    } else {
+        vec![i - 1]
+    };
+    let from = |j: &usize| format!("model.layers[{j}] ({})", names[*j]);
+    let shape = if layer.kind.is_merge() {
+        let ins: Vec<Vec<usize>> = sources.iter().map(|&j| shapes[j].clone()).collect();
+        layer.kind.settle(&ins);
+        layer.kind.merge_shape(&ins).map_err(|m| {
+            let list: Vec<String> = sources.iter().map(from).collect();
+            ConfigError::invalid(
+                s.file,
+                path.clone(),
+                format!("{m} (its inputs come from {})", list.join(", ")),
+                "Change the merged layers, or merge outputs of one shape (add) or differing only along `dim` (concat).",
+            )
+        })?
+    } else {
+        let in_shape = sources.first().map_or(input, |&j| &shapes[j]);
+        layer.kind.output_shape(in_shape).map_err(|m| {
+            ConfigError::invalid(
+                s.file,
+                path.clone(),
+                format!(
+                    "{m} (its input comes from {})",
+                    sources.first().map_or("model.input".to_string(), from)
+                ),
+                "Change this layer or the one before it so the shapes match.",
+            )
+        })?
+    };
+    check_elements(s, &format!("layers[{i}]"), &shape)?;
+    Ok((layer, shape))
+}
+
+/// A layer whose output nobody takes is a mistake in the graph (the model ends at the last).
+fn check_used(file: &str, layers: &[Layer], names: &[String]) -> Result<(), ConfigError> {
+    let mut used = vec![false; layers.len()];
+    for (i, l) in layers.iter().enumerate() {
+        match l.inputs.as_slice() {
+            [] if i > 0 => used[i - 1] = true,
+            ins => ins.iter().for_each(|&j| used[j] = true),
+        }
+    }
+    match (0..layers.len().saturating_sub(1)).find(|&j| !used[j]) {
+        Some(j) => Err(ConfigError::invalid(
+            file,
+            format!("model.layers[{j}]"),
+            format!("the output of \"{}\" is taken by no layer", names[j]),
+            "Name it in a later layer's `inputs`, or remove the layer (the model's output is its last layer).",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Layer `i`'s `inputs = ["name", ...]`, resolved to earlier layers' indices (empty: absent).
@@ -313,7 +332,7 @@ fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, Confi
             "Write it as `kind = \"linear\"`.",
         ));
     };
-    if !KIND_NAMES.contains(&kind.as_str()) {
+    let Some(keys) = LayerKind::keys(kind) else {
         return Err(ConfigError::invalid(
             file,
             format!("{path}.kind"),
@@ -324,85 +343,11 @@ fn layer(file: &str, path: &str, t: &Table, index: usize) -> Result<Layer, Confi
                 did_you_mean(kind, KIND_NAMES)
             ),
         ));
-    }
+    };
     let mut known = vec!["kind", "name", "inputs"];
-    known.extend_from_slice(kind_keys(kind));
+    known.extend_from_slice(keys);
     let s = Section::new(file, path, t, &known)?;
-    let req = |key: &str, ex: &str| -> Result<usize, ConfigError> {
-        let v = s.req_u64(key, ex)?;
-        s.positive(key, v, "A layer dimension must be at least 1.")
-    };
-    let opt = |key: &str, default: u64| -> Result<usize, ConfigError> {
-        let v = s.u64_or(key, default)?;
-        s.positive(key, v, "It must be at least 1.")
-    };
-    let kind = match kind.as_str() {
-        "linear" => LayerKind::Linear {
-            out: req("out", "128")?,
-            bias: s.opt_bool("bias")?.unwrap_or(true),
-        },
-        "relu" => LayerKind::Relu,
-        "gelu" => LayerKind::Gelu,
-        "tanh" => LayerKind::Tanh,
-        "sigmoid" => LayerKind::Sigmoid,
-        "flatten" => LayerKind::Flatten,
-        "layer_norm" => {
-            let eps = s.opt_f64("eps")?.unwrap_or(1e-5);
-            if !(eps > 0.0 && eps.is_finite()) {
-                return Err(s.err(
-                    "eps",
-                    format!("must be a small positive number, found {eps}"),
-                    "Use e.g. 1e-5.",
-                ));
-            }
-            LayerKind::LayerNorm { eps }
-        }
-        "dropout" => {
-            let p = s.opt_f64("p")?.ok_or_else(|| {
-                s.err("p", "missing", "Give the drop probability, e.g. `p = 0.1`.")
-            })?;
-            if !(0.0..1.0).contains(&p) {
-                return Err(s.err(
-                    "p",
-                    format!("must be in [0, 1), found {p}"),
-                    "Use a probability such as 0.1.",
-                ));
-            }
-            LayerKind::Dropout { p }
-        }
-        "conv2d" => LayerKind::Conv2d {
-            out: req("out", "16")?,
-            kernel: req("kernel", "3")?,
-            stride: opt("stride", 1)?,
-            padding: s.u64_or("padding", 0)?.min(crate::reader::MAX_DIM) as usize,
-        },
-        "max_pool2d" | "avg_pool2d" => {
-            let kernel = opt("kernel", 2)?;
-            let stride = opt("stride", kernel as u64)?;
-            if kind == "max_pool2d" {
-                LayerKind::MaxPool2d { kernel, stride }
-            } else {
-                LayerKind::AvgPool2d { kernel, stride }
-            }
-        }
-        "embedding" => LayerKind::Embedding {
-            vocab: req("vocab", "256")?,
-            dim: req("dim", "64")?,
-        },
-        "transformer_block" => LayerKind::TransformerBlock {
-            heads: req("heads", "4")?,
-            ff: req("ff", "256")?,
-        },
-        "upsample2d" => LayerKind::Upsample2d {
-            scale: opt("scale", 2)?,
-        },
-        "add" => LayerKind::Add,
-        "concat" => LayerKind::Concat {
-            // Without `dim`: the last dimension (set once the input shapes are known).
-            dim: s.u64_or("dim", 0)?.min(crate::reader::MAX_DIM) as usize,
-        },
-        _ => unreachable!("checked against KIND_NAMES above"),
-    };
+    let kind = LayerKind::parse(kind, &s).expect("a kind with keys is registered")?;
     let name = s
         .opt_str("name")?
         .map_or_else(|| format!("{}{index}", kind.name()), str::to_string);
@@ -430,10 +375,7 @@ pub(super) fn data(s: &Section, model: &Model) -> Result<Data, ConfigError> {
         });
     }
     let path = s.req_str("path", "\"data/train.parquet\"")?.to_string();
-    let tokens_model = matches!(
-        model.layers.first().map(|l| &l.kind),
-        Some(LayerKind::Embedding { .. })
-    );
+    let tokens_model = model.token_input();
     let columns = match (s.get("tokens"), tokens_model) {
         (Some(_), true) => {
             for k in ["features", "label"] {

@@ -11,7 +11,7 @@ use super::{Batches, DataError};
 use crate::act::Act;
 use crate::init::{Stream, rng, uniform_values};
 use crate::loss::Target;
-use brigade_partitioner::{LayerGraph, LayerKind, Loss, Topology};
+use brigade_partitioner::{Loss, Topology};
 use burn::prelude::*;
 use rand::Rng;
 
@@ -55,11 +55,11 @@ enum Source {
 
 impl SyntheticData {
     pub fn new(topo: &Topology) -> Self {
-        let graph = LayerGraph::from_model(&topo.model);
+        let graph = topo.model.graph();
         let output = graph.layer(graph.len() - 1).output_shape.clone();
         let seed = topo.data.seed;
-        let source = match topo.model.layers[0].kind {
-            LayerKind::Embedding { vocab, .. } => {
+        let source = match topo.model.token_vocab() {
+            Some(vocab) => {
                 let mut r = rng(Stream::Teacher, &[seed]);
                 let mut cumulative = Vec::with_capacity(vocab * vocab);
                 for _ in 0..vocab {

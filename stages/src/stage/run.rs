@@ -6,9 +6,10 @@
 
 use super::Stage;
 use crate::act::Act;
-use crate::layer::{ForwardCtx, LayerModule};
 use crate::precision::compute_module;
-use crate::split::{self, Deferred};
+use brigade_layers::WeightGrads;
+use brigade_layers::imp::{Forward, ForwardCtx};
+use brigade_layers::products::Deferred;
 use brigade_partitioner::Model;
 use burn::module::Module;
 use burn::tensor::FloatDType;
@@ -77,7 +78,7 @@ impl Stage {
             let sources = &self.sources[j];
             if kind.is_merge() {
                 let parts = sources.iter().map(|t| env[t].clone()).collect();
-                env.insert(global, LayerModule::merge(kind, parts));
+                env.insert(global, kind.merge(parts));
                 continue;
             }
             let x = env[&sources[0]].clone();
@@ -95,27 +96,23 @@ impl Stage {
                 cast = compute_module(module, self.dtype);
                 &cast
             };
-            let ctx = ForwardCtx {
-                seed: self.seed,
-                step: self.step,
-                microbatch: mb,
-                layer: global as u64,
-                train: mode != Mode::Eval,
+            let mut f = Forward {
+                ctx: ForwardCtx {
+                    seed: self.seed,
+                    step: self.step,
+                    microbatch: mb,
+                    layer: global as u64,
+                    train: mode != Mode::Eval,
+                },
+                // Only a recorded forward defers weight gradients.
+                weights: match mode {
+                    Mode::Train => self.weights,
+                    Mode::NoGraph | Mode::Eval => WeightGrads::InBackward,
+                },
+                local: j,
+                deferred: &mut deferred,
             };
-            let y = match &module.linear {
-                Some(l) if mode == Mode::Train && self.split_weights => {
-                    let (y, d) = split::forward(l, x, j);
-                    deferred.push(d);
-                    y
-                }
-                Some(l) if mode == Mode::Train && self.batch_weights && matches!(x, Act::F2(_)) => {
-                    let (y, d) = split::forward_transposed(l, x, j);
-                    deferred.push(d);
-                    y
-                }
-                _ => module.forward(kind, x, &ctx),
-            };
-            env.insert(global, y);
+            env.insert(global, kind.forward(module, x, &mut f));
         }
         let outputs = self.outputs.iter().map(|t| env[t].clone()).collect();
         (outputs, deferred)

@@ -4,7 +4,7 @@
 use super::files::ParquetFile;
 use crate::data::Role;
 use arrow_schema::{DataType, Schema};
-use brigade_partitioner::{Columns, LayerGraph, LayerKind, Loss, Topology};
+use brigade_partitioner::{Columns, Loss, Topology};
 
 /// A logical column: the Parquet columns it reads and what it must hold.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ impl BadColumn {
 impl Layout {
     /// The layout `topo`'s `[data]` keys and model ask for.
     pub fn of(topo: &Topology, columns: &Columns) -> Layout {
-        let graph = LayerGraph::from_model(&topo.model);
+        let graph = topo.model.graph();
         let output = graph.layer(graph.len() - 1).output_shape.clone();
         let n_out: usize = output.iter().product();
         let classes = *output.last().expect("a layer has an output shape") as i64;
@@ -85,10 +85,7 @@ impl Layout {
                 seq: None,
             },
             Columns::Tokens { tokens } => {
-                let vocab = match topo.model.layers[0].kind {
-                    LayerKind::Embedding { vocab, .. } => vocab as i64,
-                    _ => i64::MAX,
-                };
+                let vocab = topo.model.token_vocab().map_or(i64::MAX, |v| v as i64);
                 let t = topo.model.input[0];
                 Layout {
                     input: Field {

@@ -6,7 +6,7 @@ use super::columns::{BadColumn, Layout};
 use super::decode;
 use super::files::{self, ParquetFile};
 use crate::data::Role;
-use brigade_partitioner::{ConfigError, LayerGraph, Loss, ParquetSource, Topology, Validation};
+use brigade_partitioner::{ConfigError, Loss, ParquetSource, Topology, Validation};
 use parquet::file::statistics::Statistics;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -126,7 +126,7 @@ impl Dataset {
 
 /// Labels are one class per sample: the model's output must be `[classes]`.
 fn check_model(topo: &Topology) -> Result<(), ConfigError> {
-    let graph = LayerGraph::from_model(&topo.model);
+    let graph = topo.model.graph();
     let out = &graph.layer(graph.len() - 1).output_shape;
     let tokens = topo
         .data

@@ -23,7 +23,7 @@ mod order;
 use super::{Batches, DataError, Role};
 use crate::act::Act;
 use crate::loss::Target;
-use brigade_partitioner::{ConfigError, LayerGraph, Topology};
+use brigade_partitioner::{ConfigError, Topology};
 use burn::prelude::*;
 use columns::Layout;
 use crossbeam_channel::{Receiver, bounded};
@@ -81,7 +81,7 @@ impl ParquetData {
             .data
             .parquet()
             .expect("ParquetData is opened for a parquet source");
-        let graph = LayerGraph::from_model(&topo.model);
+        let graph = topo.model.graph();
         let output = graph.layer(graph.len() - 1).output_shape.clone();
         let layout = Arc::new(Layout::of(topo, &source.columns));
         let mut data = ParquetData {

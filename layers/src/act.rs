@@ -2,6 +2,7 @@
 //! tokens, images), so activations are an enum over the ranks brigade's layers produce.
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 /// A batch of activations, or of gradients with the same shape.
 #[derive(Debug, Clone)]
@@ -38,6 +39,36 @@ impl Act {
             Act::F3(t) => t.dims().to_vec(),
             Act::F4(t) => t.dims().to_vec(),
         }
+    }
+
+    /// The device the values live on.
+    pub fn device(&self) -> Device {
+        match self {
+            Act::Tokens(t) => t.device(),
+            Act::F2(t) => t.device(),
+            Act::F3(t) => t.device(),
+            Act::F4(t) => t.device(),
+        }
+    }
+
+    /// The activation in `dtype` (token ids stay integers): training in bf16 or f16 casts
+    /// activations, parameters stay f32 (see `brigade_stages::precision`).
+    pub fn cast(self, dtype: FloatDType) -> Act {
+        match self {
+            Act::Tokens(t) => Act::Tokens(t),
+            other => map_float!(other, |t| t.cast(dtype)),
+        }
+    }
+
+    /// The float dtype of the activation (f32 for token ids, which are not cast).
+    pub fn float_dtype(&self) -> FloatDType {
+        let d = match self {
+            Act::Tokens(_) => return FloatDType::F32,
+            Act::F2(t) => t.dtype(),
+            Act::F3(t) => t.dtype(),
+            Act::F4(t) => t.dtype(),
+        };
+        d.into()
     }
 
     pub fn is_tokens(&self) -> bool {

@@ -8,7 +8,7 @@ use toml::{Table, Value};
 /// model, small enough that products of a few of them cannot overflow.
 pub const MAX_DIM: u64 = 1 << 24;
 
-pub(crate) struct Section<'a> {
+pub struct Section<'a> {
     pub file: &'a str,
     pub path: String,
     pub table: &'a Table,

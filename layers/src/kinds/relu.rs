@@ -1,0 +1,3 @@
+//! `relu`: `max(x, 0)`.
+
+crate::activation!(Relu, "relu", 1.0, relu);
