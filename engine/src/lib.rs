@@ -40,6 +40,7 @@ pub mod planning;
 pub mod reference;
 pub mod rendezvous;
 pub mod rounds;
+pub mod runtime;
 pub mod schedule;
 pub mod shape;
 pub mod sim;

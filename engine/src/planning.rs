@@ -28,7 +28,19 @@ pub struct Planned {
     /// The planner turned batched weight gradients off because no split fits memory with them.
     pub batch_weights_off: bool,
     /// With `partition.replicas = "auto"`: every shape weighed, the chosen one marked.
-    pub shapes: Vec<crate::shape::ShapeOption>,
+    pub shapes: Vec<ShapeOption>,
+}
+
+/// One shape the planner weighed (`partition.replicas = "auto"`, [`crate::shape`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ShapeOption {
+    pub replicas: usize,
+    pub stages: usize,
+    /// Simulated step (all replicas together train one batch per step), if the shape fits.
+    pub step_ms: Option<f64>,
+    /// Why the shape cannot run this model, if it cannot.
+    pub why_not: Option<String>,
+    pub chosen: bool,
 }
 
 /// Estimated costs, or measured ones from a `brigade profile` file.

@@ -5,21 +5,8 @@
 //! fewer stages). The choice is recorded as `--set` overrides in the job plan, so ranks never
 //! choose again, and `brigade plan` lists every shape weighed and why it lost.
 
-use crate::planning::make_plan;
+use crate::planning::{ShapeOption, make_plan};
 use brigade_partitioner::{ConfigError, ScheduleKind};
-use serde::Serialize;
-
-/// One shape the planner weighed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ShapeOption {
-    pub replicas: usize,
-    pub stages: usize,
-    /// Simulated step (all replicas together train one batch per step), if the shape fits.
-    pub step_ms: Option<f64>,
-    /// Why the shape cannot run this model, if it cannot.
-    pub why_not: Option<String>,
-    pub chosen: bool,
-}
 
 /// Chooses replicas (and stages, unless the topology or `overrides` set them) for `text`;
 /// returns the overrides that fix the choice and every shape weighed.

@@ -2,7 +2,7 @@
 //! accuracy, in one process (the model whole, as the reference holds it), on the topology's
 //! validation data or on any Parquet data with the same columns.
 
-use super::TopologyArgs;
+use super::args::TopologyArgs;
 use crate::metrics::{EvalMetrics, describe_eval};
 use anyhow::{Context, Result, bail};
 use brigade_partitioner::{ConfigError, DataSource, DeviceKind, Validation};

@@ -1,19 +1,19 @@
-//! Subcommands of `brigade`. Each reads a topology through [`TopologyArgs`], so every command
+//! Subcommands of `brigade`. Each reads a topology through [`args::TopologyArgs`], so every command
 //! takes the same `--set section.key=value` overrides.
 
+mod args;
 mod evaluate;
 mod keys;
-mod launch_agent;
 mod plan;
+mod plan_text;
 mod profile;
 mod reference;
 mod simulate;
 mod stage;
-mod stage_agent;
 mod train;
 
-use brigade_partitioner::{ConfigError, Topology};
-use clap::{Args, Parser, Subcommand};
+use brigade_partitioner::ConfigError;
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// brigade: pipeline-parallel training.
@@ -49,75 +49,6 @@ pub enum Command {
     Stage(stage::StageArgs),
     /// Print the job's CURVE keys (derived from the job secret) in Z85, for ZeroMQ tools.
     Keys(keys::KeysArgs),
-}
-
-/// The topology file and its overrides, shared by every subcommand.
-#[derive(Args, Debug, Clone)]
-pub struct TopologyArgs {
-    /// Topology TOML file, or a job plan written by `brigade plan --out`.
-    pub file: String,
-    /// Override a key, e.g. `--set train.schedule=1f1b` (repeatable).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub overrides: Vec<String>,
-}
-
-impl TopologyArgs {
-    /// The topology of FILE (a job plan's, when FILE is one), not planned.
-    pub fn load(&self) -> Result<Topology, ConfigError> {
-        crate::job::load_topology(&self.file, &self.overrides)
-    }
-}
-
-/// How long to train and what to write, shared by `train`, `launch` and `reference`.
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Train until this many steps are done, counting resumed ones (default: train.steps).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Write one JSON line per step: {"step", "loss", "step_ms", "samples_per_sec"}.
-    #[arg(long)]
-    pub metrics: Option<String>,
-    /// Write the final parameters, per stage, to DIR/stage-K.safetensors (named by layer).
-    #[arg(long, value_name = "DIR")]
-    pub save_params: Option<String>,
-}
-
-/// Checkpoint options shared by `train`, `launch`, `stage` and `reference`.
-#[derive(Args, Debug, Clone, Default)]
-pub struct CheckpointArgs {
-    /// Directory for checkpoints (per layer, so any split can resume from them).
-    #[arg(long, value_name = "DIR")]
-    pub checkpoint_dir: Option<String>,
-    /// Save a checkpoint after every N steps.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        requires = "checkpoint_dir"
-    )]
-    pub checkpoint_every: u64,
-    /// Continue from the newest complete checkpoint in --checkpoint-dir (if there is one).
-    #[arg(long, requires = "checkpoint_dir")]
-    pub resume: bool,
-}
-
-impl CheckpointArgs {
-    /// The arguments again, for a child process.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut a = Vec::new();
-        if let Some(d) = &self.checkpoint_dir {
-            a.extend([
-                "--checkpoint-dir".to_string(),
-                d.clone(),
-                "--checkpoint-every".into(),
-                self.checkpoint_every.to_string(),
-            ]);
-            if self.resume {
-                a.push("--resume".into());
-            }
-        }
-        a
-    }
 }
 
 /// Exit code for bad input (a topology, profile or argument the user must fix).

@@ -1,6 +1,6 @@
 //! `brigade profile FILE --out profile.json`: measure every layer for the planner.
 
-use super::TopologyArgs;
+use super::args::TopologyArgs;
 use anyhow::{Context, Result};
 use brigade_stages::device::training_device;
 use clap::Args;

@@ -1,6 +1,6 @@
 //! `brigade reference FILE [--steps N] [--metrics out.jsonl]`: the ground truth.
 
-use super::TopologyArgs;
+use super::args::TopologyArgs;
 use crate::metrics::{MetricsWriter, describe_eval};
 use crate::reference::{Checkpointing, train_evaluating};
 use anyhow::{Context, Result};
@@ -13,9 +13,9 @@ pub struct ReferenceArgs {
     #[command(flatten)]
     pub topology: TopologyArgs,
     #[command(flatten)]
-    pub checkpoint: super::CheckpointArgs,
+    pub checkpoint: super::args::CheckpointArgs,
     #[command(flatten)]
-    pub run: super::RunArgs,
+    pub run: super::args::RunArgs,
     /// Train on this device ("cpu" or "cuda:N") instead of the topology's first device.
     #[arg(long, value_name = "DEVICE", value_parser = parse_device)]
     pub device: Option<DeviceKind>,

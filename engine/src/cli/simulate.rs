@@ -1,6 +1,6 @@
 //! `brigade simulate FILE [--profile P]`: the schedule's timeline per stage, as text.
 
-use super::TopologyArgs;
+use super::args::TopologyArgs;
 use crate::fmt;
 use crate::job::{Input, load_planned};
 use crate::sim::{gantt, gantt_by_chunk};

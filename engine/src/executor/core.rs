@@ -325,45 +325,7 @@ impl Executor {
                     .record(Span::new("forward", start, self.tracer.now(), step, mb));
                 self.stash(chunk, Kind::Activation, mb, out);
             }
-            Instr::Backward { chunk, mb } => {
-                let (chunk, mb) = (chunk as usize, mb as u64);
-                let start = self.tracer.now();
-                let grad_in = match self.edges.iter().position(|e| e.from_chunk == chunk) {
-                    None => {
-                        let device = self.stage(chunk, instr)?.device().clone();
-                        let target = self
-                            .data
-                            .targets(step, mb + self.mb_offset, &device)
-                            .map_err(|e| self.data_error(step, mb, e))?;
-                        let global = mb + self.mb_offset;
-                        let (loss, g) = self
-                            .stage_mut(chunk, instr)?
-                            .backward_loss_deferred(global, &target)?;
-                        self.losses.push((mb, loss));
-                        g
-                    }
-                    Some(_) => {
-                        let grads = self.output_grads(chunk, mb, instr)?;
-                        let global = mb + self.mb_offset;
-                        self.stage_mut(chunk, instr)?.backward_many(global, grads)?
-                    }
-                };
-                self.tracer
-                    .record(Span::new("backward", start, self.tracer.now(), step, mb));
-                let received: Vec<usize> = self
-                    .stage(chunk, instr)?
-                    .input_tensors()
-                    .iter()
-                    .copied()
-                    .filter(|&t| t != brigade_stages::MODEL_INPUT)
-                    .collect();
-                for (t, g) in received.into_iter().zip(grad_in) {
-                    let edge = self
-                        .in_edge(chunk, t)
-                        .ok_or_else(|| inconsistent("no edge brings one of the chunk's inputs"))?;
-                    self.outbox.insert((edge, Kind::Gradient, mb), g);
-                }
-            }
+            Instr::Backward { chunk, mb } => self.backward(instr, chunk as usize, mb as u64)?,
             Instr::SendAct { edge, mb } | Instr::SendGrad { edge, mb } => {
                 let kind = if matches!(instr, Instr::SendAct { .. }) {
                     Kind::Activation
@@ -390,32 +352,7 @@ impl Executor {
             Instr::EvalForward { .. } => {
                 return Err(inconsistent("an evaluation instruction in a training list"));
             }
-            Instr::AllReduce { chunk } => {
-                let chunk = chunk as usize;
-                let ring = self
-                    .rings
-                    .iter()
-                    .find(|(c, _)| *c == chunk)
-                    .map(|(_, r)| r.clone())
-                    .ok_or_else(|| inconsistent("no ring of replicas for this chunk"))?;
-                let last = !self.edges.iter().any(|e| e.from_chunk == chunk);
-                let mut data = self.stage_mut(chunk, instr)?.take_gradients();
-                if last {
-                    // The replica's share of the step's mean loss, as two f32s (high and low
-                    // parts) so the sum keeps an f64's precision.
-                    let partial = self.loss_sum() / self.total_microbatches as f64;
-                    let hi = partial as f32;
-                    data.extend([hi, (partial - hi as f64) as f32]);
-                }
-                let start = self.tracer.now();
-                self.reducing = Some((chunk, last, start));
-                return Ok(Some(Action::AllReduce {
-                    chunk,
-                    me: self.replica,
-                    ring,
-                    data,
-                }));
-            }
+            Instr::AllReduce { chunk } => return self.all_reduce(instr, chunk as usize).map(Some),
             Instr::OptimizerStep { chunk } => {
                 let start = self.tracer.now();
                 self.stage_mut(chunk as usize, instr)?.optimizer_step()?;
@@ -425,6 +362,80 @@ impl Executor {
         }
         self.pc += 1;
         Ok(None)
+    }
+
+    /// Runs `Backward` of micro-batch `mb` on `chunk`: from the loss on the last chunk, else
+    /// from the received output gradients; queues the input gradients to send.
+    fn backward(&mut self, instr: Instr, chunk: usize, mb: u64) -> Result<(), ExecError> {
+        let (step, rank) = (self.step, self.rank);
+        let inconsistent = move |why| ExecError::Schedule { rank, instr, why };
+        let start = self.tracer.now();
+        let grad_in = match self.edges.iter().position(|e| e.from_chunk == chunk) {
+            None => {
+                let device = self.stage(chunk, instr)?.device().clone();
+                let target = self
+                    .data
+                    .targets(step, mb + self.mb_offset, &device)
+                    .map_err(|e| self.data_error(step, mb, e))?;
+                let global = mb + self.mb_offset;
+                let (loss, g) = self
+                    .stage_mut(chunk, instr)?
+                    .backward_loss_deferred(global, &target)?;
+                self.losses.push((mb, loss));
+                g
+            }
+            Some(_) => {
+                let grads = self.output_grads(chunk, mb, instr)?;
+                let global = mb + self.mb_offset;
+                self.stage_mut(chunk, instr)?.backward_many(global, grads)?
+            }
+        };
+        self.tracer
+            .record(Span::new("backward", start, self.tracer.now(), step, mb));
+        let received: Vec<usize> = self
+            .stage(chunk, instr)?
+            .input_tensors()
+            .iter()
+            .copied()
+            .filter(|&t| t != brigade_stages::MODEL_INPUT)
+            .collect();
+        for (t, g) in received.into_iter().zip(grad_in) {
+            let edge = self
+                .in_edge(chunk, t)
+                .ok_or_else(|| inconsistent("no edge brings one of the chunk's inputs"))?;
+            self.outbox.insert((edge, Kind::Gradient, mb), g);
+        }
+        Ok(())
+    }
+
+    /// Starts `AllReduce` of `chunk`'s gradients over its ring of replicas (the last chunk adds
+    /// its share of the step's loss).
+    fn all_reduce(&mut self, instr: Instr, chunk: usize) -> Result<Action, ExecError> {
+        let rank = self.rank;
+        let inconsistent = move |why| ExecError::Schedule { rank, instr, why };
+        let ring = self
+            .rings
+            .iter()
+            .find(|(c, _)| *c == chunk)
+            .map(|(_, r)| r.clone())
+            .ok_or_else(|| inconsistent("no ring of replicas for this chunk"))?;
+        let last = !self.edges.iter().any(|e| e.from_chunk == chunk);
+        let mut data = self.stage_mut(chunk, instr)?.take_gradients();
+        if last {
+            // The replica's share of the step's mean loss, as two f32s (high and low
+            // parts) so the sum keeps an f64's precision.
+            let partial = self.loss_sum() / self.total_microbatches as f64;
+            let hi = partial as f32;
+            data.extend([hi, (partial - hi as f64) as f32]);
+        }
+        let start = self.tracer.now();
+        self.reducing = Some((chunk, last, start));
+        Ok(Action::AllReduce {
+            chunk,
+            me: self.replica,
+            ring,
+            data,
+        })
     }
 
     /// A wait for (edge, kind, this step, mb), unless it has arrived.

@@ -119,28 +119,12 @@ fn plan_topology(
         topo
     };
     // The user chose when `recompute` is written under [train] or set on the command line.
-    let written = text
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|t| t.get("train")?.as_table()?.get("recompute").cloned())
-        .is_some();
-    let chosen = written || overrides.iter().any(|o| o.starts_with("train.recompute"));
+    let chosen = brigade_partitioner::key_given(&text, &overrides, "train", "recompute");
     // Batched weight gradients on by default keep every micro-batch's linear inputs: where no
     // split fits the devices with them, plan without (recorded in the overrides, so every rank
     // and `reference` of the plan do the same) before turning to recomputation.
-    let batch_written = text
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|t| {
-            t.get("train")?
-                .as_table()?
-                .get("batch_weight_grads")
-                .cloned()
-        })
-        .is_some()
-        || overrides
-            .iter()
-            .any(|o| o.starts_with("train.batch_weight_grads"));
+    let batch_written =
+        brigade_partitioner::key_given(&text, &overrides, "train", "batch_weight_grads");
     let fallback = topo.train.batch_weight_grads && !batch_written;
     let mut first = make_plan(topo, profile);
     let batch_off = fallback && matches!(&first, Err(e) if e.key() == Some("partition"));
@@ -206,22 +190,10 @@ pub fn replan(
     keep: Option<&[String]>,
 ) -> Result<Job, ConfigError> {
     let src = &job.plan.topology;
-    let mut text = src.toml.clone();
-    if let Some(keep) = keep {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::invalid(&src.file, "hosts", e.to_string(), "Plan the job again.")
-        })?;
-        if let Some(toml::Value::Array(hosts)) = table.get_mut("hosts") {
-            hosts.retain(|h| {
-                h.get("name")
-                    .and_then(|n| n.as_str())
-                    .is_some_and(|n| keep.iter().any(|k| k == n))
-            });
-        }
-        text = toml::to_string(&table).map_err(|e| {
-            ConfigError::invalid(&src.file, "hosts", e.to_string(), "Plan the job again.")
-        })?;
-    }
+    let text = match keep {
+        Some(keep) => brigade_partitioner::keep_hosts(&src.file, &src.toml, keep)?,
+        None => src.toml.clone(),
+    };
     let mut all = src.overrides.clone();
     all.extend(overrides.iter().cloned());
     Ok(plan_topology(&src.file, text, &all, None)?.0)

@@ -16,6 +16,7 @@ mod build;
 mod explain;
 mod input;
 mod validate;
+mod validate_ranks;
 
 use crate::schedule::{ChunkSlot, Instr, peak_live_of};
 use brigade_partitioner::plan::{Alternative, Plan};

@@ -5,10 +5,11 @@
 use super::{FORMAT, Job, JobPlan, VERSION};
 use crate::identity::topology_hash;
 use crate::schedule::{eval_schedule, rank_schedule, with_all_reduce};
-use brigade_partitioner::{ConfigError, Placement, ScheduleKind};
+use brigade_partitioner::{ConfigError, ScheduleKind, Topology};
 use sha2::{Digest, Sha256};
 
-const REPLAN: &str = "Write the plan again with this brigade: `brigade plan TOPOLOGY --out FILE`.";
+pub(super) const REPLAN: &str =
+    "Write the plan again with this brigade: `brigade plan TOPOLOGY --out FILE`.";
 
 impl JobPlan {
     /// The job hash of this plan's content (everything but `job_hash` and `explain`), given
@@ -35,6 +36,65 @@ impl JobPlan {
     /// Checks the plan (read from `file`) and computes what running it needs.
     pub fn validate(self, file: &str) -> Result<Job, ConfigError> {
         let bad = |key: &str, why: String, fix: &str| ConfigError::invalid(file, key, why, fix);
+        self.check_format(file)?;
+        let mut topo = brigade_partitioner::parse(
+            &format!("{file} (topology from {})", self.topology.file),
+            &self.topology.toml,
+            &self.topology.overrides,
+        )?;
+        topo.data.set_base(&self.topology.file);
+        let schedule = self.check_schedule(file, &topo)?;
+        self.check_chunks(file, &topo)?;
+        let (places, chunk_ranks) = self.check_ranks(file, &topo, schedule)?;
+        self.check_edges(file, &topo)?;
+        self.check_data(file, &topo)?;
+        let hash = self.content_hash(topology_hash(&topo));
+        if let Some(written) = &self.job_hash
+            && *written != format!("{hash:016x}")
+        {
+            return Err(bad(
+                "job_hash",
+                format!(
+                    "{written}, but the plan's content hashes to {hash:016x}: the file was changed after `brigade plan` wrote it"
+                ),
+                "If you edited it on purpose, delete the job_hash line; otherwise write the plan again.",
+            ));
+        }
+        let mut job = Job {
+            file: file.to_string(),
+            plan: self,
+            topo,
+            schedule,
+            hash,
+            places,
+            chunk_rank: chunk_ranks[0].clone(),
+            chunk_ranks,
+            instructions: Vec::new(),
+            eval_instructions: Vec::new(),
+        };
+        let replicas = job.topo.partition.replicas;
+        let k = job.plan.ranks.len() / replicas;
+        let eval_mbs = if job.evaluates() {
+            job.eval_microbatches()
+        } else {
+            0
+        };
+        for r in &job.plan.ranks {
+            let mut chunks = r.chunks.clone();
+            chunks.sort_unstable();
+            let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
+            let list = rank_schedule(schedule, &slots, k, job.plan.microbatches / replicas);
+            job.instructions.push(with_all_reduce(list, replicas));
+            // Replica 0 evaluates for everyone (the replicas hold the same parameters).
+            let eval = if r.replica == 0 { eval_mbs } else { 0 };
+            job.eval_instructions.push(eval_schedule(&slots, eval));
+        }
+        Ok(job)
+    }
+
+    /// The file is a plan of this brigade's format.
+    fn check_format(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String, fix: &str| ConfigError::invalid(file, key, why, fix);
         if self.format != FORMAT {
             return Err(bad(
                 "format",
@@ -53,12 +113,12 @@ impl JobPlan {
                 REPLAN,
             ));
         }
-        let mut topo = brigade_partitioner::parse(
-            &format!("{file} (topology from {})", self.topology.file),
-            &self.topology.toml,
-            &self.topology.overrides,
-        )?;
-        topo.data.set_base(&self.topology.file);
+        Ok(())
+    }
+
+    /// The schedule and micro-batches are the topology's.
+    fn check_schedule(&self, file: &str, topo: &Topology) -> Result<ScheduleKind, ConfigError> {
+        let bad = |key: &str, why: String, fix: &str| ConfigError::invalid(file, key, why, fix);
         let schedule = ScheduleKind::from_name(&self.schedule)
             .filter(|s| *s == topo.train.schedule)
             .ok_or_else(|| {
@@ -82,8 +142,12 @@ impl JobPlan {
                 REPLAN,
             ));
         }
+        Ok(schedule)
+    }
 
-        // Chunks: contiguous layer ranges covering the model once, in order.
+    /// Chunks: contiguous layer ranges covering the model once, in order.
+    fn check_chunks(&self, file: &str, topo: &Topology) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String, fix: &str| ConfigError::invalid(file, key, why, fix);
         let graph = topo.model.graph();
         let n = graph.len();
         let mbs = topo.train.microbatch_size();
@@ -133,160 +197,13 @@ impl JobPlan {
                 REPLAN,
             ));
         }
+        Ok(())
+    }
 
-        // Ranks: each on a device of the topology, holding one chunk; each chunk held once.
-        if self.ranks.is_empty() {
-            return Err(bad("ranks", "no ranks".into(), REPLAN));
-        }
-        let replicas = topo.partition.replicas;
-        if !self.ranks.len().is_multiple_of(replicas) {
-            return Err(bad(
-                "ranks",
-                format!(
-                    "{} ranks do not make {replicas} equal replicas (partition.replicas)",
-                    self.ranks.len()
-                ),
-                REPLAN,
-            ));
-        }
-        // Ranks per replica.
-        let k = self.ranks.len() / replicas;
-        let mut chunk_ranks = vec![vec![usize::MAX; self.chunks.len()]; replicas];
-        let mut places = Vec::with_capacity(self.ranks.len());
-        for (r, rank) in self.ranks.iter().enumerate() {
-            let key = |f: &str| format!("ranks[{r}].{f}");
-            if rank.rank != r {
-                return Err(bad(
-                    &key("rank"),
-                    format!("{}, expected {r} (ranks are numbered in order)", rank.rank),
-                    REPLAN,
-                ));
-            }
-            if rank.replica != r / k {
-                return Err(bad(
-                    &key("replica"),
-                    format!(
-                        "{}, expected {} (replica d holds ranks d·{k} .. d·{k} + {})",
-                        rank.replica,
-                        r / k,
-                        k - 1
-                    ),
-                    REPLAN,
-                ));
-            }
-            let chunk_rank = &mut chunk_ranks[rank.replica];
-            let names: Vec<&str> = topo.hosts.iter().map(|h| h.name.as_str()).collect();
-            let h = topo
-                .hosts
-                .iter()
-                .position(|h| h.name == rank.host)
-                .ok_or_else(|| {
-                    bad(
-                        &key("host"),
-                        format!("no host named \"{}\" in the topology", rank.host),
-                        &format!(
-                            "Use one of: {}.{}",
-                            names.join(", "),
-                            brigade_partitioner::error::did_you_mean(&rank.host, &names)
-                        ),
-                    )
-                })?;
-            let devices = &topo.hosts[h].devices;
-            let Some(dev) = devices.get(rank.device) else {
-                return Err(bad(
-                    &key("device"),
-                    format!(
-                        "host \"{}\" has {} devices, there is no device {}",
-                        rank.host,
-                        devices.len(),
-                        rank.device
-                    ),
-                    "Use a device index of that host's `devices` list.",
-                ));
-            };
-            if dev.kind.to_string() != rank.device_kind {
-                return Err(bad(
-                    &key("device_kind"),
-                    format!(
-                        "\"{}\", but device {} of host \"{}\" is \"{}\"",
-                        rank.device_kind, rank.device, rank.host, dev.kind
-                    ),
-                    "Make device_kind match the topology's device, or pick another device index.",
-                ));
-            }
-            if schedule == ScheduleKind::Interleaved1F1B {
-                // The interleaved order assumes chunk c on rank c mod K, v chunks each.
-                let expected: Vec<usize> = (r % k..self.chunks.len()).step_by(k).collect();
-                if !self.chunks.len().is_multiple_of(k) || rank.chunks != expected {
-                    return Err(bad(
-                        &key("chunks"),
-                        format!(
-                            "{:?}, but interleaved 1F1B puts chunk c on rank c mod {k} ({} chunks on {k} ranks): rank {r} holds {expected:?}",
-                            rank.chunks,
-                            self.chunks.len()
-                        ),
-                        "Give rank r the chunks r, r + K, r + 2K, …, with the same number of chunks on every rank.",
-                    ));
-                }
-                if !(self.microbatches / replicas).is_multiple_of(k) {
-                    return Err(bad(
-                        "microbatches",
-                        format!(
-                            "{}, and interleaved 1F1B needs each replica's share to be a multiple of its ranks ({k})",
-                            self.microbatches
-                        ),
-                        REPLAN,
-                    ));
-                }
-            } else if rank.chunks.len() != 1 {
-                return Err(bad(
-                    &key("chunks"),
-                    format!(
-                        "{:?}: schedule \"{}\" runs one chunk per rank (only interleaved-1f1b runs several)",
-                        rank.chunks, self.schedule
-                    ),
-                    "Give every rank one chunk.",
-                ));
-            }
-            for &c in &rank.chunks {
-                match chunk_rank.get_mut(c) {
-                    None => {
-                        return Err(bad(
-                            &key("chunks"),
-                            format!(
-                                "chunk {c} does not exist (the plan has {})",
-                                self.chunks.len()
-                            ),
-                            "Name chunks by their id.",
-                        ));
-                    }
-                    Some(slot) if *slot != usize::MAX => {
-                        return Err(bad(
-                            &key("chunks"),
-                            format!("chunk {c} is also held by rank {slot}"),
-                            "Give every chunk to exactly one rank.",
-                        ));
-                    }
-                    Some(slot) => *slot = r,
-                }
-            }
-            places.push(Placement {
-                host: h,
-                device: rank.device,
-            });
-        }
-        for (d, chunk_rank) in chunk_ranks.iter().enumerate() {
-            if let Some(c) = chunk_rank.iter().position(|&r| r == usize::MAX) {
-                return Err(bad(
-                    "ranks",
-                    format!("no rank of replica {d} holds chunk {c}"),
-                    "Give every chunk to exactly one rank of each replica.",
-                ));
-            }
-        }
-
-        // Edges: one per tensor crossing between chunks (chunk i → chunk i+1 in a chain).
-        let expected = super::build::edges_of(&topo, &self.chunks);
+    /// Edges: one per tensor crossing between chunks (chunk i → chunk i+1 in a chain).
+    fn check_edges(&self, file: &str, topo: &Topology) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String, fix: &str| ConfigError::invalid(file, key, why, fix);
+        let expected = super::build::edges_of(topo, &self.chunks);
         if self.edges.len() != expected.len() {
             return Err(bad(
                 "edges",
@@ -325,6 +242,12 @@ impl JobPlan {
             }
         }
 
+        Ok(())
+    }
+
+    /// Parquet data has its rows recorded; synthetic data none.
+    fn check_data(&self, file: &str, topo: &Topology) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String, fix: &str| ConfigError::invalid(file, key, why, fix);
         match (topo.data.parquet().is_some(), self.data.is_some()) {
             (true, false) => {
                 return Err(bad(
@@ -343,45 +266,6 @@ impl JobPlan {
             }
             _ => {}
         }
-        let hash = self.content_hash(topology_hash(&topo));
-        if let Some(written) = &self.job_hash
-            && *written != format!("{hash:016x}")
-        {
-            return Err(bad(
-                "job_hash",
-                format!(
-                    "{written}, but the plan's content hashes to {hash:016x}: the file was changed after `brigade plan` wrote it"
-                ),
-                "If you edited it on purpose, delete the job_hash line; otherwise write the plan again.",
-            ));
-        }
-        let mut job = Job {
-            file: file.to_string(),
-            plan: self,
-            topo,
-            schedule,
-            hash,
-            places,
-            chunk_rank: chunk_ranks[0].clone(),
-            chunk_ranks,
-            instructions: Vec::new(),
-            eval_instructions: Vec::new(),
-        };
-        let eval_mbs = if job.evaluates() {
-            job.eval_microbatches()
-        } else {
-            0
-        };
-        for r in &job.plan.ranks {
-            let mut chunks = r.chunks.clone();
-            chunks.sort_unstable();
-            let slots: Vec<_> = chunks.iter().map(|&c| job.slot(c)).collect();
-            let list = rank_schedule(schedule, &slots, k, job.plan.microbatches / replicas);
-            job.instructions.push(with_all_reduce(list, replicas));
-            // Replica 0 evaluates for everyone (the replicas hold the same parameters).
-            let eval = if r.replica == 0 { eval_mbs } else { 0 };
-            job.eval_instructions.push(eval_schedule(&slots, eval));
-        }
-        Ok(job)
+        Ok(())
     }
 }

@@ -7,12 +7,16 @@
 //! elastic) and start their ranks. An agent outlives its ranks, so a killed or frozen rank is
 //! a restart; a lost host (its agent gone) is a smaller world, with `--min-ranks`.
 
+use super::failure::BadInput;
 use super::restart::{RestartPolicy, backoff, causes_error, continue_metrics};
-use super::{BadInput, LaunchReport, LaunchSpec, launch};
+use super::spec::{LaunchReport, LaunchSpec};
+use super::supervisor::launch;
 use crate::rounds::{self, Join, Round, Rules};
+use crate::runtime::free_endpoint;
 use crate::transport::net::JobKeys;
 use anyhow::{Context, Result};
 use std::path::Path;
+use std::time::Duration;
 
 /// Who this agent is and where the job's agents meet.
 pub struct Agent {
@@ -37,6 +41,15 @@ pub struct Agent {
     pub layers: usize,
 }
 
+/// How a restart may shrink the job.
+#[derive(Debug, Clone, Copy)]
+pub struct Elastic {
+    /// Stop if fewer ranks are left (0: restart on the same plan).
+    pub min_ranks: usize,
+    /// How long a restart waits for every member to rejoin.
+    pub rejoin_timeout: Duration,
+}
+
 /// What the agent needs from its command: the launch for a completed round — this agent's ranks
 /// of the plan for the round's members, their peers' endpoints filled in.
 pub type PlanFor<'a> = dyn FnMut(&Round) -> Result<LaunchSpec> + 'a;
@@ -51,34 +64,16 @@ pub fn run(agent: &Agent, policy: &RestartPolicy, plan_for: &mut PlanFor) -> Res
         .enable_all()
         .build()
         .context("cannot start the rendezvous runtime")?;
-    let within = agent.rules.within + agent.rules.rejoin_within;
     let mut causes: Vec<String> = Vec::new();
     let mut ranks = agent.ranks;
     for round in 0..=policy.max_restarts {
-        let checkpoint = (round > 0 || agent.resume)
-            .then(|| {
-                let root = policy.checkpoint_dir.as_deref()?;
-                brigade_stages::checkpoint::latest(Path::new(root), agent.layers).map(|(s, _)| s)
-            })
-            .flatten();
-        let me = Join {
-            round,
-            id: agent.id.clone(),
-            order: agent.order,
-            ranks,
-            endpoints: (0..agent.endpoints)
-                .map(|_| free_endpoint(&agent.rendezvous))
-                .collect::<Result<_>>()?,
-            checkpoint,
-            job_hash: agent.rules.job_hash.clone(),
-            run_id: agent.rules.run_id.clone(),
-        };
+        let me = joining(agent, policy, round, ranks)?;
         let done = rt
             .block_on(rounds::join(
                 &agent.rendezvous,
                 &me,
                 agent.keys.clone(),
-                within,
+                agent.rules.within + agent.rules.rejoin_within,
             ))
             .map_err(|e| causes_error(&causes, policy, anyhow::anyhow!("{}: {e}", agent.id)))?;
         let mut spec = plan_for(&done)?;
@@ -89,39 +84,8 @@ pub fn run(agent: &Agent, policy: &RestartPolicy, plan_for: &mut PlanFor) -> Res
             );
             return Ok(LaunchReport::default());
         }
-        spec.run_id = u64::from_str_radix(&done.run_id, 16).unwrap_or(spec.run_id);
         ranks = spec.stages.len();
-        spec.extra_args.retain(|a| a != "--resume");
-        if let Some(step) = done.resume {
-            spec.extra_args
-                .extend(["--resume-step".to_string(), step.to_string()]);
-        }
-        let here: Vec<String> = spec.stages.iter().map(|(k, _)| k.to_string()).collect();
-        crate::note!(
-            "{}: round {round}: {} members ({}), {} ranks; running rank {} (run {}){}",
-            agent.id,
-            done.members.len(),
-            done.members
-                .iter()
-                .map(|m| m.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            spec.total_stages,
-            here.join(", "),
-            done.run_id,
-            done.resume
-                .map(|s| format!(", from the checkpoint of step {s}"))
-                .unwrap_or_default()
-        );
-        let holds_last = spec.stages.iter().any(|(k, _)| *k == spec.last_stage);
-        if round > 0
-            && holds_last
-            && let Some(m) = &spec.metrics
-        {
-            let cause = causes.last().map_or("", String::as_str);
-            continue_metrics(m, done.resume.unwrap_or(0), round, cause)?;
-            spec.append_metrics = true;
-        }
+        for_round(agent, &mut spec, &done, round, causes.last())?;
         let err = match launch(&spec) {
             Ok(report) => return Ok(report),
             Err(e) if e.is::<BadInput>() => return Err(e),
@@ -149,6 +113,74 @@ pub fn run(agent: &Agent, policy: &RestartPolicy, plan_for: &mut PlanFor) -> Res
     ))
 }
 
+/// This agent's request to join round `round`: the newest complete checkpoint it sees, the
+/// endpoints it offers.
+fn joining(agent: &Agent, policy: &RestartPolicy, round: u32, ranks: usize) -> Result<Join> {
+    let checkpoint = (round > 0 || agent.resume)
+        .then(|| {
+            let root = policy.checkpoint_dir.as_deref()?;
+            brigade_stages::checkpoint::latest(Path::new(root), agent.layers).map(|(s, _)| s)
+        })
+        .flatten();
+    let me = Join {
+        round,
+        id: agent.id.clone(),
+        order: agent.order,
+        ranks,
+        endpoints: (0..agent.endpoints)
+            .map(|_| free_endpoint(&agent.rendezvous))
+            .collect::<Result<_>>()?,
+        checkpoint,
+        job_hash: agent.rules.job_hash.clone(),
+        run_id: agent.rules.run_id.clone(),
+    };
+    Ok(me)
+}
+
+/// Sets the round's run id and resume step on `spec`, says what runs, and continues the
+/// metrics file after a restart (`cause`: the last attempt's failure).
+fn for_round(
+    agent: &Agent,
+    spec: &mut LaunchSpec,
+    done: &Round,
+    round: u32,
+    cause: Option<&String>,
+) -> Result<()> {
+    spec.run_id = u64::from_str_radix(&done.run_id, 16).unwrap_or(spec.run_id);
+    spec.extra_args.retain(|a| a != "--resume");
+    if let Some(step) = done.resume {
+        spec.extra_args
+            .extend(["--resume-step".to_string(), step.to_string()]);
+    }
+    let here: Vec<String> = spec.stages.iter().map(|(k, _)| k.to_string()).collect();
+    crate::note!(
+        "{}: round {round}: {} members ({}), {} ranks; running rank {} (run {}){}",
+        agent.id,
+        done.members.len(),
+        done.members
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        spec.total_stages,
+        here.join(", "),
+        done.run_id,
+        done.resume
+            .map(|s| format!(", from the checkpoint of step {s}"))
+            .unwrap_or_default()
+    );
+    let holds_last = spec.stages.iter().any(|(k, _)| *k == spec.last_stage);
+    if round > 0
+        && holds_last
+        && let Some(m) = &spec.metrics
+    {
+        let cause = cause.map_or("", String::as_str);
+        continue_metrics(m, done.resume.unwrap_or(0), round, cause)?;
+        spec.append_metrics = true;
+    }
+    Ok(())
+}
+
 /// Starts the job's rendezvous on a thread of this process (it lives as long as the agent).
 fn host_rendezvous(agent: &Agent) -> Result<()> {
     let addr = agent.rendezvous.clone();
@@ -173,17 +205,4 @@ fn host_rendezvous(agent: &Agent) -> Result<()> {
         })
         .context("cannot start the rendezvous thread")?;
     Ok(())
-}
-
-/// `tcp://IP:PORT`: a free port on the interface that reaches the rendezvous `rv`.
-pub fn free_endpoint(rv: &str) -> Result<String> {
-    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect(rv).and_then(|()| s.local_addr()))
-        .with_context(|| format!("cannot find a route to the rendezvous {rv}"))?
-        .ip();
-    let port = std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .with_context(|| format!("no free port on {ip}"))?
-        .port();
-    Ok(format!("tcp://{ip}:{port}"))
 }

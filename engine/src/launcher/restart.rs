@@ -4,7 +4,9 @@
 //! past the resumed step are dropped (the rerun writes them again) and a
 //! `{"step", "restart", "cause"}` line records each restart. Bad input is never retried.
 
-use super::{BadInput, LaunchReport, LaunchSpec, launch};
+use super::failure::BadInput;
+use super::spec::{LaunchReport, LaunchSpec};
+use super::supervisor::launch;
 use crate::identity::fresh_run_id;
 use anyhow::{Context, Result};
 use std::path::Path;

@@ -4,10 +4,12 @@
 
 mod cluster;
 mod model;
+mod source;
 
 use crate::error::{ConfigError, line_col};
 use crate::reader::Section;
 use crate::topology::*;
+pub use source::{keep_hosts, key_given};
 use toml::{Table, Value};
 
 const TOP_KEYS: &[&str] = &[

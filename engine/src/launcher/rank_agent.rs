@@ -6,24 +6,32 @@
 //! with its processes) are left out: the survivors re-plan the topology for the ranks left and
 //! resume the same checkpoint on the new split.
 
-use super::stage::{StageArgs, check_rendezvous, rank_of};
+use super::agent::{self, Agent, Elastic};
+use super::restart::RestartPolicy;
+use super::spec::{LaunchReport, LaunchSpec};
 use crate::identity::parse_run_id;
 use crate::job::{Job, elastic_shape, load_input, replan};
-use crate::launcher::agent::{self, Agent};
-use crate::launcher::{LaunchSpec, RestartPolicy};
 use crate::rounds::{Round, Rules};
+use crate::runtime::{RankOptions, check_rendezvous, rank_of};
 use crate::transport::net::{JobKeys, load_secret};
 use anyhow::{Result, bail};
 use brigade_partitioner::ConfigError;
 use std::time::Duration;
 
-pub fn run(args: &StageArgs) -> Result<()> {
-    let (mut first, _) = load_input(&args.topology.file, &args.topology.overrides, None)?;
-    if let Some(source) = &args.plan_source {
+/// Runs the rank `opts` names round after round (see [`agent::run`]); `metrics`: the metrics
+/// file the agent running the last rank writes.
+pub fn run(
+    opts: &RankOptions,
+    policy: &RestartPolicy,
+    elastic: Elastic,
+    metrics: Option<&str>,
+) -> Result<LaunchReport> {
+    let (mut first, _) = load_input(&opts.file, &opts.overrides, None)?;
+    if let Some(source) = &opts.plan_source {
         first.file = source.clone();
     }
-    let (k, _, engine) = rank_of(args, &first)?;
-    if !args.peers.is_empty() {
+    let (k, _, engine) = rank_of(opts, &first)?;
+    if !opts.peers.is_empty() {
         return Err(ConfigError::invalid(
             &first.file,
             "--peers",
@@ -32,12 +40,12 @@ pub fn run(args: &StageArgs) -> Result<()> {
         )
         .into());
     }
-    let rendezvous = args
+    let rendezvous = opts
         .rendezvous
         .clone()
         .or_else(|| {
             let (host, port) = engine.as_ref()?.rendezvous.clone()?;
-            Some(format!("{host}:{}", port.unwrap_or(args.rendezvous_port)))
+            Some(format!("{host}:{}", port.unwrap_or(opts.rendezvous_port)))
         })
         .ok_or_else(|| {
             ConfigError::invalid(
@@ -47,10 +55,9 @@ pub fn run(args: &StageArgs) -> Result<()> {
                 "Pass --rendezvous HOST:PORT (on rank 0's machine), or start the ranks from Slurm or torchrun.",
             )
         })?;
-    let secret = load_secret(args.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let secret = load_secret(opts.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
     let keys = secret.as_deref().map(JobKeys::from_secret);
     check_rendezvous(&rendezvous, &keys, &format!("rank {k}"))?;
-    let min_ranks = args.restart.min_ranks;
     let agent = Agent {
         id: format!("rank {k}"),
         order: k as u64,
@@ -59,33 +66,52 @@ pub fn run(args: &StageArgs) -> Result<()> {
         keys,
         rules: Rules {
             ranks: first.ranks(),
-            min_ranks,
-            rejoin_within: Duration::from_secs(args.rounds.rejoin_timeout),
-            within: Duration::from_secs(args.connect_timeout.max(1)),
+            min_ranks: elastic.min_ranks,
+            rejoin_within: elastic.rejoin_timeout,
+            within: Duration::from_secs(opts.connect_timeout.max(1)),
             job_hash: first.hash_hex(),
-            run_id: format!("{:016x}", parse_run_id(first.hash, args.run_id.as_deref())),
+            run_id: format!("{:016x}", parse_run_id(first.hash, opts.run_id.as_deref())),
         },
         endpoints: 1,
-        resume: args.checkpoint.resume,
+        resume: opts.checkpoint.resume,
         ranks: 1,
         layers: first.topo.model.layers.len(),
     };
-    let policy = RestartPolicy {
-        max_restarts: args.restart.max_restarts,
-        backoff: Duration::from_secs_f64(args.restart.restart_backoff),
-        checkpoint_dir: args.checkpoint.checkpoint_dir.clone(),
+    let mut planner = RankPlanner {
+        opts,
+        k,
+        min_ranks: elastic.min_ranks,
+        metrics,
+        planned: None,
+        first,
     };
-    let mut planned: Option<(usize, Job)> = None;
-    let mut plan_for = |round: &Round| -> Result<LaunchSpec> {
+    agent::run(&agent, policy, &mut |round| planner.plan(round))
+}
+
+/// Plans each round for the ranks that joined it.
+struct RankPlanner<'a> {
+    opts: &'a RankOptions,
+    /// This agent's rank in the first plan.
+    k: usize,
+    min_ranks: usize,
+    metrics: Option<&'a str>,
+    /// The last plan made, for the world it was made for.
+    planned: Option<(usize, Job)>,
+    first: Job,
+}
+
+impl RankPlanner<'_> {
+    fn plan(&mut self, round: &Round) -> Result<LaunchSpec> {
+        let (k, first) = (self.k, &self.first);
         let world = round.members.len();
-        let job = match &planned {
+        let job = match &self.planned {
             Some((w, job)) if *w == world => job.clone(),
             _ if world == first.ranks() => first.clone(),
             _ => {
                 let (stages, replicas) =
                     elastic_shape(first.ranks_per_replica(), first.replicas(), world);
                 let job = replan(
-                    &first,
+                    first,
                     &[
                         format!("partition.stages={stages}"),
                         format!("partition.replicas={replicas}"),
@@ -99,14 +125,15 @@ pub fn run(args: &StageArgs) -> Result<()> {
                 job
             }
         };
-        if min_ranks > 0 && job.ranks() < min_ranks {
+        if self.min_ranks > 0 && job.ranks() < self.min_ranks {
             bail!(
-                "only {} ranks are left (members: {}), fewer than --min-ranks {min_ranks}",
+                "only {} ranks are left (members: {}), fewer than --min-ranks {}",
                 job.ranks(),
-                ids(round)
+                ids(round),
+                self.min_ranks
             );
         }
-        planned = Some((world, job.clone()));
+        self.planned = Some((world, job.clone()));
         let me = round
             .members
             .iter()
@@ -118,11 +145,8 @@ pub fn run(args: &StageArgs) -> Result<()> {
             .take(job.ranks())
             .map(|m| m.endpoints.first().cloned().unwrap_or_default())
             .collect();
-        Ok(spec(args, job, me, peers))
-    };
-    let report = agent::run(&agent, &policy, &mut plan_for)?;
-    crate::metrics::print_last_eval(report.last_eval.as_ref());
-    Ok(())
+        Ok(spec(self.opts, self.metrics, job, me, peers))
+    }
 }
 
 fn ids(round: &Round) -> String {
@@ -131,10 +155,16 @@ fn ids(round: &Round) -> String {
 }
 
 /// The launch of this agent's rank `me` (none when the plan has fewer ranks than members).
-fn spec(args: &StageArgs, job: Job, me: usize, peers: Vec<String>) -> LaunchSpec {
-    let mut extra = args.checkpoint.to_args();
+fn spec(
+    opts: &RankOptions,
+    metrics: Option<&str>,
+    job: Job,
+    me: usize,
+    peers: Vec<String>,
+) -> LaunchSpec {
+    let mut extra = opts.checkpoint.to_args();
     extra.extend(
-        args.secret_file
+        opts.secret_file
             .iter()
             .flat_map(|f| ["--secret-file".to_string(), f.clone()]),
     );
@@ -146,24 +176,24 @@ fn spec(args: &StageArgs, job: Job, me: usize, peers: Vec<String>) -> LaunchSpec
         Vec::new()
     };
     LaunchSpec {
-        file: args
+        file: opts
             .plan_source
             .clone()
-            .unwrap_or_else(|| args.topology.file.clone()),
+            .unwrap_or_else(|| opts.file.clone()),
         stages,
         total_stages: job.ranks(),
         last_stage: job.chunk_rank[last_chunk],
-        steps: args.steps.unwrap_or(job.topo.train.steps) as u64,
+        steps: opts.steps.unwrap_or(job.topo.train.steps) as u64,
         batch: job.topo.train.batch,
         run_id: 0,
         local: false,
-        metrics: args.metrics.clone(),
+        metrics: metrics.map(str::to_string),
         append_metrics: false,
-        trace: args.trace_out.clone(),
-        save_params: args.save_params.clone(),
+        trace: opts.trace_out.clone(),
+        save_params: opts.save_params.clone(),
         extra_args: extra,
-        peer_timeout: args.peer_timeout,
-        connect_timeout: args.connect_timeout,
+        peer_timeout: opts.peer_timeout,
+        connect_timeout: opts.connect_timeout,
         job,
     }
 }

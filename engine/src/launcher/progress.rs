@@ -1,0 +1,112 @@
+//! What the user sees and keeps of a launch: the progress bar, and the metrics file written
+//! from the rank holding the last chunk (the one that knows the loss).
+
+use super::spec::{LaunchReport, LaunchSpec};
+use crate::metrics::{EvalMetrics, MetricsWriter, StepMetrics};
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::time::Duration;
+
+/// The progress bar, the metrics file, and the figures for the report.
+pub struct Progress {
+    bar: ProgressBar,
+    metrics: Option<MetricsWriter>,
+    /// The rank holding the last chunk.
+    last_stage: usize,
+    /// This launch runs that rank.
+    shows_loss: bool,
+    batch: usize,
+    pub report: LaunchReport,
+}
+
+impl Progress {
+    /// Starts the bar and, when this launch runs the last rank, the metrics file.
+    pub fn start(spec: &LaunchSpec) -> Result<Self> {
+        let last_stage = spec.last_stage;
+        let shows_loss = spec.stages.iter().any(|(k, _)| *k == last_stage);
+        let metrics = match (&spec.metrics, shows_loss) {
+            (Some(p), true) => Some(
+                if spec.append_metrics {
+                    MetricsWriter::append(p)
+                } else {
+                    MetricsWriter::create(p)
+                }
+                .with_context(|| format!("{p}: cannot create the metrics file"))?,
+            ),
+            _ => None,
+        };
+        Ok(Progress {
+            bar: bar(spec.steps),
+            metrics,
+            last_stage,
+            shows_loss,
+            batch: spec.batch,
+            report: LaunchReport::default(),
+        })
+    }
+
+    /// A line above the bar.
+    pub fn println(&self, line: String) {
+        self.bar.println(line);
+    }
+
+    /// Rank `k` finished `step` (its loss, if it holds the last chunk).
+    pub fn step(&mut self, k: usize, step: u64, loss: Option<f64>, step_ms: f64) -> Result<()> {
+        if k == self.last_stage {
+            let m = StepMetrics {
+                step,
+                loss: loss.unwrap_or(f64::NAN),
+                step_ms,
+                samples_per_sec: self.batch as f64 / (step_ms / 1e3).max(1e-9),
+            };
+            self.bar.set_position(m.step);
+            self.bar.set_message(format!(
+                "loss {:.4}  {:.0} samples/s",
+                m.loss, m.samples_per_sec
+            ));
+            self.report.last = Some(m.clone());
+            if let Some(w) = self.metrics.as_mut() {
+                w.write(&m)
+                    .with_context(|| format!("{}: cannot write metrics", w.path()))?;
+            }
+        } else if !self.shows_loss {
+            self.bar.set_position(step);
+        }
+        Ok(())
+    }
+
+    /// Rank `k` evaluated the model (only the last rank's figures count).
+    pub fn eval(&mut self, k: usize, m: EvalMetrics) -> Result<()> {
+        if k != self.last_stage {
+            return Ok(());
+        }
+        self.bar.println(format!(
+            "step {}: {}",
+            m.step,
+            crate::metrics::describe_eval(&m)
+        ));
+        self.report.last_eval = Some(m);
+        if let Some(w) = self.metrics.as_mut() {
+            w.write_eval(&m)
+                .with_context(|| format!("{}: cannot write metrics", w.path()))?;
+        }
+        Ok(())
+    }
+
+    /// Clears the bar; the figures gathered.
+    pub fn finish(self) -> LaunchReport {
+        self.bar.finish_and_clear();
+        self.report
+    }
+}
+
+fn bar(steps: u64) -> ProgressBar {
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg}  ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
