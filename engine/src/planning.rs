@@ -7,7 +7,7 @@ use crate::sim::{ChunkCost, EdgeCost, SimCosts, SimError, SimReport, simulate};
 use brigade_partitioner::graph::{Crossing, crossings};
 use brigade_partitioner::plan::{self, Alternative, Plan};
 use brigade_partitioner::{
-    ConfigError, Costs, LayerGraph, LayerKind, Placement, Profile, ScheduleKind, Topology,
+    ConfigError, Costs, LayerGraph, LayerKind, Placement, Profile, Topology,
 };
 
 /// A plan with everything needed to explain it.
@@ -172,7 +172,7 @@ impl Planned {
                 // ZB-H1 splits linear layers: their weight-gradient product (as big as their
                 // forward) leaves B for W; on token sequences W also re-runs the forward
                 // product (brigade_stages::split says why).
-                let (moved_ms, weight_ms) = if topo.train.schedule == ScheduleKind::ZbH1 {
+                let (moved_ms, weight_ms) = if topo.train.schedule.needs().splits_weight_grads {
                     let ms = |gflop: f64| gflop / speed * 1e3;
                     (st.layers[0]..st.layers[1])
                         .filter(|&i| matches!(self.graph.layer(i).kind, LayerKind::Linear { .. }))

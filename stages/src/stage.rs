@@ -13,7 +13,7 @@ use crate::optim::{StageOptimizer, make_optimizer};
 use crate::params::{AssignIds, NamedParam, named_params, take_grads};
 use crate::precision::{compute_module, float_dtype};
 use crate::split::{self, Deferred};
-use brigade_partitioner::{LayerGraph, LayerKind, ScheduleKind, Topology};
+use brigade_partitioner::{LayerGraph, LayerKind, Topology};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
@@ -169,10 +169,10 @@ impl Stage {
             step: 0,
             recompute: topo.train.recomputes(index),
             dtype: float_dtype(topo.train.dtype),
-            split_weights: topo.train.schedule == ScheduleKind::ZbH1,
+            split_weights: topo.train.schedule.needs().splits_weight_grads,
             pending_w: BTreeMap::new(),
             batch_weights: topo.train.batch_weight_grads
-                && topo.train.schedule != ScheduleKind::ZbH1,
+                && topo.train.schedule.needs().batches_weight_grads,
             reduce_slots: Vec::new(),
             reduced: None,
             stateful_optimizer: topo.train.optimizer.state_copies() > 1,

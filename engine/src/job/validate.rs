@@ -214,7 +214,7 @@ impl JobPlan {
                     "Make device_kind match the topology's device, or pick another device index.",
                 ));
             }
-            if schedule == ScheduleKind::Interleaved1F1B {
+            if schedule.needs().round_robin_chunks {
                 // The interleaved order assumes chunk c on rank c mod K, v chunks each.
                 let expected: Vec<usize> = (r % k..self.chunks.len()).step_by(k).collect();
                 if !self.chunks.len().is_multiple_of(k) || rank.chunks != expected {
@@ -228,7 +228,9 @@ impl JobPlan {
                         "Give rank r the chunks r, r + K, r + 2K, …, with the same number of chunks on every rank.",
                     ));
                 }
-                if !(self.microbatches / replicas).is_multiple_of(k) {
+                if schedule.needs().microbatches_multiple_of_ranks
+                    && !(self.microbatches / replicas).is_multiple_of(k)
+                {
                     return Err(bad(
                         "microbatches",
                         format!(

@@ -222,10 +222,10 @@ pub(super) fn partition(
     train: &Train,
 ) -> Result<Partition, ConfigError> {
     let devices: usize = hosts.iter().map(|h| h.devices.len()).sum();
-    let interleaved = train.schedule == ScheduleKind::Interleaved1F1B;
-    let v = s.u64_or("chunks_per_rank", if interleaved { 2 } else { 1 })?;
+    let needs = train.schedule.needs();
+    let v = s.u64_or("chunks_per_rank", needs.default_chunks_per_rank as u64)?;
     let v = s.positive("chunks_per_rank", v, "A rank holds at least one chunk.")?;
-    if v > 1 && !interleaved {
+    if v > 1 && !needs.round_robin_chunks {
         return Err(s.err(
             "chunks_per_rank",
             format!(
@@ -274,7 +274,7 @@ pub(super) fn partition(
         ));
     }
     let per_replica = train.microbatches / replicas;
-    if interleaved && !per_replica.is_multiple_of(stages) {
+    if needs.microbatches_multiple_of_ranks && !per_replica.is_multiple_of(stages) {
         return Err(s.err(
             "stages",
             format!(

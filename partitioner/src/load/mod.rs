@@ -103,7 +103,7 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
         .opt_table("train")?
         .is_some_and(|t| t.contains_key("batch_weight_grads"));
     if !written {
-        train.batch_weight_grads = train.schedule != crate::topology::ScheduleKind::ZbH1
+        train.batch_weight_grads = train.schedule.needs().batches_weight_grads
             && hosts
                 .iter()
                 .flat_map(|h| &h.devices)
