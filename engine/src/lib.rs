@@ -1,5 +1,5 @@
-//! brigade's engine: schedules, the simulator, the executor and its transports, launchers and
-//! the `brigade` command line, on top of the planner and the stages.
+//! brigade's engine: the executor and its transports, launchers and the `brigade` command line,
+//! on top of the planner, the stages, and the schedules and simulator (re-exported here).
 //!
 //! ```
 //! use brigade_engine::schedule::{ChunkSlot, compute_order, one_f_one_b};
@@ -41,8 +41,10 @@ pub mod reference;
 pub mod rendezvous;
 pub mod rounds;
 pub mod runtime;
-pub mod schedule;
+/// The schedules and the simulator live in their own pure crate (docs/decisions/0014-pure-crates.md);
+/// re-exported under the names the engine has always used.
+pub use brigade_schedules as schedule;
+pub use brigade_schedules::sim;
 pub mod shape;
-pub mod sim;
 pub mod trace;
 pub mod transport;

@@ -6,7 +6,7 @@
 //! choose again, and `brigade plan` lists every shape weighed and why it lost.
 
 use crate::planning::{ShapeOption, make_plan};
-use brigade_partitioner::{ConfigError, ScheduleKind};
+use brigade_partitioner::ConfigError;
 
 /// Chooses replicas (and stages, unless the topology or `overrides` set them) for `text`;
 /// returns the overrides that fix the choice and every shape weighed.
@@ -21,7 +21,7 @@ pub fn choose(
     let layers = topo.model.layers.len() / topo.partition.chunks_per_rank;
     let given = topo.partition.stages_given.then_some(topo.partition.stages);
     let m = topo.train.microbatches;
-    let interleaved = topo.train.schedule == ScheduleKind::Interleaved1F1B;
+    let per_rank_multiple = topo.train.schedule.needs().microbatches_multiple_of_ranks;
     let mut options = Vec::new();
     for d in (1..=devices).filter(|d| m.is_multiple_of(*d)) {
         let ks: Vec<usize> = match given {
@@ -29,7 +29,7 @@ pub fn choose(
             None => (1..=(devices / d).min(layers.max(1))).collect(),
         };
         for k in ks {
-            if d * k > devices || (interleaved && !(m / d).is_multiple_of(k)) {
+            if d * k > devices || (per_rank_multiple && !(m / d).is_multiple_of(k)) {
                 continue;
             }
             let mut with = overrides.to_vec();

@@ -177,7 +177,7 @@ impl Train {
     /// stage and the planner's time and memory model share).
     pub fn weight_grads(&self) -> crate::layers::WeightGrads {
         crate::layers::WeightGrads::choose(
-            self.schedule == ScheduleKind::ZbH1,
+            self.schedule.needs().splits_weight_grads,
             self.batch_weight_grads,
         )
     }
@@ -198,52 +198,8 @@ impl Train {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScheduleKind {
-    /// Fill-drain: all forwards, then all backwards (GPipe).
-    Gpipe,
-    /// One-forward-one-backward with a flush at the step's end (PipeDream-Flush).
-    #[serde(rename = "1f1b")]
-    OneFOneB,
-    /// Megatron's interleaved 1F1B: each rank holds several non-adjacent chunks.
-    #[serde(rename = "interleaved-1f1b")]
-    Interleaved1F1B,
-    /// Zero Bubble H1: 1F1B with the backward split into input (B) and weight (W) gradients,
-    /// W deferred into the cool-down bubble.
-    #[serde(rename = "zb-h1")]
-    ZbH1,
-}
-
-impl ScheduleKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ScheduleKind::Gpipe => "gpipe",
-            ScheduleKind::OneFOneB => "1f1b",
-            ScheduleKind::Interleaved1F1B => "interleaved-1f1b",
-            ScheduleKind::ZbH1 => "zb-h1",
-        }
-    }
-
-    /// The schedule named `name` (as written in a topology or a job plan).
-    /// Every schedule, in the order `plan` compares them.
-    pub const ALL: [ScheduleKind; 4] = [
-        ScheduleKind::Gpipe,
-        ScheduleKind::OneFOneB,
-        ScheduleKind::Interleaved1F1B,
-        ScheduleKind::ZbH1,
-    ];
-
-    pub fn from_name(name: &str) -> Option<ScheduleKind> {
-        match name {
-            "gpipe" => Some(ScheduleKind::Gpipe),
-            "1f1b" => Some(ScheduleKind::OneFOneB),
-            "interleaved-1f1b" => Some(ScheduleKind::Interleaved1F1B),
-            "zb-h1" => Some(ScheduleKind::ZbH1),
-            _ => None,
-        }
-    }
-}
+/// The schedules live in their own pure crate; re-exported so callers name them as before.
+pub use brigade_schedules::ScheduleKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -32,8 +32,8 @@ pub enum DeviceUnavailable {
 
 /// Refuses a schedule that is not exact on `kind` (interleaved 1F1B on CUDA, see docs/gpu.md).
 pub fn check_schedule(kind: DeviceKind, schedule: ScheduleKind) -> Result<(), DeviceUnavailable> {
-    match (kind, schedule) {
-        (DeviceKind::Cuda(_), ScheduleKind::Interleaved1F1B) => {
+    match kind {
+        DeviceKind::Cuda(_) if !schedule.needs().exact_on_cuda => {
             Err(DeviceUnavailable::NotExactOnGpu {
                 device: kind,
                 schedule,

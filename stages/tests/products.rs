@@ -96,7 +96,9 @@ fn batched_weight_gradients_reach_the_blocks_products() {
     let mut stage = Stage::new(&on, 0, 0..3, &Device::flex());
     let data = SyntheticData::new(&on);
     for mb in 0..2 {
-        stage.forward(mb, data.inputs(0, mb, stage.device())).unwrap();
+        stage
+            .forward(mb, data.inputs(0, mb, stage.device()))
+            .unwrap();
         let target = data.targets(0, mb, stage.device());
         stage.backward_loss(mb, &target).unwrap();
     }

@@ -108,7 +108,7 @@ pub(crate) fn compare_schedules(file: &str, given: &[String], profile: Option<&s
             let mut overrides = given.to_vec();
             overrides.push(format!("train.schedule={}", schedule.name()));
             overrides.push(format!("train.recompute={recompute}"));
-            if schedule != ScheduleKind::Interleaved1F1B {
+            if !schedule.needs().round_robin_chunks {
                 overrides.push("partition.chunks_per_rank=1".into());
             }
             let name = format!(

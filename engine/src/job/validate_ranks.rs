@@ -143,7 +143,7 @@ impl JobPlan {
         let rank = &self.ranks[r];
         let replicas = self.ranks.len() / k;
         let key = |f: &str| format!("ranks[{r}].{f}");
-        if schedule == ScheduleKind::Interleaved1F1B {
+        if schedule.needs().round_robin_chunks {
             // The interleaved order assumes chunk c on rank c mod K, v chunks each.
             let expected: Vec<usize> = (r % k..self.chunks.len()).step_by(k).collect();
             if !self.chunks.len().is_multiple_of(k) || rank.chunks != expected {
@@ -157,7 +157,9 @@ impl JobPlan {
                     "Give rank r the chunks r, r + K, r + 2K, …, with the same number of chunks on every rank.",
                 ));
             }
-            if !(self.microbatches / replicas).is_multiple_of(k) {
+            if schedule.needs().microbatches_multiple_of_ranks
+                && !(self.microbatches / replicas).is_multiple_of(k)
+            {
                 return Err(bad(
                     "microbatches",
                     format!(

@@ -3,6 +3,7 @@
 use crate::error::{ConfigError, did_you_mean};
 use crate::reader::Section;
 use crate::topology::*;
+use brigade_schedules::Needs;
 use toml::Value;
 
 const HOST_KEYS: &[&str] = &[
@@ -244,8 +245,8 @@ pub(super) fn partition(
     train: &Train,
 ) -> Result<Partition, ConfigError> {
     let devices: usize = hosts.iter().map(|h| h.devices.len()).sum();
-    let interleaved = train.schedule == ScheduleKind::Interleaved1F1B;
-    let v = chunks_per_rank(s, train, interleaved)?;
+    let needs = train.schedule.needs();
+    let v = chunks_per_rank(s, train, needs)?;
     let replicas_auto = matches!(s.get("replicas"), Some(toml::Value::String(a)) if a == "auto");
     let replicas = if replicas_auto {
         1
@@ -267,7 +268,7 @@ pub(super) fn partition(
         ));
     }
     let per_replica = train.microbatches / replicas;
-    if interleaved && !per_replica.is_multiple_of(stages) {
+    if needs.microbatches_multiple_of_ranks && !per_replica.is_multiple_of(stages) {
         return Err(s.err(
             "stages",
             format!(
@@ -290,11 +291,12 @@ pub(super) fn partition(
     })
 }
 
-/// `chunks_per_rank`: 2 by default under interleaving, else 1 (and only interleaving may set it).
-fn chunks_per_rank(s: &Section, train: &Train, interleaved: bool) -> Result<usize, ConfigError> {
-    let v = s.u64_or("chunks_per_rank", if interleaved { 2 } else { 1 })?;
+/// `chunks_per_rank`: the schedule's default, and more than one only where the schedule runs
+/// several chunks per rank.
+fn chunks_per_rank(s: &Section, train: &Train, needs: Needs) -> Result<usize, ConfigError> {
+    let v = s.u64_or("chunks_per_rank", needs.default_chunks_per_rank as u64)?;
     let v = s.positive("chunks_per_rank", v, "A rank holds at least one chunk.")?;
-    if v > 1 && !interleaved {
+    if v > 1 && !needs.round_robin_chunks {
         return Err(s.err(
             "chunks_per_rank",
             format!(

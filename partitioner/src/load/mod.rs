@@ -110,7 +110,7 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
             .flat_map(|h| &h.devices)
             .all(|d| d.kind == crate::topology::DeviceKind::Cpu);
         train.batch_weight_grads = crate::layers::WeightGrads::batch_by_default(
-            train.schedule == crate::topology::ScheduleKind::ZbH1,
+            train.schedule.needs().splits_weight_grads,
             all_cpu,
         );
     }

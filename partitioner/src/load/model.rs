@@ -517,7 +517,7 @@ pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
     let schedule = ScheduleKind::from_name(s.choice(
         "schedule",
         "gpipe",
-        &["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"],
+        &ScheduleKind::ALL.map(ScheduleKind::name),
     )?)
     .expect("a listed choice");
     let lr = s.opt_f64("lr")?.unwrap_or(0.01);

@@ -16,9 +16,19 @@
 //! chunk 1  .01.a2bA3cBdCD
 //! chunk 2  ..0a1b2cA3dBCD
 //! ```
-//! (From the simulator; literal tables in the tests here and in `sim.rs`.)
+//! (From the simulator; literal tables in the tests here and in `sim/tests.rs`.)
 
-use super::{ChunkSlot, Instr, backward, forward};
+use super::{ChunkSlot, Instr, Needs, backward, forward};
+
+/// What this schedule needs (B and W apart, W per micro-batch at its own time).
+pub(crate) const NEEDS: Needs = Needs {
+    splits_weight_grads: true,
+    batches_weight_grads: false,
+    round_robin_chunks: false,
+    default_chunks_per_rank: 1,
+    microbatches_multiple_of_ranks: false,
+    exact_on_cuda: true,
+};
 
 /// The chunk's instructions: 1F1B's `w = min(K−k−1, M)` warm-up forwards, then F and B
 /// alternating and the `w` cool-down B's, each W `k` B's after its own, the rest of the W's
@@ -63,7 +73,7 @@ pub fn zb_h1(slot: ChunkSlot, microbatches: usize) -> Vec<Instr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::compute_order;
+    use crate::compute_order;
 
     #[test]
     fn literal_instruction_lists() {

@@ -1,6 +1,16 @@
 //! GPipe: every forward, then every backward (Huang et al., 2019).
 
-use super::{ChunkSlot, Instr, backward, forward};
+use super::{ChunkSlot, Instr, Needs, backward, forward};
+
+/// What this schedule needs (one chunk per rank, the whole backward at once).
+pub(crate) const NEEDS: Needs = Needs {
+    splits_weight_grads: false,
+    batches_weight_grads: true,
+    round_robin_chunks: false,
+    default_chunks_per_rank: 1,
+    microbatches_multiple_of_ranks: false,
+    exact_on_cuda: true,
+};
 
 /// The chunk's instructions: F0 … F(M−1), B0 … B(M−1), optimizer step. Keeps M micro-batches
 /// alive at its peak.
@@ -19,7 +29,7 @@ pub fn gpipe(slot: ChunkSlot, microbatches: usize) -> Vec<Instr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::{EdgeSet, compute_order};
+    use crate::{EdgeSet, compute_order};
 
     #[allow(non_snake_case)]
     mod lit {

@@ -20,9 +20,20 @@
 //! rank 0 c2  ..01..aa.bb2..3...cc.dd....
 //! rank 1 c3  ...0aa1bb......2cc3dd......
 //! ```
-//! (Literal tables in the tests here and in `sim.rs`.)
+//! (Literal tables in the tests here and in `sim/tests.rs`.)
 
-use super::{ChunkSlot, Instr, backward, forward};
+use super::{ChunkSlot, Instr, Needs, backward, forward};
+
+/// What this schedule needs: v chunks per rank, round robin (2 unless written), M a multiple
+/// of K; not exact on CUDA (on an H200 its losses differed from run to run, docs/gpu.md).
+pub(crate) const NEEDS: Needs = Needs {
+    splits_weight_grads: false,
+    batches_weight_grads: true,
+    round_robin_chunks: true,
+    default_chunks_per_rank: 2,
+    microbatches_multiple_of_ranks: true,
+    exact_on_cuda: false,
+};
 
 /// Rank `slots[0].chunk`'s list: `slots` are its chunks in chunk order (chunk j·K + r), K =
 /// `ranks`, M = `microbatches` (a multiple of K).
@@ -67,8 +78,8 @@ pub fn interleaved_1f1b(slots: &[ChunkSlot], ranks: usize, microbatches: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::chain_schedule;
-    use brigade_partitioner::ScheduleKind;
+    use crate::ScheduleKind;
+    use crate::chain_schedule;
 
     /// Compute instructions as `F<mb>c<chunk>` / `B<mb>c<chunk>`.
     fn order(list: &[Instr]) -> String {

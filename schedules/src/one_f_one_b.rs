@@ -1,7 +1,17 @@
 //! 1F1B with a flush at the end of the step (PipeDream-Flush; Narayanan et al., 2021; the
 //! schedule of Megatron-LM and DeepSpeed's `TrainSchedule`).
 
-use super::{ChunkSlot, Instr, backward, forward};
+use super::{ChunkSlot, Instr, Needs, backward, forward};
+
+/// What this schedule needs (one chunk per rank, the whole backward at once).
+pub(crate) const NEEDS: Needs = Needs {
+    splits_weight_grads: false,
+    batches_weight_grads: true,
+    round_robin_chunks: false,
+    default_chunks_per_rank: 1,
+    microbatches_multiple_of_ranks: false,
+    exact_on_cuda: true,
+};
 
 /// The chunk's instructions: `w = min(K−k−1, M)` warm-up forwards (k: the chunk's position,
 /// K: the pipeline's depth), then forward and backward alternating, then the remaining `w`
@@ -27,7 +37,7 @@ pub fn one_f_one_b(slot: ChunkSlot, microbatches: usize) -> Vec<Instr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::compute_order;
+    use crate::compute_order;
     use Instr::*;
 
     #[test]

@@ -1,3 +1,6 @@
+//! brigade's schedules and simulator, pure: no burn, nothing of brigade's own below it (the
+//! planner, the stages and the engine sit on top; docs/decisions/0014-pure-crates.md).
+//!
 //! Pipeline schedules as data: a pure function gives each rank its instruction list for one
 //! training step. The executor runs the list; the simulator times it; tests compare it with
 //! literal tables.
@@ -35,16 +38,20 @@
 mod eval;
 mod gpipe;
 mod interleaved;
+mod kind;
+mod needs;
 mod one_f_one_b;
+pub mod sim;
 mod zb_h1;
 
-use brigade_partitioner::ScheduleKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub use eval::eval_schedule;
 pub use gpipe::gpipe;
 pub use interleaved::interleaved_1f1b;
+pub use kind::{ScheduleKind, rank_schedule};
+pub use needs::Needs;
 pub use one_f_one_b::one_f_one_b;
 pub use zb_h1::zb_h1;
 
@@ -194,28 +201,6 @@ impl ChunkSlot {
             input: (k > 0).then(|| k as u32 - 1).into(),
             output: (k + 1 < depth).then_some(k as u32).into(),
         }
-    }
-}
-
-/// The instruction list of one rank for one step of `kind`: `slots` are the chunks it holds,
-/// in chunk order, of a pipeline of `ranks` ranks. GPipe, 1F1B and ZB-H1 give a rank one
-/// chunk; interleaved 1F1B gives rank r the chunks r, r + ranks, ….
-pub fn rank_schedule(
-    kind: ScheduleKind,
-    slots: &[ChunkSlot],
-    ranks: usize,
-    microbatches: usize,
-) -> Vec<Instr> {
-    match kind {
-        ScheduleKind::Interleaved1F1B => interleaved_1f1b(slots, ranks, microbatches),
-        _ => slots
-            .iter()
-            .flat_map(|&slot| match kind {
-                ScheduleKind::Gpipe => gpipe(slot, microbatches),
-                ScheduleKind::ZbH1 => zb_h1(slot, microbatches),
-                _ => one_f_one_b(slot, microbatches),
-            })
-            .collect(),
     }
 }
 
