@@ -7,8 +7,8 @@
 //! (Spark's `allGather`) pass `--peers` instead and skip this.
 
 use crate::transport::net::JobKeys;
-use crate::transport::net::zmtp::io::{Inbound, Mechanism, handshake_with, receive, send};
-use crate::transport::net::zmtp::{SocketType, curve::Session};
+use brigade_wire::zmtp::io::{Inbound, Mechanism, handshake_with, receive, send};
+use brigade_wire::zmtp::{SocketType, curve::Session};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;

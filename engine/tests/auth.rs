@@ -59,9 +59,9 @@ fn peer_with_the_wrong_secret_is_refused() {
 /// Returns the connections, to hold them open.
 async fn intrude(port: u16, secret: Option<&str>) -> Vec<tokio::net::TcpStream> {
     use brigade_engine::transport::net::JobKeys;
-    use brigade_engine::transport::net::zmtp::curve::KeyPair;
-    use brigade_engine::transport::net::zmtp::io::{Mechanism, handshake, handshake_with};
-    use brigade_engine::transport::net::zmtp::{SocketType, greeting};
+    use brigade_wire::zmtp::curve::KeyPair;
+    use brigade_wire::zmtp::io::{Mechanism, handshake, handshake_with};
+    use brigade_wire::zmtp::{SocketType, greeting};
     use tokio::io::AsyncWriteExt;
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -2,11 +2,11 @@
 //! brigade's CURVE server, and brigade's CURVE client PUSHes to a libzmq CURVE server, with
 //! heartbeats inside the boxes. Skipped (and says so) where pyzmq is not installed.
 
-use brigade_engine::transport::net::zmtp::curve::KeyPair;
-use brigade_engine::transport::net::zmtp::io::{
+use brigade_wire::zmtp::curve::KeyPair;
+use brigade_wire::zmtp::io::{
     Inbound, Mechanism, handshake_with, read_boxed, write_boxed, write_boxed_command,
 };
-use brigade_engine::transport::net::zmtp::{Command, SocketType};
+use brigade_wire::zmtp::{Command, SocketType};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command as Process, Stdio};
 

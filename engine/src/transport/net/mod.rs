@@ -1,5 +1,5 @@
-//! The network transport: ZeroMQ links (ZMTP 3.1 from brigade's own code, [`zmtp`], decision
-//! 0007) over TCP or Unix sockets. A rank binds one PULL socket for everything sent to it and
+//! The network transport: ZeroMQ links (ZMTP 3.1 from brigade's own code, in the wire crate
+//! [`brigade_wire`], decisions 0007 and 0015) over TCP or Unix sockets. A rank binds one PULL socket for everything sent to it and
 //! connects one PUSH to each rank it sends to (from the job plan's edges). A tokio runtime on
 //! its own I/O thread owns the sockets; the compute thread talks to it through channels, so
 //! sends and receives overlap compute and a tensor's read-back and encoding happen off the
@@ -12,56 +12,22 @@
 //! In-flight messages are bounded by the schedule (at most M activations or gradients per
 //! link per step), and every frame by the plan's largest tensor before it is allocated.
 
-mod control;
-pub mod meta;
-mod policy;
+mod accept;
+mod link;
 mod pull;
 mod push;
-pub mod secret;
-mod socket;
 mod tasks;
-pub mod wire;
-pub mod zmtp;
 
 use super::{Transport, TransportError};
-use crate::endpoints::RankLinks;
 use crate::message::{Incoming, Outgoing};
 use crate::trace::TraceEvent;
-use burn::prelude::Device;
 use crossbeam_channel::RecvTimeoutError;
 use std::time::Duration;
+use tasks::Cmd;
 use tokio::sync::mpsc;
 
-pub use control::{Control, ControlKind};
-pub use secret::{JobKeys, MIN_SECRET, load_secret, z85};
-
-/// What a stage's transport needs to know.
-#[derive(Debug, Clone)]
-pub struct NetConfig {
-    /// This rank.
-    pub stage: usize,
-    pub run_id: u64,
-    /// The job plan's hash: peers running another plan are refused.
-    pub job_hash: u64,
-    /// What this rank receives and sends, on which endpoints.
-    pub links: RankLinks,
-    /// Device received tensors are placed on.
-    pub device: Device,
-    pub heartbeat: Duration,
-    /// Silence after which a connected peer counts as lost.
-    pub peer_timeout: Duration,
-    /// How long a peer may take to appear at start.
-    pub connect_timeout: Duration,
-    pub trace: bool,
-    /// CURVE keys derived from the job secret: every `tcp://` link uses CURVE with them.
-    /// Without a secret, only loopback and ipc peers may take part.
-    pub keys: Option<JobKeys>,
-}
-
-enum Cmd {
-    Send(Box<Outgoing>),
-    Finish(crossbeam_channel::Sender<Vec<TraceEvent>>),
-}
+pub use brigade_wire::secret::{JobKeys, MIN_SECRET, load_secret, z85};
+pub use link::NetConfig;
 
 /// The compute thread's handle on the I/O thread.
 pub struct NetTransport {
@@ -164,25 +130,9 @@ impl Transport for NetTransport {
     }
 }
 
-/// The mechanism a link's end uses: CURVE with the job's keys on `tcp://` under a job secret;
-/// NULL on `ipc://` (a run directory only the job's user can open) and without a secret
-/// (loopback only).
-pub(crate) fn mechanism(
-    cfg: &NetConfig,
-    endpoint: &str,
-    role: zmtp::SocketType,
-) -> zmtp::Mechanism {
-    match &cfg.keys {
-        Some(keys) if endpoint.starts_with("tcp://") => match role {
-            zmtp::SocketType::Push => zmtp::Mechanism::CurveClient {
-                long: keys.client.clone(),
-                server: keys.server.public,
-            },
-            zmtp::SocketType::Pull => zmtp::Mechanism::CurveServer {
-                long: keys.server.clone(),
-                allowed: vec![keys.client.public],
-            },
-        },
-        _ => zmtp::Mechanism::Null,
-    }
-}
+// Control frames (the wire crate's) and tensor headers (the codec's) carry one magic and one
+// protocol version: bumping one without the other must not build.
+const _: () = assert!(
+    brigade_wire::control::MAGIC == brigade_stages::codec::MAGIC
+        && brigade_wire::control::VERSION == brigade_stages::codec::VERSION
+);

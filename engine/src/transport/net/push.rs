@@ -1,20 +1,20 @@
-//! The sending side of one rank-to-rank link (every edge and kind this rank sends to that peer): connects to the neighbour's endpoint, encodes and
-//! sends, tags messages once authenticated, and keeps an idle link alive with heartbeats.
+//! The sending side of one rank-to-rank link (every edge and kind this rank sends to that
+//! peer): connects to the neighbour's endpoint, encodes and sends, tags messages once
+//! authenticated, and keeps an idle link alive with heartbeats.
 
-use super::NetConfig;
-use super::control::{Control, ControlKind};
-use super::meta;
-use super::socket::{self, Conn};
-use super::tasks::{Link, ToCompute};
-use super::zmtp::command::Command;
-use super::zmtp::curve::Session;
-use super::zmtp::io::Inbound;
-use super::zmtp::{self, SocketType};
+use super::link::{AbortOnDrop, Link, NetConfig, ToCompute, mechanism};
 use crate::endpoints::OutPeer;
 use crate::message::Outgoing;
 use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
 use brigade_stages::codec::{self, Route};
+use brigade_wire::control::{Control, ControlKind};
+use brigade_wire::meta;
+use brigade_wire::socket::{self, Conn};
+use brigade_wire::zmtp::command::Command;
+use brigade_wire::zmtp::curve::Session;
+use brigade_wire::zmtp::io::Inbound;
+use brigade_wire::zmtp::{self, SocketType};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -79,147 +79,210 @@ async fn drain(
     }
 }
 
+/// Sends to one peer until the compute thread is done (then says bye) or the link fails;
+/// returns the trace of its sends and read-backs.
 pub(super) async fn push_task(
     cfg: Arc<NetConfig>,
     outbound: OutPeer,
-    mut rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
+    rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
     link: Link,
     to_compute: ToCompute,
 ) -> Vec<TraceEvent> {
-    let k = cfg.stage;
+    let mut tracer = Tracer::new(cfg.stage, 1, cfg.trace);
     let OutPeer { peer, endpoint } = outbound;
-    let mut tracer = Tracer::new(k, 1, cfg.trace);
-    let control = |kind| Control::new(kind, cfg.run_id, cfg.job_hash, k).encode();
-    let lost = |why: String| TransportError::PeerLost {
-        stage: k,
+    let push = Push {
+        cfg,
         peer,
-        address: endpoint.clone(),
-        why,
+        endpoint,
+        link,
+        to_compute,
     };
-    let report = |e: TransportError| {
-        let _ = to_compute.send(Err(e));
+    let sent = match push.connect().await {
+        Ok(conn) => push.run(conn, rx, &mut tracer).await,
+        Err(e) => Err(e),
     };
+    if let Err(e) = sent {
+        let _ = push.to_compute.send(Err(e));
+    }
+    tracer.into_events()
+}
 
-    let unreachable = |why: String| TransportError::Unreachable {
-        stage: k,
-        peer,
-        address: endpoint.clone(),
-        secs: cfg.connect_timeout.as_secs(),
-        why,
-    };
-    let mut conn = match socket::connect(&endpoint, cfg.connect_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            report(unreachable(e.to_string()));
-            return tracer.into_events();
+/// One link's sending side: whom it sends to and what it shares with the pull from that peer.
+struct Push {
+    cfg: Arc<NetConfig>,
+    peer: usize,
+    endpoint: String,
+    link: Link,
+    to_compute: ToCompute,
+}
+
+/// A connection to the peer that has passed the ZMTP handshake.
+struct Connected {
+    out: LinkSender,
+    /// The contexts of the peer's PINGs, to answer with PONG.
+    pongs: mpsc::UnboundedReceiver<Vec<u8>>,
+    /// Reads what the peer sends back; stopped when the push task ends.
+    drainer: AbortOnDrop,
+    /// The peer speaks ZMTP 3.1, which has PING.
+    pings: bool,
+}
+
+impl Push {
+    fn lost(&self, why: String) -> TransportError {
+        TransportError::PeerLost {
+            stage: self.cfg.stage,
+            peer: self.peer,
+            address: self.endpoint.clone(),
+            why,
         }
-    };
-    let ours = meta::ours(cfg.run_id, cfg.job_hash, k);
-    let mechanism = super::mechanism(&cfg, &endpoint, SocketType::Push);
-    let handshake = zmtp::io::shake(&mut conn, SocketType::Push, &ours, &mechanism);
-    let (session, pings) = match timeout(cfg.connect_timeout, handshake).await {
-        Ok(Ok(h)) => (h.session, h.minor >= 1),
-        Ok(Err(e)) => {
-            report(unreachable(format!("ZMTP handshake failed: {e}")));
-            return tracer.into_events();
+    }
+
+    fn unreachable(&self, why: String) -> TransportError {
+        TransportError::Unreachable {
+            stage: self.cfg.stage,
+            peer: self.peer,
+            address: self.endpoint.clone(),
+            secs: self.cfg.connect_timeout.as_secs(),
+            why,
         }
-        Err(_) => {
-            report(unreachable("the ZMTP handshake did not complete".into()));
-            return tracer.into_events();
-        }
-    };
-    let (seal, open) = match session.map(Session::split) {
-        Some((seal, open)) => (Some(seal), Some(open)),
-        None => (None, None),
-    };
-    let (rd, wr) = tokio::io::split(conn);
-    let (pong_tx, mut pongs) = mpsc::unbounded_channel();
-    let drainer = AbortOnDrop(tokio::spawn(drain(rd, open, pong_tx)));
-    let mut out = LinkSender {
-        conn: wr,
-        session: seal,
-        limit: cfg.peer_timeout,
-    };
-    let mut beat = tokio::time::interval(cfg.heartbeat);
-    loop {
-        tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Some(msg)) => {
-                    let start = tracer.now();
-                    let route = Route { run_id: cfg.run_id, step: msg.step, microbatch: msg.microbatch, kind: msg.kind, edge: msg.edge };
-                    let frames = match codec::encode_in_place(route, &msg.tensor) {
-                        Ok(Some(frames)) => Ok(frames),
-                        // Device memory: an asynchronous read-back, traced on its own.
-                        Ok(None) => {
-                            let data = codec::read_back(&msg.tensor).await;
-                            tracer.record(Span::new("readback", start, tracer.now(), msg.step, msg.microbatch));
-                            data.and_then(|d| codec::encode_read_back(route, d))
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let (header, payload) = match frames {
-                        Ok(frames) => frames,
-                        Err(e) => {
-                            report(TransportError::Io { stage: k, why: e.to_string() });
-                            return tracer.into_events();
-                        }
-                    };
-                    let start = tracer.now();
-                    // The payload is written from the tensor's own bytes: no copy between burn and the wire.
-                    if let Err(why) = out.send(&[&header, &payload]).await {
-                        report(lost(why));
-                        return tracer.into_events();
-                    }
-                    // Validation activations are traced apart from training's.
-                    let name = match msg.kind {
-                        brigade_stages::codec::Kind::Eval => "send_eval",
-                        _ => "send",
-                    };
-                    tracer.record(Span::new(name, start, tracer.now(), msg.step, msg.microbatch).on(msg.edge, msg.to));
-                }
-                Some(None) | None => {
-                    // Best effort: a neighbour that already left needs no goodbye.
-                    let _ = out.send(&[&control(ControlKind::Bye)]).await;
-                    drop(drainer);
-                    return tracer.into_events();
-                }
+    }
+
+    /// Connects (retrying until the connect timeout) and completes the ZMTP handshake.
+    async fn connect(&self) -> Result<Connected, TransportError> {
+        let cfg = &self.cfg;
+        let mut conn = socket::connect(&self.endpoint, cfg.connect_timeout)
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        let ours = meta::ours(cfg.run_id, cfg.job_hash, cfg.stage);
+        let mechanism = mechanism(cfg, &self.endpoint, SocketType::Push);
+        let handshake = zmtp::io::shake(&mut conn, SocketType::Push, &ours, &mechanism);
+        let (session, pings) = match timeout(cfg.connect_timeout, handshake).await {
+            Ok(Ok(h)) => (h.session, h.minor >= 1),
+            Ok(Err(e)) => return Err(self.unreachable(format!("ZMTP handshake failed: {e}"))),
+            Err(_) => return Err(self.unreachable("the ZMTP handshake did not complete".into())),
+        };
+        let (seal, open) = match session.map(Session::split) {
+            Some((seal, open)) => (Some(seal), Some(open)),
+            None => (None, None),
+        };
+        let (rd, wr) = tokio::io::split(conn);
+        let (pong_tx, pongs) = mpsc::unbounded_channel();
+        Ok(Connected {
+            out: LinkSender {
+                conn: wr,
+                session: seal,
+                limit: cfg.peer_timeout,
             },
-            Some(context) = pongs.recv() => {
-                if let Err(why) = out.command(&Command::Pong { context }).await {
-                    report(lost(why));
-                    return tracer.into_events();
-                }
-            }
-            _ = beat.tick() => {
-                // A ZMTP 3.0 peer (not brigade) has no PING; its liveness is its own business.
-                if !pings || link.done.load(Ordering::SeqCst) {
-                    continue;
-                }
-                // A ZMTP PING keeps the link alive without a message a ZeroMQ tap would see.
-                let ping = Command::Ping { ttl: ttl_deciseconds(cfg.peer_timeout), context: Vec::new() };
-                if let Err(why) = out.command(&ping).await {
-                    // It may have said bye while we were sending.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if !link.done.load(Ordering::SeqCst) {
-                        report(lost(why));
-                        return tracer.into_events();
+            pongs,
+            drainer: AbortOnDrop(tokio::spawn(drain(rd, open, pong_tx))),
+            pings,
+        })
+    }
+
+    /// Sends the compute thread's messages, answers PINGs and sends heartbeats, until the
+    /// compute thread is done (then says bye) or the link fails.
+    async fn run(
+        &self,
+        conn: Connected,
+        mut rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
+        tracer: &mut Tracer,
+    ) -> Result<(), TransportError> {
+        let Connected {
+            mut out,
+            mut pongs,
+            drainer,
+            pings,
+        } = conn;
+        let mut beat = tokio::time::interval(self.cfg.heartbeat);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Some(msg)) => self.send(&mut out, msg, tracer).await?,
+                    Some(None) | None => {
+                        // Best effort: a neighbour that already left needs no goodbye.
+                        let (cfg, k) = (&self.cfg, self.cfg.stage);
+                        let bye = Control::new(ControlKind::Bye, cfg.run_id, cfg.job_hash, k);
+                        let _ = out.send(&[&bye.encode()]).await;
+                        drop(drainer);
+                        return Ok(());
                     }
+                },
+                Some(context) = pongs.recv() => {
+                    let pong = Command::Pong { context };
+                    out.command(&pong).await.map_err(|why| self.lost(why))?;
                 }
+                // A ZMTP 3.0 peer (not brigade) has no PING; its liveness is its own business.
+                _ = beat.tick(), if pings => self.heartbeat(&mut out).await?,
             }
         }
+    }
+
+    /// Encodes one message (reading a device tensor back first) and sends it.
+    async fn send(
+        &self,
+        out: &mut LinkSender,
+        msg: Outgoing,
+        tracer: &mut Tracer,
+    ) -> Result<(), TransportError> {
+        let start = tracer.now();
+        let route = Route {
+            run_id: self.cfg.run_id,
+            step: msg.step,
+            microbatch: msg.microbatch,
+            kind: msg.kind,
+            edge: msg.edge,
+        };
+        let frames = match codec::encode_in_place(route, &msg.tensor) {
+            Ok(Some(frames)) => Ok(frames),
+            // Device memory: an asynchronous read-back, traced on its own.
+            Ok(None) => {
+                let data = codec::read_back(&msg.tensor).await;
+                let readback = Span::new("readback", start, tracer.now(), msg.step, msg.microbatch);
+                tracer.record(readback);
+                data.and_then(|d| codec::encode_read_back(route, d))
+            }
+            Err(e) => Err(e),
+        };
+        let (header, payload) = frames.map_err(|e| TransportError::Io {
+            stage: self.cfg.stage,
+            why: e.to_string(),
+        })?;
+        let start = tracer.now();
+        // The payload is written from the tensor's own bytes: no copy between burn and the wire.
+        (out.send(&[&header, &payload]).await).map_err(|why| self.lost(why))?;
+        // Validation activations are traced apart from training's.
+        let name = match msg.kind {
+            brigade_stages::codec::Kind::Eval => "send_eval",
+            _ => "send",
+        };
+        let span = Span::new(name, start, tracer.now(), msg.step, msg.microbatch);
+        tracer.record(span.on(msg.edge, msg.to));
+        Ok(())
+    }
+
+    /// A ZMTP PING keeps the link alive without a message a ZeroMQ tap would see; a peer that
+    /// said bye needs none.
+    async fn heartbeat(&self, out: &mut LinkSender) -> Result<(), TransportError> {
+        if self.link.done.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let ttl = ttl_deciseconds(self.cfg.peer_timeout);
+        let ping = Command::Ping {
+            ttl,
+            context: Vec::new(),
+        };
+        if let Err(why) = out.command(&ping).await {
+            // It may have said bye while we were sending.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !self.link.done.load(Ordering::SeqCst) {
+                return Err(self.lost(why));
+            }
+        }
+        Ok(())
     }
 }
 
 /// The TTL a PING announces: the peer timeout, in tenths of a second.
 fn ttl_deciseconds(d: Duration) -> u16 {
     (d.as_millis() / 100).min(u16::MAX as u128) as u16
-}
-
-/// Stops the drain task when the push task ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

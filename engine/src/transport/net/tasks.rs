@@ -1,30 +1,33 @@
 //! The I/O thread's main task: binds and connects the sockets, starts one task per socket
 //! ([`super::pull`], [`super::push`]) and routes the compute thread's commands to them.
 
-use super::socket::Listener;
-use super::{Cmd, NetConfig};
-use crate::message::{Incoming, Outgoing};
+use super::link::{Link, NetConfig, ToCompute};
+use super::{pull, push};
+use crate::message::Outgoing;
+use crate::trace::TraceEvent;
 use crate::transport::TransportError;
+use brigade_wire::socket::Listener;
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-pub(super) type ToCompute = Sender<Result<Incoming, TransportError>>;
+/// What the compute thread asks of the I/O thread.
+pub(super) enum Cmd {
+    Send(Box<Outgoing>),
+    Finish(crossbeam_channel::Sender<Vec<TraceEvent>>),
+}
 
 /// How long `finish` waits for the neighbours' byes before exiting anyway: by then they have
 /// received all they need from this stage (they could not have finished otherwise).
 const LINGER: Duration = Duration::from_secs(3);
 
-/// What the pull task and the push task to one peer rank share.
-#[derive(Clone, Default)]
-pub(super) struct Link {
-    /// The peer said bye: its silence afterwards is expected.
-    pub(super) done: Arc<AtomicBool>,
-}
+/// A pull or push task: it returns its trace.
+type Task = tokio::task::JoinHandle<Vec<TraceEvent>>;
+/// Each peer rank's push task's queue (`None`: say bye).
+type Routes = HashMap<usize, mpsc::UnboundedSender<Option<Outgoing>>>;
 
 pub(super) async fn io_main(
     cfg: NetConfig,
@@ -43,44 +46,15 @@ pub(super) async fn io_main(
         .into_iter()
         .map(|p| (p, Link::default()))
         .collect();
-
-    let mut pulls = Vec::new();
-    if let Some(listen) = cfg.links.listen.clone() {
-        let listener = match Listener::bind(&listen.endpoint).await {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err(TransportError::Bind {
-                    stage: k,
-                    address: listen.endpoint.clone(),
-                    why: e.to_string(),
-                }));
-                return;
-            }
-        };
-        pulls.push(tokio::spawn(super::pull::pull_task(
-            cfg.clone(),
-            listener,
-            listen,
-            links.clone(),
-            to_compute.clone(),
-        )));
-    }
+    let pull = match start_pull(&cfg, &links, &to_compute).await {
+        Ok(pull) => pull,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     let _ = ready.send(Ok(()));
-
-    let mut pushes = Vec::new();
-    let mut routes: HashMap<usize, mpsc::UnboundedSender<Option<Outgoing>>> = HashMap::new();
-    for out in cfg.links.out.clone() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        routes.insert(out.peer, tx);
-        let shared = links[&out.peer].clone();
-        pushes.push(tokio::spawn(super::push::push_task(
-            cfg.clone(),
-            out,
-            rx,
-            shared,
-            to_compute.clone(),
-        )));
-    }
+    let (routes, pushes) = start_pushes(&cfg, &links, &to_compute);
 
     while let Some(cmd) = cmds.recv().await {
         match cmd {
@@ -99,26 +73,80 @@ pub(super) async fn io_main(
                 }
             },
             Cmd::Finish(ack) => {
-                for tx in routes.values() {
-                    let _ = tx.send(None);
-                }
-                let mut events = Vec::new();
-                for p in pushes.drain(..) {
-                    if let Ok(ev) = p.await {
-                        events.extend(ev);
-                    }
-                }
-                let _ = timeout(LINGER, async {
-                    for p in pulls.drain(..) {
-                        if let Ok(ev) = p.await {
-                            events.extend(ev);
-                        }
-                    }
-                })
-                .await;
-                let _ = ack.send(events);
+                let _ = ack.send(finish(&routes, pushes, pull).await);
                 return;
             }
         }
     }
+}
+
+/// Binds this rank's endpoint, if anyone sends to it, and starts its pull task.
+async fn start_pull(
+    cfg: &Arc<NetConfig>,
+    links: &HashMap<usize, Link>,
+    to_compute: &ToCompute,
+) -> Result<Option<Task>, TransportError> {
+    let Some(listen) = cfg.links.listen.clone() else {
+        return Ok(None);
+    };
+    let listener = Listener::bind(&listen.endpoint)
+        .await
+        .map_err(|e| TransportError::Bind {
+            stage: cfg.stage,
+            address: listen.endpoint.clone(),
+            why: e.to_string(),
+        })?;
+    Ok(Some(tokio::spawn(pull::pull_task(
+        cfg.clone(),
+        listener,
+        listen,
+        links.clone(),
+        to_compute.clone(),
+    ))))
+}
+
+/// Starts one push task per rank this rank sends to.
+fn start_pushes(
+    cfg: &Arc<NetConfig>,
+    links: &HashMap<usize, Link>,
+    to_compute: &ToCompute,
+) -> (Routes, Vec<Task>) {
+    let mut pushes = Vec::new();
+    let mut routes = Routes::new();
+    for out in cfg.links.out.clone() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        routes.insert(out.peer, tx);
+        let shared = links[&out.peer].clone();
+        pushes.push(tokio::spawn(push::push_task(
+            cfg.clone(),
+            out,
+            rx,
+            shared,
+            to_compute.clone(),
+        )));
+    }
+    (routes, pushes)
+}
+
+/// Tells every push task to say bye and waits for them, then gives the pull task [`LINGER`]
+/// to hear the neighbours' byes; returns their traces.
+async fn finish(routes: &Routes, pushes: Vec<Task>, pull: Option<Task>) -> Vec<TraceEvent> {
+    for tx in routes.values() {
+        let _ = tx.send(None);
+    }
+    let mut events = Vec::new();
+    for p in pushes {
+        if let Ok(ev) = p.await {
+            events.extend(ev);
+        }
+    }
+    let _ = timeout(LINGER, async {
+        if let Some(p) = pull
+            && let Ok(ev) = p.await
+        {
+            events.extend(ev);
+        }
+    })
+    .await;
+    events
 }

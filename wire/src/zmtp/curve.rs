@@ -17,8 +17,8 @@
 //! Short nonces are 8-byte big-endian counters that must strictly increase in each direction,
 //! so a replayed or reordered box is refused.
 
-use super::ZmtpError;
 use super::command::{Metadata, decode_metadata, encode_metadata};
+use super::error::ZmtpError;
 use crypto_box::aead::{Aead, AeadInPlace, KeyInit};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use crypto_secretbox::XSalsa20Poly1305;

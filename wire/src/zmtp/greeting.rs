@@ -9,7 +9,7 @@
 //! ZMTP 2.0 peer sends major version 1. Both are refused: their framing has no room for the
 //! checks brigade needs, and a downgrade must not be a way around the mechanism.
 
-use super::ZmtpError;
+use super::error::ZmtpError;
 
 pub const LEN: usize = 64;
 /// Bytes that identify ZMTP ≥ 2 before the version: checked first.

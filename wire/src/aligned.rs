@@ -1,31 +1,66 @@
 //! Received frames as tensor storage: every data frame is read straight into its own
 //! allocation, aligned for any wire element type and not zero-filled first, so a payload
 //! becomes a burn tensor's bytes without a copy. (brigade's own framing of decision 0005 lived
-//! here; ZMTP 3.1 in [`super::zmtp`] replaced it, decision 0007.)
+//! here; ZMTP 3.1 in [`crate::zmtp`] replaced it, decision 0007.)
+//!
+//! A [`Frame`] keeps the vector it was read into, typed by its alignment, rather than burn's
+//! `Bytes`: this crate needs no burn, and the engine adopts the vector as `Bytes` (no copy).
 
 use std::future::poll_fn;
 use std::mem::MaybeUninit;
+use std::ops::Deref;
 use std::pin::Pin;
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// A received frame: aligned storage that burn can adopt as a tensor's bytes.
-pub type Frame = burn::tensor::Bytes;
+/// A received frame: its bytes, in a vector of the widest element that divides its length,
+/// so that it is aligned for any element type a tensor of that size can have.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Frame {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+}
 
-/// Reads `len` bytes into fresh storage aligned for its largest fitting element type, without
-/// zero-filling it first.
-pub(in crate::transport::net) async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    len: usize,
-) -> std::io::Result<Frame> {
-    match len {
-        n if n % 8 == 0 => read_elems::<u64, R>(r, len).await,
-        n if n % 4 == 0 => read_elems::<u32, R>(r, len).await,
-        n if n % 2 == 0 => read_elems::<u16, R>(r, len).await,
-        _ => read_elems::<u8, R>(r, len).await,
+impl Deref for Frame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Frame::U8(v) => v,
+            Frame::U16(v) => bytemuck::cast_slice(v),
+            Frame::U32(v) => bytemuck::cast_slice(v),
+            Frame::U64(v) => bytemuck::cast_slice(v),
+        }
     }
 }
 
-async fn read_elems<E, R>(r: &mut R, len: usize) -> std::io::Result<Frame>
+impl From<Vec<u8>> for Frame {
+    /// Bytes already in memory (a CURVE box's plaintext), as they are: byte-aligned.
+    fn from(bytes: Vec<u8>) -> Frame {
+        Frame::U8(bytes)
+    }
+}
+
+impl std::fmt::Debug for Frame {
+    // A payload can be megabytes: its size says enough.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Frame({} bytes)", self.len())
+    }
+}
+
+/// Reads `len` bytes into fresh storage aligned for its largest fitting element type, without
+/// zero-filling it first.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> std::io::Result<Frame> {
+    match len {
+        n if n % 8 == 0 => read_elems::<u64, R>(r, len).await.map(Frame::U64),
+        n if n % 4 == 0 => read_elems::<u32, R>(r, len).await.map(Frame::U32),
+        n if n % 2 == 0 => read_elems::<u16, R>(r, len).await.map(Frame::U16),
+        _ => read_elems::<u8, R>(r, len).await.map(Frame::U8),
+    }
+}
+
+async fn read_elems<E, R>(r: &mut R, len: usize) -> std::io::Result<Vec<E>>
 where
     E: bytemuck::NoUninit + Send + Sync,
     R: AsyncRead + Unpin,
@@ -48,7 +83,7 @@ where
     // SAFETY: the loop above initialised all len bytes, i.e. the first n elements, and every
     // bit pattern is a valid E (plain integers).
     unsafe { out.set_len(n) };
-    Ok(burn::tensor::Bytes::from_elems(out))
+    Ok(out)
 }
 
 #[cfg(test)]

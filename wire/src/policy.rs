@@ -13,16 +13,16 @@
 //! run or plan before any peer has connected is a mis-wired job and fails at once rather than
 //! at the connect timeout.
 
-use super::control::{Control, ControlKind, Mismatch, check_identity, mismatch};
-use super::meta;
-use super::wire::Frame;
-use super::zmtp::{Metadata, ZmtpError};
-use crate::transport::TransportError;
+use crate::aligned::Frame;
+use crate::control::{Control, ControlKind, Mismatch, check_identity, mismatch};
+use crate::error::TransportError;
+use crate::meta;
+use crate::zmtp::{Metadata, ZmtpError};
 use std::collections::{BTreeSet, HashMap};
 
 /// What the listener is and whom it expects.
 #[derive(Debug, Clone)]
-pub(super) struct LinkIdentity {
+pub struct LinkIdentity {
     /// This rank.
     pub rank: usize,
     /// The ranks allowed to send to it.
@@ -35,7 +35,7 @@ pub(super) struct LinkIdentity {
 
 /// What the pull task must do with one event.
 #[derive(Debug)]
-pub(super) enum Verdict {
+pub enum Verdict {
     /// Nothing (a stranger's clean close, an unknown control message).
     Nothing,
     /// Log this refusal of a stranger's message and carry on.
@@ -52,7 +52,7 @@ pub(super) enum Verdict {
 
 /// The policy of one rank's listener.
 #[derive(Debug)]
-pub(super) struct LinkPolicy {
+pub struct LinkPolicy {
     id: LinkIdentity,
     /// connection → peer rank.
     conns: HashMap<u64, usize>,

@@ -2,7 +2,7 @@
 //! metadata READY carries: properties of a name (1–255 bytes of `[A-Za-z0-9-_.+]`) and a value
 //! (a 4-byte network-order size, then bytes).
 
-use super::ZmtpError;
+use super::error::ZmtpError;
 
 /// The two ZeroMQ socket types a brigade link has: the sender PUSHes, the receiver PULLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,9 @@
 
 use super::command::{Command, Metadata, SocketType, property};
 use super::curve::{Client, KeyPair, Server, Session};
-use super::{ZmtpError, frame, greeting};
-use crate::transport::net::wire::{Frame, read_frame};
+use super::error::ZmtpError;
+use super::{frame, greeting};
+use crate::aligned::{Frame, read_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The most a command frame (READY, PING, ERROR, …) may declare.
@@ -273,7 +274,7 @@ pub async fn read_boxed<R: AsyncRead + Unpin>(
         if frames.len() == max_frames {
             return Err(ZmtpError::FrameCount(max_frames));
         }
-        frames.push(Frame::from_elems(data));
+        frames.push(Frame::from(data));
         if flags & 1 == 0 {
             return Ok(Inbound::Message(frames));
         }

@@ -1,7 +1,7 @@
 //! ZMTP frame heads: a flags byte (MORE, LONG, COMMAND; the other bits reserved, zero) and the
 //! body's size, one byte, or eight in network order when LONG is set.
 
-use super::ZmtpError;
+use super::error::ZmtpError;
 
 pub const MORE: u8 = 0x01;
 pub const LONG: u8 = 0x02;

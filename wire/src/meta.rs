@@ -3,8 +3,8 @@
 //! `sock.setsockopt(zmq.METADATA, b"X-Brigade-Rank:0")`), so a tool can feed or tap a rank
 //! on purpose (without a job secret, on loopback).
 
-use super::zmtp::Metadata;
-use super::zmtp::command::property;
+use crate::zmtp::Metadata;
+use crate::zmtp::command::property;
 
 pub const RUN: &str = "X-Brigade-Run";
 pub const JOB: &str = "X-Brigade-Job";

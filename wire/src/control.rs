@@ -2,8 +2,14 @@
 //! and keeping alive are ZMTP's READY and PING). Tensor messages are two frames (header +
 //! payload), so the frame count tells them apart.
 
-use brigade_stages::codec::{MAGIC, VERSION};
 use serde::{Deserialize, Serialize};
+
+/// Identifies brigade frames ("BRGD"): the same magic as a tensor message's header
+/// (`brigade_stages::codec::MAGIC`; the engine does not build if they differ).
+pub const MAGIC: u32 = 0x4252_4744;
+/// brigade's protocol version, the same as a tensor header's (`brigade_stages::codec::VERSION`):
+/// bump both together.
+pub const VERSION: u16 = 1;
 
 const OTHER_PLAN: &str = "peer runs a different job plan";
 

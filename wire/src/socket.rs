@@ -1,6 +1,6 @@
-//! Listening on and connecting to the endpoints of [`crate::endpoints`]: `tcp://host:port`
-//! (TCP, Nagle off: control messages are small and latency-bound) and `ipc://path` (a Unix
-//! socket in the run directory).
+//! Listening on and connecting to a rank's endpoints (the job plan names them):
+//! `tcp://host:port` (TCP, Nagle off: control messages are small and latency-bound) and
+//! `ipc://path` (a Unix socket in the run directory).
 
 use std::io;
 use std::path::PathBuf;
@@ -10,10 +10,10 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::time::Instant;
 
 /// A connected byte stream of either kind.
-pub(super) trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-pub(super) type Conn = Box<dyn Stream>;
+pub type Conn = Box<dyn Stream>;
 
 enum Addr<'a> {
     Tcp(&'a str),
@@ -34,13 +34,13 @@ fn parse(endpoint: &str) -> io::Result<Addr<'_>> {
 }
 
 /// A bound endpoint; a Unix socket's file is removed when it is dropped.
-pub(super) enum Listener {
+pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
 }
 
 impl Listener {
-    pub(super) async fn bind(endpoint: &str) -> io::Result<Listener> {
+    pub async fn bind(endpoint: &str) -> io::Result<Listener> {
         match parse(endpoint)? {
             Addr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
             Addr::Ipc(p) => {
@@ -52,7 +52,7 @@ impl Listener {
     }
 
     /// The next connection and where it comes from (`tcp://ip:port` or `ipc://path`).
-    pub(super) async fn accept(&self) -> io::Result<(Conn, String)> {
+    pub async fn accept(&self) -> io::Result<(Conn, String)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, from) = l.accept().await?;
@@ -77,7 +77,7 @@ impl Drop for Listener {
 
 /// Connects to `endpoint`, retrying until `within` has passed: the peer may start later than
 /// this rank. The ZMTP handshake is the caller's.
-pub(super) async fn connect(endpoint: &str, within: Duration) -> io::Result<Conn> {
+pub async fn connect(endpoint: &str, within: Duration) -> io::Result<Conn> {
     let deadline = Instant::now() + within;
     let addr = parse(endpoint)?;
     loop {

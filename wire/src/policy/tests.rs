@@ -2,7 +2,7 @@
 //! and 2.
 
 use super::*;
-use crate::transport::net::meta;
+use crate::meta;
 
 const RUN: u64 = 0xaa;
 const JOB: u64 = 0xbb;
@@ -18,7 +18,7 @@ fn policy() -> LinkPolicy {
 }
 
 fn frame(bytes: &[u8]) -> Frame {
-    Frame::from_elems(bytes.to_vec())
+    Frame::from(bytes.to_vec())
 }
 
 /// An event of the table: what one connection delivers.

@@ -7,7 +7,7 @@
 //! (gradients leak training data). `brigade keys` prints the keys in Z85, so an external ZeroMQ
 //! tool can be let in on purpose.
 
-use super::zmtp::curve::KeyPair;
+use crate::zmtp::curve::KeyPair;
 
 /// Secrets shorter than this are refused.
 pub const MIN_SECRET: usize = 16;
