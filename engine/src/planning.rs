@@ -4,7 +4,7 @@
 use crate::schedule::{ChunkSlot, EdgeSet, rank_schedule, with_all_reduce};
 use crate::schedule::{chain_schedule, peak_live_of};
 use crate::sim::{ChunkCost, EdgeCost, SimCosts, SimError, SimReport, simulate};
-use brigade_partitioner::graph::{Crossing, crossings};
+use brigade_partitioner::model::{Crossing, crossings};
 use brigade_partitioner::plan::{self, Alternative, Plan};
 use brigade_partitioner::{
     ConfigError, Costs, LayerGraph, Placement, Profile, Topology, WeightGrads,

@@ -133,6 +133,45 @@ impl LayerGraph {
     }
 }
 
+/// One tensor crossing between chunks: layer `tensor`'s output, made in chunk `from` and taken
+/// by a layer of chunk `to` (sent once however many of `to`'s layers take it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Crossing {
+    pub from: usize,
+    pub to: usize,
+    pub tensor: usize,
+}
+
+/// Every tensor crossing between chunks holding the contiguous layer `ranges` of `model`, in
+/// (from, to, tensor) order: for a chain, crossing i joins chunk i to chunk i + 1.
+pub fn crossings(
+    model: &Model,
+    ranges: &[std::ops::Range<usize>],
+) -> Vec<Crossing> {
+    let chunk_of = |l: usize| ranges.iter().position(|r| r.contains(&l));
+    let mut out: Vec<Crossing> = Vec::new();
+    for l in 0..model.layers.len() {
+        let Some(to) = chunk_of(l) else { continue };
+        for t in model.sources(l) {
+            match chunk_of(t) {
+                Some(from) if from != to => {
+                    let c = Crossing {
+                        from,
+                        to,
+                        tensor: t,
+                    };
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,12 +5,12 @@
 use super::{
     ChunkSpec, EdgeSpec, Explain, FORMAT, Job, JobPlan, RankSpec, TopologySource, VERSION,
 };
-use brigade_partitioner::graph::crossings;
+use brigade_partitioner::model::crossings;
 use brigade_partitioner::plan::{Alternative, Plan};
 use brigade_partitioner::{ConfigError, Topology};
 
 /// The plan's edges for `chunks` of `topo`'s model: one per tensor crossing from the chunk making
-/// it to a chunk taking it ([`brigade_partitioner::graph::crossings`]); for a chain, edge i
+/// it to a chunk taking it ([`brigade_partitioner::model::crossings`]); for a chain, edge i
 /// joins chunk i to chunk i + 1 and names no layer.
 pub fn edges_of(topo: &Topology, chunks: &[ChunkSpec]) -> Vec<EdgeSpec> {
     let graph = topo.model.graph();
