@@ -188,17 +188,18 @@ fn recomputation_changes_nothing_but_memory() {
     // Dropout (quickstart) and attention (transformer) recompute identically at backward. Each
     // keeps only its live micro-batches' inputs, no outputs and no graph, so the run's peak
     // falls: GPipe keeps all 8 micro-batches of each stage alive at once. The batches are
-    // larger than the files' so that activations, not parameters, dominate the peak.
+    // larger than the files' so that activations, not parameters, dominate the peak (measured:
+    // quickstart 7.8 MiB keeping them, 5.8 recomputing; the transformer 42 and 20).
     let cases: [(&str, &[&str], f64); 2] = [
         (
             "quickstart.toml",
             &["train.schedule=gpipe", "train.batch=1024"],
-            0.75,
+            0.85,
         ),
         (
             "transformer-lm.toml",
             &["train.schedule=1f1b", "train.batch=128"],
-            0.75,
+            0.7,
         ),
     ];
     for (file, overrides, most) in cases {
