@@ -10,14 +10,14 @@
 # PyPI has only the CUDA build, 5+ GB, which runs fine on CPU):
 #   python3 -m venv ~/.venv-torch && ~/.venv-torch/bin/pip install -r benches/torch/requirements.txt
 #   TORCH_PYTHON=~/.venv-torch/bin/python benches/torch/compare.sh
-# Without torch it says so and exits 0.
+# Without torch it says SKIP and exits 0, or under CI=true says FAIL and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
 PY=${TORCH_PYTHON:-python3}
+. engine/tests/skip.sh
 if ! "$PY" -c 'import torch' 2>/dev/null; then
-  echo "SKIP: no torch in $PY. Install it (see the top of $0) and set TORCH_PYTHON."
-  exit 0
+  skip_or_fail "torch comparison" "torch in $PY" "install it (see the top of $0) and set TORCH_PYTHON"
 fi
 cargo build --release -q -p brigade-engine
 BRIGADE=$(cargo metadata --format-version 1 --no-deps |

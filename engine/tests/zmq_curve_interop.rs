@@ -1,6 +1,9 @@
 //! brigade's CURVE (RFC 26) against libzmq's, through pyzmq: a libzmq CURVE client PUSHes to
 //! brigade's CURVE server, and brigade's CURVE client PUSHes to a libzmq CURVE server, with
-//! heartbeats inside the boxes. Skipped (and says so) where pyzmq is not installed.
+//! heartbeats inside the boxes. Python is `$BRIGADE_PYTHON` (else `python3`); where it lacks
+//! pyzmq with CURVE the tests skip, saying so on stderr, and fail under `CI=true`.
+
+mod common;
 
 use brigade_wire::zmtp::curve::KeyPair;
 use brigade_wire::zmtp::io::{
@@ -10,12 +13,15 @@ use brigade_wire::zmtp::{Command, SocketType};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command as Process, Stdio};
 
-fn pyzmq() -> bool {
-    Process::new("python3")
-        .args(["-c", "import zmq; assert zmq.has('curve')"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Whether pyzmq with CURVE is there; if not, skips (or fails under CI) and says so.
+fn pyzmq(test: &str) -> bool {
+    if common::python_has("import zmq; assert zmq.has('curve')") {
+        return true;
+    }
+    let missing = format!("pyzmq with CURVE (in {})", common::python());
+    let how = "pip install pyzmq into a venv and set BRIGADE_PYTHON to its python; .ci/run does";
+    common::skip_or_fail(test, &missing, how);
+    false
 }
 
 fn hex(b: &[u8]) -> String {
@@ -45,15 +51,14 @@ s.close()
 
 #[test]
 fn libzmq_curve_client_to_brigade_curve_server() {
-    if !pyzmq() {
-        eprintln!("SKIP: pyzmq with CURVE is not installed (pip install pyzmq)");
+    if !pyzmq("libzmq_curve_client_to_brigade_curve_server") {
         return;
     }
     let (server, client) = (KeyPair::from_secret([5; 32]), KeyPair::from_secret([6; 32]));
     rt().block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let py = Process::new("python3")
+        let py = Process::new(common::python())
             .args([
                 "-c",
                 CLIENT,
@@ -120,12 +125,11 @@ print("got", [len(f) for f in a], a[0].decode(), [f.decode() for f in b], flush=
 
 #[test]
 fn brigade_curve_client_to_libzmq_curve_server() {
-    if !pyzmq() {
-        eprintln!("SKIP: pyzmq with CURVE is not installed (pip install pyzmq)");
+    if !pyzmq("brigade_curve_client_to_libzmq_curve_server") {
         return;
     }
     let (server, client) = (KeyPair::from_secret([7; 32]), KeyPair::from_secret([8; 32]));
-    let mut py = Process::new("python3")
+    let mut py = Process::new(common::python())
         .args(["-c", SERVER, &hex(&server.public), &hex(&server.secret)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,6 +1,7 @@
 //! Real ZeroMQ peers on brigade's links: libzmq (through pyzmq) PUSHes activations into a
-//! running rank and PULLs the gradients it sends back — ZMTP 3.1, NULL, on loopback. Skipped
-//! (and says so) where pyzmq is not installed; `.ci/run` installs it.
+//! running rank and PULLs the gradients it sends back — ZMTP 3.1, NULL, on loopback. Python is
+//! `$BRIGADE_PYTHON` (else `python3`); where it lacks pyzmq the tests skip, saying so on stderr,
+//! and fail under `CI=true` (`.ci/run` installs pyzmq in a venv and points `BRIGADE_PYTHON` at it).
 
 mod common;
 
@@ -12,11 +13,7 @@ use common::*;
 use std::process::{Command, Stdio};
 
 fn pyzmq() -> bool {
-    Command::new("python3")
-        .args(["-c", "import zmq"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    python_has("import zmq")
 }
 
 /// Plays rank 0 with pyzmq: binds a PULL where rank 0 receives gradients, connects a PUSH
@@ -113,7 +110,9 @@ fn spawn_rank1(file: &str, secret: Option<&str>) -> std::process::Child {
 
 fn interop(test: &str, offset: u16, secret: Option<&str>) {
     if !pyzmq() {
-        eprintln!("SKIP: pyzmq is not installed (pip install pyzmq); .ci/run installs it");
+        let how =
+            "pip install pyzmq into a venv and set BRIGADE_PYTHON to its python; .ci/run does";
+        skip_or_fail(test, &format!("pyzmq (in {})", python()), how);
         return;
     }
     let port = test_port(offset);
@@ -136,7 +135,7 @@ fn interop(test: &str, offset: u16, secret: Option<&str>) {
     }
 
     let rank1 = spawn_rank1(&file, secret);
-    let mut py = Command::new("python3")
+    let mut py = Command::new(python())
         .args([
             "-c",
             RANK0,

@@ -261,3 +261,41 @@ pub fn kill_rank_1_of(args: &[&str]) -> String {
     let _ = std::fs::remove_dir_all(dir);
     rest
 }
+
+/// Whether this is a CI run (`CI` set to anything but empty, `0` or `false`, as CI services
+/// set it): there a test whose dependency is missing fails instead of skipping.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// A test that cannot run here because `missing` is missing (`how`: how to get it): under CI
+/// it fails, saying so; elsewhere it returns after a `SKIP` line written straight to stderr —
+/// not through `eprintln!`, which `cargo test` captures and shows only for failing tests — so
+/// the skip shows in the output of a passing run. Callers return right after.
+pub fn skip_or_fail(test: &str, missing: &str, how: &str) {
+    if under_ci() {
+        panic!(
+            "{test}: {missing} is missing and CI is set, so this fails rather than skips: {how}"
+        );
+    }
+    let line = format!("SKIP {test}: {missing} is missing ({how}); CI=true makes this a failure\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+}
+
+/// The Python that tests run real ZeroMQ peers with: `$BRIGADE_PYTHON` (`.ci/run` points it at
+/// its venv, which has pyzmq), else `python3` on the PATH.
+pub fn python() -> String {
+    std::env::var("BRIGADE_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into())
+}
+
+/// Whether [`python`] runs `check` (Python code that raises when something is missing).
+pub fn python_has(check: &str) -> bool {
+    Command::new(python())
+        .args(["-c", check])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -2,15 +2,15 @@
 # A checkpoint directory that fills up: the job stops with a clear error (the file, "No space
 # left on device", what to do), the previous complete checkpoint is intact, and a resume from a
 # copy of it on a roomier disk ends with the uninterrupted run's losses. Needs root (a 1 MiB
-# tmpfs); says SKIP otherwise.
+# tmpfs); otherwise says SKIP, or under CI=true FAIL (engine/tests/skip.sh).
 #
 # usage: engine/tests/enospc/run.sh PATH/TO/brigade
 set -euo pipefail
 BRIGADE=$(realpath "${1:?usage: $0 PATH/TO/brigade}")
 cd "$(dirname "$0")/../../.."
+. engine/tests/skip.sh
 if [ "$(id -u)" != 0 ]; then
-  echo "SKIP enospc test: needs root (mount -t tmpfs)"
-  exit 0
+  skip_or_fail "enospc test" "root" "run it as root: it mounts a 1 MiB tmpfs"
 fi
 WORK=$(mktemp -d)
 SMALL="$WORK/small"

@@ -3,17 +3,23 @@
 # benchmarking range), with no addresses in the topology: `brigade launch --host a` and
 # `--host b` find each other through the rendezvous rank 0 hosts, speak CURVE under the job
 # secret, and must reproduce `brigade reference`; when the link is cut mid-run both sides must
-# exit non-zero within 10 s naming the lost peer. Needs root and iproute2; prints SKIP and
-# exits 0 otherwise.
+# exit non-zero within 10 s naming the lost peer. Needs root and iproute2; otherwise prints
+# SKIP and exits 0, or under CI=true prints FAIL and exits 1 (engine/tests/skip.sh).
 #
 # usage: engine/tests/netns/run.sh PATH/TO/brigade
 set -euo pipefail
 BRIGADE=$(realpath "${1:?usage: $0 PATH/TO/brigade}")
 cd "$(dirname "$0")/../../.."
+. engine/tests/skip.sh
 
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! ip netns add "brigade-probe-$$" 2>/dev/null; then
-  echo "SKIP netns test: needs root and iproute2 network namespaces (ip netns)"
-  exit 0
+if [ "$(id -u)" != 0 ]; then
+  skip_or_fail "netns test" "root" "run it as root: it creates network namespaces"
+fi
+if ! command -v ip >/dev/null; then
+  skip_or_fail "netns test" "iproute2 (ip)" "apt-get install iproute2"
+fi
+if ! ip netns add "brigade-probe-$$" 2>/dev/null; then
+  skip_or_fail "netns test" "network namespaces (ip netns add failed)" "run it where root may create network namespaces (a privileged container or a VM)"
 fi
 ip netns del "brigade-probe-$$"
 

@@ -5,16 +5,20 @@
 # equal `brigade reference`. Then a rank killed mid-run makes the job FAILED within seconds
 # with no brigade process left; with --max-restarts the ranks restart and the job completes with
 # the reference's losses. Needs root; installs Slurm and munge from Debian's packages;
-# tears everything down by pid. Prints SKIP and exits 0 without root or iproute2.
+# tears everything down by pid. Without root or iproute2 prints SKIP and exits 0, or under
+# CI=true prints FAIL and exits 1 (engine/tests/skip.sh).
 #
 # usage: engine/tests/slurm/run.sh PATH/TO/brigade
 set -euo pipefail
 BRIGADE=$(realpath "${1:?usage: $0 PATH/TO/brigade}")
 cd "$(dirname "$0")/../../.."
+. engine/tests/skip.sh
 
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
-  echo "SKIP slurm test: needs root and iproute2"
-  exit 0
+if [ "$(id -u)" != 0 ]; then
+  skip_or_fail "slurm test" "root" "run it as root: it installs Slurm and runs its daemons in network namespaces"
+fi
+if ! command -v ip >/dev/null; then
+  skip_or_fail "slurm test" "iproute2 (ip)" "apt-get install iproute2"
 fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   echo "slurm: installing slurm-wlm and munge"

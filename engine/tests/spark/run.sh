@@ -4,16 +4,17 @@
 # mid-run fails the gang, Spark re-runs it, the ranks resume from the last checkpoint and the
 # run ends with the uninterrupted run's losses. Then a Spark job writes training data as
 # Parquet (docs/data.md) and brigade trains on it, in barrier tasks and on its own launcher,
-# equal to the reference and above 95 % test accuracy. Needs Java; installs PySpark in a venv.
+# equal to the reference and above 95 % test accuracy. Needs Java (without it: SKIP, or under
+# CI=true FAIL, see engine/tests/skip.sh); installs PySpark in a venv.
 #
 # usage: engine/tests/spark/run.sh PATH/TO/brigade
 set -euo pipefail
 BRIGADE=$(realpath "${1:?usage: $0 PATH/TO/brigade}")
 cd "$(dirname "$0")/../../.."
+. engine/tests/skip.sh
 
 if ! command -v java >/dev/null; then
-  echo "SKIP spark test: no java (apt-get install openjdk-17-jre-headless)"
-  exit 0
+  skip_or_fail "spark test" "java" "apt-get install openjdk-17-jre-headless; .ci/run does"
 fi
 VENV=${BRIGADE_SPARK_VENV:-/tmp/brigade-spark-venv}
 if ! "$VENV/bin/python" -c 'import pyspark' 2>/dev/null; then
