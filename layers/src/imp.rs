@@ -61,14 +61,14 @@ pub struct Forward<'a> {
 impl Forward<'_> {
     /// The layer's linear product `name`: `l` on `x` (`[rows, in]` or `[batch, tokens, in]`).
     pub fn linear(&mut self, name: &'static str, l: &Linear, x: Act) -> Act {
+        if !self.weights.defers_input(matches!(x, Act::F3(_))) {
+            return match x {
+                Act::F2(t) => Act::F2(l.forward(t)),
+                Act::F3(t) => Act::F3(l.forward(t)),
+                other => panic!("linear on {:?}", other.dims()),
+            };
+        }
         let (y, d) = match (self.weights, &x) {
-            (WeightGrads::InBackward, _) => {
-                return match x {
-                    Act::F2(t) => Act::F2(l.forward(t)),
-                    Act::F3(t) => Act::F3(l.forward(t)),
-                    other => panic!("linear on {:?}", other.dims()),
-                };
-            }
             (WeightGrads::PerStep, Act::F2(_)) => {
                 products::forward_transposed(l, x, self.local, name)
             }

@@ -10,7 +10,6 @@
 //! gradients in the backward: theirs is not split (docs/performance.md).
 
 use crate::act::Act;
-use crate::strategy::WeightGrads;
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -105,28 +104,15 @@ pub fn forward_transposed(
 ///
 /// * `[rows, in]` inputs: `xᵀ·g` and `Σ g`, the very products burn's backward of a 2-d linear
 ///   runs (one matmul, as big as the forward's);
-/// * `[batch, tokens, in]` inputs, per micro-batch (ZB-H1): burn folds or batches that product
-///   by a backend policy whose rounding a hand-written `xᵀ·g` does not reproduce, so W re-runs
-///   the forward product with the parameters tracked and the input constant and backpropagates
-///   `Σ y ⊙ g` (whose gradient with respect to `y` is exactly `g`): burn's own backward, for
-///   one more forward product — the one-rank reference runs unsplit backwards;
-/// * `[batch, tokens, in]` inputs, per step: the tokens folded into rows, `xᵀ·g` as above (every
-///   split and the reference batch the same way, so no unsplit rounding is to be matched).
-pub fn weight_grads(
-    master: &Linear,
-    module: &Linear,
-    x: &Act,
-    g: &Act,
-    weights: WeightGrads,
-) -> GradientsParams {
+/// * `[batch, tokens, in]` inputs (ZB-H1's W; batching leaves these in the backward): burn
+///   folds or batches that product by a backend policy whose rounding a hand-written `xᵀ·g`
+///   does not reproduce, so W re-runs the forward product with the parameters tracked and the
+///   input constant and backpropagates `Σ y ⊙ g` (whose gradient with respect to `y` is exactly
+///   `g`): burn's own backward, for one more forward product — the one-rank reference runs
+///   unsplit backwards.
+pub fn weight_grads(master: &Linear, module: &Linear, x: &Act, g: &Act) -> GradientsParams {
     match (x, g) {
         (Act::F2(x), Act::F2(g)) => rows_grads(master, x.clone().inner(), g.clone()),
-        (Act::F3(x), Act::F3(g)) if weights == WeightGrads::PerStep => {
-            let [b, t, d_in] = x.dims();
-            let d_out = g.dims()[2];
-            let x = x.clone().inner().reshape([b * t, d_in]);
-            rows_grads(master, x, g.clone().reshape([b * t, d_out]))
-        }
         (Act::F3(x), Act::F3(g)) => {
             let root = (module.forward(x.clone()) * Tensor::from_inner(g.clone())).sum();
             GradientsParams::from_grads(root.backward(), master)

@@ -6,7 +6,10 @@
 //! * [`WeightGrads::PerMicrobatch`]: the backward (B) computes input gradients only; a later
 //!   W instruction computes the weight gradients of that micro-batch (ZB-H1, decision 0009).
 //! * [`WeightGrads::PerStep`]: input gradients in the backward; weight gradients once per step
-//!   over every micro-batch's rows, layer by layer (`train.batch_weight_grads`, decision 0013).
+//!   over every micro-batch's rows, layer by layer (`train.batch_weight_grads`, decision 0013) —
+//!   for products on `[rows, in]` only: on token sequences (`[batch, tokens, in]`) batching
+//!   measured no faster and kept twice the peak memory (decision 0016), so theirs stay in the
+//!   backward.
 
 use crate::def::Product;
 use serde::Serialize;
@@ -38,15 +41,25 @@ impl WeightGrads {
         !schedule_splits_w && all_cpu
     }
 
-    /// Whether products take their weight gradients outside the backward.
+    /// Whether any product may take its weight gradients outside the backward.
     pub fn defers(self) -> bool {
         self != WeightGrads::InBackward
     }
 
+    /// Whether a product on `[rows, in]` (`sequence = false`) or on `[batch, tokens, in]`
+    /// (`true`) takes its weight gradients outside the backward.
+    pub fn defers_input(self, sequence: bool) -> bool {
+        match self {
+            WeightGrads::InBackward => false,
+            WeightGrads::PerMicrobatch => true,
+            WeightGrads::PerStep => !sequence,
+        }
+    }
+
     /// Bytes a deferred product keeps per sample until its W (its input and its output's
-    /// gradient, `elem_bytes` each); 0 when nothing is deferred.
+    /// gradient, `elem_bytes` each); 0 when it is not deferred.
     pub fn kept_bytes(self, p: &Product, elem_bytes: u64) -> u64 {
-        if self.defers() {
+        if self.defers_input(p.sequence) {
             p.kept_elements() * elem_bytes
         } else {
             0
@@ -56,10 +69,10 @@ impl WeightGrads {
     /// The FLOPs (per sample) the backward no longer runs for `p`, and what W runs instead:
     /// the weight-gradient product (as big as the forward). ZB-H1's W on token sequences also
     /// re-runs the forward product, to reproduce burn's own rounding of an unsplit backward
-    /// (see `products::weight_grads`); batched W on sequences folds the tokens into rows.
+    /// (see `products::weight_grads`).
     pub fn moved_flops(self, p: &Product) -> (f64, f64) {
         match self {
-            WeightGrads::InBackward => (0.0, 0.0),
+            _ if !self.defers_input(p.sequence) => (0.0, 0.0),
             WeightGrads::PerMicrobatch if p.sequence => (p.flops(), 2.0 * p.flops()),
             _ => (p.flops(), p.flops()),
         }
@@ -89,9 +102,19 @@ mod tests {
             d_out: 2,
             sequence: true,
         };
+        let rows = Product {
+            sequence: false,
+            ..p
+        };
         assert_eq!(WeightGrads::InBackward.kept_bytes(&p, 4), 0);
-        assert_eq!(WeightGrads::PerStep.kept_bytes(&p, 4), 4 * 10 * 4);
+        assert_eq!(WeightGrads::PerMicrobatch.kept_bytes(&p, 4), 4 * 10 * 4);
+        assert_eq!(WeightGrads::PerStep.kept_bytes(&rows, 4), 4 * 10 * 4);
+        assert_eq!(WeightGrads::PerStep.kept_bytes(&p, 4), 0);
         assert_eq!(WeightGrads::PerMicrobatch.moved_flops(&p), (128.0, 256.0));
-        assert_eq!(WeightGrads::PerStep.moved_flops(&p), (128.0, 128.0));
+        assert_eq!(
+            WeightGrads::PerMicrobatch.moved_flops(&rows),
+            (128.0, 128.0)
+        );
+        assert_eq!(WeightGrads::PerStep.moved_flops(&p), (0.0, 0.0));
     }
 }

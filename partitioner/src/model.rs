@@ -144,10 +144,7 @@ pub struct Crossing {
 
 /// Every tensor crossing between chunks holding the contiguous layer `ranges` of `model`, in
 /// (from, to, tensor) order: for a chain, crossing i joins chunk i to chunk i + 1.
-pub fn crossings(
-    model: &Model,
-    ranges: &[std::ops::Range<usize>],
-) -> Vec<Crossing> {
+pub fn crossings(model: &Model, ranges: &[std::ops::Range<usize>]) -> Vec<Crossing> {
     let chunk_of = |l: usize| ranges.iter().position(|r| r.contains(&l));
     let mut out: Vec<Crossing> = Vec::new();
     for l in 0..model.layers.len() {

@@ -473,7 +473,7 @@ impl Stage {
         let master = self.modules[j].linear(product).unwrap_or_else(missing);
         let module = compute_module(&self.modules[j], self.dtype);
         let module = module.linear(product).unwrap_or_else(missing);
-        products::weight_grads(master, module, x, g, self.weights)
+        products::weight_grads(master, module, x, g)
     }
 
     /// Under `batch_weight_grads`: every micro-batch's deferred linear inputs and output
