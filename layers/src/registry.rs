@@ -64,6 +64,9 @@ macro_rules! registry {
         #[cfg(feature = "burn")]
         #[derive(burn::module::Module, Debug)]
         #[allow(non_camel_case_types)]
+        // A block's parameters are large beside a stateless kind's; layers are built once
+        // and held in a Vec, and burn's Module derive does not see through a Box.
+        #[allow(clippy::large_enum_variant)]
         pub enum LayerModule {
             $($saved(<$file::$kind as $crate::imp::LayerImpl>::Module),)*
         }

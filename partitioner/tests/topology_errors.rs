@@ -261,7 +261,7 @@ fn profile_with_wrong_layer_count_is_refused() {
         device_gflops: None,
         microbatch_size: None,
     };
-    let e = Costs::from_profile(&t, &g, &profile, "p.json")
+    let e = Costs::from_profile(&t, g, &profile, "p.json")
         .unwrap_err()
         .to_string();
     assert!(
