@@ -208,9 +208,9 @@ fn chaotic_topology() -> impl Strategy<Value = String> {
 fn exercise(text: &str) {
     if let Ok(topo) = parse("fuzz.toml", text, &[]) {
         let graph = topo.model.graph();
-        let costs = Costs::estimate(&graph, topo.train.microbatch_size());
+        let costs = Costs::estimate(graph, topo.train.microbatch_size());
         let live = vec![topo.train.microbatches as u64; topo.partition.stages];
-        let _ = plan::plan(&topo, &graph, &costs, &live);
+        let _ = plan::plan(&topo, graph, &costs, &live);
         let _ = plan::alternatives(&plan::problem(&topo, &costs, &live));
     }
 }
