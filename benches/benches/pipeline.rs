@@ -66,11 +66,8 @@ fn run(case: &Case, dir: &std::path::Path) {
     let steps: Vec<f64> = std::fs::read_to_string(&metrics)
         .unwrap()
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step_ms"]
-                .as_f64()
-                .unwrap()
-        })
+        // Evaluation lines carry no step time.
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step_ms"].as_f64())
         .skip(warm)
         .collect();
     let step_ms = median(steps);
