@@ -7,7 +7,7 @@ use crate::init::uniform;
 use crate::products::{self, Deferred};
 use crate::strategy::WeightGrads;
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use rand_chacha::ChaCha8Rng;
 
@@ -107,4 +107,18 @@ pub fn linear(
 /// A layer norm over `d` with unit scale and zero shift (deterministic by construction).
 pub fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d).with_epsilon(eps).init(device)
+}
+
+/// An RMS norm over `d` with unit scale (deterministic by construction).
+pub fn rms_norm(d: usize, eps: f64, device: &Device) -> RmsNorm {
+    RmsNormConfig::new(d).with_epsilon(eps).init(device)
+}
+
+/// `[1, 1, t, t]` with 0 where a token may attend (itself and earlier) and a large negative
+/// number above the diagonal.
+pub fn causal_mask(t: usize, device: &Device) -> Tensor<4> {
+    let values: Vec<f32> = (0..t * t)
+        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+        .collect();
+    Tensor::from_data(TensorData::new(values, vec![1, 1, t, t]), device)
 }

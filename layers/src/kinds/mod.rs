@@ -22,6 +22,8 @@ crate::registry! {
     Flatten in flatten saved as flatten;
     Embedding in embedding saved as embedding;
     TransformerBlock in transformer_block saved as block;
+    RmsNorm in rms_norm saved as rms_norm;
+    LlamaBlock in llama_block saved as llama;
     Upsample2d in upsample2d saved as upsample;
     Add in add saved as add;
     Concat in concat saved as concat;
@@ -46,6 +48,15 @@ mod tests {
                         "p" => Value::Float(0.5),
                         "eps" => Value::Float(1e-5),
                         "bias" => Value::Boolean(true),
+                        "rope_theta" => Value::Float(1e4),
+                        "rope_scaling" => toml::toml! {
+                            rope_type = "llama3"
+                            factor = 8.0
+                            low_freq_factor = 1.0
+                            high_freq_factor = 4.0
+                            original_max_position_embeddings = 64
+                        }
+                        .into(),
                         _ => Value::Integer(2),
                     };
                     (k.to_string(), v)

@@ -3,7 +3,7 @@
 
 use super::TransformerBlock;
 use crate::act::Act;
-use crate::imp::{Forward, LayerImpl, layer_norm, linear};
+use crate::imp::{Forward, LayerImpl, causal_mask, layer_norm, linear};
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
@@ -76,13 +76,4 @@ fn attention(m: &Block, x: Tensor<3>, f: &mut Forward) -> Tensor<3> {
     let probs = softmax(scores + mask, 3);
     let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
     f.linear3("out", &m.out, ctx)
-}
-
-/// `[1, 1, t, t]` with 0 where a token may attend (itself and earlier) and a large negative
-/// number above the diagonal.
-fn causal_mask(t: usize, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = (0..t * t)
-        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
-        .collect();
-    Tensor::from_data(TensorData::new(values, vec![1, 1, t, t]), device)
 }
