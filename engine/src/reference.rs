@@ -93,6 +93,7 @@ pub fn train_evaluating(
 ) -> Result<Stage, ReferenceError> {
     let n = topo.model.layers.len();
     let mut stage = Stage::new(topo, 0, 0..n, device);
+    brigade_stages::hf::load_initial(&mut stage, topo)?;
     // The reference runs whole backwards (its program has no W instructions).
     stage.set_split_weights(false);
     if ckpt.resume

@@ -31,6 +31,7 @@
 
 pub mod cost;
 pub mod graph;
+pub mod hf;
 mod load;
 pub mod model;
 pub mod partition;

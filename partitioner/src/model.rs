@@ -13,6 +13,10 @@ pub struct Model {
     pub input: Vec<usize>,
     pub layers: Vec<Layer>,
     pub loss: Loss,
+    /// Where the model and its initial parameters came from, when `[model] hf` names a
+    /// Hugging Face checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hf: Option<crate::hf::HfModel>,
     /// The layer graph (shapes, costs), built once when the model is.
     #[serde(skip)]
     graph: Arc<LayerGraph>,
@@ -37,6 +41,7 @@ impl Model {
             input,
             layers,
             loss,
+            hf: None,
             graph,
         }
     }

@@ -41,6 +41,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod data;
 pub mod device;
+pub mod hf;
 pub mod loss;
 pub mod optim;
 pub mod params;

@@ -68,6 +68,7 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     let device = training_device(kind, topo.train.dtype)?;
     let layers = topo.model.layers.len();
     let mut stage = Stage::new(&topo, 0, 0..layers, &device);
+    brigade_stages::hf::load_initial(&mut stage, &topo)?;
     let root = Path::new(&args.checkpoint);
     let dir = match brigade_stages::checkpoint::latest(root, layers) {
         Some((_, dir)) => dir,

@@ -88,14 +88,17 @@ pub fn data(job: &Job, rank: usize, start_step: u64) -> Result<Box<dyn Batches>,
     brigade_stages::data::open(&job.topo, role, start_step)
 }
 
-/// The chunks rank `rank` of `job` holds, freshly initialised on `device`.
-pub fn stages(job: &Job, rank: usize, device: &Device) -> Vec<Stage> {
+/// The chunks rank `rank` of `job` holds, freshly initialised on `device` (from the model's
+/// Hugging Face checkpoint when it has one).
+pub fn stages(job: &Job, rank: usize, device: &Device) -> Result<Vec<Stage>, ConfigError> {
     job.plan.ranks[rank]
         .chunks
         .iter()
         .map(|&c| {
             let [a, b] = job.chunks()[c].layers;
-            Stage::new(&job.topo, c, a..b, device)
+            let mut s = Stage::new(&job.topo, c, a..b, device);
+            brigade_stages::hf::load_initial(&mut s, &job.topo)?;
+            Ok(s)
         })
         .collect()
 }
@@ -111,7 +114,7 @@ pub fn executor(
 ) -> Result<Executor, ConfigError> {
     Ok(Executor::new(
         program(job, rank),
-        stages(job, rank, device),
+        stages(job, rank, device)?,
         data(job, rank, 0)?,
         steps,
         Tracer::new(rank, 0, trace),

@@ -99,7 +99,7 @@ fn run_rank(opts: &RankOptions) -> Result<()> {
     let device = training_device(topo.device(place).kind, topo.train.dtype)?;
     let steps = opts.steps.unwrap_or(topo.train.steps) as u64;
 
-    let mut chunks = stages(job, k, &device);
+    let mut chunks = stages(job, k, &device)?;
     resume(opts, job, k, &mut chunks)?;
     let held: Vec<usize> = chunks.iter().map(|s| s.index()).collect();
     let layers = [

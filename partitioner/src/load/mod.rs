@@ -3,6 +3,7 @@
 //! partition).
 
 mod cluster;
+mod hf;
 mod model;
 mod source;
 

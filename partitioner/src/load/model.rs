@@ -6,7 +6,7 @@ use crate::reader::{MAX_DIM, Section};
 use crate::topology::*;
 use toml::{Table, Value};
 
-pub(super) const MODEL_KEYS: &[&str] = &["input", "layers", "loss"];
+pub(super) const MODEL_KEYS: &[&str] = &["input", "layers", "loss", "hf", "seq"];
 /// `[data]` keys: `source`, `seed`, and those only a Parquet source reads.
 pub(super) fn data_keys() -> Vec<&'static str> {
     [&["source", "seed"][..], PARQUET_KEYS].concat()
@@ -42,6 +42,16 @@ pub(super) const TRAIN_KEYS: &[&str] = &[
 ];
 
 pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
+    if s.get("hf").is_some() {
+        return super::hf::model(s);
+    }
+    if s.get("seq").is_some() {
+        return Err(s.err(
+            "seq",
+            "is read only with model.hf",
+            "Write `input = [L]` for a model written as layers.",
+        ));
+    }
     let input = s.usize_list("input")?.ok_or_else(|| {
         s.err(
             "input",
