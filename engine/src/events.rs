@@ -40,6 +40,9 @@ pub enum StageEvent {
         step: u64,
         loss: Option<f64>,
         step_ms: f64,
+        /// The global gradient norm before clipping, on a rank that computed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grad_norm: Option<f64>,
     },
     /// An evaluation after `step` steps finished (on the rank with the last chunk): the mean
     /// validation loss and, for classifiers, the share of correct predictions.
@@ -116,8 +119,19 @@ mod tests {
                     step: 3,
                     loss: Some(0.5),
                     step_ms: 12.0,
+                    grad_norm: None,
                 },
                 r#"{"event":"step","stage":1,"step":3,"loss":0.5,"step_ms":12.0}"#,
+            ),
+            (
+                StageEvent::Step {
+                    stage: 0,
+                    step: 4,
+                    loss: Some(0.5),
+                    step_ms: 12.0,
+                    grad_norm: Some(2.0),
+                },
+                r#"{"event":"step","stage":0,"step":4,"loss":0.5,"step_ms":12.0,"grad_norm":2.0}"#,
             ),
             (
                 StageEvent::Error {

@@ -137,7 +137,11 @@ pub fn train_evaluating(
     let mut start = Instant::now();
     drive(&mut exec, &mut transport, |p| {
         match p {
-            Progress::Step { step, loss } => {
+            Progress::Step {
+                step,
+                loss,
+                grad_norm,
+            } => {
                 let secs = start.elapsed().as_secs_f64();
                 start = Instant::now();
                 on_step(&StepMetrics {
@@ -145,6 +149,8 @@ pub fn train_evaluating(
                     loss: loss.unwrap_or(f64::NAN),
                     step_ms: secs * 1e3,
                     samples_per_sec: topo.train.batch as f64 / secs.max(1e-9),
+                    lr: Some(topo.train.lr_at(step)),
+                    grad_norm,
                 });
             }
             Progress::Eval { step, figures } => {

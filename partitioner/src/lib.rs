@@ -46,5 +46,5 @@ pub use cost::{Costs, Profile, ProfiledLayer};
 pub use error::ConfigError;
 pub use graph::LayerGraph;
 pub use layers::{LayerKind, WeightGrads};
-pub use load::{apply_override, keep_hosts, key_given, load, parse};
+pub use load::{apply_override, keep_hosts, key_given, load, parse, parse_at};
 pub use topology::*;

@@ -127,6 +127,11 @@ pub struct Train {
     pub schedule: ScheduleKind,
     pub optimizer: Optimizer,
     pub lr: f64,
+    /// How the learning rate moves over the steps (`lr` is its peak).
+    pub lr_schedule: LrSchedule,
+    /// Scale gradients so that their global L2 norm (the whole model's) is at most this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
     pub seed: u64,
     /// Keep only each micro-batch's chunk input between forward and backward, and recompute
     /// the forward at backward time (GPipe's re-materialisation): less memory, more compute.
@@ -192,6 +197,11 @@ impl Train {
         self.recompute || !self.recompute_chunks.is_empty()
     }
 
+    /// The learning rate of step `s` (0-based).
+    pub fn lr_at(&self, s: u64) -> f64 {
+        self.lr_schedule.lr_at(self.lr, s, self.steps)
+    }
+
     /// Samples per micro-batch.
     pub fn microbatch_size(&self) -> usize {
         self.batch / self.microbatches
@@ -214,6 +224,49 @@ pub enum Optimizer {
         eps: f64,
         weight_decay: f64,
     },
+    /// torch.optim.AdamW: Adam with the weight decay applied to the parameter (`p·(1 − lr·wd)`)
+    /// rather than added to the gradient.
+    Adamw {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+}
+
+/// `[train] lr_schedule` with `warmup_steps` and `min_lr`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `lr` after a linear warm-up over `warmup_steps` (0: none).
+    Constant { warmup_steps: usize },
+    /// Linear warm-up, then a half cosine from `lr` down to `min_lr` at the last step.
+    Cosine { warmup_steps: usize, min_lr: f64 },
+}
+
+impl LrSchedule {
+    /// The learning rate of step `s` (0-based) of `steps`, peaking at `lr`: `lr·(s+1)/W` while
+    /// `s < W`; then `lr`, or `min_lr + (lr − min_lr)·(1 + cos(π·(s−W)/(S−W)))/2` for cosine.
+    pub fn lr_at(&self, lr: f64, s: u64, steps: usize) -> f64 {
+        let (w, min_lr) = match *self {
+            LrSchedule::Constant { warmup_steps } => (warmup_steps as u64, None),
+            LrSchedule::Cosine {
+                warmup_steps,
+                min_lr,
+            } => (warmup_steps as u64, Some(min_lr)),
+        };
+        if s < w {
+            return lr * (s + 1) as f64 / w as f64;
+        }
+        match min_lr {
+            None => lr,
+            Some(min_lr) => {
+                let span = (steps as u64).saturating_sub(w).max(1) as f64;
+                let t = ((s - w) as f64 / span).min(1.0);
+                min_lr + (lr - min_lr) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
+            }
+        }
+    }
 }
 
 impl Optimizer {
@@ -223,7 +276,7 @@ impl Optimizer {
         match self {
             Optimizer::Sgd { momentum, .. } if *momentum == 0.0 => 1,
             Optimizer::Sgd { .. } => 2,
-            Optimizer::Adam { .. } => 3,
+            Optimizer::Adam { .. } | Optimizer::Adamw { .. } => 3,
         }
     }
 }

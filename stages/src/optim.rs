@@ -1,20 +1,24 @@
 //! The optimizers a topology names, on burn's `ModuleOptimizer`.
 
 use brigade_layers::LayerModule;
-use brigade_partitioner::{Optimizer, Train};
+use brigade_partitioner::{LrSchedule, Optimizer, Train};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 
-/// A stage's optimizer with its learning rate.
+/// A stage's optimizer with its learning-rate schedule.
 pub struct StageOptimizer {
     inner: ModuleOptimizer,
     lr: f64,
+    schedule: LrSchedule,
+    steps: usize,
 }
 
 impl StageOptimizer {
-    pub fn step(&mut self, module: LayerModule, grads: GradientsParams) -> LayerModule {
-        self.inner.step(self.lr, module, grads)
+    /// Step `step` (0-based) of the run, at that step's learning rate.
+    pub fn step(&mut self, step: u64, module: LayerModule, grads: GradientsParams) -> LayerModule {
+        let lr = self.schedule.lr_at(self.lr, step, self.steps);
+        self.inner.step(lr, module, grads)
     }
 
     pub fn inner(&self) -> &ModuleOptimizer {
@@ -32,7 +36,8 @@ impl StageOptimizer {
     }
 }
 
-/// SGD (momentum without dampening, as in PyTorch) or Adam, from `[train]`.
+/// SGD (momentum without dampening, as in PyTorch), Adam (L2 decay added to the gradient, as
+/// torch.optim.Adam) or AdamW (decoupled decay, as torch.optim.AdamW), from `[train]`.
 pub fn make_optimizer(train: &Train) -> StageOptimizer {
     let decay = |wd: f64| (wd > 0.0).then_some(WeightDecayConfig { penalty: wd as f32 });
     let inner = match train.optimizer {
@@ -58,10 +63,23 @@ pub fn make_optimizer(train: &Train) -> StageOptimizer {
             .with_epsilon(eps as f32)
             .with_weight_decay(decay(weight_decay))
             .init(),
+        Optimizer::Adamw {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => AdamWConfig::new()
+            .with_beta_1(beta1 as f32)
+            .with_beta_2(beta2 as f32)
+            .with_epsilon(eps as f32)
+            .with_weight_decay(weight_decay as f32)
+            .init(),
     };
     StageOptimizer {
         inner,
         lr: train.lr,
+        schedule: train.lr_schedule,
+        steps: train.steps,
     }
 }
 

@@ -12,4 +12,10 @@ pub struct StepMetrics {
     pub loss: f64,
     pub step_ms: f64,
     pub samples_per_sec: f64,
+    /// The step's learning rate (after warm-up and schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// The global gradient norm before clipping, where `clip_grad_norm` computed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
 }

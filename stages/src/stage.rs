@@ -20,10 +20,12 @@ use burn::tensor::FloatDType;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+mod clip;
 mod eval;
 mod reduce;
 mod run;
 
+pub use clip::clip_coef;
 use run::Mode;
 pub use run::{MODEL_INPUT, wiring};
 
@@ -108,6 +110,8 @@ pub struct Stage {
     reduce_slots: Vec<reduce::Slot>,
     reduced: Option<GradientsParams>,
     stateful_optimizer: bool,
+    /// `train.clip_grad_norm`.
+    clip_grad_norm: Option<f64>,
 }
 
 impl Stage {
@@ -168,6 +172,7 @@ impl Stage {
             reduce_slots: Vec::new(),
             reduced: None,
             stateful_optimizer: topo.train.optimizer.state_copies() > 1,
+            clip_grad_norm: topo.train.clip_grad_norm,
             device,
         }
     }
@@ -514,12 +519,17 @@ impl Stage {
             None => self.accum.grads(),
         };
         let modules = std::mem::take(&mut self.modules);
+        let step = self.step;
         self.modules = modules
             .into_iter()
             .zip(self.optims.iter_mut())
             .map(|(m, opt)| {
                 let g = take_grads(&m, &mut grads);
-                if g.is_empty() { m } else { opt.step(m, g) }
+                if g.is_empty() {
+                    m
+                } else {
+                    opt.step(step, m, g)
+                }
             })
             .collect();
         self.step += 1;
@@ -577,6 +587,11 @@ impl Stage {
         } else {
             Err(loader.problems.join("; "))
         }
+    }
+
+    /// The global gradient norm gradients are clipped to, if any.
+    pub fn clip_grad_norm(&self) -> Option<f64> {
+        self.clip_grad_norm
     }
 
     /// Whether the optimizer keeps state per parameter (Adam, SGD with momentum).

@@ -52,8 +52,13 @@ pub enum Action {
     },
     /// Write these chunks' checkpoints (taken after `step` steps) under the checkpoint directory.
     Checkpoint { step: u64, snapshots: Vec<Snapshot> },
-    /// A step finished; `loss` is the batch mean (on the rank holding the last chunk).
-    StepDone { step: u64, loss: Option<f64> },
+    /// A step finished; `loss` is the batch mean (on the rank holding the last chunk);
+    /// `grad_norm` the global gradient norm, where `clip_grad_norm` computed it.
+    StepDone {
+        step: u64,
+        loss: Option<f64>,
+        grad_norm: Option<f64>,
+    },
     /// An evaluation after `step` steps finished; the figures on the rank holding the last
     /// chunk.
     EvalDone {
@@ -138,6 +143,8 @@ pub struct Executor {
     global_loss: Option<f64>,
     /// The all-reduce in flight: (chunk, whether it carries the loss, start time).
     reducing: Option<(usize, bool, u64)>,
+    /// This step's global gradient norm, once clipping computed it.
+    grad_norm: Option<f64>,
 }
 
 impl Executor {
@@ -187,6 +194,7 @@ impl Executor {
             rings: replicas.rings.clone(),
             replica: replicas.replica,
             global_loss: None,
+            grad_norm: None,
             reducing: None,
             list,
             pc: 0,
@@ -355,6 +363,7 @@ impl Executor {
             Instr::AllReduce { chunk } => return self.all_reduce(instr, chunk as usize).map(Some),
             Instr::OptimizerStep { chunk } => {
                 let start = self.tracer.now();
+                self.clip_once()?;
                 self.stage_mut(chunk as usize, instr)?.optimizer_step()?;
                 self.tracer
                     .record(Span::new("optimizer", start, self.tracer.now(), step, 0));
@@ -532,7 +541,12 @@ impl Executor {
             None => (!self.losses.is_empty()).then(|| self.loss_sum() / self.microbatches as f64),
         };
         self.losses.clear();
-        self.pending.push_back(Action::StepDone { step, loss });
+        let grad_norm = self.grad_norm.take();
+        self.pending.push_back(Action::StepDone {
+            step,
+            loss,
+            grad_norm,
+        });
         self.eval.start_if_due(self.step, self.end_step);
         Ok(())
     }
@@ -722,6 +736,7 @@ impl Executor {
     }
 }
 
+mod clip;
 mod eval;
 #[cfg(test)]
 mod tests;

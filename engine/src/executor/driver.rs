@@ -27,7 +27,12 @@ pub enum DriveError {
 #[derive(Debug)]
 pub enum Progress {
     /// Step `step` (0-based) finished; the batch's mean loss on the rank with the last chunk.
-    Step { step: u64, loss: Option<f64> },
+    /// `grad_norm`: the global gradient norm, where `clip_grad_norm` computed it.
+    Step {
+        step: u64,
+        loss: Option<f64>,
+        grad_norm: Option<f64>,
+    },
     /// Checkpoints to write, taken after `step` steps.
     Checkpoint { step: u64, snapshots: Vec<Snapshot> },
     /// An evaluation after `step` steps finished (figures on the rank with the last chunk).
@@ -71,7 +76,15 @@ pub fn drive(
                 let sum = all_reduce(exec, transport, &mut early, chunk, &ring, me, data)?;
                 exec.reduced(sum)?;
             }
-            Action::StepDone { step, loss } => on(Progress::Step { step, loss })?,
+            Action::StepDone {
+                step,
+                loss,
+                grad_norm,
+            } => on(Progress::Step {
+                step,
+                loss,
+                grad_norm,
+            })?,
             Action::EvalDone { step, figures } => on(Progress::Eval { step, figures })?,
             Action::Finished => {
                 transport.finish()?;

@@ -37,12 +37,12 @@ impl JobPlan {
     pub fn validate(self, file: &str) -> Result<Job, ConfigError> {
         let bad = |key: &str, why: String, fix: &str| ConfigError::invalid(file, key, why, fix);
         self.check_format(file)?;
-        let mut topo = brigade_partitioner::parse(
+        let topo = brigade_partitioner::parse_at(
             &format!("{file} (topology from {})", self.topology.file),
+            &self.topology.file,
             &self.topology.toml,
             &self.topology.overrides,
         )?;
-        topo.data.set_base(&self.topology.file);
         let schedule = self.check_schedule(file, &topo)?;
         self.check_chunks(file, &topo)?;
         let (places, chunk_ranks) = self.check_ranks(file, &topo, schedule)?;

@@ -16,6 +16,8 @@ pub struct Progress {
     /// This launch runs that rank.
     shows_loss: bool,
     batch: usize,
+    /// For each step's learning rate.
+    train: brigade_partitioner::Train,
     pub report: LaunchReport,
 }
 
@@ -41,6 +43,7 @@ impl Progress {
             last_stage,
             shows_loss,
             batch: spec.batch,
+            train: spec.job.topo.train.clone(),
             report: LaunchReport::default(),
         })
     }
@@ -50,14 +53,23 @@ impl Progress {
         self.bar.println(line);
     }
 
-    /// Rank `k` finished `step` (its loss, if it holds the last chunk).
-    pub fn step(&mut self, k: usize, step: u64, loss: Option<f64>, step_ms: f64) -> Result<()> {
+    /// Rank `k` finished `step` (1-based; its loss if it holds the last chunk, and the
+    /// gradient norm if it computed one).
+    pub fn step(
+        &mut self,
+        k: usize,
+        step: u64,
+        (loss, grad_norm): (Option<f64>, Option<f64>),
+        step_ms: f64,
+    ) -> Result<()> {
         if k == self.last_stage {
             let m = StepMetrics {
                 step,
                 loss: loss.unwrap_or(f64::NAN),
                 step_ms,
                 samples_per_sec: self.batch as f64 / (step_ms / 1e3).max(1e-9),
+                lr: Some(self.train.lr_at(step.saturating_sub(1))),
+                grad_norm,
             };
             self.bar.set_position(m.step);
             self.bar.set_message(format!(

@@ -155,8 +155,9 @@ impl Watch<'_> {
                 step,
                 loss,
                 step_ms,
+                grad_norm,
                 ..
-            }) => self.progress.step(k, step, loss, step_ms)?,
+            }) => self.progress.step(k, step, (loss, grad_norm), step_ms)?,
             Some(StageEvent::Eval {
                 step,
                 val_loss,

@@ -295,7 +295,11 @@ fn train(
     let mut last = Instant::now();
     drive(exec, transport, |p| {
         match p {
-            Progress::Step { step, loss } => {
+            Progress::Step {
+                step,
+                loss,
+                grad_norm,
+            } => {
                 let now = Instant::now();
                 let step_ms = (now - last).as_secs_f64() * 1e3;
                 last = now;
@@ -304,6 +308,7 @@ fn train(
                     step: step + 1,
                     loss,
                     step_ms,
+                    grad_norm,
                 }
                 .emit();
             }

@@ -14,7 +14,9 @@ use serde::Serialize;
 /// A model read from a Hugging Face checkpoint directory.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HfModel {
-    /// The checkpoint directory (resolved against the topology file's folder).
+    /// The checkpoint directory (resolved against the topology file's folder; not part of
+    /// the job's identity, so hosts may keep it at different paths).
+    #[serde(skip)]
     pub dir: String,
     /// config.json as read (written back, with brigade's changes, by an export).
     #[serde(skip)]

@@ -12,13 +12,13 @@ use crate::model::{Layer, Loss, Model};
 use crate::reader::Section;
 use std::path::{Path, PathBuf};
 
-pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
+pub(super) fn model(s: &Section, base: &str) -> Result<Model, ConfigError> {
     for key in ["input", "layers", "loss"] {
         if s.get(key).is_some() {
             return Err(s.err(key, "is given with model.hf, which defines the model", "Remove it: the layers come from DIR/config.json, the loss is next-token cross-entropy."));
         }
     }
-    let dir = resolve(s.file, s.req_str("hf", "\"checkpoints/llama\"")?);
+    let dir = resolve(base, s.req_str("hf", "\"checkpoints/llama\"")?);
     let config_path = dir.join("config.json");
     let config_file = config_path.display().to_string();
     let json = tensors::read_json(&config_path)?;

@@ -5,6 +5,7 @@
 mod cluster;
 mod hf;
 mod model;
+mod optim;
 mod source;
 
 use crate::error::{ConfigError, line_col};
@@ -33,8 +34,21 @@ pub fn load(path: &str, overrides: &[String]) -> Result<Topology, ConfigError> {
     parse(path, &text, overrides)
 }
 
-/// Validates topology `text`; `file` names it in errors.
+/// Validates topology `text`; `file` names it in errors and relative paths start from its
+/// folder.
 pub fn parse(file: &str, text: &str, overrides: &[String]) -> Result<Topology, ConfigError> {
+    parse_at(file, file, text, overrides)
+}
+
+/// [`parse`] of a topology shown as `file` in errors whose relative paths (data, a Hugging
+/// Face checkpoint) start from the folder of `base`, the file it came from (a plan's stored
+/// topology).
+pub fn parse_at(
+    file: &str,
+    base: &str,
+    text: &str,
+    overrides: &[String],
+) -> Result<Topology, ConfigError> {
     let mut table: Table = text.parse().map_err(|e: toml::de::Error| {
         let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
         ConfigError::Syntax {
@@ -47,7 +61,7 @@ pub fn parse(file: &str, text: &str, overrides: &[String]) -> Result<Topology, C
     for o in overrides {
         apply_override(file, &mut table, o)?;
     }
-    build(file, &table)
+    build(file, base, &table)
 }
 
 /// Applies one `section.key=value`; the value is read as TOML, or as a string if it is not.
@@ -86,7 +100,7 @@ pub fn apply_override(file: &str, table: &mut Table, spec: &str) -> Result<(), C
     Ok(())
 }
 
-fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
+fn build(file: &str, base: &str, table: &Table) -> Result<Topology, ConfigError> {
     let top = Section::new(file, "", table, TOP_KEYS)?;
     let name = top.opt_str("name")?.unwrap_or("unnamed").to_string();
     let empty = Table::new();
@@ -94,9 +108,9 @@ fn build(file: &str, table: &Table) -> Result<Topology, ConfigError> {
         let t = top.opt_table(key)?.unwrap_or(&empty);
         Section::new(file, key, t, known)
     };
-    let model = model::model(&section("model", model::MODEL_KEYS)?)?;
+    let model = model::model(&section("model", model::MODEL_KEYS)?, base)?;
     let mut data = model::data(&section("data", &model::data_keys())?, &model)?;
-    data.set_base(file);
+    data.set_base(base);
     let eval = model::eval(&section("eval", model::EVAL_KEYS)?, &data)?;
     let mut train = model::train(&section("train", model::TRAIN_KEYS)?)?;
     let hosts = cluster::hosts(&top)?;

@@ -39,11 +39,16 @@ pub(super) const TRAIN_KEYS: &[&str] = &[
     "recompute",
     "dtype",
     "batch_weight_grads",
+    "lr_schedule",
+    "warmup_steps",
+    "min_lr",
+    "clip_grad_norm",
 ];
 
-pub(super) fn model(s: &Section) -> Result<Model, ConfigError> {
+/// `[model]`; `base`: the topology file relative paths start from.
+pub(super) fn model(s: &Section, base: &str) -> Result<Model, ConfigError> {
     if s.get("hf").is_some() {
-        return super::hf::model(s);
+        return super::hf::model(s, base);
     }
     if s.get("seq").is_some() {
         return Err(s.err(
@@ -538,59 +543,9 @@ pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
             "Use a learning rate such as 0.01.",
         ));
     }
-    let unit = |key: &str, default: f64| -> Result<f64, ConfigError> {
-        let v = s.opt_f64(key)?.unwrap_or(default);
-        if (0.0..1.0).contains(&v) {
-            Ok(v)
-        } else {
-            Err(s.err(
-                key,
-                format!("must be in [0, 1), found {v}"),
-                format!("Use e.g. {default}."),
-            ))
-        }
-    };
-    let weight_decay = unit("weight_decay", 0.0)?;
-    let optimizer = match s.choice("optimizer", "sgd", &["sgd", "adam"])? {
-        "adam" => {
-            if s.get("momentum").is_some() {
-                return Err(s.err(
-                    "momentum",
-                    "applies to optimizer = \"sgd\" only",
-                    "Remove it, or set beta1 for Adam.",
-                ));
-            }
-            let eps = s.opt_f64("eps")?.unwrap_or(1e-8);
-            if !(eps.is_finite() && eps > 0.0) {
-                return Err(s.err(
-                    "eps",
-                    format!("must be positive, found {eps}"),
-                    "Use e.g. 1e-8.",
-                ));
-            }
-            Optimizer::Adam {
-                beta1: unit("beta1", 0.9)?,
-                beta2: unit("beta2", 0.999)?,
-                eps,
-                weight_decay,
-            }
-        }
-        _ => {
-            for key in ["beta1", "beta2", "eps"] {
-                if s.get(key).is_some() {
-                    return Err(s.err(
-                        key,
-                        "applies to optimizer = \"adam\" only",
-                        "Remove it, or set optimizer = \"adam\".",
-                    ));
-                }
-            }
-            Optimizer::Sgd {
-                momentum: unit("momentum", 0.0)?,
-                weight_decay,
-            }
-        }
-    };
+    let optimizer = super::optim::optimizer(s)?;
+    let lr_schedule = super::optim::lr_schedule(s, lr, steps)?;
+    let clip_grad_norm = super::optim::clip(s)?;
     Ok(Train {
         steps,
         batch,
@@ -598,6 +553,8 @@ pub(super) fn train(s: &Section) -> Result<Train, ConfigError> {
         schedule,
         optimizer,
         lr,
+        lr_schedule,
+        clip_grad_norm,
         seed: s.u64_or("seed", 0)?,
         recompute: matches!(s.get("recompute"), Some(Value::Boolean(true))),
         recompute_chunks: match s.get("recompute") {

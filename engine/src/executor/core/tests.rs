@@ -110,7 +110,7 @@ fn checkpoints_are_actions_for_the_driver() {
                 assert_eq!(snapshots[0].manifest.step, step);
                 seen.push(format!("checkpoint {step}"));
             }
-            Action::StepDone { step, loss } => {
+            Action::StepDone { step, loss, .. } => {
                 assert!(loss.is_some());
                 seen.push(format!("done {step}"));
             }
