@@ -124,6 +124,7 @@ pub fn scaled_error(got: &[f32], want: &[f32]) -> f64 {
 pub fn check(what: &str, got: (&[usize], &[f32]), want: &Tensor, tol: f64) -> f64 {
     assert_eq!(got.0, &want.shape[..], "{what}: shape");
     let e = scaled_error(got.1, &want.f32);
+    println!("{what}: {e:.2e}");
     assert!(
         e <= tol,
         "{what}: brigade differs from PyTorch by {e:.3e} of the reference's scale (tolerance {tol:e})"

@@ -3,8 +3,8 @@
 
 use crate::fixture::{Fixture, cases, check};
 use crate::layers::TOL;
-use brigade_stages::loss::{Target, loss};
 use brigade_stages::Act;
+use brigade_stages::loss::{Target, loss};
 use burn::prelude::*;
 
 /// Runs every loss case of `kind` (`cross_entropy` or `mse`); returns how many there were.
@@ -35,12 +35,22 @@ pub fn check_loss(kind: &str) -> usize {
             (true, r) => panic!("{name}: integer target of rank {r}"),
         };
         let l = loss(&out, &target);
-        let value = l.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let value = l
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         check(&format!("{name}: loss"), (&[], &value), f.get("loss"), TOL);
         let grads = l.backward();
         let g = out.grad(&grads).expect("the output's gradient");
         let gv = g.to_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-        check(&format!("{name}: output gradient"), (&g.dims(), &gv), f.get("grad_output"), TOL);
+        check(
+            &format!("{name}: output gradient"),
+            (&g.dims(), &gv),
+            f.get("grad_output"),
+            TOL,
+        );
     }
     assert!(n > 0, "no fixture case for loss {kind}");
     n

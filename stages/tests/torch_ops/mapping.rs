@@ -34,8 +34,14 @@ pub fn entries(kind: &str, bias: bool) -> Vec<Entry> {
             }
             v
         }
-        "conv2d" => vec![e("conv.weight", "weight", Same), e("conv.bias", "bias", Same)],
-        "layer_norm" => vec![e("norm.gamma", "weight", Same), e("norm.beta", "bias", Same)],
+        "conv2d" => vec![
+            e("conv.weight", "weight", Same),
+            e("conv.bias", "bias", Same),
+        ],
+        "layer_norm" => vec![
+            e("norm.gamma", "weight", Same),
+            e("norm.beta", "bias", Same),
+        ],
         "embedding" => vec![e("embedding.weight", "weight", Same)],
         "transformer_block" => block_entries(),
         _ => Vec::new(),
@@ -55,10 +61,18 @@ fn block_entries() -> Vec<Entry> {
             "attn.in_proj_weight".into(),
             Third(k),
         ));
-        v.push((format!("block.{name}.bias"), "attn.in_proj_bias".into(), Third(k)));
+        v.push((
+            format!("block.{name}.bias"),
+            "attn.in_proj_bias".into(),
+            Third(k),
+        ));
     }
     for (b, t) in [("out", "attn.out_proj"), ("up", "up"), ("down", "down")] {
-        v.push((format!("block.{b}.weight"), format!("{t}.weight"), Transposed));
+        v.push((
+            format!("block.{b}.weight"),
+            format!("{t}.weight"),
+            Transposed,
+        ));
         v.push((format!("block.{b}.bias"), format!("{t}.bias"), Same));
     }
     v
@@ -97,4 +111,36 @@ pub fn brigade_tensors(f: &Fixture, prefix: &str, entries: &[Entry]) -> Vec<(Str
             (b.clone(), t)
         })
         .collect()
+}
+
+/// Brigade's tensors of the entries that make torch's tensor `torch` (one, or a packed
+/// projection's three), back in torch's layout: `(shape, values)`. Gradients are compared in
+/// torch's tensors, so a packed one is judged against its own scale as a whole (the key bias's
+/// gradient is zero in exact arithmetic, softmax being blind to a shift of a row's scores: both
+/// sides give rounding noise there, small only beside the query's and value's).
+pub fn to_torch(
+    torch: &str,
+    entries: &[Entry],
+    brigade: &dyn Fn(&str) -> (Vec<usize>, Vec<f32>),
+) -> (Vec<usize>, Vec<f32>) {
+    let mine: Vec<&Entry> = entries.iter().filter(|e| e.1 == torch).collect();
+    let mut shape = Vec::new();
+    let mut values = Vec::new();
+    for (path, _, layout) in &mine {
+        let (s, v) = brigade(path);
+        match (layout, &s[..]) {
+            (Layout::Same, _) => (shape, values) = (s, v),
+            (Layout::Transposed, &[r, c]) => (shape, values) = (vec![c, r], transpose(&v, r, c)),
+            (Layout::Third(_), &[r, c]) => {
+                shape = vec![3 * c, r];
+                values.extend(transpose(&v, r, c));
+            }
+            (Layout::Third(_), &[n]) => {
+                shape = vec![3 * n];
+                values.extend(v);
+            }
+            (l, s) => panic!("layout {l:?} of a tensor shaped {s:?}"),
+        }
+    }
+    (shape, values)
 }

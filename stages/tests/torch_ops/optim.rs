@@ -80,7 +80,9 @@ pub fn check_optimizer(name: &str) -> f64 {
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no optimizer case {name}"));
     let f = Fixture::open(case["file"].as_str().unwrap());
-    let train = case["brigade_train"].as_object().expect("a brigade optimizer");
+    let train = case["brigade_train"]
+        .as_object()
+        .expect("a brigade optimizer");
     let topo = topology(train);
     let mut opt = make_optimizer(&topo.train);
     let device = Device::flex().autodiff();
@@ -89,7 +91,16 @@ pub fn check_optimizer(name: &str) -> f64 {
     let linear = entries("linear", true);
     let values: HashMap<String, NamedParam> = brigade_tensors(&f, "param.", &linear)
         .into_iter()
-        .map(|(path, t)| (path.clone(), NamedParam { path, shape: t.shape, values: t.f32 }))
+        .map(|(path, t)| {
+            (
+                path.clone(),
+                NamedParam {
+                    path,
+                    shape: t.shape,
+                    values: t.f32,
+                },
+            )
+        })
         .collect();
     let mut loader = LoadValues::new(&values);
     module = module.map(&mut loader);
