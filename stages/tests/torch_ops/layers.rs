@@ -86,24 +86,12 @@ fn run_case(case: &Value) {
     let kind = parse_layer(&case["layer"], &samples);
     let module = load_params(name, &kind, &f, &samples[0], &device);
     let xs: Vec<Act> = inputs.iter().map(|t| input_act(t, &device)).collect();
-    let out = if kind.is_merge() {
-        kind.merge(xs.clone())
-    } else {
-        let mut deferred = Vec::new();
-        let mut fwd = Forward {
-            ctx: ForwardCtx {
-                seed: 0,
-                step: 0,
-                microbatch: 0,
-                layer: 0,
-                train: case["train"].as_bool().unwrap_or(false),
-            },
-            weights: WeightGrads::InBackward,
-            local: 0,
-            deferred: &mut deferred,
-        };
-        kind.forward(&module, xs[0].clone(), &mut fwd)
-    };
+    let out = run(
+        &kind,
+        &module,
+        xs.clone(),
+        case["train"].as_bool().unwrap_or(false),
+    );
     let (shape, values) = float_values(&out);
     check(
         &format!("{name}: output"),
@@ -130,6 +118,28 @@ fn run_case(case: &Value) {
         }
     }
     check_param_grads(name, &kind, &module, &grads, &f);
+}
+
+/// The layer on `xs` (a merge on all of them), through brigade's dispatch.
+fn run(kind: &LayerKind, module: &LayerModule, mut xs: Vec<Act>, train: bool) -> Act {
+    if kind.is_merge() {
+        return kind.merge(xs);
+    }
+    let mut deferred = Vec::new();
+    let ctx = ForwardCtx {
+        seed: 0,
+        step: 0,
+        microbatch: 0,
+        layer: 0,
+        train,
+    };
+    let mut fwd = Forward {
+        ctx,
+        weights: WeightGrads::InBackward,
+        local: 0,
+        deferred: &mut deferred,
+    };
+    kind.forward(module, xs.swap_remove(0), &mut fwd)
 }
 
 /// The layer's module with the fixture's parameters (every one of them, every brigade

@@ -113,16 +113,15 @@ pub fn brigade_tensors(f: &Fixture, prefix: &str, entries: &[Entry]) -> Vec<(Str
         .collect()
 }
 
+/// A tensor's shape and values.
+pub type Values = (Vec<usize>, Vec<f32>);
+
 /// Brigade's tensors of the entries that make torch's tensor `torch` (one, or a packed
 /// projection's three), back in torch's layout: `(shape, values)`. Gradients are compared in
 /// torch's tensors, so a packed one is judged against its own scale as a whole (the key bias's
 /// gradient is zero in exact arithmetic, softmax being blind to a shift of a row's scores: both
 /// sides give rounding noise there, small only beside the query's and value's).
-pub fn to_torch(
-    torch: &str,
-    entries: &[Entry],
-    brigade: &dyn Fn(&str) -> (Vec<usize>, Vec<f32>),
-) -> (Vec<usize>, Vec<f32>) {
+pub fn to_torch(torch: &str, entries: &[Entry], brigade: &dyn Fn(&str) -> Values) -> Values {
     let mine: Vec<&Entry> = entries.iter().filter(|e| e.1 == torch).collect();
     let mut shape = Vec::new();
     let mut values = Vec::new();
