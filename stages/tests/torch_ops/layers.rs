@@ -1,15 +1,18 @@
 //! Every layer kind against PyTorch: forward output, input gradients and parameter gradients
 //! for a fixed upstream gradient, through brigade's own dispatch (`LayerKind::init`, `forward`
-//! or `merge`) on burn's autodiff flex backend.
+//! or `merge`) on burn's autodiff flex backend; linear products also with their weight
+//! gradients deferred (`WeightGrads`).
 
 use crate::fixture::{Fixture, Tensor, cases, check};
 use crate::mapping::{brigade_tensors, entries, to_torch};
 use brigade_layers::imp::{Forward, ForwardCtx};
+use brigade_layers::products::{self, Deferred};
 use brigade_layers::reader::Section;
 use brigade_layers::{LayerKind, LayerModule, WeightGrads};
 use brigade_stages::Act;
 use brigade_stages::params::{LoadValues, NamedParam, named_params};
 use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use serde_json::Value;
@@ -73,8 +76,29 @@ fn float_values(a: &Act) -> (Vec<usize>, Vec<f32>) {
     (a.dims(), v)
 }
 
+/// A case under each way brigade may take its linear products' weight gradients: in the
+/// backward, deferred per micro-batch (ZB-H1's W) and batched per step (`[rows, in]` only).
 fn run_case(case: &Value) {
-    let name = case["name"].as_str().unwrap();
+    let kind = case["layer"]["kind"].as_str().unwrap();
+    let strategies: &[WeightGrads] = match kind {
+        "linear" | "transformer_block" => &[
+            WeightGrads::InBackward,
+            WeightGrads::PerMicrobatch,
+            WeightGrads::PerStep,
+        ],
+        _ => &[WeightGrads::InBackward],
+    };
+    for &w in strategies {
+        check_case(case, w);
+    }
+}
+
+fn check_case(case: &Value, weights: WeightGrads) {
+    let name = match weights {
+        WeightGrads::InBackward => case["name"].as_str().unwrap().to_string(),
+        w => format!("{} ({w:?})", case["name"].as_str().unwrap()),
+    };
+    let name = name.as_str();
     let f = Fixture::open(case["file"].as_str().unwrap());
     let device = Device::flex().autodiff();
     let inputs: Vec<&Tensor> = (0..)
@@ -86,12 +110,8 @@ fn run_case(case: &Value) {
     let kind = parse_layer(&case["layer"], &samples);
     let module = load_params(name, &kind, &f, &samples[0], &device);
     let xs: Vec<Act> = inputs.iter().map(|t| input_act(t, &device)).collect();
-    let out = run(
-        &kind,
-        &module,
-        xs.clone(),
-        case["train"].as_bool().unwrap_or(false),
-    );
+    let train = case["train"].as_bool().unwrap_or(false);
+    let (out, deferred) = run(&kind, &module, xs.clone(), train, weights);
     let (shape, values) = float_values(&out);
     check(
         &format!("{name}: output"),
@@ -117,13 +137,26 @@ fn run_case(case: &Value) {
             assert!(x.is_tokens(), "{name}: input {i} has no gradient");
         }
     }
-    check_param_grads(name, &kind, &module, &grads, &f);
+    let defers = kind
+        .products(&samples[0])
+        .iter()
+        .any(|p| weights.defers_input(p.sequence));
+    assert_eq!(!deferred.is_empty(), defers, "{name}: products deferred");
+    let extra = deferred_grads(&module, deferred, &grads);
+    check_param_grads(name, &kind, &module, (&grads, &extra), &f);
 }
 
-/// The layer on `xs` (a merge on all of them), through brigade's dispatch.
-fn run(kind: &LayerKind, module: &LayerModule, mut xs: Vec<Act>, train: bool) -> Act {
+/// The layer on `xs` (a merge on all of them), through brigade's dispatch, its linear products
+/// taking their weight gradients by `weights`: the output and the products it deferred.
+fn run(
+    kind: &LayerKind,
+    module: &LayerModule,
+    mut xs: Vec<Act>,
+    train: bool,
+    weights: WeightGrads,
+) -> (Act, Vec<Deferred>) {
     if kind.is_merge() {
-        return kind.merge(xs);
+        return (kind.merge(xs), Vec::new());
     }
     let mut deferred = Vec::new();
     let ctx = ForwardCtx {
@@ -135,11 +168,32 @@ fn run(kind: &LayerKind, module: &LayerModule, mut xs: Vec<Act>, train: bool) ->
     };
     let mut fwd = Forward {
         ctx,
-        weights: WeightGrads::InBackward,
+        weights,
         local: 0,
         deferred: &mut deferred,
     };
-    kind.forward(module, xs.swap_remove(0), &mut fwd)
+    let out = kind.forward(module, xs.swap_remove(0), &mut fwd);
+    (out, deferred)
+}
+
+/// W of every deferred product (what ZB-H1's W pass and batched weight gradients run), from
+/// the output gradients the backward left in `grads`.
+fn deferred_grads(
+    module: &LayerModule,
+    deferred: Vec<Deferred>,
+    grads: &Gradients,
+) -> Vec<GradientsParams> {
+    deferred
+        .into_iter()
+        .map(|d| {
+            let g = d
+                .probe_or_grad
+                .grad(grads)
+                .expect("a product's output gradient");
+            let l = module.linear(d.product).expect("the product's linear");
+            products::weight_grads(l, l, &d.input, &g)
+        })
+        .collect()
 }
 
 /// The layer's module with the fixture's parameters (every one of them, every brigade
@@ -191,6 +245,8 @@ fn load_params(
 /// Each parameter's gradient in `grads`, by path.
 struct GradsOf<'a> {
     grads: &'a Gradients,
+    /// The weight gradients of deferred products (their parameters were constants in the graph).
+    extra: &'a [GradientsParams],
     path: Vec<String>,
     out: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
@@ -205,7 +261,8 @@ impl ModuleVisitor for GradsOf<'_> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<burn::Tensor<D>>) {
-        if let Some(g) = param.val().grad(self.grads) {
+        let deferred = || self.extra.iter().find_map(|g| g.get::<D>(param.id));
+        if let Some(g) = param.val().grad(self.grads).or_else(deferred) {
             let shape = g.dims().to_vec();
             let values = g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             self.out.insert(self.path.join("."), (shape, values));
@@ -217,11 +274,12 @@ fn check_param_grads(
     name: &str,
     kind: &LayerKind,
     module: &LayerModule,
-    grads: &Gradients,
+    (grads, extra): (&Gradients, &[GradientsParams]),
     f: &Fixture,
 ) {
     let mut v = GradsOf {
         grads,
+        extra,
         path: Vec::new(),
         out: HashMap::new(),
     };
