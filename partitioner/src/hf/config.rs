@@ -109,7 +109,7 @@ impl LlamaConfig {
             num_attention_heads: heads,
             num_key_value_heads: f.opt_count("num_key_value_heads")?.unwrap_or(heads),
             rms_norm_eps: f.number("rms_norm_eps", 1e-6)?,
-            rope_theta: f.number("rope_theta", 10_000.0)?,
+            rope_theta: rope_theta(&f)?,
             rope_scaling: rope_scaling(&f)?,
             tie_word_embeddings: f.flag("tie_word_embeddings", false)?,
             max_position_embeddings: f.opt_count("max_position_embeddings")?.unwrap_or(2048),
@@ -190,17 +190,45 @@ fn check_heads(f: &Fields, c: &LlamaConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// transformers 5 writes `rope_parameters` (with `rope_theta` inside); earlier versions, and
+/// most published checkpoints, a top-level `rope_theta` and `rope_scaling`.
+fn rope_theta(f: &Fields) -> Result<f64, ConfigError> {
+    match f
+        .json
+        .get("rope_parameters")
+        .and_then(|p| p.get("rope_theta"))
+    {
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite() && *x > 1.0)
+            .ok_or_else(|| {
+                f.err(
+                    "rope_parameters.rope_theta",
+                    format!("must be a number above 1, found {v}"),
+                    "Fix config.json.",
+                )
+            }),
+        None => f.number("rope_theta", 10_000.0),
+    }
+}
+
 fn rope_scaling(f: &Fields) -> Result<Option<RopeScaling>, ConfigError> {
-    let Some(v) = f.json.get("rope_scaling").filter(|v| !v.is_null()) else {
+    let field = if f.json.contains_key("rope_parameters") {
+        "rope_parameters"
+    } else {
+        "rope_scaling"
+    };
+    let Some(v) = f.json.get(field).filter(|v| !v.is_null()) else {
         return Ok(None);
     };
     let mut table: toml::Table = serde_json::from_value(v.clone()).map_err(|e| {
         f.err(
-            "rope_scaling",
+            field,
             format!("is not a table of numbers and strings: {e}"),
             "Fix config.json.",
         )
     })?;
+    table.remove("rope_theta");
     // Older configs say `type`; both name the same thing.
     if let Some(t) = table.remove("type") {
         table.entry("rope_type").or_insert(t);
@@ -208,6 +236,6 @@ fn rope_scaling(f: &Fields) -> Result<Option<RopeScaling>, ConfigError> {
     if table.get("rope_type").and_then(|t| t.as_str()) == Some("default") {
         return Ok(None);
     }
-    let s = crate::reader::Section::new(f.file, "rope_scaling", &table, RopeScaling::KEYS)?;
+    let s = crate::reader::Section::new(f.file, field, &table, RopeScaling::KEYS)?;
     RopeScaling::parse(&s).map(Some)
 }

@@ -38,7 +38,12 @@ pub struct Fixture {
 impl Fixture {
     /// `ops/<file>`.
     pub fn open(file: &str) -> Fixture {
-        let path = ops_dir().join(file);
+        Fixture::open_at(&ops_dir().join(file))
+    }
+
+    /// A fixture file anywhere.
+    pub fn open_at(path: &std::path::Path) -> Fixture {
+        let file = path.display().to_string();
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors file");
         let mut tensors = HashMap::new();
@@ -71,7 +76,7 @@ impl Fixture {
             );
         }
         Fixture {
-            name: file.to_string(),
+            name: file,
             tensors,
         }
     }

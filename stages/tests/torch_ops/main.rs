@@ -4,6 +4,7 @@
 
 mod fixture;
 mod layers;
+mod llama;
 mod losses;
 mod mapping;
 mod optim;
@@ -20,10 +21,11 @@ macro_rules! kinds {
             }
         )*
 
-        /// Every kind brigade registers has its fixture test above.
+        /// Every kind brigade registers has its fixture test above (the Llama kinds in the
+        /// tiny Llamas).
         #[test]
         fn every_kind_is_checked() {
-            let tested = [$($kind),*];
+            let tested = [$($kind,)* "llama_block", "rms_norm"];
             for k in KIND_NAMES {
                 assert!(tested.contains(k), "layer kind {k} has no PyTorch fixture test");
             }
@@ -78,4 +80,29 @@ fn adam() {
 #[test]
 fn adam_with_weight_decay() {
     optim::check_optimizer("optim_adam_decay");
+}
+
+#[test]
+fn adamw() {
+    optim::check_optimizer("optim_adamw");
+}
+
+#[test]
+fn llama_one_batch() {
+    llama::check_one_batch("untied-llama3");
+}
+
+#[test]
+fn llama_twenty_adamw_steps() {
+    llama::check_training("untied-llama3");
+}
+
+#[test]
+fn llama_tied_is_refused() {
+    llama::check_tied_is_refused();
+}
+
+#[test]
+fn llama_grouped_queries_tied_model_untied() {
+    llama::check_tied_as_untied();
 }

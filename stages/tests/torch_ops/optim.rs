@@ -108,7 +108,7 @@ pub fn check_optimizer(name: &str) -> f64 {
     let mut worst: f64 = 0.0;
     for step in 0..case["steps"].as_u64().unwrap() as usize {
         let grads = grads_for(&module, &f, step);
-        module = opt.step(module, grads);
+        module = opt.step(step as u64, module, grads);
         let got: HashMap<String, NamedParam> = named_params(&module)
             .into_iter()
             .map(|p| (p.path.clone(), p))
