@@ -111,3 +111,35 @@ pub fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     }
     out
 }
+
+/// `params` (brigade's names, `layers.<i>.<path>`, in burn's layout) as the Hugging Face
+/// checkpoint's tensors: (name, shape, values), in the order of `hf.names`.
+pub fn to_hf(
+    hf: &HfModel,
+    params: &BTreeMap<String, Vec<f32>>,
+) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+    hf.names
+        .iter()
+        .map(|n| {
+            let key = format!("layers.{}.{}", n.layer, n.path);
+            let v = params
+                .get(&key)
+                .ok_or_else(|| format!("{key} (the checkpoint's {}) is missing", n.hf))?;
+            let want: usize = n.hf_shape.iter().product();
+            if v.len() != want {
+                return Err(format!(
+                    "{key} holds {} values, {} needs {want}",
+                    v.len(),
+                    n.hf
+                ));
+            }
+            let values = if n.transposed {
+                // burn's [in, out] back to [out, in].
+                transpose(v, n.hf_shape[1], n.hf_shape[0])
+            } else {
+                v.clone()
+            };
+            Ok((n.hf.clone(), n.hf_shape.clone(), values))
+        })
+        .collect()
+}

@@ -3,6 +3,7 @@
 
 mod args;
 mod evaluate;
+mod export;
 mod keys;
 mod plan;
 mod plan_text;
@@ -49,6 +50,8 @@ pub enum Command {
     Stage(stage::StageArgs),
     /// Print the job's CURVE keys (derived from the job secret) in Z85, for ZeroMQ tools.
     Keys(keys::KeysArgs),
+    /// Write a model read from a Hugging Face checkpoint, as trained, back as one.
+    Export(export::ExportArgs),
 }
 
 /// Exit code for bad input (a topology, profile or argument the user must fix).
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Launch(args) => train::run_launch(&args),
         Command::Stage(args) => stage::run(&args),
         Command::Keys(args) => keys::run(&args),
+        Command::Export(args) => export::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

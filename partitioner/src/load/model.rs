@@ -21,6 +21,7 @@ const PARQUET_KEYS: &[&str] = &[
     "validation",
     "validation_fraction",
     "shuffle_buffer",
+    "shuffle",
     "prefetch",
 ];
 pub(super) const TRAIN_KEYS: &[&str] = &[
@@ -452,7 +453,19 @@ pub(super) fn data(s: &Section, model: &Model) -> Result<Data, ConfigError> {
         }
         (None, None) => None,
     };
-    let shuffle_buffer = s.u64_or("shuffle_buffer", 8192)?.min(MAX_DIM) as usize;
+    // `shuffle = false`: rows in file order (step b takes rows b·B … b·B + B − 1, micro-batch m
+    // the m-th slice of those), so another framework can replay the run.
+    let shuffle_buffer = match s.opt_bool("shuffle")? {
+        Some(false) if s.get("shuffle_buffer").is_some() => {
+            return Err(s.err(
+                "shuffle_buffer",
+                "is given with shuffle = false",
+                "Remove one: shuffle = false reads rows in file order, with no buffer.",
+            ));
+        }
+        Some(false) => 0,
+        _ => s.u64_or("shuffle_buffer", 8192)?.min(MAX_DIM) as usize,
+    };
     let prefetch = s.u64_or("prefetch", 2)?;
     let prefetch = s.positive("prefetch", prefetch, "Prepare at least one step ahead.")?;
     Ok(Data {
