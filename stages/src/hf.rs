@@ -112,12 +112,12 @@ pub fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// A tensor under its Hugging Face name: (name, shape, values).
+pub type HfTensor = (String, Vec<usize>, Vec<f32>);
+
 /// `params` (brigade's names, `layers.<i>.<path>`, in burn's layout) as the Hugging Face
 /// checkpoint's tensors: (name, shape, values), in the order of `hf.names`.
-pub fn to_hf(
-    hf: &HfModel,
-    params: &BTreeMap<String, Vec<f32>>,
-) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+pub fn to_hf(hf: &HfModel, params: &BTreeMap<String, Vec<f32>>) -> Result<Vec<HfTensor>, String> {
     hf.names
         .iter()
         .map(|n| {

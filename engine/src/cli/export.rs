@@ -91,7 +91,7 @@ fn checkpoint_params(root: &Path, layers: usize) -> Result<BTreeMap<String, Vec<
     Ok(out)
 }
 
-fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+fn write_tensors(path: &Path, tensors: &[brigade_stages::hf::HfTensor]) -> Result<()> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())

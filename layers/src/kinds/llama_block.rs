@@ -81,7 +81,7 @@ impl LayerDef for LlamaBlock {
                 "llama_block takes [tokens, model_dim], got {input:?}; put an embedding before it"
             ));
         };
-        if d % self.heads != 0 || (d / self.heads) % 2 != 0 {
+        if d % self.heads != 0 || !(d / self.heads).is_multiple_of(2) {
             return Err(format!(
                 "llama_block: model_dim {d} must split into heads = {} of an even head size (rotary embeddings rotate pairs)",
                 self.heads

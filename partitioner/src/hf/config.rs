@@ -164,7 +164,7 @@ fn refuse_unrepresentable(f: &Fields) -> Result<(), ConfigError> {
 
 fn check_heads(f: &Fields, c: &LlamaConfig) -> Result<(), ConfigError> {
     let (d, h, kv) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads);
-    if d % h != 0 || (d / h) % 2 != 0 {
+    if d % h != 0 || !(d / h).is_multiple_of(2) {
         return Err(f.err(
             "num_attention_heads",
             format!("{h} heads do not split hidden_size {d} into even head sizes"),

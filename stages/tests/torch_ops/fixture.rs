@@ -44,7 +44,7 @@ impl Fixture {
     /// A fixture file anywhere.
     pub fn open_at(path: &std::path::Path) -> Fixture {
         let file = path.display().to_string();
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors file");
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {

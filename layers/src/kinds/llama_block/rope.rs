@@ -86,7 +86,8 @@ fn llama3(inv_freq: f32, s: &RopeScaling) -> f32 {
     let (low_freq_wavelen, high_freq_wavelen) = (context / low, context / high);
     let wavelen = 2.0 * std::f32::consts::PI / inv_freq;
     let scaled = if wavelen > low_freq_wavelen { inv_freq / factor } else { inv_freq };
-    let medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+    // transformers' `~(wavelen < high) * ~(wavelen > low)`; wavelengths are finite.
+    let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
     if !medium {
         return scaled;
     }
