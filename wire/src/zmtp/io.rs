@@ -3,7 +3,7 @@
 //! against a limit before a byte of the body is allocated or read.
 
 use super::command::{Command, Metadata, SocketType, property};
-use super::curve::{Client, KeyPair, Server, Session};
+use super::curve::{Client, KeyPair, PREFIX, Server, Session};
 use super::error::ZmtpError;
 use super::{frame, greeting};
 use crate::aligned::{Frame, read_frame};
@@ -234,7 +234,8 @@ async fn write_raw_command<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std
 /// Bytes a CURVE MESSAGE adds around a frame: name, nonce, tag, flags.
 pub const CURVE_OVERHEAD: u64 = 1 + 7 + 8 + 16 + 1;
 
-/// [`read`] on a CURVE connection: every frame arrives boxed in a MESSAGE command.
+/// [`read`] on a CURVE connection: every frame arrives boxed in a MESSAGE command. A data
+/// frame is read straight into aligned storage and opened there (no copy).
 pub async fn read_boxed<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: u64,
@@ -243,25 +244,7 @@ pub async fn read_boxed<R: AsyncRead + Unpin>(
 ) -> Result<Inbound, ZmtpError> {
     let mut frames = Vec::new();
     loop {
-        // libzmq sends each MESSAGE box as a plain single frame (MORE and COMMAND travel
-        // inside the box); accept the COMMAND flag too.
-        let boxed = limit + CURVE_OVERHEAD;
-        let head = read_head(r, boxed, boxed, frames.is_empty()).await?;
-        if head.more {
-            return Err(ZmtpError::Malformed {
-                what: "CURVE message",
-                why: "MORE outside the box".into(),
-            });
-        }
-        let body = read_body(r, head.len).await?;
-        if body.get(1..8) != Some(b"MESSAGE") {
-            // Anyone on the path can write a plain command: nothing outside a box is trusted.
-            return Err(ZmtpError::Malformed {
-                what: "CURVE session",
-                why: "a frame that is not a MESSAGE box (unauthenticated; ignored)".into(),
-            });
-        }
-        let (flags, data) = session.open(body)?;
+        let (flags, data) = read_box(r, limit, frames.is_empty(), session).await?;
         if flags & 2 != 0 {
             if !frames.is_empty() {
                 return Err(ZmtpError::Malformed {
@@ -274,25 +257,62 @@ pub async fn read_boxed<R: AsyncRead + Unpin>(
         if frames.len() == max_frames {
             return Err(ZmtpError::FrameCount(max_frames));
         }
-        frames.push(Frame::from(data));
+        frames.push(data);
         if flags & 1 == 0 {
             return Ok(Inbound::Message(frames));
         }
     }
 }
 
-/// [`write_message`] on a CURVE connection.
+/// Reads one MESSAGE box and opens it: (flags, the frame, decrypted where it was read).
+async fn read_box<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: u64,
+    first: bool,
+    session: &mut Session,
+) -> Result<(u8, Frame), ZmtpError> {
+    // libzmq sends each MESSAGE box as a plain single frame (MORE and COMMAND travel inside
+    // the box); accept the COMMAND flag too.
+    let boxed = limit + CURVE_OVERHEAD;
+    let head = read_head(r, boxed, boxed, first).await?;
+    if head.more {
+        return Err(ZmtpError::Malformed {
+            what: "CURVE message",
+            why: "MORE outside the box".into(),
+        });
+    }
+    let mut prefix = [0u8; PREFIX];
+    let n = (head.len as usize).min(PREFIX);
+    r.read_exact(&mut prefix[..n]).await?;
+    if prefix.get(1..8) != Some(b"MESSAGE") {
+        // Anyone on the path can write a plain command: nothing outside a box is trusted.
+        return Err(ZmtpError::Malformed {
+            what: "CURVE session",
+            why: "a frame that is not a MESSAGE box (unauthenticated; ignored)".into(),
+        });
+    }
+    if n < PREFIX {
+        return Err(ZmtpError::Malformed {
+            what: "MESSAGE",
+            why: "shorter than a nonce, a tag and a flags byte".into(),
+        });
+    }
+    let mut data = read_frame(r, head.len as usize - PREFIX).await?;
+    let flags = session.open_frame(&prefix, &mut data)?;
+    Ok((flags, data))
+}
+
+/// [`write_message`] on a CURVE connection: each frame is encrypted straight from its memory
+/// into the session's outgoing buffer, which goes out in one write.
 pub async fn write_boxed<W: AsyncWrite + Unpin>(
     w: &mut W,
     frames: &[&[u8]],
     session: &mut Session,
 ) -> std::io::Result<()> {
     for (i, f) in frames.iter().enumerate() {
-        let body = session.seal(u8::from(i + 1 < frames.len()), f);
         // As libzmq does: a plain frame, its flags inside the box.
-        let (head, n) = frame::encode(false, false, body.len());
-        w.write_all(&head[..n]).await?;
-        w.write_all(&body).await?;
+        w.write_all(session.seal_frame(u8::from(i + 1 < frames.len()), f))
+            .await?;
     }
     w.flush().await
 }
@@ -303,11 +323,7 @@ pub async fn write_boxed_command<W: AsyncWrite + Unpin>(
     c: &Command,
     session: &mut Session,
 ) -> std::io::Result<()> {
-    let body = session.seal(2, &c.encode());
-    let (head, n) = frame::encode(false, false, body.len());
-    let mut buf = head[..n].to_vec();
-    buf.extend_from_slice(&body);
-    w.write_all(&buf).await?;
+    w.write_all(session.seal_frame(2, &c.encode())).await?;
     w.flush().await
 }
 
