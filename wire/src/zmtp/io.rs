@@ -455,3 +455,6 @@ pub async fn write_command<W: AsyncWrite + Unpin>(w: &mut W, c: &Command) -> std
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod curve_tests;
