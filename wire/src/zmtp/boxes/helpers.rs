@@ -4,10 +4,11 @@
 //! pass on the link's thread, and frames still go out in nonce order: only the work inside one
 //! box is spread.
 //!
-//! How many: `BRIGADE_CURVE_THREADS` if set; otherwise the cores a rank leaves idle — it
-//! computes on one thread and moves bytes on another, so `cores − 2`, at most 3 (one rank per
-//! host assumed; the launcher sets the variable when ranks share a host). On a 2-core machine
-//! that is none: boxes are sealed and opened on the link's thread, as before.
+//! How many: `BRIGADE_CURVE_THREADS` if set; otherwise the cores a host's ranks leave idle,
+//! shared among them ([`idle_cores`]): each rank computes on one thread and moves bytes on
+//! another, so `(cores − 2 × ranks) / ranks`, at most 3. A rank sets it from its plan (how many
+//! ranks its host runs, the host's `threads`); any other process assumes one rank. On a 2-core
+//! machine that is none: boxes are sealed and opened on the link's thread.
 
 use std::sync::OnceLock;
 
@@ -65,15 +66,26 @@ impl Helpers {
     }
 }
 
-/// The default number of helpers: [`ENV`] if set, else the cores a rank leaves idle.
+/// Helpers per rank when `ranks` ranks share `cores` cores, each busy on two threads
+/// (compute, and the link I/O that seals and opens boxes).
+pub fn idle_cores(cores: usize, ranks: usize) -> usize {
+    let ranks = ranks.max(1);
+    (cores.saturating_sub(2 * ranks) / ranks).min(MAX_DEFAULT)
+}
+
+/// [`ENV`], if set to a number.
+pub fn from_env() -> Option<usize> {
+    std::env::var(ENV).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// The default number of helpers: [`ENV`] if set, else the cores one rank leaves idle.
 pub fn default_threads() -> usize {
-    match std::env::var(ENV).ok().and_then(|v| v.trim().parse().ok()) {
-        Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .saturating_sub(2)
-            .min(MAX_DEFAULT),
-    }
+    from_env().unwrap_or_else(|| {
+        idle_cores(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            1,
+        )
+    })
 }
 
 static HELPERS: OnceLock<Helpers> = OnceLock::new();
@@ -99,6 +111,26 @@ mod tests {
         let mut v = seen.into_inner().unwrap();
         v.sort();
         v
+    }
+
+    #[test]
+    fn helpers_take_the_cores_the_ranks_leave_idle() {
+        for (cores, ranks, helpers) in [
+            (2, 1, 0),
+            (2, 2, 0),
+            (4, 1, 2),
+            (16, 1, 3),
+            (16, 4, 2),
+            (16, 8, 0),
+            (8, 3, 0),
+            (1, 0, 0),
+        ] {
+            assert_eq!(
+                idle_cores(cores, ranks),
+                helpers,
+                "{cores} cores, {ranks} ranks"
+            );
+        }
     }
 
     #[test]
