@@ -1,7 +1,10 @@
 //! 4 MiB activations from one rank process to another over brigade's real transport path
 //! (executor `Outgoing` → msgpack header + the tensor's own bytes → ZMTP 3.1 → decode → burn
 //! tensor), over ipc:// and tcp:// (NULL) and tcp:// under a job secret (CURVE) on loopback,
-//! against a raw TCP socket moving the same bytes in the same run. `cargo bench -p brigade-benches --bench transport`
+//! against a raw TCP socket moving the same bytes in the same run — and libzmq (through pyzmq,
+//! `benches/pyzmq_transport.py`, whose first line says how to install it) moving the same
+//! messages PUSH→PULL with NULL and with CURVE, the modes alternating, each run twice.
+//! `BRIGADE_PYTHON=/path/to/python cargo bench -p brigade-benches --bench transport`
 
 use brigade_engine::endpoints::{InRoute, Listen, OutPeer, RankLinks};
 use brigade_engine::executor::core::Outgoing;
@@ -240,6 +243,29 @@ fn zmq_raw(role: &str, port: u16) -> Vec<f64> {
     })
 }
 
+/// libzmq through pyzmq: the same messages between two Python processes (`mech`: null or
+/// curve); `None` when no Python with pyzmq is found.
+fn libzmq(mech: &str, port: u16) -> Option<Vec<f64>> {
+    let python = std::env::var("BRIGADE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pyzmq_transport.py");
+    let args = |role: &str| {
+        let mut c = Command::new(&python);
+        c.arg(script).arg(role).arg(mech).arg(port.to_string());
+        for n in [bytes(), messages(), ROUNDS as usize, WARMUP] {
+            c.arg(n.to_string());
+        }
+        c
+    };
+    let mut recv = args("recv").stderr(Stdio::null()).spawn().ok()?;
+    let out = args("send").stderr(Stdio::null()).output().ok();
+    let _ = recv.wait();
+    let rates: Vec<f64> = String::from_utf8_lossy(&out?.stdout)
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (rates.len() == ROUNDS as usize).then_some(rates)
+}
+
 fn median(rates: &[f64]) -> f64 {
     let mut r = rates.to_vec();
     r.sort_by(f64::total_cmp);
@@ -289,6 +315,11 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let base = 40_000 + (std::process::id() % 10_000) as u16;
     println!(
+        "CURVE helper threads: {} (BRIGADE_CURVE_THREADS); {} cores",
+        brigade_wire::zmtp::boxes::helpers().threads(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
         "transport: {ROUNDS} rounds of ~240 MiB of f32 [rows, 4096] messages between two processes, after {WARMUP} warm-up messages; median [min – max] over the rounds"
     );
     for (i, (rows, label)) in [(8usize, "128 KiB"), (256, "4 MiB"), (2048, "32 MiB")]
@@ -298,12 +329,23 @@ fn main() {
         ROWS.store(rows, std::sync::atomic::Ordering::Relaxed);
         let port = base + 20 * i as u16;
         println!("{label} messages ({} per round):", messages());
-        let mut results = Vec::new();
-        for (mode, p) in [("ipc", port), ("tcp", port + 2), ("curve", port + 8)] {
-            let mut child = spawn("receiver", mode, p, &dir);
-            let gbps = sender(mode, p, &dir);
-            child.wait().unwrap();
-            results.push((mode, gbps));
+        // Alternating: brigade CURVE, libzmq CURVE, brigade NULL, libzmq NULL, ipc; twice.
+        let modes = ["curve", "zmq-curve", "tcp", "zmq-null", "ipc"];
+        let mut results: Vec<(&str, Vec<f64>)> = modes.iter().map(|m| (*m, Vec::new())).collect();
+        for rep in 0..2 {
+            for (k, mode) in modes.iter().enumerate() {
+                let p = port + 10 + 2 * k as u16 + 1000 * rep;
+                let rates = match mode.strip_prefix("zmq-") {
+                    Some(mech) => libzmq(mech, p).unwrap_or_default(),
+                    None => {
+                        let mut child = spawn("receiver", mode, p, &dir);
+                        let r = sender(mode, p, &dir);
+                        child.wait().unwrap();
+                        r
+                    }
+                };
+                results[k].1.extend(rates);
+            }
         }
         let mut child = spawn("raw", "tcp", port + 4, &dir);
         let mut line = String::new();
@@ -316,15 +358,33 @@ fn main() {
         child.wait().unwrap();
         for (mode, rates) in &results {
             let label = match *mode {
-                "curve" => "tcp:// CURVE".to_string(),
-                m => format!("{m}://      "),
+                "curve" => "brigade tcp:// CURVE".to_string(),
+                "zmq-curve" => "libzmq  tcp:// CURVE".to_string(),
+                "zmq-null" => "libzmq  tcp:// NULL ".to_string(),
+                m => format!("brigade {m}://      "),
             };
+            if rates.is_empty() {
+                println!("  {label}  skipped: no Python with pyzmq (see pyzmq_transport.py)");
+                continue;
+            }
             println!(
-                "  brigade {label}{}   {:.2} of raw TCP",
+                "  {label} {}   {:.2} of raw TCP",
                 spread(rates),
                 median(rates) / raw
             );
         }
+        let of = |a: &str, b: &str| {
+            let m = |x| results.iter().find(|r| r.0 == x).map(|r| median(&r.1));
+            match (m(a), m(b)) {
+                (Some(x), Some(y)) if y > 0.0 => format!("{:.2}", x / y),
+                _ => "-".into(),
+            }
+        };
+        println!(
+            "  brigade CURVE / libzmq CURVE {}; brigade CURVE / brigade NULL {}",
+            of("curve", "zmq-curve"),
+            of("curve", "tcp")
+        );
         if rows == 256 {
             let mut child = spawn("zmqraw", "tcp", port + 6, &dir);
             let zmq = zmq_raw("send", port + 6);

@@ -8,7 +8,7 @@
 
 use std::future::poll_fn;
 use std::mem::MaybeUninit;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -31,6 +31,18 @@ impl Deref for Frame {
             Frame::U16(v) => bytemuck::cast_slice(v),
             Frame::U32(v) => bytemuck::cast_slice(v),
             Frame::U64(v) => bytemuck::cast_slice(v),
+        }
+    }
+}
+
+impl DerefMut for Frame {
+    /// A CURVE box is opened in place, in the storage that becomes the tensor.
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Frame::U8(v) => v,
+            Frame::U16(v) => bytemuck::cast_slice_mut(v),
+            Frame::U32(v) => bytemuck::cast_slice_mut(v),
+            Frame::U64(v) => bytemuck::cast_slice_mut(v),
         }
     }
 }

@@ -220,6 +220,9 @@ fn connect(
     let (job, k) = (&id.job, id.k);
     let secret = load_secret(opts.secret_file.as_deref()).map_err(anyhow::Error::msg)?;
     let keys = secret.as_deref().map(JobKeys::from_secret);
+    if keys.is_some() {
+        curve_helpers(job, k);
+    }
     // The engine may say where rank 0 hosts the rendezvous (flags win).
     let rendezvous = opts.rendezvous.clone().or_else(|| {
         let (host, port) = id.engine.as_ref()?.rendezvous.clone()?;
@@ -261,6 +264,18 @@ fn connect(
         keys,
     };
     Ok((NetTransport::start(cfg)?, listen_endpoint))
+}
+
+/// CURVE's helper threads take the cores this host's ranks leave idle (decision 0017), unless
+/// `BRIGADE_CURVE_THREADS` says how many.
+fn curve_helpers(job: &Job, k: usize) {
+    use brigade_wire::zmtp::boxes;
+    let host = job.places[k].host;
+    let here = job.places.iter().filter(|p| p.host == host).count();
+    let cores = job.topo.hosts[host]
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    boxes::set_helpers(boxes::from_env().unwrap_or(boxes::idle_cores(cores, here)));
 }
 
 /// Without a job secret, TCP links must stay on loopback.

@@ -19,9 +19,12 @@
 
 use super::command::{Metadata, decode_metadata, encode_metadata};
 use super::error::ZmtpError;
-use crypto_box::aead::{Aead, AeadInPlace, KeyInit};
+use crypto_box::aead::{Aead, KeyInit};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use crypto_secretbox::XSalsa20Poly1305;
+
+mod session;
+pub use session::{PREFIX, Session};
 
 pub const KEY: usize = 32;
 const TAG: usize = 16;
@@ -135,97 +138,6 @@ fn expect<'a>(body: &'a [u8], name: &str) -> Result<&'a [u8], ZmtpError> {
     }
 }
 
-/// The boxes of an established connection.
-pub struct Session {
-    /// (their transient public key, our transient secret key): the session's shared key.
-    keys: ([u8; KEY], [u8; KEY]),
-    key: SalsaBox,
-    send_prefix: &'static [u8; 16],
-    recv_prefix: &'static [u8; 16],
-    send_nonce: u64,
-    recv_nonce: u64,
-}
-
-impl Session {
-    fn new(
-        their: [u8; KEY],
-        mine: [u8; KEY],
-        prefixes: (&'static [u8; 16], &'static [u8; 16]),
-        nonces: (u64, u64),
-    ) -> Session {
-        Session {
-            keys: (their, mine),
-            key: salsa(&their, &mine),
-            send_prefix: prefixes.0,
-            recv_prefix: prefixes.1,
-            send_nonce: nonces.0,
-            recv_nonce: nonces.1,
-        }
-    }
-
-    /// Two handles on the session: one to seal what this side sends, one to open what it
-    /// receives (for a connection whose reading and writing run in different tasks). Only the
-    /// first may seal: both start from the same send nonce, and a nonce must never be used
-    /// twice under one key.
-    pub fn split(self) -> (Session, Session) {
-        let (their, mine) = self.keys;
-        let prefixes = (self.send_prefix, self.recv_prefix);
-        let other = Session::new(their, mine, prefixes, (self.send_nonce, self.recv_nonce));
-        (self, other)
-    }
-
-    /// A frame as a MESSAGE command body (`flags`: bit 0 MORE, bit 1 COMMAND).
-    pub fn seal(&mut self, flags: u8, frame: &[u8]) -> Vec<u8> {
-        self.send_nonce += 1;
-        let short = self.send_nonce.to_be_bytes();
-        let n = nonce(self.send_prefix, &short);
-        // name, nonce, tag, then flags + frame encrypted in place.
-        let head = 1 + 7 + 8;
-        let mut out = Vec::with_capacity(head + TAG + 1 + frame.len());
-        out.push(7);
-        out.extend_from_slice(b"MESSAGE");
-        out.extend_from_slice(&short);
-        out.extend_from_slice(&[0u8; TAG]);
-        out.push(flags);
-        out.extend_from_slice(frame);
-        let tag = self
-            .key
-            .encrypt_in_place_detached((&n).into(), b"", &mut out[head + TAG..])
-            .expect("encryption does not fail");
-        out[head..head + TAG].copy_from_slice(&tag);
-        out
-    }
-
-    /// Opens a MESSAGE command body: (flags, frame); flags bit 0 is MORE, bit 1 COMMAND (a
-    /// PING or PONG inside the box).
-    pub fn open(&mut self, mut body: Vec<u8>) -> Result<(u8, Vec<u8>), ZmtpError> {
-        let data = expect(&body, "MESSAGE")?;
-        if data.len() < 8 + TAG + 1 {
-            return Err(bad(
-                "MESSAGE",
-                "shorter than a nonce, a tag and a flags byte",
-            ));
-        }
-        let short = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
-        if short <= self.recv_nonce {
-            return Err(bad("MESSAGE", "a nonce that does not increase (replayed?)"));
-        }
-        let n = nonce(self.recv_prefix, &data[..8]);
-        let tag = crypto_box::Tag::clone_from_slice(&data[8..8 + TAG]);
-        let start = 1 + 7 + 8 + TAG;
-        self.key
-            .decrypt_in_place_detached((&n).into(), b"", &mut body[start..], &tag)
-            .map_err(|_| bad("MESSAGE", "the box does not open: forged or damaged"))?;
-        self.recv_nonce = short;
-        let flags = body[start];
-        if flags & !3 != 0 {
-            return Err(bad("MESSAGE", format!("flags {flags:#04x}")));
-        }
-        body.drain(..start + 1);
-        Ok((flags, body))
-    }
-}
-
 /// The client's side of the handshake.
 pub struct Client {
     long: KeyPair,
@@ -330,7 +242,7 @@ impl Client {
                 self.nonce,
                 u64::from_be_bytes(data[..8].try_into().expect("8 bytes")),
             ),
-        );
+        )?;
         Ok((decode_metadata(&plain)?, session))
     }
 }
@@ -470,7 +382,7 @@ impl Server {
             self.transient.secret,
             (b"CurveZMQMESSAGES", b"CurveZMQMESSAGEC"),
             (self.nonce, short_n),
-        );
+        )?;
         Ok((theirs, command("READY", &[&short, &boxed]), session))
     }
 }

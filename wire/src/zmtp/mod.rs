@@ -9,6 +9,7 @@
 //! anything is allocated, and data frames are read straight into aligned storage that becomes a
 //! tensor.
 
+pub mod boxes;
 pub mod command;
 pub mod curve;
 mod error;
