@@ -43,6 +43,17 @@ pub struct Product {
 }
 
 impl Product {
+    /// A product over `tokens` rows of a sequence (a block's projection).
+    pub fn on_tokens(name: &'static str, tokens: u64, d_in: u64, d_out: u64) -> Product {
+        Product {
+            name,
+            rows: tokens,
+            d_in,
+            d_out,
+            sequence: true,
+        }
+    }
+
     /// Forward FLOPs per sample.
     pub fn flops(&self) -> f64 {
         2.0 * (self.rows * self.d_in * self.d_out) as f64

@@ -64,13 +64,7 @@ impl LayerDef for TransformerBlock {
 
     fn products(&self, input: &[usize]) -> Vec<Product> {
         let (t, d, ff) = (input[0] as u64, input[1] as u64, self.ff as u64);
-        let p = |name, d_in, d_out| Product {
-            name,
-            rows: t,
-            d_in,
-            d_out,
-            sequence: true,
-        };
+        let p = |name, d_in, d_out| Product::on_tokens(name, t, d_in, d_out);
         vec![
             p("query", d, d),
             p("key", d, d),
