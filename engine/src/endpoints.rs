@@ -97,11 +97,40 @@ fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ 
             let ring = job.chunk_ring(c);
             (0..replicas).map(move |i| (c, Kind::Reduce, ring[i], ring[(i + 1) % replicas]))
         });
-    edges.chain(rings).filter(|&(_, _, from, to)| from != to)
+    // `clip_grad_norm` over several ranks: one ring over every rank (id: one past the chunks).
+    let ranks = job.ranks();
+    let norm = (0..ranks)
+        .filter(move |_| job.topo.train.clip_grad_norm.is_some() && ranks > 1)
+        .map(move |r| (job.chunks().len(), Kind::Reduce, r, (r + 1) % ranks));
+    // Tied embeddings: the ranks holding the embedding and the head, in each replica (id: two
+    // past the chunks).
+    let tie = job.topo.model.tied_layers().into_iter().flat_map(move |_| {
+        (0..job.replicas()).flat_map(move |d| {
+            let r = &job.chunk_ranks[d];
+            let (e, h) = (r[0], r[r.len() - 1]);
+            let id = job.chunks().len() + 1;
+            [(id, Kind::Reduce, e, h), (id, Kind::Reduce, h, e)]
+        })
+    });
+    edges
+        .chain(rings)
+        .chain(norm)
+        .chain(tie)
+        .filter(|&(_, _, from, to)| from != to)
 }
 
-/// The largest all-reduce segment of chunk `c` (its gradients, the loss, padding), values.
+/// The largest all-reduce segment of chunk `c` (its gradients, the loss, padding), values;
+/// for `c` one past the chunks, of the gradient norm's ring (four values a layer); two past,
+/// of the tied weight's gradient.
 pub fn reduce_segment(job: &Job, c: usize) -> usize {
+    if c == job.chunks().len() {
+        return (4 * job.topo.model.graph().len()).div_ceil(job.ranks()) + 1;
+    }
+    if c == job.chunks().len() + 1 {
+        // The tied weight's gradient between two ranks.
+        let weight = job.topo.model.graph().layer(0).cost.params as usize;
+        return weight.div_ceil(2) + 1;
+    }
     let graph = job.topo.model.graph();
     let [a, b] = job.chunks()[c].layers;
     let params: u64 = (a..b).map(|l| graph.layer(l).cost.params).sum();
@@ -292,6 +321,46 @@ mod tests {
         assert_eq!(
             links(&job, 1, dir, &table).unwrap().out[1].endpoint,
             "tcp://n2:7000"
+        );
+    }
+
+    #[test]
+    fn clipping_on_several_ranks_rings_every_rank_for_the_norm() {
+        let path = format!(
+            "{}/../topologies/two-hosts.toml",
+            std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+        );
+        let job = load_input(&path, &["train.clip_grad_norm=1.0".into()], None)
+            .unwrap()
+            .0;
+        let norm = job.chunks().len() as u32;
+        let dir = Path::new("/tmp/brigade-x");
+        let fixed = Addresses::Static { all_local: true };
+        for rank in 0..job.ranks() {
+            let l = links(&job, rank, dir, &fixed).unwrap();
+            let from: Vec<(usize, Vec<usize>)> = l
+                .listen
+                .unwrap()
+                .routes
+                .iter()
+                .filter(|r| r.edge == norm && r.kind == Kind::Reduce)
+                .map(|r| (r.peer, r.shape.clone()))
+                .collect();
+            let previous = (rank + job.ranks() - 1) % job.ranks();
+            let layers = job.topo.model.graph().len();
+            let segment = (4 * layers).div_ceil(job.ranks()) + 1;
+            assert_eq!(from, vec![(previous, vec![1, segment])], "rank {rank}");
+            assert!(l.out.iter().any(|o| o.peer == (rank + 1) % job.ranks()));
+        }
+        // Without clipping, no such ring.
+        let plain = self::job("two-hosts.toml");
+        let l = links(&plain, 0, dir, &fixed).unwrap();
+        assert!(
+            !l.listen
+                .unwrap()
+                .routes
+                .iter()
+                .any(|r| r.kind == Kind::Reduce)
         );
     }
 }

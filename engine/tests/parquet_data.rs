@@ -253,7 +253,7 @@ fn a_language_model_reads_token_sequences() {
     let dir = tmp("parquet-tokens");
     // Sequences of 33 tokens (32 inputs and their next tokens) from a simple rule.
     let seqs: Vec<Vec<i64>> = (0..96)
-        .map(|i| (0..40).map(|t| ((i * 7 + t * t) % 64) as i64).collect())
+        .map(|i| (0..33).map(|t| ((i * 7 + t * t) % 64) as i64).collect())
         .collect();
     write(
         &dir.join("text.parquet"),

@@ -262,3 +262,58 @@ fn data_keys_are_checked_with_the_topology() {
         stderr(&out)
     );
 }
+
+/// transformer-lm (32 tokens in) reading `rows` from a file in `dir`, 32 rows a row group.
+fn token_model(dir: &Path, rows: &[Vec<i64>]) -> String {
+    let data = dir.join("text.parquet");
+    write(&data, vec![("tokens", tokens(rows))], 32, true);
+    let base = format!(
+        "{}/../topologies/transformer-lm.toml",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap()
+    );
+    let text = std::fs::read_to_string(base).unwrap().replace(
+        "[data]\nsource = \"synthetic\"",
+        &format!(
+            "[data]\nsource = \"parquet\"\npath = \"{}\"\ntokens = \"tokens\"\nshuffle = false",
+            data.display()
+        ),
+    );
+    let file = dir.join("lm.toml");
+    std::fs::write(&file, text).unwrap();
+    file.display().to_string()
+}
+
+/// Token rows hold exactly the model's inputs and one more token: a longer or shorter row is
+/// refused with its row group, before training when it is in the first one, else when read.
+#[test]
+fn token_rows_of_another_length_are_refused_by_row_group() {
+    let dir = tmp("parquet-token-rows");
+    let rows = |n: usize, len: usize| -> Vec<Vec<i64>> {
+        (0..n)
+            .map(|i| (0..len).map(|t| ((i + t) % 64) as i64).collect())
+            .collect()
+    };
+    let file = token_model(&dir, &rows(64, 40));
+    refused(
+        &file,
+        &[
+            "text.parquet",
+            "row group 0",
+            "column `tokens`",
+            "a row holds 40 tokens",
+            "rows need exactly 33",
+        ],
+    );
+    // The first row group is right; a row of the second is one token short.
+    let mut two = rows(64, 33);
+    two[40].pop();
+    let file = token_model(&dir, &two);
+    let out = run(&["train", &file, "--steps", "3", "--set", "train.batch=32"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in ["text.parquet", "row group 1", "a row holds 32 tokens"] {
+        assert!(err.contains(want), "no {want:?} in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,6 +17,9 @@ pub struct Model {
     /// Hugging Face checkpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hf: Option<crate::hf::HfModel>,
+    /// The last layer (a `linear` head) shares the first's weight (an `embedding`), transposed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tie_word_embeddings: bool,
     /// The layer graph (shapes, costs), built once when the model is.
     #[serde(skip)]
     graph: Arc<LayerGraph>,
@@ -42,6 +45,7 @@ impl Model {
             layers,
             loss,
             hf: None,
+            tie_word_embeddings: false,
             graph,
         }
     }
@@ -66,6 +70,11 @@ impl Model {
     /// Whether the first layer takes token ids rather than f32 features.
     pub fn token_input(&self) -> bool {
         self.token_vocab().is_some()
+    }
+
+    /// The (embedding, head) layers sharing one weight, when the model ties them.
+    pub fn tied_layers(&self) -> Option<(usize, usize)> {
+        self.tie_word_embeddings.then(|| (0, self.layers.len() - 1))
     }
 
     /// Whether every layer takes the one before it (no skip connections).

@@ -105,11 +105,6 @@ fn unrepresentable_configs_name_the_field() {
         ),
         ("missing", with("hidden_size", Value::Null), "hidden_size"),
         (
-            "tied",
-            with("tie_word_embeddings", json!(true)),
-            "tie_word_embeddings",
-        ),
-        (
             "yarn",
             with("rope_scaling", json!({"rope_type": "yarn", "factor": 4.0})),
             "rope_type",

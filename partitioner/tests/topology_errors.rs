@@ -435,3 +435,42 @@ fn malformed_graphs_name_the_layer_and_the_fix() {
         }
     }
 }
+
+#[test]
+fn tied_embeddings_need_an_embedding_and_a_matching_head() {
+    // No embedding first.
+    let e = err(&with(
+        "loss = \"cross_entropy\"",
+        "loss = \"cross_entropy\"\ntie_word_embeddings = true",
+    ));
+    assert!(
+        e.contains("model.tie_word_embeddings") && e.contains("needs an embedding"),
+        "{e}"
+    );
+    let lm = |head: &str| {
+        with(
+            "input = [64]\nlayers = [ { kind = \"linear\", out = 128 }, { kind = \"relu\" }, { kind = \"linear\", out = 10 } ]",
+            &format!(
+                "input = [8]\ntie_word_embeddings = true\nlayers = [ {{ kind = \"embedding\", vocab = 32, dim = 16 }}, {{ kind = \"relu\" }}, {head} ]"
+            ),
+        )
+    };
+    // A head with a bias, or to another width, cannot be the embedding transposed.
+    for head in [
+        "{ kind = \"linear\", out = 32 }",
+        "{ kind = \"linear\", out = 31, bias = false }",
+    ] {
+        let e = err(&lm(head));
+        assert!(
+            e.contains("model.tie_word_embeddings") && e.contains("out = 32"),
+            "{e}"
+        );
+    }
+    let ok = parse(
+        "good.toml",
+        &lm("{ kind = \"linear\", out = 32, bias = false }"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(ok.model.tied_layers(), Some((0, 2)));
+}

@@ -304,18 +304,28 @@ pub(crate) fn backward(out: &mut Vec<Instr>, slot: ChunkSlot, mb: u32) {
     }
 }
 
-/// `list` with an all-reduce of each chunk's gradients before its optimizer step, when the
+/// `list` with an all-reduce of each chunk's gradients before the optimizer steps, when the
 /// job has several replicas (the gradients of every replica's copy of a chunk are summed).
+/// Every all-reduce comes before the first optimizer step, so the step's gradients are final
+/// on all the rank's chunks when that step starts (`clip_grad_norm` needs all of them).
 pub fn with_all_reduce(list: Vec<Instr>, replicas: usize) -> Vec<Instr> {
     if replicas <= 1 {
         return list;
     }
-    list.into_iter()
-        .flat_map(|i| match i {
-            Instr::OptimizerStep { chunk } => vec![Instr::AllReduce { chunk }, i],
-            other => vec![other],
+    let reduces: Vec<Instr> = list
+        .iter()
+        .filter_map(|i| match *i {
+            Instr::OptimizerStep { chunk } => Some(Instr::AllReduce { chunk }),
+            _ => None,
         })
-        .collect()
+        .collect();
+    let first = list
+        .iter()
+        .position(|i| matches!(i, Instr::OptimizerStep { .. }))
+        .unwrap_or(list.len());
+    let mut out = list;
+    out.splice(first..first, reduces);
+    out
 }
 
 /// The compute instructions only, as `F0 F1 B0 ... step` (for tests and logs).
@@ -364,5 +374,18 @@ mod tests {
         let json = serde_json::to_string(&list).unwrap();
         assert!(json.contains(r#"{"recv_act":{"edge":0,"mb":0}}"#), "{json}");
         assert_eq!(serde_json::from_str::<Vec<Instr>>(&json).unwrap(), list);
+    }
+
+    #[test]
+    fn every_all_reduce_precedes_the_first_optimizer_step() {
+        let (f, s) = (Instr::Forward { chunk: 0, mb: 0 }, |chunk| {
+            Instr::OptimizerStep { chunk }
+        });
+        let r = |chunk| Instr::AllReduce { chunk };
+        assert_eq!(
+            with_all_reduce(vec![f, s(0), s(2)], 2),
+            vec![f, r(0), r(2), s(0), s(2)]
+        );
+        assert_eq!(with_all_reduce(vec![f, s(0), s(2)], 1), vec![f, s(0), s(2)]);
     }
 }

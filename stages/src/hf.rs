@@ -118,8 +118,11 @@ pub type HfTensor = (String, Vec<usize>, Vec<f32>);
 /// `params` (brigade's names, `layers.<i>.<path>`, in burn's layout) as the Hugging Face
 /// checkpoint's tensors: (name, shape, values), in the order of `hf.names`.
 pub fn to_hf(hf: &HfModel, params: &BTreeMap<String, Vec<f32>>) -> Result<Vec<HfTensor>, String> {
+    let mut seen = std::collections::HashSet::new();
     hf.names
         .iter()
+        // A tied head names the embedding's tensor: written once, from the embedding.
+        .filter(|n| seen.insert(n.hf.clone()))
         .map(|n| {
             let key = format!("layers.{}.{}", n.layer, n.path);
             let v = params

@@ -24,10 +24,12 @@ mod clip;
 mod eval;
 mod reduce;
 mod run;
+mod tie;
 
-pub use clip::clip_coef;
+pub use clip::{clip_coef, global_norm};
 use run::Mode;
 pub use run::{MODEL_INPUT, wiring};
+pub use tie::Tie;
 
 /// A mistake in how a stage is driven (a schedule or a peer out of step), never a panic.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -112,6 +114,8 @@ pub struct Stage {
     stateful_optimizer: bool,
     /// `train.clip_grad_norm`.
     clip_grad_norm: Option<f64>,
+    /// `model.tie_word_embeddings` (`stage/tie.rs`).
+    tie: Option<Tie>,
 }
 
 impl Stage {
@@ -143,7 +147,7 @@ impl Stage {
                 with_batch(&graph.layer(t).output_shape)
             }
         };
-        Stage {
+        let mut stage = Stage {
             input_shapes: inputs.iter().map(|&t| shape_of(t)).collect(),
             output_shapes: outputs.iter().map(|&t| shape_of(t)).collect(),
             inputs,
@@ -173,8 +177,11 @@ impl Stage {
             reduced: None,
             stateful_optimizer: topo.train.optimizer.state_copies() > 1,
             clip_grad_norm: topo.train.clip_grad_norm,
+            tie: Tie::of(topo),
             device,
-        }
+        };
+        stage.copy_tied_init(topo);
+        stage
     }
 
     /// Turns ZB-H1's split backward off (a stage follows its topology's schedule; the

@@ -14,6 +14,7 @@ pub fn render(p: &Planned) -> String {
     table(&mut s, p, ranks, interleaved);
     summary(&mut s, p, interleaved);
     edges(&mut s, p);
+    tie(&mut s, p);
     methods(&mut s, p);
     s
 }
@@ -203,6 +204,30 @@ fn edges(s: &mut String, p: &Planned) {
             fmt::bytes(p.edge_bytes(x)),
         );
     }
+}
+
+/// Tied embeddings: which ranks keep the two copies and what crosses between them.
+fn tie(s: &mut String, p: &Planned) {
+    let Some((e, h)) = p.topo.model.tied_layers() else {
+        return;
+    };
+    let (g, last) = (&p.graph, p.chunk_rank.len() - 1);
+    let (re, rh) = (p.chunk_rank[0], p.chunk_rank[last]);
+    let how = if re == rh {
+        "on one rank: their gradients are added there".to_string()
+    } else {
+        format!(
+            "ranks {re} and {rh} each keep a copy; every step their gradients ({}) are summed between the two",
+            fmt::bytes(g.layer(e).cost.params * 4)
+        )
+    };
+    let _ = writeln!(
+        s,
+        "{:<14} {} and {} share one weight, {how}",
+        "tied",
+        g.layer(e).name,
+        g.layer(h).name
+    );
 }
 
 /// Peak live micro-batches, the one-device step, and the other split methods.

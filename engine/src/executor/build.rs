@@ -1,6 +1,6 @@
 //! Building a rank's executor from the job plan, and the one-rank reference trainer's.
 
-use super::core::{EdgeRoute, Executor, Program, Replication};
+use super::core::{EdgeRoute, Executor, NormRing, Program, Replication, TieRing};
 use crate::job::Job;
 use crate::schedule::{ChunkSlot, eval_schedule, one_f_one_b};
 use crate::trace::Tracer;
@@ -32,7 +32,30 @@ pub fn program(job: &Job, rank: usize) -> Program {
         eval_microbatches: job.eval_microbatches(),
         eval_every: job.topo.eval.every,
         replicas: replication(job, rank),
+        norm: norm_ring(job, rank),
+        tie: tie_ring(job, rank),
     }
+}
+
+/// Where rank `rank`'s replica keeps the two copies of a tied weight.
+pub fn tie_ring(job: &Job, rank: usize) -> Option<TieRing> {
+    job.topo.model.tied_layers()?;
+    let ranks = &job.chunk_ranks[job.replica_of(rank)];
+    Some(TieRing {
+        ranks: [ranks[0], ranks[ranks.len() - 1]],
+        id: job.chunks().len() + 1,
+    })
+}
+
+/// The ring summing the gradient norm over every rank, when the job clips on several ranks.
+pub fn norm_ring(job: &Job, rank: usize) -> Option<NormRing> {
+    (job.topo.train.clip_grad_norm.is_some() && job.ranks() > 1).then(|| NormRing {
+        ranks: (0..job.ranks()).collect(),
+        me: rank,
+        layers: job.topo.model.graph().len(),
+        counts: job.replica_of(rank) == 0,
+        id: job.chunks().len(),
+    })
 }
 
 /// Rank `rank`'s place among the replicas: its micro-batches within each step, and the ring
@@ -135,5 +158,10 @@ pub fn reference_program(topo: &Topology, eval_microbatches: usize) -> Program {
         eval_microbatches,
         eval_every: topo.eval.every,
         replicas: Replication::default(),
+        norm: None,
+        tie: topo.model.tied_layers().map(|_| TieRing {
+            ranks: [0, 0],
+            id: 2,
+        }),
     }
 }

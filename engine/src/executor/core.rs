@@ -13,9 +13,11 @@ use burn::prelude::Tensor;
 
 pub use super::error::ExecError;
 pub use crate::message::{Incoming, Outgoing};
+pub use clip::NormRing;
 pub use eval::EvalFigures;
 use eval::EvalState;
 use std::collections::{HashMap, HashSet, VecDeque};
+pub use tie::TieRing;
 
 /// One edge as an executor sees it: the chunks it joins and the ranks holding them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,30 @@ pub struct Program {
     /// micro-batches are `mb_offset ..` of the step's), the step's micro-batches over all
     /// replicas, and for each chunk it holds the ring of ranks holding that chunk.
     pub replicas: Replication,
+    /// `clip_grad_norm` over several ranks: the ring summing the norm (`None`: one rank, or no
+    /// clipping).
+    pub norm: Option<NormRing>,
+    /// `model.tie_word_embeddings`: where the two copies of the shared weight are.
+    pub tie: Option<TieRing>,
+}
+
+/// The all-reduce in flight.
+#[derive(Debug, Clone, Copy)]
+enum Reducing {
+    /// A chunk's gradients (with the loss on the last chunk).
+    Chunk {
+        chunk: usize,
+        last: bool,
+        start: u64,
+    },
+    /// The squared gradient norms, for clipping at `max_norm`.
+    Norm { max_norm: f64, start: u64 },
+    /// The tied weight's gradient at `layer` of `chunk`.
+    Tie {
+        chunk: usize,
+        layer: usize,
+        start: u64,
+    },
 }
 
 /// Where a rank sits among the replicas (the default: one replica, no all-reduce).
@@ -141,8 +167,11 @@ pub struct Executor {
     replica: usize,
     /// The step's loss over every replica, from the last chunk's all-reduce.
     global_loss: Option<f64>,
-    /// The all-reduce in flight: (chunk, whether it carries the loss, start time).
-    reducing: Option<(usize, bool, u64)>,
+    reducing: Option<Reducing>,
+    norm: Option<NormRing>,
+    tie: Option<TieRing>,
+    /// This step's tied gradients are summed.
+    tied: bool,
     /// This step's global gradient norm, once clipping computed it.
     grad_norm: Option<f64>,
 }
@@ -165,6 +194,8 @@ impl Executor {
             eval_microbatches,
             eval_every,
             replicas,
+            norm,
+            tie,
         } = program;
         let step = stages.first().map_or(0, |s| s.step());
         let receives = list
@@ -196,6 +227,9 @@ impl Executor {
             global_loss: None,
             grad_norm: None,
             reducing: None,
+            norm,
+            tie,
+            tied: false,
             list,
             pc: 0,
             step,
@@ -362,8 +396,13 @@ impl Executor {
             }
             Instr::AllReduce { chunk } => return self.all_reduce(instr, chunk as usize).map(Some),
             Instr::OptimizerStep { chunk } => {
+                if let Some(reduce) = self.tie_once()? {
+                    return Ok(Some(reduce));
+                }
+                if let Some(reduce) = self.clip_once()? {
+                    return Ok(Some(reduce));
+                }
                 let start = self.tracer.now();
-                self.clip_once()?;
                 self.stage_mut(chunk as usize, instr)?.optimizer_step()?;
                 self.tracer
                     .record(Span::new("optimizer", start, self.tracer.now(), step, 0));
@@ -438,7 +477,7 @@ impl Executor {
             data.extend([hi, (partial - hi as f64) as f32]);
         }
         let start = self.tracer.now();
-        self.reducing = Some((chunk, last, start));
+        self.reducing = Some(Reducing::Chunk { chunk, last, start });
         Ok(Action::AllReduce {
             chunk,
             me: self.replica,
@@ -542,6 +581,7 @@ impl Executor {
         };
         self.losses.clear();
         let grad_norm = self.grad_norm.take();
+        self.tied = false;
         self.pending.push_back(Action::StepDone {
             step,
             loss,
@@ -567,12 +607,33 @@ impl Executor {
 
     /// The all-reduce asked for by [`Action::AllReduce`] is done: `data` is the sum.
     pub fn reduced(&mut self, data: Vec<f32>) -> Result<(), ExecError> {
-        let Some((chunk, last, start)) = self.reducing.take() else {
-            return Err(ExecError::Schedule {
-                rank: self.rank,
-                instr: Instr::AllReduce { chunk: 0 },
-                why: "an all-reduce result arrived with none in flight",
-            });
+        let step = self.step;
+        let (chunk, last, start) = match self.reducing.take() {
+            None => {
+                return Err(ExecError::Schedule {
+                    rank: self.rank,
+                    instr: Instr::AllReduce { chunk: 0 },
+                    why: "an all-reduce result arrived with none in flight",
+                });
+            }
+            Some(Reducing::Norm { max_norm, start }) => {
+                self.norm_reduced(&data, max_norm);
+                self.tracer
+                    .record(Span::new("allreduce", start, self.tracer.now(), step, 0));
+                // The optimizer step that asked for it runs next.
+                return Ok(());
+            }
+            Some(Reducing::Tie {
+                chunk,
+                layer,
+                start,
+            }) => {
+                self.tie_reduced(chunk, layer, &data);
+                self.tracer
+                    .record(Span::new("allreduce", start, self.tracer.now(), step, 0));
+                return Ok(());
+            }
+            Some(Reducing::Chunk { chunk, last, start }) => (chunk, last, start),
         };
         let mut data = data;
         if last {
@@ -580,7 +641,6 @@ impl Executor {
             let hi = data.pop().unwrap_or(0.0) as f64;
             self.global_loss = Some(hi + lo);
         }
-        let step = self.step;
         let instr = Instr::AllReduce {
             chunk: chunk as u32,
         };
@@ -740,3 +800,4 @@ mod clip;
 mod eval;
 #[cfg(test)]
 mod tests;
+mod tie;

@@ -48,16 +48,6 @@ impl JobPlan {
         let (places, chunk_ranks) = self.check_ranks(file, &topo, schedule)?;
         self.check_edges(file, &topo)?;
         self.check_data(file, &topo)?;
-        if topo.train.clip_grad_norm.is_some() && self.ranks.len() > 1 {
-            return Err(bad(
-                "train.clip_grad_norm",
-                format!(
-                    "needs the norm over the whole model, but the plan has {} ranks; brigade clips only on one rank today",
-                    self.ranks.len()
-                ),
-                "Train on one rank (partition.stages = 1, replicas = 1), or remove clip_grad_norm.",
-            ));
-        }
         let hash = self.content_hash(topology_hash(&topo));
         if let Some(written) = &self.job_hash
             && *written != format!("{hash:016x}")

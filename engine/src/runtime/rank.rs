@@ -33,13 +33,25 @@ pub fn run(opts: &RankOptions) -> Result<()> {
         StageEvent::Error {
             stage: opts.stage.or_else(env_rank).unwrap_or(0),
             message: format!("{e:#}"),
-            bad_input: e.chain().any(|c| c.is::<ConfigError>()),
+            bad_input: bad_input(e),
             lost_peer: e.downcast_ref::<LostPeer>().map(|l| l.peer),
         }
         .emit();
     }
     result
 }
+
+/// Whether the user must fix a file: a configuration error, or data the reader refused
+/// mid-run (a row group is checked when it is read).
+fn bad_input(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.is::<ConfigError>() || c.is::<DataRefused>())
+}
+
+/// The data reader refused a row group during training.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DataRefused(String);
 
 /// This rank failed because it lost `peer`.
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +385,9 @@ fn drive_error(e: DriveError, job: &Job, k: usize, host: &str) -> anyhow::Error 
             message: format!("{e} (host {host}, stage {k})"),
         }
         .into(),
+        DriveError::Exec(crate::executor::core::ExecError::Data { .. }) => {
+            DataRefused(format!("{e} (host {host}, stage {k})")).into()
+        }
         e => anyhow::anyhow!("{e} (host {host}, stage {k})"),
     }
 }

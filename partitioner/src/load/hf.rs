@@ -35,17 +35,17 @@ pub(super) fn model(s: &Section, base: &str) -> Result<Model, ConfigError> {
             "Train on sequences the model was made for.",
         ));
     }
-    if config.tie_word_embeddings {
-        return Err(ConfigError::invalid(
-            &config_file,
-            "tie_word_embeddings",
-            "is true: brigade does not yet share one weight between the embedding and the head",
-            "Untie the checkpoint (save lm_head.weight as a copy of model.embed_tokens.weight and set tie_word_embeddings = false).",
-        ));
-    }
     let mut names = names::llama(&config);
     tensors::assign(&dir, &mut names, &tensors::list(&dir)?)?;
+    if s.get("tie_word_embeddings").is_some() {
+        return Err(s.err(
+            "tie_word_embeddings",
+            "is given with model.hf, whose config.json says whether the head is tied",
+            "Remove it: brigade follows the checkpoint's tie_word_embeddings.",
+        ));
+    }
     let mut m = Model::new(vec![seq], layers(&config), Loss::CrossEntropy);
+    m.tie_word_embeddings = config.tie_word_embeddings;
     m.hf = Some(HfModel {
         dir: dir.display().to_string(),
         config_json: json,

@@ -7,6 +7,7 @@ mod hf;
 mod model;
 mod optim;
 mod source;
+mod tie;
 
 use crate::error::{ConfigError, line_col};
 use crate::reader::Section;

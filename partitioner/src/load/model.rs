@@ -6,7 +6,14 @@ use crate::reader::{MAX_DIM, Section};
 use crate::topology::*;
 use toml::{Table, Value};
 
-pub(super) const MODEL_KEYS: &[&str] = &["input", "layers", "loss", "hf", "seq"];
+pub(super) const MODEL_KEYS: &[&str] = &[
+    "input",
+    "layers",
+    "loss",
+    "hf",
+    "seq",
+    "tie_word_embeddings",
+];
 /// `[data]` keys: `source`, `seed`, and those only a Parquet source reads.
 pub(super) fn data_keys() -> Vec<&'static str> {
     [&["source", "seed"][..], PARQUET_KEYS].concat()
@@ -104,7 +111,12 @@ pub(super) fn model(s: &Section, base: &str) -> Result<Model, ConfigError> {
             "Add a flatten and a linear layer before the end, or use loss = \"mse\".",
         ));
     }
-    Ok(Model::new(input, layers, loss))
+    let mut m = Model::new(input, layers, loss);
+    if s.opt_bool("tie_word_embeddings")? == Some(true) {
+        super::tie::check(s, &m)?;
+        m.tie_word_embeddings = true;
+    }
+    Ok(m)
 }
 
 /// Every layer's name first: `inputs` naming a later layer is a clearer error than an unknown

@@ -9,26 +9,44 @@ use burn::prelude::*;
 
 impl Stage {
     /// Settles this step's gradients (batched weight products, a replica reduction) and
-    /// returns the sum of the squares of its parameters' gradient norms.
-    pub fn grad_norm_squared(&mut self) -> f64 {
+    /// returns, per layer, the sum of the squares of its parameters' gradient norms. The global
+    /// norm adds these in layer order ([`global_norm`]), so a split model sums exactly as the
+    /// whole one does.
+    pub fn layer_grad_norms_squared(&mut self) -> Vec<f64> {
         self.flush_batched_weights();
         let grads = match self.reduced.take() {
             Some(g) => g,
             None => self.accum.grads(),
         };
-        let mut v = Norms {
-            grads: &grads,
-            sum: 0.0,
-        };
-        for m in &self.modules {
-            m.visit(&mut v);
-        }
-        let sum = v.sum;
+        // A tied head's weight is the embedding's: counted there, once.
+        let tied_head = self.tie.map(|t| t.head);
+        let sums = self
+            .layers
+            .clone()
+            .zip(&self.modules)
+            .map(|(layer, m)| {
+                if Some(layer) == tied_head {
+                    return 0.0;
+                }
+                let mut v = Norms {
+                    grads: &grads,
+                    sum: 0.0,
+                };
+                m.visit(&mut v);
+                v.sum
+            })
+            .collect();
         self.reduced = Some(grads);
-        sum
+        sums
     }
 
-    /// Scales the settled gradients by `coef` (after [`Stage::grad_norm_squared`]).
+    /// The sum over this stage's layers of [`Stage::layer_grad_norms_squared`] (a model on one
+    /// stage: its squared global norm).
+    pub fn grad_norm_squared(&mut self) -> f64 {
+        global_norm(&self.layer_grad_norms_squared()).powi(2)
+    }
+
+    /// Scales the settled gradients by `coef` (after [`Stage::layer_grad_norms_squared`]).
     pub fn scale_grads(&mut self, coef: f32) {
         let Some(grads) = self.reduced.take() else {
             return;
@@ -39,6 +57,11 @@ impl Stage {
         }
         self.reduced = Some(s.grads);
     }
+}
+
+/// The global norm from every layer's squared gradient norms, in layer order.
+pub fn global_norm(layer_squares: &[f64]) -> f64 {
+    layer_squares.iter().sum::<f64>().sqrt()
 }
 
 /// torch's clip coefficient for a global `norm` under `max_norm`, at most 1.

@@ -172,10 +172,44 @@ pub fn check_training(variant: &str) {
     }
 }
 
-/// A tied checkpoint is refused by name until brigade ties the two weights.
-pub fn check_tied_is_refused() {
-    let e = topology("tied-gqa", "").unwrap_err().to_string();
-    assert!(e.contains("tie_word_embeddings"), "{e}");
+/// The tied checkpoint as brigade holds it: the head a copy of the embedding, transposed; the
+/// two copies' gradients, summed in the embedding's layout, are transformers' tied gradient,
+/// and each copy takes the sum.
+pub fn check_tied_gradient() {
+    let topo = topology("tied-gqa", "").unwrap();
+    let mut s = stage(&topo);
+    let want = Fixture::open_at(&dir("tied-gqa").join("expected.safetensors"));
+    let tokens = Fixture::open_at(&dir("tied-gqa").join("batch.safetensors"));
+    let (x, y) = batch(tokens.get("tokens"), 0..4, s.device());
+    let logits = s.forward(0, x).unwrap();
+    check(
+        "tied logits",
+        (&logits.dims(), &flat(&logits)),
+        want.get("logits"),
+        TOL,
+    );
+    s.backward_loss(0, &y).unwrap();
+    let tie = s.tie().expect("the checkpoint ties its head");
+    let embedding = s.tied_grad(tie.embedding);
+    let sum: Vec<f32> = embedding
+        .iter()
+        .zip(s.tied_grad(tie.head))
+        .map(|(a, b)| a + b)
+        .collect();
+    check(
+        "tied gradient (embedding + head)",
+        (tie.shape.as_ref(), &sum),
+        want.get("grad.model.embed_tokens.weight"),
+        TOL,
+    );
+    s.set_tied_grad(tie.embedding, &sum);
+    s.set_tied_grad(tie.head, &sum);
+    assert_eq!(s.tied_grad(tie.embedding), sum);
+    assert_eq!(
+        s.tied_grad(tie.head),
+        sum,
+        "the head's copy, transposed back"
+    );
 }
 
 /// The tied model (grouped queries: 4 heads on 2 key/value heads) as an untied copy whose head

@@ -98,8 +98,8 @@ fn llama_twenty_adamw_steps() {
 }
 
 #[test]
-fn llama_tied_is_refused() {
-    llama::check_tied_is_refused();
+fn llama_tied_copies_sum_to_the_tied_gradient() {
+    llama::check_tied_gradient();
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub struct Field {
     pub names: Vec<String>,
     /// Integers (class ids, tokens) rather than floats.
     pub ints: bool,
-    /// Values per row (a list may be longer for tokens: the first `len` are used).
+    /// Values per row (token rows: the model's inputs and one more).
     pub len: usize,
     /// Integer values must be below this.
     pub bound: Option<i64>,
@@ -152,7 +152,7 @@ impl Layout {
                 .field_with_name(&self.input.names[0])
                 .ok()
                 .map(|f| f.data_type())
-            && (*n as usize) < t + 1
+            && *n as usize != t + 1
         {
             return Err(BadColumn::new(
                 &self.input.names[0],
@@ -160,7 +160,7 @@ impl Layout {
                     "holds sequences of {n} tokens; the model reads {t} inputs and their {t} next tokens, so rows need {} tokens",
                     t + 1
                 ),
-                "Write longer sequences, or lower model.input.",
+                "Write rows of exactly that many tokens (inputs and their next tokens), or set model.input (model.seq) to one less than their length.",
             ));
         }
         roots.sort_unstable();
@@ -202,8 +202,8 @@ fn check_type(f: &Field, name: &str, t: &DataType) -> Result<(), BadColumn> {
     let ok = match (t, f.len) {
         (DataType::List(e) | DataType::LargeList(e), _) => elem_ok(e.data_type()),
         (DataType::FixedSizeList(e, n), len) => {
-            // Token rows may be longer than the model reads; features must match exactly
-            // (checked with the model's width below).
+            // Features must match the model's width exactly (tokens: checked with the
+            // sequence length in `check_schema`).
             if elem_ok(e.data_type()) && !f.ints && *n as usize != len && f.names.len() == 1 {
                 return Err(width_error(f, name, *n as usize));
             }
@@ -230,6 +230,20 @@ fn check_type(f: &Field, name: &str, t: &DataType) -> Result<(), BadColumn> {
 
 /// A list column whose rows hold `got` values where the model needs `f.len`.
 pub fn width_error(f: &Field, name: &str, got: usize) -> BadColumn {
+    if f.key == "data.tokens" {
+        let t = f.len - 1;
+        return BadColumn::new(
+            name,
+            format!(
+                "a row holds {got} tokens, but the model reads {t} inputs and their {t} next tokens, so rows need exactly {} (data.tokens)",
+                f.len
+            ),
+            format!(
+                "Write rows of {} tokens, or set model.input (model.seq for a Hugging Face model) to one less than the rows' length.",
+                f.len
+            ),
+        );
+    }
     let what = if f.key == "data.label" {
         "the model's output size"
     } else {

@@ -152,12 +152,7 @@ fn column(batch: &RecordBatch, field: &Field) -> Result<Vec<Values>, BadColumn> 
                     let (a, b) = (offsets[i], offsets[i + 1]);
                     let len = b - a;
                     let want = field.len;
-                    let short = if field.key == "data.tokens" {
-                        len < want
-                    } else {
-                        len != want
-                    };
-                    if short {
+                    if len != want {
                         return Err(width_error(field, name, len));
                     }
                     Ok(if field.ints {
