@@ -35,12 +35,17 @@ pub fn save(stage: &Stage, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every parameter in every `*.safetensors` file of `dir`, by name.
+/// Every parameter in every `stage-*.safetensors` file of `dir`, by name (a Hugging Face
+/// model's `model.safetensors` beside them holds the same values under other names).
 pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Vec<f32>>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "safetensors") {
+        let stage_file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("stage-") && n.ends_with(".safetensors"));
+        if stage_file {
             let bytes = std::fs::read(&path)?;
             let st = safetensors::SafeTensors::deserialize(&bytes)
                 .with_context(|| format!("{}: not a safetensors file", path.display()))?;

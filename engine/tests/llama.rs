@@ -212,6 +212,14 @@ fn export_as_transformers(variant: &str) {
         hf.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // --save-params wrote the same Hugging Face files beside brigade's own.
+    for f in ["model.safetensors", "config.json"] {
+        assert_eq!(
+            std::fs::read(params.join(f)).unwrap(),
+            std::fs::read(hf.join(f)).unwrap(),
+            "{variant}: --save-params's {f} is the export's"
+        );
+    }
     let written = std::fs::read(hf.join("model.safetensors")).unwrap();
     let written = safetensors::SafeTensors::deserialize(&written).unwrap();
     let want = std::fs::read(fixture(variant).join("train.safetensors")).unwrap();

@@ -47,8 +47,25 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         (None, Some(ck)) => checkpoint_params(Path::new(ck), topo.model.layers.len())?,
         (None, None) => bail!("pass --params DIR or --checkpoint DIR"),
     };
-    let tensors = brigade_stages::hf::to_hf(hf, &params).map_err(anyhow::Error::msg)?;
-    let out = Path::new(&args.out);
+    write_hf(hf, &params, Path::new(&args.out))
+}
+
+/// After `train` or `reference` with `--save-params DIR` on a Hugging Face model: DIR gets
+/// config.json and model.safetensors too, so `from_pretrained(DIR)` loads what was trained.
+pub fn write_beside_params(topo: &brigade_partitioner::Topology, dir: &Path) -> Result<()> {
+    match &topo.model.hf {
+        Some(hf) => write_hf(hf, &crate::params_io::load_dir(dir)?, dir),
+        None => Ok(()),
+    }
+}
+
+/// OUT/model.safetensors (f32, Hugging Face names) and OUT/config.json.
+fn write_hf(
+    hf: &brigade_partitioner::hf::HfModel,
+    params: &BTreeMap<String, Vec<f32>>,
+    out: &Path,
+) -> Result<()> {
+    let tensors = brigade_stages::hf::to_hf(hf, params).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     write_tensors(&out.join("model.safetensors"), &tensors)?;
     let mut config = hf.config_json.clone();

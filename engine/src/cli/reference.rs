@@ -85,6 +85,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     }
     if let Some(dir) = &args.run.save_params {
         crate::params_io::save(&stage, std::path::Path::new(dir))?;
+        super::export::write_beside_params(&topo, std::path::Path::new(dir))?;
     }
     Ok(())
 }

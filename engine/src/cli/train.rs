@@ -134,6 +134,11 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
         rss_summary(&report.peak_rss_kib)
     );
     crate::metrics::print_last_eval(report.last_eval.as_ref());
+    if let Some(dir) = &args.run.save_params {
+        // Every rank ran here: the whole model's parameters are in DIR.
+        let topo = crate::job::load_topology(&args.topology.file, &args.topology.overrides)?;
+        super::export::write_beside_params(&topo, std::path::Path::new(dir))?;
+    }
     Ok(())
 }
 
