@@ -332,5 +332,52 @@ fn tied_embeddings_across_ranks_equal_the_reference() {
             );
         }
     }
+    // Checkpoints keep the tied weight once (the head's file holds nothing); a resume on one
+    // rank takes the head's copy from the embedding's file and ends where the reference ends.
+    let ck = dir.join("ck");
+    let ck_arg = ck.to_str().unwrap();
+    let out = run(&[
+        "train",
+        &file,
+        "--steps",
+        "10",
+        "--set",
+        &two,
+        "--set",
+        "partition.stages=2",
+        "--checkpoint-every",
+        "10",
+        "--checkpoint-dir",
+        ck_arg,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head =
+        std::fs::read(brigade_stages::checkpoint::step_dir(&ck, 10).join("layer-4.safetensors"))
+            .unwrap();
+    let head = safetensors::SafeTensors::deserialize(&head).unwrap();
+    assert!(head.tensors().is_empty(), "the head's copy is not stored");
+    let params = dir.join("resumed-params");
+    let out = run(&[
+        "train",
+        &file,
+        "--steps",
+        "20",
+        "--set",
+        &hosts(1),
+        "--set",
+        "partition.stages=1",
+        "--checkpoint-dir",
+        ck_arg,
+        "--resume",
+        "--save-params",
+        params.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resumed = brigade_engine::params_io::load_dir(&params).unwrap();
+    assert_same(
+        "tied resumed",
+        (&want.0[..0], &resumed),
+        (&want.0[..0], &want.1),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

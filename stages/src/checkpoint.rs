@@ -92,9 +92,12 @@ pub fn snapshot(
 ) -> Result<Snapshot, CheckpointError> {
     let label = || format!("stage {} at step {}", stage.index(), stage.step());
     let mut files = Vec::new();
+    // A tied head's weight is the embedding's: stored once, in the embedding's file.
+    let tied_head = stage.tie().map(|t| t.head);
     for (i, params) in stage.parameters() {
         let views: Vec<(String, TensorView<'_>)> = params
             .iter()
+            .filter(|_| Some(i) != tied_head)
             .map(|p| {
                 let bytes: &[u8] = bytemuck_f32(&p.values);
                 TensorView::new(Dtype::F32, p.shape.clone(), bytes).map(|v| (p.path.clone(), v))
@@ -274,6 +277,10 @@ pub fn load(stage: &mut Stage, dir: &Path, train_seed: u64) -> Result<u64, Check
         let st =
             safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let mut values = HashMap::new();
+        if let Some(tie) = stage.tie().filter(|t| t.head == i) {
+            let head = tied_head_weight(dir, tie)?;
+            values.insert(head.path.clone(), head);
+        }
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
                 return Err(corrupt(format!(
@@ -309,6 +316,38 @@ pub fn load(stage: &mut Stage, dir: &Path, train_seed: u64) -> Result<u64, Check
     }
     stage.set_step(step);
     Ok(step)
+}
+
+/// A tied head's weight, from the embedding's file in `dir` (transposed to the head's layout).
+fn tied_head_weight(dir: &Path, tie: crate::stage::Tie) -> Result<NamedParam, CheckpointError> {
+    let path = dir.join(format!("layer-{}.safetensors", tie.embedding));
+    let corrupt = |why: String| CheckpointError::Corrupt {
+        path: path.display().to_string(),
+        why,
+    };
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let view = st
+        .tensor("embedding.weight")
+        .map_err(|_| corrupt("no embedding.weight, which the tied head shares".into()))?;
+    let [vocab, dim] = tie.shape;
+    if view.dtype() != Dtype::F32 || view.shape() != [vocab, dim] {
+        return Err(corrupt(format!(
+            "embedding.weight is {:?} {:?}, expected F32 [{vocab}, {dim}]",
+            view.dtype(),
+            view.shape()
+        )));
+    }
+    let e: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(NamedParam {
+        path: "linear.weight".into(),
+        shape: vec![dim, vocab],
+        values: crate::hf::transpose(&e, vocab, dim),
+    })
 }
 
 #[cfg(test)]

@@ -123,12 +123,7 @@ impl Stage {
             .next()
             .expect("an embedding has a weight");
         let [vocab, dim] = [weight.shape[0], weight.shape[1]];
-        let mut values = vec![0.0; vocab * dim];
-        for r in 0..vocab {
-            for c in 0..dim {
-                values[c * vocab + r] = weight.values[r * dim + c];
-            }
-        }
+        let values = crate::hf::transpose(&weight.values, vocab, dim);
         let path = "linear.weight".to_string();
         let head = NamedParam {
             path: path.clone(),
