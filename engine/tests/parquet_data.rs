@@ -261,20 +261,8 @@ fn a_language_model_reads_token_sequences() {
         32,
         true,
     );
-    let base = format!(
-        "{}/../topologies/transformer-lm.toml",
-        std::env::var("CARGO_MANIFEST_DIR").unwrap()
-    );
-    let text = std::fs::read_to_string(base).unwrap().replace(
-        "[data]\nsource = \"synthetic\"",
-        &format!(
-            "[data]\nsource = \"parquet\"\npath = \"{}\"\ntokens = \"tokens\"\nvalidation_fraction = 0.3",
-            dir.join("text.parquet").display()
-        ),
-    );
-    let file = dir.join("lm.toml");
-    std::fs::write(&file, text).unwrap();
-    let f = file.to_str().unwrap();
+    let file = token_lm(&dir, &dir.join("text.parquet"), "validation_fraction = 0.3");
+    let f = file.as_str();
     let reference = run_with_outputs(&dir, "ref", "reference", f, "3", &["eval.every=1".into()]);
     let piped = run_with_outputs(&dir, "piped", "train", f, "3", &["eval.every=1".into()]);
     assert_same("lm", (&piped.0, &piped.1), (&reference.0, &reference.1));

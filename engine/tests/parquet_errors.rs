@@ -267,20 +267,7 @@ fn data_keys_are_checked_with_the_topology() {
 fn token_model(dir: &Path, rows: &[Vec<i64>]) -> String {
     let data = dir.join("text.parquet");
     write(&data, vec![("tokens", tokens(rows))], 32, true);
-    let base = format!(
-        "{}/../topologies/transformer-lm.toml",
-        std::env::var("CARGO_MANIFEST_DIR").unwrap()
-    );
-    let text = std::fs::read_to_string(base).unwrap().replace(
-        "[data]\nsource = \"synthetic\"",
-        &format!(
-            "[data]\nsource = \"parquet\"\npath = \"{}\"\ntokens = \"tokens\"\nshuffle = false",
-            data.display()
-        ),
-    );
-    let file = dir.join("lm.toml");
-    std::fs::write(&file, text).unwrap();
-    file.display().to_string()
+    token_lm(dir, &data, "shuffle = false")
 }
 
 /// Token rows hold exactly the model's inputs and one more token: a longer or shorter row is

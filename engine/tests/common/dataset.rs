@@ -155,3 +155,22 @@ pub fn topology(dir: &Path, data: &str) -> String {
     std::fs::write(&path, format!("{head}{data}\n\n[train]{tail}")).unwrap();
     path.to_string_lossy().into_owned()
 }
+
+/// topologies/transformer-lm.toml (32 tokens in) reading the `tokens` column of `data`, with
+/// extra `[data]` keys, written in `dir`.
+pub fn token_lm(dir: &Path, data: &Path, keys: &str) -> String {
+    let base = format!(
+        "{}/../topologies/transformer-lm.toml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")
+    );
+    let text = std::fs::read_to_string(base).unwrap().replace(
+        "[data]\nsource = \"synthetic\"",
+        &format!(
+            "[data]\nsource = \"parquet\"\npath = \"{}\"\ntokens = \"tokens\"\n{keys}",
+            data.display()
+        ),
+    );
+    let file = dir.join("lm.toml");
+    std::fs::write(&file, text).unwrap();
+    file.to_string_lossy().into_owned()
+}
