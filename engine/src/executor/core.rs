@@ -16,9 +16,9 @@ pub use crate::message::{Incoming, Outgoing};
 pub use clip::NormRing;
 pub use eval::EvalFigures;
 use eval::EvalState;
+use reduce::Reducing;
 use std::collections::{HashMap, HashSet, VecDeque};
 pub use tie::TieRing;
-use reduce::Reducing;
 
 /// One edge as an executor sees it: the chunks it joins and the ranks holding them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,6 @@ pub struct Program {
     /// `model.tie_word_embeddings`: where the two copies of the shared weight are.
     pub tie: Option<TieRing>,
 }
-
 
 /// Where a rank sits among the replicas (the default: one replica, no all-reduce).
 #[derive(Debug, Clone, Default)]
