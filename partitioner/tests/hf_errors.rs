@@ -178,3 +178,17 @@ fn a_truncated_file_is_refused() {
         "{e}"
     );
 }
+
+/// A tied checkpoint loads with or without a stored `lm_head.weight` (transformers ignores it
+/// and ties the head to the embedding, so brigade does too).
+#[test]
+fn tied_checkpoints_load_with_or_without_a_stored_head() {
+    let tied = with("tie_word_embeddings", json!(true));
+    assert_eq!(error("tied-head", tied.clone(), &tensors(), 16), "accepted");
+    let mut no_head = tensors();
+    no_head.retain(|(n, _)| n != "lm_head.weight");
+    assert_eq!(error("tied-no-head", tied, &no_head, 16), "accepted");
+    // Untied, the head's tensor is required.
+    let e = error("untied-no-head", config(), &no_head, 16);
+    assert!(e.contains("lm_head.weight") && e.contains("missing"), "{e}");
+}
