@@ -17,6 +17,41 @@ pub struct Topology {
     pub hosts: Vec<Host>,
     pub links: Vec<Link>,
     pub partition: Partition,
+    pub tracking: Tracking,
+}
+
+/// `[tracking]`: where a run's parameters, metrics and artifacts go besides local files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tracking {
+    /// An MLflow tracking server, `http://HOST:PORT` or `https://…` (`--mlflow` overrides it).
+    pub mlflow: Option<String>,
+    /// The MLflow experiment (default: the topology's name).
+    pub experiment: Option<String>,
+    /// The MLflow run's name (default: MLflow's own).
+    pub run_name: Option<String>,
+}
+
+impl Tracking {
+    /// Checks an MLflow server address: `http://` or `https://`, a host, no query or fragment.
+    pub fn check_uri(uri: &str) -> Result<(), String> {
+        let rest = uri
+            .strip_prefix("http://")
+            .or_else(|| uri.strip_prefix("https://"))
+            .ok_or_else(|| format!("\"{uri}\" is not an http:// or https:// address"))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty() {
+            return Err(format!("\"{uri}\" names no host"));
+        }
+        if rest.contains(['?', '#', ' ']) {
+            return Err(format!("\"{uri}\" holds a query, fragment or space"));
+        }
+        if host.contains('@') {
+            return Err(format!(
+                "\"{uri}\" carries credentials; pass them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

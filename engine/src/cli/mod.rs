@@ -9,8 +9,10 @@ mod plan;
 mod plan_text;
 mod profile;
 mod reference;
+mod report;
 mod simulate;
 mod stage;
+mod tracked;
 mod train;
 
 use brigade_partitioner::ConfigError;
@@ -52,6 +54,8 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Write a model read from a Hugging Face checkpoint, as trained, back as one.
     Export(export::ExportArgs),
+    /// Write a run's HTML report: curves, each rank's timeline, bubble, memory, the plan.
+    Report(report::ReportArgs),
 }
 
 /// Exit code for bad input (a topology, profile or argument the user must fix).
@@ -64,7 +68,7 @@ pub fn main() -> ExitCode {
     #[cfg(unix)]
     if matches!(
         cli.command,
-        Command::Plan(_) | Command::Simulate(_) | Command::Keys(_)
+        Command::Plan(_) | Command::Simulate(_) | Command::Keys(_) | Command::Report(_)
     ) {
         // Commands that only print: `brigade plan … | head` ends quietly, as other Unix tools
         // do, instead of panicking on the closed pipe. (Commands that run ranks keep Rust's
@@ -85,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Stage(args) => stage::run(&args),
         Command::Keys(args) => keys::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

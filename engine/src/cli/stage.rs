@@ -77,6 +77,10 @@ pub struct StageArgs {
     /// running the last rank writes it).
     #[arg(long, requires = "max_restarts")]
     pub metrics: Option<String>,
+    /// With --metrics: track the run on this MLflow server (overrides `[tracking] mlflow`;
+    /// the agent running the last rank logs).
+    #[arg(long, value_name = "URI", requires = "metrics")]
+    pub mlflow: Option<String>,
 }
 
 impl StageArgs {
@@ -116,6 +120,7 @@ pub fn run(args: &StageArgs) -> Result<()> {
         &args.restart.policy(args.checkpoint.checkpoint_dir.clone()),
         args.restart.elastic(&args.rounds),
         args.metrics.as_deref(),
+        args.mlflow.as_deref(),
     )?;
     crate::metrics::print_last_eval(report.last_eval.as_ref());
     Ok(())

@@ -2,6 +2,7 @@
 //! (one host's stages of a multi-host run).
 
 use super::args::{CheckpointArgs, RestartArgs, RoundArgs, RunArgs, TopologyArgs};
+use super::tracked;
 use crate::job::load_input;
 use crate::launcher::for_job::{LaunchOptions, spec_for_job};
 use crate::launcher::host_agent::{self, HostLaunch};
@@ -30,6 +31,13 @@ pub struct TrainArgs {
     /// Seconds to wait for every stage to start.
     #[arg(long, default_value_t = 60)]
     pub connect_timeout: u64,
+    /// Track the run on this MLflow server (overrides `[tracking] mlflow`); credentials from
+    /// MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD.
+    #[arg(long, value_name = "URI")]
+    pub mlflow: Option<String>,
+    /// Write the run's HTML report here at the end (refreshed at each evaluation).
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    pub report: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +81,8 @@ impl TrainArgs {
             metrics: self.run.metrics.clone(),
             save_params: self.run.save_params.clone(),
             trace: self.trace.clone(),
+            report: self.report.clone(),
+            tracker: None,
             secret_file: self.secret_file.clone(),
             peer_timeout: self.peer_timeout,
             connect_timeout: self.connect_timeout,
@@ -87,8 +97,15 @@ fn spec(args: &TrainArgs, host: Option<&str>, run_id: Option<&str>) -> Result<La
 }
 
 pub fn run_train(cmd: &TrainCommand) -> Result<()> {
+    let mut spec = spec(&cmd.train, None, None)?;
+    let tracker = tracked::start(&mut spec, cmd.train.mlflow.as_deref())?;
+    let result = train(cmd, &mut spec);
+    tracked::finish(&spec, tracker, &result);
+    result
+}
+
+fn train(cmd: &TrainCommand, spec: &mut LaunchSpec) -> Result<()> {
     let args = &cmd.train;
-    let mut spec = spec(args, None, None)?;
     crate::note!(
         "training {} on {} stages on this host, {} steps (run {:016x})",
         spec.file,
@@ -117,7 +134,7 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
         }
         Ok(Some(next))
     };
-    let report = launch_with_restarts(&mut spec, &policy, &mut replan)?;
+    let report = launch_with_restarts(spec, &policy, &mut replan)?;
     let last = report.last;
     crate::note!(
         "done: every stage finished {} steps{}{}; peak RSS {}",
@@ -143,14 +160,26 @@ pub fn run_train(cmd: &TrainCommand) -> Result<()> {
 }
 
 pub fn run_launch(args: &LaunchArgs) -> Result<()> {
+    // The host's launch as it starts: tracking is set up from it (an agent re-plans restarts,
+    // and its later launches log to the same run).
+    let mut spec = spec(&args.train, Some(&args.host), args.run_id.as_deref())?;
+    let tracker = tracked::start(&mut spec, args.train.mlflow.as_deref())?;
+    let result = launch_host(args, &mut spec);
+    tracked::finish(&spec, tracker, &result);
+    result
+}
+
+fn launch_host(args: &LaunchArgs, spec: &mut LaunchSpec) -> Result<()> {
     if args.restart.max_restarts > 0 {
         let launch = HostLaunch {
             host: args.host.clone(),
             run_id: args.run_id.clone(),
             rendezvous: args.rendezvous.clone(),
         };
+        let mut options = args.train.options();
+        options.tracker = spec.tracker.clone();
         let report = host_agent::run(
-            &args.train.options(),
+            &options,
             &launch,
             &args
                 .restart
@@ -159,7 +188,6 @@ pub fn run_launch(args: &LaunchArgs) -> Result<()> {
         )?;
         return finish_launch(args, &report);
     }
-    let mut spec = spec(&args.train, Some(&args.host), args.run_id.as_deref())?;
     if let Some(rv) = &args.rendezvous {
         spec.extra_args
             .extend(["--rendezvous".to_string(), rv.clone()]);
@@ -172,7 +200,7 @@ pub fn run_launch(args: &LaunchArgs) -> Result<()> {
         spec.total_stages,
         spec.run_id
     );
-    let report = launch(&spec)?;
+    let report = launch(spec)?;
     finish_launch(args, &report)
 }
 

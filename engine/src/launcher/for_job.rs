@@ -11,7 +11,7 @@ use brigade_partitioner::{ConfigError, error::did_you_mean};
 use brigade_stages::device::DeviceUnavailable;
 
 /// How `train` and `launch` run their ranks (their flags, as plain data).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LaunchOptions {
     /// The file the user gave.
     pub file: String,
@@ -23,6 +23,10 @@ pub struct LaunchOptions {
     pub metrics: Option<String>,
     pub save_params: Option<String>,
     pub trace: Option<String>,
+    /// `--report FILE`: the HTML report, refreshed at evaluations and written at the end.
+    pub report: Option<String>,
+    /// The MLflow run this launch logs to (when it runs the last rank).
+    pub tracker: Option<crate::tracking::TrackerHandle>,
     pub secret_file: Option<String>,
     pub peer_timeout: u64,
     pub connect_timeout: u64,
@@ -58,6 +62,8 @@ pub fn spec_for_job(
         metrics: opts.metrics.clone(),
         append_metrics: false,
         trace: opts.trace.clone(),
+        report: opts.report.clone(),
+        tracker: opts.tracker.clone(),
         save_params: opts.save_params.clone(),
         extra_args: opts
             .checkpoint

@@ -18,7 +18,40 @@ pub struct Progress {
     batch: usize,
     /// For each step's learning rate.
     train: brigade_partitioner::Train,
+    /// The MLflow run the figures also go to.
+    tracker: Option<crate::tracking::TrackerHandle>,
+    /// `--report`: refreshed after each evaluation.
+    live_report: Option<LiveReport>,
     pub report: LaunchReport,
+}
+
+/// The report page refreshed while training runs: its file, the metrics it reads, the plan.
+struct LiveReport {
+    out: String,
+    metrics: String,
+    plan: crate::planning::Planned,
+    warned: bool,
+}
+
+impl LiveReport {
+    fn refresh(&mut self) {
+        let inputs = crate::report::metrics(&self.metrics).map(|m| crate::report::Inputs {
+            metrics_file: &self.metrics,
+            metrics: m,
+            trace: None,
+            plan: Some(&self.plan),
+            live: true,
+        });
+        let written = inputs
+            .map_err(anyhow::Error::from)
+            .and_then(|i| crate::report::write(&self.out, &crate::report::render(&i)));
+        if let Err(e) = written
+            && !self.warned
+        {
+            self.warned = true;
+            crate::note!("warning: the report is not refreshed: {e:#}");
+        }
+    }
 }
 
 impl Progress {
@@ -37,9 +70,28 @@ impl Progress {
             ),
             _ => None,
         };
+        let live_report = match (&spec.report, &spec.metrics, shows_loss) {
+            (Some(out), Some(m), true) => {
+                crate::job::explain(&spec.job, None)
+                    .ok()
+                    .map(|plan| LiveReport {
+                        out: out.clone(),
+                        metrics: m.clone(),
+                        plan,
+                        warned: false,
+                    })
+            }
+            _ => None,
+        };
         Ok(Progress {
             bar: bar(spec.steps),
             metrics,
+            tracker: if shows_loss {
+                spec.tracker.clone()
+            } else {
+                None
+            },
+            live_report,
             last_stage,
             shows_loss,
             batch: spec.batch,
@@ -77,6 +129,9 @@ impl Progress {
                 m.loss, m.samples_per_sec
             ));
             self.report.last = Some(m.clone());
+            if let Some(t) = &self.tracker {
+                t.step(&m);
+            }
             if let Some(w) = self.metrics.as_mut() {
                 w.write(&m)
                     .with_context(|| format!("{}: cannot write metrics", w.path()))?;
@@ -98,9 +153,15 @@ impl Progress {
             crate::metrics::describe_eval(&m)
         ));
         self.report.last_eval = Some(m);
+        if let Some(t) = &self.tracker {
+            t.eval(&m);
+        }
         if let Some(w) = self.metrics.as_mut() {
             w.write_eval(&m)
                 .with_context(|| format!("{}: cannot write metrics", w.path()))?;
+        }
+        if let Some(r) = self.live_report.as_mut() {
+            r.refresh();
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ pub fn run(
     policy: &RestartPolicy,
     elastic: Elastic,
     metrics: Option<&str>,
+    mlflow: Option<&str>,
 ) -> Result<LaunchReport> {
     let (mut first, _) = load_input(&opts.file, &opts.overrides, None)?;
     if let Some(source) = &opts.plan_source {
@@ -77,15 +78,32 @@ pub fn run(
         ranks: 1,
         layers: first.topo.model.layers.len(),
     };
+    // The agent of the last rank writes the metrics, so it tracks the run (one MLflow run
+    // across every restart).
+    let last = first.chunk_rank[first.chunks().len() - 1];
+    let tracker = match metrics {
+        Some(_) if k == last => {
+            let run_id = parse_run_id(first.hash, opts.run_id.as_deref());
+            crate::tracking::start_job(&first, run_id, mlflow)?
+        }
+        _ => None,
+    };
     let mut planner = RankPlanner {
         opts,
         k,
         min_ranks: elastic.min_ranks,
         metrics,
+        tracker: tracker.as_ref().map(|t| t.handle()),
         planned: None,
         first,
     };
-    agent::run(&agent, policy, &mut |round| planner.plan(round))
+    let result = agent::run(&agent, policy, &mut |round| planner.plan(round));
+    if let Some(t) = tracker {
+        let files: Vec<String> = metrics.iter().map(|m| m.to_string()).collect();
+        let failure = result.as_ref().err().map(|e| format!("{e:#}"));
+        crate::tracking::end_job(t, &planner.first, &files, failure);
+    }
+    result
 }
 
 /// Plans each round for the ranks that joined it.
@@ -95,6 +113,7 @@ struct RankPlanner<'a> {
     k: usize,
     min_ranks: usize,
     metrics: Option<&'a str>,
+    tracker: Option<crate::tracking::TrackerHandle>,
     /// The last plan made, for the world it was made for.
     planned: Option<(usize, Job)>,
     first: Job,
@@ -145,7 +164,9 @@ impl RankPlanner<'_> {
             .take(job.ranks())
             .map(|m| m.endpoints.first().cloned().unwrap_or_default())
             .collect();
-        Ok(spec(self.opts, self.metrics, job, me, peers))
+        let mut spec = spec(self.opts, self.metrics, job, me, peers);
+        spec.tracker = self.tracker.clone();
+        Ok(spec)
     }
 }
 
@@ -190,6 +211,8 @@ fn spec(
         metrics: metrics.map(str::to_string),
         append_metrics: false,
         trace: opts.trace_out.clone(),
+        report: None,
+        tracker: None,
         save_params: opts.save_params.clone(),
         extra_args: extra,
         peer_timeout: opts.peer_timeout,

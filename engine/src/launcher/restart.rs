@@ -69,9 +69,12 @@ pub fn launch_with_restarts(
                 );
             }
             let (metrics, extra) = (spec.metrics.clone(), spec.extra_args.clone());
+            let (report, tracker) = (spec.report.clone(), spec.tracker.clone());
             *spec = new;
             spec.metrics = metrics;
             spec.extra_args = extra;
+            spec.report = report;
+            spec.tracker = tracker;
         }
         let wait = backoff(policy, attempt);
         let cause = causes.last().expect("pushed above");
@@ -84,6 +87,12 @@ pub fn launch_with_restarts(
             wait.as_secs_f64(),
             spec.run_id,
         );
+        if let Some(t) = &spec.tracker {
+            t.tag(
+                &format!("brigade.restart.{}", attempt + 1),
+                &format!("from step {resume} after: {cause}"),
+            );
+        }
         if let Some(m) = &spec.metrics {
             continue_metrics(m, resume, attempt + 1, cause)?;
             spec.append_metrics = true;

@@ -23,6 +23,10 @@ pub struct LaunchSpec {
     /// Append to the metrics file instead of starting it (after a restart).
     pub append_metrics: bool,
     pub trace: Option<String>,
+    /// `--report FILE` (written by whoever writes the metrics).
+    pub report: Option<String>,
+    /// Where the metrics also go: an MLflow run (this launch runs the last rank).
+    pub tracker: Option<crate::tracking::TrackerHandle>,
     pub save_params: Option<String>,
     pub peer_timeout: u64,
     pub connect_timeout: u64,

@@ -69,7 +69,7 @@ pub fn supervise(spec: &LaunchSpec, spawner: &mut dyn Spawner) -> Result<LaunchR
     } = watch;
     let mut report = progress.finish();
     let merged = match (&failure, &spec.trace) {
-        (None, Some(path)) => merge_traces(spec, &dir, path),
+        (None, Some(path)) => merge_traces(spec, &dir, path, &report.peak_rss_kib),
         _ => Ok(()),
     };
     clean_up(spec, &dir, &plan_file);
@@ -246,8 +246,13 @@ fn clean_up(spec: &LaunchSpec, dir: &Path, plan_file: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-fn merge_traces(spec: &LaunchSpec, dir: &Path, out: &str) -> Result<()> {
+/// One trace of every rank started here, each rank's peak memory as a `peak_rss` counter.
+fn merge_traces(spec: &LaunchSpec, dir: &Path, out: &str, rss_kib: &[(usize, u64)]) -> Result<()> {
     let mut all: Vec<serde_json::Value> = metadata(spec.total_stages);
+    let end = crate::trace::now_us();
+    all.extend(rss_kib.iter().map(|(k, kib)| {
+        serde_json::json!({"name": "peak_rss", "ph": "C", "pid": k, "tid": 0, "ts": end, "args": {"MiB": *kib as f64 / 1024.0}})
+    }));
     for (k, _) in &spec.stages {
         let path = dir.join(format!("trace-{k}.json"));
         let events: Vec<TraceEvent> = serde_json::from_slice(

@@ -8,6 +8,7 @@ mod model;
 mod optim;
 mod source;
 mod tie;
+mod tracking;
 
 use crate::error::{ConfigError, line_col};
 use crate::reader::Section;
@@ -24,6 +25,7 @@ const TOP_KEYS: &[&str] = &[
     "hosts",
     "links",
     "partition",
+    "tracking",
 ];
 
 /// Reads and validates the topology at `path`, applying `overrides` (`section.key=value`).
@@ -137,6 +139,7 @@ fn build(file: &str, base: &str, table: &Table) -> Result<Topology, ConfigError>
         &hosts,
         &train,
     )?;
+    let tracking = tracking::tracking(&section("tracking", tracking::TRACKING_KEYS)?)?;
     let chunks = partition.chunks();
     if let Some(&c) = train.recompute_chunks.iter().find(|&&c| c >= chunks) {
         return Err(ConfigError::invalid(
@@ -159,5 +162,6 @@ fn build(file: &str, base: &str, table: &Table) -> Result<Topology, ConfigError>
         hosts,
         links,
         partition,
+        tracking,
     })
 }
