@@ -56,6 +56,8 @@ fn run(case: &Case, dir: &std::path::Path) {
         metrics: Some(metrics.to_string_lossy().into_owned()),
         append_metrics: false,
         trace: Some(trace.to_string_lossy().into_owned()),
+        report: None,
+        tracker: None,
         save_params: None,
         peer_timeout: 30,
         connect_timeout: 60,

@@ -3,7 +3,8 @@
 //! optimizer with `{"step", "mb"}` args; `data` is the first chunk's wait for its inputs (inside
 //! its forward); with `[eval]`, `evaluate` (compute thread) and `send_eval` (I/O thread), whose
 //! `step` is the steps done before the evaluation; with replicas, `allreduce`. Timestamps are microseconds of the host's
-//! wall clock, so the stages of one host share a time axis.
+//! wall clock, so the stages of one host share a time axis. After the run, one counter event
+//! (`"ph": "C"`, `"name": "peak_rss"`, `args.MiB`) per rank holds its peak resident memory.
 
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -22,7 +22,10 @@ pub fn start(spec: &mut LaunchSpec, flag: Option<&str>) -> Result<Option<Tracker
 pub fn finish(spec: &LaunchSpec, tracker: Option<Tracker>, result: &Result<()>) {
     let runs_last = spec.stages.iter().any(|(k, _)| *k == spec.last_stage);
     if let (Some(out), Some(m), true) = (&spec.report, &spec.metrics, runs_last) {
-        let trace = spec.trace.as_deref().filter(|t| std::path::Path::new(t).is_file());
+        let trace = spec
+            .trace
+            .as_deref()
+            .filter(|t| std::path::Path::new(t).is_file());
         match write_report(out, m, trace, spec, false) {
             Ok(()) => crate::note!("report: {out}"),
             Err(e) => crate::note!("warning: {e:#}"),

@@ -68,6 +68,14 @@ pub fn line_chart(id: &str, title: &str, series: &[Series], marks: &[u64]) -> St
             H - BOTTOM
         );
     }
+    s.push_str(&lines(series, sx, sy));
+    s.push_str("</svg>");
+    s
+}
+
+/// The series' polylines and their legend (right-aligned at the top).
+fn lines(series: &[Series], sx: impl Fn(f64) -> f64, sy: impl Fn(f64) -> f64) -> String {
+    let mut s = String::new();
     let mut legend_x = W - RIGHT;
     for series in series.iter().rev().filter(|s| !s.points.is_empty()) {
         let line: Vec<String> = thin(&series.points)
@@ -101,7 +109,6 @@ pub fn line_chart(id: &str, title: &str, series: &[Series], marks: &[u64]) -> St
             n = esc(series.name)
         );
     }
-    s.push_str("</svg>");
     s
 }
 

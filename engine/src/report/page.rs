@@ -90,78 +90,62 @@ fn curves(i: &Inputs) -> String {
             .filter_map(|s| f(s).map(|v| (s.step as f64, v)))
             .collect()
     };
-    let val: Vec<(f64, f64)> = m
-        .evals
-        .iter()
-        .map(|e| (e.step as f64, e.val_loss))
-        .collect();
-    let mut s = String::from("<h2>Training</h2>");
-    s.push_str(&line_chart(
-        "chart-loss",
-        "loss",
-        &[
-            Series {
-                name: "loss",
-                color: "#4e79a7",
-                points: steps(&|s| Some(s.loss)),
-            },
-            Series {
-                name: "val_loss",
-                color: "#e15759",
-                points: val,
-            },
-        ],
-        &marks,
-    ));
-    let acc: Vec<(f64, f64)> = m
-        .evals
-        .iter()
-        .filter_map(|e| e.val_accuracy.map(|a| (e.step as f64, a * 100.0)))
-        .collect();
-    if !acc.is_empty() {
-        s.push_str(&line_chart(
+    let evals = |f: &dyn Fn(&crate::metrics::EvalMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+        m.evals
+            .iter()
+            .filter_map(|e| f(e).map(|v| (e.step as f64, v)))
+            .collect()
+    };
+    let series = |name, color, points| Series {
+        name,
+        color,
+        points,
+    };
+    // (id, title, series); a chart whose series are all empty is left out, but for the loss.
+    let charts = [
+        (
+            "chart-loss",
+            "loss",
+            vec![
+                series("loss", "#4e79a7", steps(&|s| Some(s.loss))),
+                series("val_loss", "#e15759", evals(&|e| Some(e.val_loss))),
+            ],
+        ),
+        (
             "chart-accuracy",
             "validation accuracy, %",
-            &[Series {
-                name: "val_accuracy",
-                color: "#59a14f",
-                points: acc,
-            }],
-            &marks,
-        ));
-    }
-    s.push_str(&line_chart(
-        "chart-throughput",
-        "samples per second",
-        &[Series {
-            name: "samples/s",
-            color: "#f28e2b",
-            points: steps(&|s| Some(s.samples_per_sec)),
-        }],
-        &marks,
-    ));
-    s.push_str(&line_chart(
-        "chart-lr",
-        "learning rate",
-        &[Series {
-            name: "lr",
-            color: "#76b7b2",
-            points: steps(&|s| s.lr),
-        }],
-        &marks,
-    ));
-    let norms = steps(&|s| s.grad_norm);
-    if !norms.is_empty() {
-        s.push_str(&line_chart(
+            vec![series(
+                "val_accuracy",
+                "#59a14f",
+                evals(&|e| e.val_accuracy.map(|a| a * 100.0)),
+            )],
+        ),
+        (
+            "chart-throughput",
+            "samples per second",
+            vec![series(
+                "samples/s",
+                "#f28e2b",
+                steps(&|s| Some(s.samples_per_sec)),
+            )],
+        ),
+        (
+            "chart-lr",
+            "learning rate",
+            vec![series("lr", "#76b7b2", steps(&|s| s.lr))],
+        ),
+        (
             "chart-grad-norm",
             "gradient norm (before clipping)",
-            &[Series {
-                name: "grad_norm",
-                color: "#b07aa1",
-                points: norms,
-            }],
-            &marks,
-        ));
+            vec![series("grad_norm", "#b07aa1", steps(&|s| s.grad_norm))],
+        ),
+    ];
+    let mut s = String::from("<h2>Training</h2>");
+    for (id, title, lines) in charts {
+        let always = matches!(id, "chart-loss" | "chart-throughput" | "chart-lr");
+        if always || lines.iter().any(|l| !l.points.is_empty()) {
+            s.push_str(&line_chart(id, title, &lines, &marks));
+        }
     }
     s
 }

@@ -84,7 +84,11 @@ fn window(events: &[TraceEvent], steps: u64) -> (u64, u64) {
         .map(|e| e.args.step)
         .collect();
     // An evaluation after step s runs between steps s and s + 1.
-    let clear = |end: u64| !evals.iter().any(|&s| s + 1 >= end.saturating_sub(steps) && s <= end);
+    let clear = |end: u64| {
+        !evals
+            .iter()
+            .any(|&s| s + 1 >= end.saturating_sub(steps) && s <= end)
+    };
     (steps + 1..=last)
         .rev()
         .find(|&end| clear(end))

@@ -208,7 +208,10 @@ pub fn start_job(
 /// KILLED after a stop signal, FAILED with `failure` as the cause, else FINISHED.
 pub fn end_job(tracker: Tracker, job: &crate::job::Job, files: &[String], failure: Option<String>) {
     let (status, cause) = match (signals::received(), failure) {
-        (Some(sig), _) => (Status::Killed, Some(format!("stopped by {}", signals::name(sig)))),
+        (Some(sig), _) => (
+            Status::Killed,
+            Some(format!("stopped by {}", signals::name(sig))),
+        ),
         (None, None) => (Status::Finished, None),
         (None, Some(why)) => (Status::Failed, Some(why)),
     };

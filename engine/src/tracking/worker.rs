@@ -76,6 +76,10 @@ pub(super) fn run(server: Server, setup: Setup, rx: Receiver<Msg>) {
             Err(RecvTimeoutError::Disconnected) => {}
         }
         let now = Instant::now();
+        if ending.is_some() {
+            // At the end, try again every second until the deadline, whatever the back-off.
+            link.retry_at = link.retry_at.min(now + Duration::from_secs(1));
+        }
         let due = ending.is_some()
             || now.duration_since(last_batch) >= BATCH_EVERY
             || outbox.pending_values() >= mlflow::MAX_METRICS;

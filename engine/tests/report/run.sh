@@ -70,7 +70,8 @@ mkdir -p "$Q"
 "$BRIGADE" train topologies/quickstart.toml --steps 40 --set eval.every=20 \
   --metrics "$Q/metrics.jsonl" --trace "$Q/trace.json" >/dev/null 2>"$Q/train.err" ||
   { cat "$Q/train.err"; exit 1; }
-"$BRIGADE" plan topologies/quickstart.toml --out "$Q/job.json" >/dev/null
+"$BRIGADE" plan topologies/quickstart.toml --out "$Q/job.json" >/dev/null 2>"$Q/plan.err" ||
+  { cat "$Q/plan.err"; exit 1; }
 "$BRIGADE" report --metrics "$Q/metrics.jsonl" --trace "$Q/trace.json" --plan "$Q/job.json" \
   --out "$Q/report.html" >/dev/null
 look_at quickstart "$Q/report.html" 2
@@ -78,7 +79,7 @@ look_at quickstart "$Q/report.html" 2
 echo "report: mlp-8x1024 on 4 ranks, interleaved 1F1B (2 chunks per rank), 8 steps"
 I=$WORK/interleaved
 mkdir -p "$I"
-sed -e 's/^name = .*/name = "mlp-8x1024-interleaved"/' \
+sed -e '0,/^name = /s/^name = .*/name = "mlp-8x1024-interleaved"/' \
   -e 's/^devices = \["cpu", "cpu"\]$/devices = ["cpu", "cpu", "cpu", "cpu"]/' \
   -e 's/^stages = 2$/stages = 4/' \
   -e 's/^schedule = "gpipe"$/schedule = "interleaved-1f1b"/' \
@@ -89,7 +90,8 @@ for want in 'devices = \["cpu", "cpu", "cpu", "cpu"\]' '^stages = 4$' '^schedule
 done
 "$BRIGADE" train "$I/topology.toml" --steps 8 --metrics "$I/metrics.jsonl" --trace "$I/trace.json" \
   >/dev/null 2>"$I/train.err" || { cat "$I/train.err"; exit 1; }
-"$BRIGADE" plan "$I/topology.toml" --out "$I/job.json" >/dev/null
+"$BRIGADE" plan "$I/topology.toml" --out "$I/job.json" >/dev/null 2>"$I/plan.err" ||
+  { cat "$I/plan.err"; exit 1; }
 "$BRIGADE" report --metrics "$I/metrics.jsonl" --trace "$I/trace.json" --plan "$I/job.json" \
   --out "$I/report.html" >/dev/null
 look_at interleaved "$I/report.html" 4

@@ -153,9 +153,11 @@ kill -INT "$TRAIN"
 wait_exit "$TRAIN" 60 "train after SIGINT"
 [ "$RC" -ne 0 ] || { echo "FAIL: train exited 0 after SIGINT"; cat "$B.err2"; exit 1; }
 sleep 1
-if pgrep -g "$TRAIN" >/dev/null; then
+# Its stages must be gone too (zombies waiting for init to reap them are gone enough).
+LEFT=$(ps -eo pid=,pgid=,stat=,args= | awk -v g="$TRAIN" '$2 == g && $3 !~ /^Z/')
+if [ -n "$LEFT" ]; then
   echo "FAIL: processes of the interrupted train are still running:"
-  pgrep -a -g "$TRAIN"
+  echo "$LEFT"
   exit 1
 fi
 "${CHECK[@]}" status "$URI" "$RUN" KILLED || { cat "$B.err2"; exit 1; }
