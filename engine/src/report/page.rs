@@ -46,7 +46,10 @@ pub fn render(i: &Inputs) -> String {
 
 fn summary(i: &Inputs) -> String {
     let m = &i.metrics;
-    let mut parts = vec![format!("metrics: {}", esc(i.metrics_file))];
+    let file = std::path::Path::new(i.metrics_file)
+        .file_name()
+        .map_or(i.metrics_file.into(), |n| n.to_string_lossy());
+    let mut parts = vec![format!("metrics: {}", esc(&file))];
     if let Some(p) = &i.plan {
         parts.push(format!(
             "{} schedule, {} ranks, {} chunks, {} micro-batches, {} replica(s)",

@@ -232,7 +232,16 @@ fn tell_end(server: &Server, outbox: &Outbox) {
         parts.push(format!("{} params", lost.params));
     }
     if !lost.artifacts.is_empty() {
-        parts.push(format!("the artifacts {}", lost.artifacts.join(", ")));
+        let names: Vec<String> = lost
+            .artifacts
+            .iter()
+            .map(|a| {
+                std::path::Path::new(a)
+                    .file_name()
+                    .map_or(a.clone(), |n| n.to_string_lossy().into_owned())
+            })
+            .collect();
+        parts.push(format!("the artifacts {}", names.join(", ")));
     }
     if lost.status {
         parts.push("the run's final status".into());

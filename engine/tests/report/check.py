@@ -11,7 +11,6 @@ a `brigade report` page. Every check raises (exit 1) with the reason.
 
 import html.parser
 import json
-import re
 import struct
 import sys
 import zlib

@@ -246,17 +246,15 @@ def cmd_quiet_warnings(stderr, steps):
     """One warning about the server however many steps ran, plus at most the final account."""
     lines = [l.rstrip() for l in open(stderr, errors="replace") if "mlflow" in l.lower()]
     final = [l for l in lines if "did not reach" in l]
-    others = [l for l in lines if "did not reach" not in l]
-    if not lines:
-        fail(f"{stderr}: no line mentions mlflow")
-    if len(others) != 1:
-        fail(f"{stderr}: {len(others)} lines about mlflow during {steps} steps, expected one "
-             "warning:\n" + "\n".join(others[:20]))
-    if "warn" not in others[0].lower():
-        fail(f"{stderr}: the mlflow line is not a warning: {others[0]}")
+    warnings = [l for l in lines if "warn" in l.lower() and "did not reach" not in l]
+    if len(warnings) != 1:
+        fail(f"{stderr}: {len(warnings)} warnings about mlflow during {steps} steps, expected one:\n"
+             + "\n".join(warnings[:20]))
+    if len(lines) > 5:
+        fail(f"{stderr}: {len(lines)} lines about mlflow during {steps} steps:\n" + "\n".join(lines[:20]))
     if len(final) > 1:
         fail(f"{stderr}: {len(final)} 'did not reach' lines:\n" + "\n".join(final))
-    print(f"tracking: one warning over {steps} steps: {others[0]}"
+    print(f"tracking: one warning over {steps} steps: {warnings[0]}"
           + (f"; at the end: {final[0]}" if final else ""))
 
 

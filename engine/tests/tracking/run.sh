@@ -19,6 +19,7 @@
 # usage: engine/tests/tracking/run.sh PATH/TO/brigade
 #   BRIGADE_MLFLOW_VENV   the venv (default /tmp/brigade-mlflow-venv; reused when it has the pin)
 #   BRIGADE_TRACKING_RESTART_STEPS   steps of the run in c (default 300, ~0.2 s each)
+#   BRIGADE_TRACKING_PARTS   which of a b c d to run (default: all)
 set -euo pipefail
 BRIGADE=$(realpath "${1:?usage: $0 PATH/TO/brigade}")
 cd "$(dirname "$0")/../../.."
@@ -109,116 +110,130 @@ stop_server() {
   exit 1
 }
 
-echo "tracking: starting mlflow server $MLFLOW_VERSION at $URI"
-start_server
+PARTS=${BRIGADE_TRACKING_PARTS:-a b c d}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+if part a || part b || part c; then
+  echo "tracking: starting mlflow server $MLFLOW_VERSION at $URI"
+  start_server
+fi
 
 # --- a. a finished run, read back ------------------------------------------------------------
-echo "tracking: a. quickstart, 40 steps, evaluations at 20 and 40"
-A=$WORK/a
-mkdir -p "$A"
-"${CHECK[@]}" runs "$URI" quickstart >"$A.before"
-"$BRIGADE" train topologies/quickstart.toml --steps 40 --set eval.every=20 \
-  --set tracking.run_name=tracking-test-a --mlflow "$URI" \
-  --metrics "$A/metrics.jsonl" --trace "$A/trace.json" --report "$A/report.html" \
-  >"$A.out" 2>"$A.err" || { echo "FAIL: train exited $?"; cat "$A.err"; exit 1; }
-RUN=$("${CHECK[@]}" wait-run "$URI" quickstart "$A.before" 1 10) || { cat "$A.err"; exit 1; }
-"${CHECK[@]}" finished "$URI" "$RUN" "$A/metrics.jsonl" "$A/trace.json" "$A/report.html" \
-  "$A.err" tracking-test-a || { cat "$A.err"; exit 1; }
-grep -qi "mlflow.*every value reached" "$A.err" ||
-  { echo "FAIL: train did not say that every value reached the server"; cat "$A.err"; exit 1; }
+if part a; then
+  echo "tracking: a. quickstart, 40 steps, evaluations at 20 and 40"
+  A=$WORK/a
+  mkdir -p "$A"
+  "${CHECK[@]}" runs "$URI" quickstart >"$A.before"
+  "$BRIGADE" train topologies/quickstart.toml --steps 40 --set eval.every=20 \
+    --set tracking.run_name=tracking-test-a --mlflow "$URI" \
+    --metrics "$A/metrics.jsonl" --trace "$A/trace.json" --report "$A/report.html" \
+    >"$A.out" 2>"$A.err" || { echo "FAIL: train exited $?"; cat "$A.err"; exit 1; }
+  RUN=$("${CHECK[@]}" wait-run "$URI" quickstart "$A.before" 1 10) || { cat "$A.err"; exit 1; }
+  "${CHECK[@]}" finished "$URI" "$RUN" "$A/metrics.jsonl" "$A/trace.json" "$A/report.html" \
+    "$A.err" tracking-test-a || { cat "$A.err"; exit 1; }
+  grep -qi "mlflow.*every value reached" "$A.err" ||
+    { echo "FAIL: train did not say that every value reached the server"; cat "$A.err"; exit 1; }
+fi
 
 # --- b. a failed run and a stopped one ---------------------------------------------------------
-echo "tracking: b. mlp-8x1024, rank 1 killed (SIGKILL) once steps reached the server"
-B=$WORK/b
-mkdir -p "$B"
-"${CHECK[@]}" runs "$URI" mlp-8x1024 >"$B.before"
-spawn "$BRIGADE" train topologies/mlp-8x1024.toml --steps 2000 --mlflow "$URI" \
-  --metrics "$B/metrics.jsonl" >"$B.out" 2>"$B.err"
-TRAIN=$!
-RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$B.before" 5 120) || { cat "$B.err"; exit 1; }
-STAGE=$(pgrep -P "$TRAIN" -f -- '--stage 1( |$)' | head -1 || true)
-[ -n "$STAGE" ] || { echo "FAIL: rank 1 not found among train's children"; ps -ef --forest; exit 1; }
-kill -KILL "$STAGE"
-wait_exit "$TRAIN" 60 "train after its rank 1 was killed"
-[ "$RC" -ne 0 ] || { echo "FAIL: train exited 0 though a rank was killed"; cat "$B.err"; exit 1; }
-"${CHECK[@]}" status "$URI" "$RUN" FAILED failure-tag || { cat "$B.err"; exit 1; }
+if part b; then
+  echo "tracking: b. mlp-8x1024, rank 1 killed (SIGKILL) once steps reached the server"
+  B=$WORK/b
+  mkdir -p "$B"
+  "${CHECK[@]}" runs "$URI" mlp-8x1024 >"$B.before"
+  spawn "$BRIGADE" train topologies/mlp-8x1024.toml --steps 2000 --mlflow "$URI" \
+    --metrics "$B/metrics.jsonl" >"$B.out" 2>"$B.err"
+  TRAIN=$!
+  RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$B.before" 5 120) || { cat "$B.err"; exit 1; }
+  STAGE=$(pgrep -P "$TRAIN" -f -- '--stage 1( |$)' | head -1 || true)
+  [ -n "$STAGE" ] || { echo "FAIL: rank 1 not found among train's children"; ps -ef --forest; exit 1; }
+  kill -KILL "$STAGE"
+  wait_exit "$TRAIN" 60 "train after its rank 1 was killed"
+  [ "$RC" -ne 0 ] || { echo "FAIL: train exited 0 though a rank was killed"; cat "$B.err"; exit 1; }
+  "${CHECK[@]}" status "$URI" "$RUN" FAILED failure-tag || { cat "$B.err"; exit 1; }
 
-echo "tracking: b. mlp-8x1024, SIGINT to brigade train"
-"${CHECK[@]}" runs "$URI" mlp-8x1024 >"$B.before2"
-spawn "$BRIGADE" train topologies/mlp-8x1024.toml --steps 2000 --mlflow "$URI" \
-  --metrics "$B/metrics2.jsonl" >"$B.out2" 2>"$B.err2"
-TRAIN=$!
-RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$B.before2" 5 120) || { cat "$B.err2"; exit 1; }
-kill -INT "$TRAIN"
-wait_exit "$TRAIN" 60 "train after SIGINT"
-[ "$RC" -ne 0 ] || { echo "FAIL: train exited 0 after SIGINT"; cat "$B.err2"; exit 1; }
-sleep 1
-# Its stages must be gone too (zombies waiting for init to reap them are gone enough).
-LEFT=$(ps -eo pid=,pgid=,stat=,args= | awk -v g="$TRAIN" '$2 == g && $3 !~ /^Z/')
-if [ -n "$LEFT" ]; then
-  echo "FAIL: processes of the interrupted train are still running:"
-  echo "$LEFT"
-  exit 1
+  echo "tracking: b. mlp-8x1024, SIGINT to brigade train"
+  "${CHECK[@]}" runs "$URI" mlp-8x1024 >"$B.before2"
+  spawn "$BRIGADE" train topologies/mlp-8x1024.toml --steps 2000 --mlflow "$URI" \
+    --metrics "$B/metrics2.jsonl" >"$B.out2" 2>"$B.err2"
+  TRAIN=$!
+  RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$B.before2" 5 120) || { cat "$B.err2"; exit 1; }
+  kill -INT "$TRAIN"
+  wait_exit "$TRAIN" 60 "train after SIGINT"
+  [ "$RC" -ne 0 ] || { echo "FAIL: train exited 0 after SIGINT"; cat "$B.err2"; exit 1; }
+  sleep 1
+  # Its stages must be gone too (zombies waiting for init to reap them are gone enough).
+  LEFT=$(ps -eo pid=,pgid=,stat=,args= | awk -v g="$TRAIN" '$2 == g && $3 !~ /^Z/')
+  if [ -n "$LEFT" ]; then
+    echo "FAIL: processes of the interrupted train are still running:"
+    echo "$LEFT"
+    exit 1
+  fi
+  "${CHECK[@]}" status "$URI" "$RUN" KILLED || { cat "$B.err2"; exit 1; }
 fi
-"${CHECK[@]}" status "$URI" "$RUN" KILLED || { cat "$B.err2"; exit 1; }
 
 # --- c. the server goes away and comes back ----------------------------------------------------
-STEPS=${BRIGADE_TRACKING_RESTART_STEPS:-300}
-echo "tracking: c. mlp-8x1024, $STEPS steps; the server stopped after 20 steps, back 5 s later"
-C=$WORK/c
-mkdir -p "$C"
-"${CHECK[@]}" runs "$URI" mlp-8x1024 >"$C.before"
-spawn "$BRIGADE" train topologies/mlp-8x1024.toml --steps "$STEPS" --mlflow "$URI" \
-  --metrics "$C/metrics.jsonl" >"$C.out" 2>"$C.err"
-TRAIN=$!
-RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$C.before" 20 120) || { cat "$C.err"; exit 1; }
-stop_server
-echo "tracking: c. server stopped at step $(wc -l <"$C/metrics.jsonl")"
-sleep 5
-start_server
-BACK_IN_TIME=0
-if kill -0 "$TRAIN" 2>/dev/null; then BACK_IN_TIME=1; fi
-echo "tracking: c. server back at step $(wc -l <"$C/metrics.jsonl")"
-wait_exit "$TRAIN" 600 "train with a restarted server"
-[ "$RC" -eq 0 ] || { echo "FAIL: train exited $RC"; cat "$C.err"; exit 1; }
-if [ "$BACK_IN_TIME" = 1 ]; then
-  "${CHECK[@]}" losses "$URI" "$RUN" "$C/metrics.jsonl" || { cat "$C.err"; exit 1; }
-  "${CHECK[@]}" status "$URI" "$RUN" FINISHED
-  grep -qi "mlflow.*every value reached" "$C.err" ||
-    { echo "FAIL: train did not say that every value reached the server"; cat "$C.err"; exit 1; }
-else
-  echo "tracking: c. training ended before the server was back (raise BRIGADE_TRACKING_RESTART_STEPS)"
-  grep -q "did not reach" "$C.err" ||
-    { echo "FAIL: train did not say what did not reach the server"; cat "$C.err"; exit 1; }
+if part c; then
+  STEPS=${BRIGADE_TRACKING_RESTART_STEPS:-300}
+  echo "tracking: c. mlp-8x1024, $STEPS steps; the server stopped after 20 steps, back 5 s later"
+  C=$WORK/c
+  mkdir -p "$C"
+  "${CHECK[@]}" runs "$URI" mlp-8x1024 >"$C.before"
+  spawn "$BRIGADE" train topologies/mlp-8x1024.toml --steps "$STEPS" --mlflow "$URI" \
+    --metrics "$C/metrics.jsonl" >"$C.out" 2>"$C.err"
+  TRAIN=$!
+  RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$C.before" 20 120) || { cat "$C.err"; exit 1; }
+  stop_server
+  echo "tracking: c. server stopped at step $(wc -l <"$C/metrics.jsonl")"
+  sleep 5
+  start_server
+  BACK_IN_TIME=0
+  if kill -0 "$TRAIN" 2>/dev/null; then BACK_IN_TIME=1; fi
+  echo "tracking: c. server back at step $(wc -l <"$C/metrics.jsonl")"
+  wait_exit "$TRAIN" 600 "train with a restarted server"
+  [ "$RC" -eq 0 ] || { echo "FAIL: train exited $RC"; cat "$C.err"; exit 1; }
+  if [ "$BACK_IN_TIME" = 1 ]; then
+    "${CHECK[@]}" losses "$URI" "$RUN" "$C/metrics.jsonl" || { cat "$C.err"; exit 1; }
+    "${CHECK[@]}" status "$URI" "$RUN" FINISHED
+    grep -qi "mlflow.*every value reached" "$C.err" ||
+      { echo "FAIL: train did not say that every value reached the server"; cat "$C.err"; exit 1; }
+  else
+    echo "tracking: c. training ended before the server was back (raise BRIGADE_TRACKING_RESTART_STEPS)"
+    grep -q "did not reach" "$C.err" ||
+      { echo "FAIL: train did not say what did not reach the server"; cat "$C.err"; exit 1; }
+  fi
+  stop_server
 fi
-stop_server
 
 # --- d. servers that fail -------------------------------------------------------------------------
-echo "tracking: d. quickstart (200 steps) against broken servers; first without tracking"
-D=$WORK/d
-mkdir -p "$D"
-"$BRIGADE" train topologies/quickstart.toml --metrics "$D/plain.jsonl" >/dev/null 2>"$D/plain.err" ||
-  { cat "$D/plain.err"; exit 1; }
-export BRIGADE_MLFLOW_FLUSH_SECS=2 # how long train waits at the end for what is queued
-for MODE in 500 garbage nobody; do
-  BAD=$("${CHECK[@]}" free-port)
-  if [ "$MODE" != nobody ]; then
-    spawn "${CHECK[@]}" serve "$MODE" "$BAD" 2>"$D/$MODE.server.log"
-    FAKE=$!
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BAD") 2>/dev/null && break; sleep 0.1; done
-  fi
-  echo "tracking: d. server: $MODE"
-  "$BRIGADE" train topologies/quickstart.toml --mlflow "http://127.0.0.1:$BAD" \
-    --metrics "$D/$MODE.jsonl" >/dev/null 2>"$D/$MODE.err" ||
-    { echo "FAIL: train exited $? against the $MODE server"; cat "$D/$MODE.err"; exit 1; }
-  "${CHECK[@]}" same-losses "$D/$MODE.jsonl" "$D/plain.jsonl"
-  "${CHECK[@]}" quiet-warnings "$D/$MODE.err" 200
-  grep -q "did not reach" "$D/$MODE.err" ||
-    { echo "FAIL: train did not say what did not reach the server"; cat "$D/$MODE.err"; exit 1; }
-  if [ "$MODE" != nobody ]; then
-    [ -s "$D/$MODE.server.log" ] || { echo "FAIL: train never called the $MODE server"; exit 1; }
-    kill -KILL -- "-$FAKE" 2>/dev/null || true
-    wait "$FAKE" 2>/dev/null || true
-  fi
-done
+if part d; then
+  echo "tracking: d. quickstart (200 steps) against broken servers; first without tracking"
+  D=$WORK/d
+  mkdir -p "$D"
+  "$BRIGADE" train topologies/quickstart.toml --metrics "$D/plain.jsonl" >/dev/null 2>"$D/plain.err" ||
+    { cat "$D/plain.err"; exit 1; }
+  export BRIGADE_MLFLOW_FLUSH_SECS=2 # how long train waits at the end for what is queued
+  for MODE in 500 garbage nobody; do
+    BAD=$("${CHECK[@]}" free-port)
+    if [ "$MODE" != nobody ]; then
+      spawn "${CHECK[@]}" serve "$MODE" "$BAD" 2>"$D/$MODE.server.log"
+      FAKE=$!
+      for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BAD") 2>/dev/null && break; sleep 0.1; done
+    fi
+    echo "tracking: d. server: $MODE"
+    "$BRIGADE" train topologies/quickstart.toml --mlflow "http://127.0.0.1:$BAD" \
+      --metrics "$D/$MODE.jsonl" >/dev/null 2>"$D/$MODE.err" ||
+      { echo "FAIL: train exited $? against the $MODE server"; cat "$D/$MODE.err"; exit 1; }
+    "${CHECK[@]}" same-losses "$D/$MODE.jsonl" "$D/plain.jsonl"
+    "${CHECK[@]}" quiet-warnings "$D/$MODE.err" 200
+    grep -q "did not reach" "$D/$MODE.err" ||
+      { echo "FAIL: train did not say what did not reach the server"; cat "$D/$MODE.err"; exit 1; }
+    if [ "$MODE" != nobody ]; then
+      [ -s "$D/$MODE.server.log" ] || { echo "FAIL: train never called the $MODE server"; exit 1; }
+      kill -KILL -- "-$FAKE" 2>/dev/null || true
+      wait "$FAKE" 2>/dev/null || true
+    fi
+  done
+fi
+
 echo "tracking: all passed"
