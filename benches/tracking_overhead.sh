@@ -2,7 +2,8 @@
 # What MLflow tracking costs the trainer, measured in one run, alternating: quickstart and
 # mlp-8x1024 trained with and without `--mlflow` against a real `mlflow server` on loopback
 # (SQLite store, one worker). Prints each run's samples/s (median step after 3 warm-up steps) and
-# the median ratio tracked / untracked per model.
+# the median ratio tracked / untracked per model, next to two untracked runs' ratio (the noise),
+# and the CPU seconds brigade's processes (launcher and ranks) used in each run.
 #
 # usage: benches/tracking_overhead.sh PATH/TO/brigade [ROUNDS]      (default 3; an idle machine)
 # MLflow: $MLFLOW_VENV (default /tmp/brigade-mlflow-venv), installed if missing (as
@@ -28,26 +29,34 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 
-run() { # topology, steps, extra args... -> samples/s
-  local topo=$1 steps=$2
-  shift 2
-  "$BRIGADE" train "$topo" --steps "$steps" --metrics "$WORK/m.jsonl" "$@" >/dev/null 2>&1
-  python3 - "$WORK/m.jsonl" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
-print(f"{statistics.median(r['samples_per_sec'] for r in rows[3:]):.1f}")
+run() { # topology, steps, extra args... -> "samples/s cpu_s" (brigade's processes' CPU seconds)
+  python3 - "$BRIGADE" "$WORK/m.jsonl" "$@" <<'PY'
+import json, resource, statistics, subprocess, sys
+brigade, metrics, topo, steps, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+subprocess.run([brigade, "train", topo, "--steps", steps, "--metrics", metrics, *extra],
+               check=True, capture_output=True)
+use = resource.getrusage(resource.RUSAGE_CHILDREN)
+rows = [json.loads(l) for l in open(metrics) if '"loss"' in l]
+print(f"{statistics.median(r['samples_per_sec'] for r in rows[3:]):.1f} {use.ru_utime + use.ru_stime:.2f}")
 PY
 }
 
+# Each round: untracked, tracked, untracked again; the two untracked runs' ratio is the noise
+# the tracked one is judged against.
 for spec in "topologies/quickstart.toml 200" "topologies/mlp-8x1024.toml 30"; do
   set -- $spec
   ratios=()
+  noise=()
   for r in $(seq 1 "$ROUNDS"); do
-    plain=$(run "$1" "$2")
-    tracked=$(run "$1" "$2" --mlflow "http://127.0.0.1:$PORT")
-    ratio=$(python3 -c "print(f'{$tracked / $plain:.3f}')")
+    read -r a ca < <(run "$1" "$2")
+    read -r tracked ct < <(run "$1" "$2" --mlflow "http://127.0.0.1:$PORT")
+    read -r b cb < <(run "$1" "$2")
+    ratio=$(python3 -c "print(f'{2 * $tracked / ($a + $b):.3f}')")
+    n=$(python3 -c "print(f'{$b / $a:.3f}')")
     ratios+=("$ratio")
-    echo "$1 round $r: untracked $plain, tracked $tracked samples/s (ratio $ratio)"
+    noise+=("$n")
+    echo "$1 round $r: untracked $a, tracked $tracked, untracked $b samples/s (tracked / untracked $ratio; untracked / untracked $n); brigade CPU s $ca, $ct, $cb"
   done
-  echo "$1: median tracked / untracked $(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(((ROUNDS + 1) / 2))p")"
+  med() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
+  echo "$1: median tracked / untracked $(med "${ratios[@]}"); untracked runs against each other $(printf '%s\n' "${noise[@]}" | sort -n | tr '\n' ' ')"
 done
