@@ -12,14 +12,16 @@
 #      store: training exits 0 and every step's loss is in MLflow once;
 #   d. a "server" answering 500 to everything, one answering 200 with HTML, and a port nobody
 #      listens on: training exits 0 with the losses of a run without tracking and one warning
-#      about mlflow (not one per step), and says at the end what did not reach the server.
+#      about mlflow (not one per step), and says at the end what did not reach the server;
+#   e. --max-restarts with a rank killed after a checkpoint: one MLflow run across the restart,
+#      every step's loss once, FINISHED, the restart's cause in tag brigade.restart.1.
 # Needs Python 3 with venv and PyPI for the first install (without them: SKIP, or under CI=true
 # FAIL, see engine/tests/skip.sh). Takes a few minutes (mostly the server's start-ups).
 #
 # usage: engine/tests/tracking/run.sh PATH/TO/brigade
 #   BRIGADE_MLFLOW_VENV   the venv (default /tmp/brigade-mlflow-venv; reused when it has the pin)
 #   BRIGADE_TRACKING_RESTART_STEPS   steps of the run in c (default 300, ~0.2 s each)
-#   BRIGADE_TRACKING_PARTS   which of a b c d to run (default: all)
+#   BRIGADE_TRACKING_PARTS   which of a b c d e to run (default: all)
 set -euo pipefail
 BRIGADE=$(realpath "${1:?usage: $0 PATH/TO/brigade}")
 cd "$(dirname "$0")/../../.."
@@ -110,10 +112,10 @@ stop_server() {
   exit 1
 }
 
-PARTS=${BRIGADE_TRACKING_PARTS:-a b c d}
+PARTS=${BRIGADE_TRACKING_PARTS:-a b c d e}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
-if part a || part b || part c; then
+if part a || part b || part c || part e; then
   echo "tracking: starting mlflow server $MLFLOW_VERSION at $URI"
   start_server
 fi
@@ -170,6 +172,37 @@ if part b; then
     exit 1
   fi
   "${CHECK[@]}" status "$URI" "$RUN" KILLED || { cat "$B.err2"; exit 1; }
+fi
+
+# --- e. a restarted job continues its run ------------------------------------------------------
+if part e; then
+  echo "tracking: e. mlp-8x1024 with --max-restarts 1, rank 1 killed after a checkpoint"
+  E=$WORK/e
+  mkdir -p "$E"
+  "${CHECK[@]}" runs "$URI" mlp-8x1024 >"$E.before"
+  spawn "$BRIGADE" train topologies/mlp-8x1024.toml --steps 60 --mlflow "$URI" \
+    --max-restarts 1 --restart-backoff 0 --checkpoint-dir "$E/ck" --checkpoint-every 10 \
+    --metrics "$E/metrics.jsonl" >"$E.out" 2>"$E.err"
+  TRAIN=$!
+  RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$E.before" 15 120) || { cat "$E.err"; exit 1; }
+  STAGE=$(pgrep -P "$TRAIN" -f -- '--stage 1( |$)' | head -1 || true)
+  [ -n "$STAGE" ] || { echo "FAIL: rank 1 not found among train's children"; ps -ef --forest; exit 1; }
+  kill -KILL "$STAGE"
+  wait_exit "$TRAIN" 300 "train with a restart"
+  [ "$RC" -eq 0 ] || { echo "FAIL: train exited $RC after its restart"; cat "$E.err"; exit 1; }
+  grep -q "restart 1/1" "$E.err" || { echo "FAIL: the job did not restart"; cat "$E.err"; exit 1; }
+  # One run (wait-run fails on a second), every step's loss once, the restart recorded as a tag.
+  "${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$E.before" 60 30 >/dev/null || { cat "$E.err"; exit 1; }
+  "${CHECK[@]}" losses "$URI" "$RUN" "$E/metrics.jsonl" || { cat "$E.err"; exit 1; }
+  "${CHECK[@]}" status "$URI" "$RUN" FINISHED || { cat "$E.err"; exit 1; }
+  "$PY" - "$URI" "$RUN" <<'PY' || { cat "$E.err"; exit 1; }
+import sys
+from mlflow.tracking import MlflowClient
+tags = MlflowClient(sys.argv[1]).get_run(sys.argv[2]).data.tags
+cause = tags.get("brigade.restart.1", "")
+assert "killed" in cause, f"tag brigade.restart.1 is {cause!r}"
+print(f"tracking: one run across the restart; brigade.restart.1 = {cause!r}")
+PY
 fi
 
 # --- c. the server goes away and comes back ----------------------------------------------------
