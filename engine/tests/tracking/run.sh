@@ -14,14 +14,15 @@
 #      listens on: training exits 0 with the losses of a run without tracking and one warning
 #      about mlflow (not one per step), and says at the end what did not reach the server;
 #   e. --max-restarts with a rank killed after a checkpoint: one MLflow run across the restart,
-#      every step's loss once, FINISHED, the restart's cause in tag brigade.restart.1.
+#      every step's loss once, FINISHED, the restart's cause in tag brigade.restart.1;
+#   f. two `stage --max-restarts` agents (as under Slurm): only the last rank's tracks.
 # Needs Python 3 with venv and PyPI for the first install (without them: SKIP, or under CI=true
 # FAIL, see engine/tests/skip.sh). Takes a few minutes (mostly the server's start-ups).
 #
 # usage: engine/tests/tracking/run.sh PATH/TO/brigade
 #   BRIGADE_MLFLOW_VENV   the venv (default /tmp/brigade-mlflow-venv; reused when it has the pin)
 #   BRIGADE_TRACKING_RESTART_STEPS   steps of the run in c (default 300, ~0.2 s each)
-#   BRIGADE_TRACKING_PARTS   which of a b c d e to run (default: all)
+#   BRIGADE_TRACKING_PARTS   which of a b c d e f to run (default: all)
 set -euo pipefail
 BRIGADE=$(realpath "${1:?usage: $0 PATH/TO/brigade}")
 cd "$(dirname "$0")/../../.."
@@ -112,10 +113,10 @@ stop_server() {
   exit 1
 }
 
-PARTS=${BRIGADE_TRACKING_PARTS:-a b c d e}
+PARTS=${BRIGADE_TRACKING_PARTS:-a b c d e f}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
-if part a || part b || part c || part e; then
+if part a || part b || part c || part e || part f; then
   echo "tracking: starting mlflow server $MLFLOW_VERSION at $URI"
   start_server
 fi
@@ -203,6 +204,30 @@ cause = tags.get("brigade.restart.1", "")
 assert "killed" in cause, f"tag brigade.restart.1 is {cause!r}"
 print(f"tracking: one run across the restart; brigade.restart.1 = {cause!r}")
 PY
+fi
+
+# --- f. ranks started one by one (as Slurm does): the last rank's agent tracks -----------------
+if part f; then
+  echo "tracking: f. quickstart as two stage agents (--max-restarts), the last one with --mlflow"
+  F=$WORK/f
+  mkdir -p "$F"
+  "$BRIGADE" plan topologies/quickstart.toml --out "$F/job.json" >/dev/null 2>&1
+  "${CHECK[@]}" runs "$URI" quickstart >"$F.before"
+  RV=127.0.0.1:$("${CHECK[@]}" free-port)
+  spawn "$BRIGADE" stage "$F/job.json" --stage 0 --rendezvous "$RV" --max-restarts 1 \
+    --steps 100 >"$F.out0" 2>"$F.err0"
+  AGENT0=$!
+  "$BRIGADE" stage "$F/job.json" --stage 1 --rendezvous "$RV" --max-restarts 1 --steps 100 \
+    --metrics "$F/metrics.jsonl" --mlflow "$URI" >"$F.out1" 2>"$F.err1" ||
+    { echo "FAIL: rank 1's agent exited $?"; cat "$F.err1" "$F.err0"; exit 1; }
+  wait_exit "$AGENT0" 60 "rank 0's agent"
+  [ "$RC" -eq 0 ] || { echo "FAIL: rank 0's agent exited $RC"; cat "$F.err0"; exit 1; }
+  RUN=$("${CHECK[@]}" wait-run "$URI" quickstart "$F.before" 100 30) || { cat "$F.err1"; exit 1; }
+  "${CHECK[@]}" losses "$URI" "$RUN" "$F/metrics.jsonl" || { cat "$F.err1"; exit 1; }
+  "${CHECK[@]}" status "$URI" "$RUN" FINISHED || { cat "$F.err1"; exit 1; }
+  if grep -qi mlflow "$F.err0"; then
+    echo "FAIL: rank 0's agent talked to the server"; cat "$F.err0"; exit 1
+  fi
 fi
 
 # --- c. the server goes away and comes back ----------------------------------------------------
