@@ -474,3 +474,33 @@ fn tied_embeddings_need_an_embedding_and_a_matching_head() {
     .unwrap();
     assert_eq!(ok.model.tied_layers(), Some((0, 2)));
 }
+
+#[test]
+fn tracking_needs_an_http_server_and_names() {
+    let t = |section: &str| format!("{GOOD}\n[tracking]\n{section}\n");
+    let e = err(&t("mlflow = \"mlflow.example:5000\""));
+    assert!(
+        e.contains("tracking.mlflow") && e.contains("http://"),
+        "{e}"
+    );
+    let e = err(&t("mlflow = \"http://user:secret@mlflow.example\""));
+    assert!(
+        e.contains("tracking.mlflow") && e.contains("MLFLOW_TRACKING_USERNAME"),
+        "{e}"
+    );
+    let e = err(&t("mlflow = \"http://h:5000\"\nexperiment = \" \""));
+    assert!(
+        e.contains("tracking.experiment") && e.contains("empty"),
+        "{e}"
+    );
+    let e = err(&t("mlflow = \"http://h:5000\"\nrun = \"x\""));
+    assert!(e.contains("tracking.run") && e.contains("run_name"), "{e}");
+    let ok = parse(
+        "ok.toml",
+        &t("mlflow = \"https://h:5000/prefix\"\nexperiment = \"e\"\nrun_name = \"r\""),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(ok.tracking.mlflow.as_deref(), Some("https://h:5000/prefix"));
+    assert_eq!(ok.tracking.run_name.as_deref(), Some("r"));
+}
