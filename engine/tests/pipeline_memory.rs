@@ -190,16 +190,20 @@ fn recomputation_changes_nothing_but_memory() {
     // falls: GPipe keeps all 8 micro-batches of each stage alive at once. The batches are
     // larger than the files' so that activations, not parameters, dominate the peak (measured:
     // quickstart 7.8 MiB keeping them, 5.8 recomputing; the transformer 42 and 20).
-    let cases: [(&str, &[&str], f64); 2] = [
+    // Quickstart's activations are a small part of its peak, which the ranks' timing moves by
+    // more than recomputation saves (seen on a loaded machine: 7.3–8.6 MiB kept, 6.1–7.1
+    // recomputing, in runs of either order): it is checked for exactness and its peaks printed;
+    // the transformer, whose activations dominate (0.51–0.59 of the peak seen), bounds memory.
+    let cases: [(&str, &[&str], Option<f64>); 2] = [
         (
             "quickstart.toml",
             &["train.schedule=gpipe", "train.batch=1024"],
-            0.85,
+            None,
         ),
         (
             "transformer-lm.toml",
             &["train.schedule=1f1b", "train.batch=128"],
-            0.7,
+            Some(0.7),
         ),
     ];
     for (file, overrides, most) in cases {
@@ -211,6 +215,9 @@ fn recomputation_changes_nothing_but_memory() {
             mib(recomputed)
         );
         std::io::Write::write_all(&mut std::io::stderr(), format!("{line}\n").as_bytes()).unwrap();
+        let Some(most) = most else {
+            continue;
+        };
         assert!(
             (recomputed as f64) <= most * kept as f64,
             "{line}: recomputation saved less than {:.0} % of the peak",
