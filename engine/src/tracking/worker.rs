@@ -73,7 +73,8 @@ pub(super) fn run(server: Server, setup: Setup, rx: Receiver<Msg>) {
                 outbox.end(Status::Failed, now_ms());
                 ending = Some((Instant::now() + Duration::from_secs(5), done));
             }
-            Err(RecvTimeoutError::Disconnected) => {}
+            // Nothing more can come: wait between retries rather than spin.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(20)),
         }
         let now = Instant::now();
         if ending.is_some() {
