@@ -74,19 +74,34 @@ pub struct Blame {
 
 impl Blame {
     /// The rank to blame for `k`'s failed exit now, if any (else `k` became the suspect).
+    /// Lost peers are followed through ranks that already failed for losing their own peer
+    /// (0 ← 1 ← 2 in a chain that broke at 0): the cause is where that chain starts, and while
+    /// that rank runs it may still fail and take the blame.
     pub fn exited(&mut self, running: &[Running], k: usize) -> Option<usize> {
-        let r = super::ranks::find(running, k);
-        let lost = r.error.as_ref().and_then(|e| e.lost_peer);
-        let peer_running =
-            lost.is_some_and(|p| running.iter().any(|x| x.stage == p && x.status.is_none()));
-        if peer_running {
-            // The first rank that lost a peer stays the suspect.
-            self.suspect
-                .get_or_insert((k, Instant::now() + BLAME_GRACE));
-            None
-        } else {
-            Some(k)
+        let mut at = k;
+        let mut seen = vec![k];
+        while let Some(p) = super::ranks::find(running, at)
+            .error
+            .as_ref()
+            .and_then(|e| e.lost_peer)
+            .filter(|p| !seen.contains(p))
+        {
+            match running.iter().find(|x| x.stage == p) {
+                Some(peer) if peer.status.is_none() => {
+                    // The first rank that lost a peer stays the suspect.
+                    self.suspect
+                        .get_or_insert((k, Instant::now() + BLAME_GRACE));
+                    return None;
+                }
+                Some(peer) if !peer.succeeded() => {
+                    seen.push(p);
+                    at = p;
+                }
+                // The peer finished cleanly, or runs on another host.
+                _ => break,
+            }
         }
+        Some(at)
     }
 
     /// The suspect whose peer did not fail in time.
