@@ -86,6 +86,14 @@ wait_exit() {
   wait "$1" || RC=$?
 }
 
+# SIGKILLs rank 1, a child of the `brigade train` whose pid is $1.
+kill_rank_1() {
+  local stage
+  stage=$(pgrep -P "$1" -f -- '--stage 1( |$)' | head -1 || true)
+  [ -n "$stage" ] || { echo "FAIL: rank 1 not found among train's children"; ps -ef --forest; exit 1; }
+  kill -KILL "$stage"
+}
+
 PORT=$("${CHECK[@]}" free-port)
 URI=http://127.0.0.1:$PORT
 start_server() {
@@ -148,9 +156,7 @@ if part b; then
     --metrics "$B/metrics.jsonl" >"$B.out" 2>"$B.err"
   TRAIN=$!
   RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$B.before" 5 120) || { cat "$B.err"; exit 1; }
-  STAGE=$(pgrep -P "$TRAIN" -f -- '--stage 1( |$)' | head -1 || true)
-  [ -n "$STAGE" ] || { echo "FAIL: rank 1 not found among train's children"; ps -ef --forest; exit 1; }
-  kill -KILL "$STAGE"
+  kill_rank_1 "$TRAIN"
   wait_exit "$TRAIN" 60 "train after its rank 1 was killed"
   [ "$RC" -ne 0 ] || { echo "FAIL: train exited 0 though a rank was killed"; cat "$B.err"; exit 1; }
   "${CHECK[@]}" status "$URI" "$RUN" FAILED failure-tag || { cat "$B.err"; exit 1; }
@@ -186,9 +192,7 @@ if part e; then
     --metrics "$E/metrics.jsonl" >"$E.out" 2>"$E.err"
   TRAIN=$!
   RUN=$("${CHECK[@]}" wait-run "$URI" mlp-8x1024 "$E.before" 15 120) || { cat "$E.err"; exit 1; }
-  STAGE=$(pgrep -P "$TRAIN" -f -- '--stage 1( |$)' | head -1 || true)
-  [ -n "$STAGE" ] || { echo "FAIL: rank 1 not found among train's children"; ps -ef --forest; exit 1; }
-  kill -KILL "$STAGE"
+  kill_rank_1 "$TRAIN"
   wait_exit "$TRAIN" 300 "train with a restart"
   [ "$RC" -eq 0 ] || { echo "FAIL: train exited $RC after its restart"; cat "$E.err"; exit 1; }
   grep -q "restart 1/1" "$E.err" || { echo "FAIL: the job did not restart"; cat "$E.err"; exit 1; }
