@@ -2,6 +2,7 @@
 """Training throughput of PyTorch's own pipelining on a transformers Llama, on CPU.
 
 usage: torch_llama_pipe_bench.py DIR --schedule gpipe|1f1b [--steps 20]
+       torch_llama_pipe_bench.py DIR --single [--single-accum] --threads 2 [--steps 20]
 
 DIR is what make_llama_bench.py wrote: DIR/hf (a LlamaForCausalLM checkpoint) and
 DIR/tokens.parquet (`tokens` rows of seq + 1 tokens). brigade trains the same model on the same
@@ -24,6 +25,12 @@ float rounding only, ~1e-7), which checks the split.
 Prints one JSON line: samples_per_sec (batch / median step time of rank 0 after --warmup
 steps), ms_per_step (median), samples_per_sec_mean (from the total time of the timed steps),
 losses, first_loss / reference_first_loss, loadavg_1m_at_end, ...
+
+--single: no pipeline; one process on --threads intra-op threads trains the whole model
+(the same checkpoint, rows, loss and AdamW) on the whole batch at once, or with --single-accum on
+the pipeline's micro-batches with gradient accumulation (each micro-batch's mean loss / M, so
+the gradient is the batch's mean loss's, as scale_grads=True). Prints the same JSON fields
+(mode "single"; reference_first_loss is null: the run is itself one process of transformers).
 
 Attention: --attn sdpa (default) or eager, transformers' attn_implementation. On CPU with one
 thread, for this model (head_dim 32, 128 tokens), sdpa's forward + backward of a micro-batch
@@ -188,6 +195,80 @@ def time_attn(args):
 
 
 # ----------------------------------------------------------------------------
+# single process (no pipeline)
+# ----------------------------------------------------------------------------
+def run_single(args):
+    """The whole model in one process on --threads threads: the whole batch as one micro-batch,
+    or (--single-accum) the pipeline's micro-batches with gradient accumulation."""
+    torch.set_num_threads(args.threads)
+    model = load_model(os.path.join(args.dir, "hf"), args.attn)
+    n_params = sum(p.numel() for p in model.parameters())
+    rows = read_rows(os.path.join(args.dir, "tokens.parquet"), args.seq)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2),
+                            eps=args.eps, weight_decay=args.weight_decay)
+    mb = args.microbatches if args.single_accum else 1
+
+    losses, step_ms = [], []
+    t_start = None
+    for s in range(args.steps):
+        if s == args.warmup:
+            t_start = time.perf_counter()
+        x, y = batch_at(rows, s, args.batch, args.seq)
+        t0 = time.perf_counter()
+        if mb == 1:
+            loss = loss_fn(model(input_ids=x).logits, y)
+            loss.backward()
+            loss = loss.detach()
+        else:  # the pipeline's micro-batches, gradients accumulated (scale_grads=True)
+            mb_losses = []
+            for xm, ym in zip(x.tensor_split(mb), y.tensor_split(mb)):
+                l = loss_fn(model(input_ids=xm).logits, ym)
+                (l / mb).backward()
+                mb_losses.append(l.detach())
+            loss = torch.stack(mb_losses).mean()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step_ms.append((time.perf_counter() - t0) * 1e3)
+        losses.append(loss.item())
+    total = time.perf_counter() - t_start
+
+    timed = args.steps - args.warmup
+    median_ms = statistics.median(step_ms[args.warmup:])
+    res = {
+        "mode": "single",
+        "impl": "plain torch (no pipeline)" + (", grad accumulation" if mb > 1 else ""),
+        "model": "transformers LlamaForCausalLM",
+        "attn_implementation": args.attn,
+        "schedule": None,
+        "world_size": 1,
+        "backend": None,
+        "threads_per_rank": torch.get_num_threads(),
+        "interop_threads_per_rank": torch.get_num_interop_threads(),
+        "params_per_rank": [n_params],
+        "batch": args.batch,
+        "microbatches": mb,
+        "seq": args.seq,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "optimizer": f"AdamW(lr={args.lr}, betas=({args.beta1}, {args.beta2}), "
+                     f"eps={args.eps}, weight_decay={args.weight_decay})",
+        "samples_per_sec": args.batch / median_ms * 1e3,
+        "ms_per_step": median_ms,
+        "ms_per_step_min": min(step_ms[args.warmup:]),
+        "samples_per_sec_mean": timed * args.batch / total,
+        "step_ms": [round(t, 1) for t in step_ms],
+        "first_loss": losses[0],
+        "reference_first_loss": None,
+        "first_loss_rel_diff": None,
+        "final_loss": losses[-1],
+        "losses": losses,
+        "peak_rss_mib_per_rank": [round(peak_rss_mib(), 1)],
+        **machine_info(),
+    }
+    print(json.dumps(res), flush=True)
+
+
+# ----------------------------------------------------------------------------
 # pipelined (2 ranks, gloo)
 # ----------------------------------------------------------------------------
 def pipe_worker(rank, world, args, init_method, ref_loss):
@@ -317,7 +398,13 @@ def main():
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa",
                    help="transformers attn_implementation")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads per rank (with --single: of the one process)")
+    p.add_argument("--single", action="store_true",
+                   help="one process, no pipeline: the whole model on --threads threads")
+    p.add_argument("--single-accum", action="store_true",
+                   help="with --single: the batch in --microbatches with gradient accumulation "
+                        "(the pipeline's shapes) instead of the whole batch at once")
     p.add_argument("--no-check", action="store_true",
                    help="skip the one-process reference loss of the first batch")
     p.add_argument("--time-attn", action="store_true",
@@ -327,8 +414,12 @@ def main():
         p.error("--batch must be divisible by --microbatches")
     if not 0 <= args.warmup < args.steps:
         p.error("need 0 <= --warmup < --steps")
+    if args.single_accum and not args.single:
+        p.error("--single-accum goes with --single")
     if args.time_attn:
         time_attn(args)
+    elif args.single:
+        run_single(args)
     else:
         run_pipeline(args)
 

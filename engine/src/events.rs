@@ -33,6 +33,9 @@ pub enum StageEvent {
         /// Where the rank listens (its one ZeroMQ PULL), if any rank sends to it.
         #[serde(default)]
         endpoint: Option<String>,
+        /// The compute threads it runs its kernels on.
+        #[serde(default = "one_thread")]
+        threads: usize,
     },
     /// A step finished (`step` is 1-based); the loss only on the rank with the last chunk.
     Step {
@@ -104,6 +107,10 @@ impl StageEvent {
             | StageEvent::Done { stage, .. } => *stage,
         }
     }
+}
+
+fn one_thread() -> usize {
+    1
 }
 
 #[cfg(test)]

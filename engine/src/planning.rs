@@ -31,11 +31,17 @@ pub struct Planned {
     pub shapes: Vec<ShapeOption>,
 }
 
-/// One shape the planner weighed (`partition.replicas = "auto"`, [`crate::shape`]).
+/// One shape the planner weighed (`partition.replicas` or `threads = "auto"`, [`crate::shape`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ShapeOption {
     pub replicas: usize,
     pub stages: usize,
+    /// Compute threads per CPU rank, when `partition.threads = "auto"` weighed them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Whether the threads' speed-up was measured (a profile with `--threads`) or assumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speedup_measured: Option<bool>,
     /// Simulated step (all replicas together train one batch per step), if the shape fits.
     pub step_ms: Option<f64>,
     /// Why the shape cannot run this model, if it cannot.
@@ -206,8 +212,11 @@ impl Planned {
             .zip(&self.places)
             .enumerate()
             .map(|(c, (st, place))| {
+                // Products run on the rank's threads; the optimizer's element-wise update on one.
                 let speed = topo.device(place).speed_gflops;
-                let (moved_ms, weight_ms) = self.weight_pass_ms(st.layers[0]..st.layers[1], speed);
+                let products = brigade_partitioner::plan::rank_speed(topo, &self.costs, place);
+                let (moved_ms, weight_ms) =
+                    self.weight_pass_ms(st.layers[0]..st.layers[1], products);
                 ChunkCost {
                     forward_ms: st.forward_ms,
                     backward_ms: st.backward_ms,

@@ -33,6 +33,19 @@ pub struct ProfiledLayer {
     pub activation_bytes: u64,
     /// Bytes of the layer's parameters.
     pub param_bytes: u64,
+    /// The same layer on more compute threads (`brigade profile --threads 1,2,4`); the
+    /// figures above are on one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at_threads: Vec<ThreadTiming>,
+}
+
+/// One layer's forward and backward on `threads` compute threads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadTiming {
+    pub threads: usize,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
 }
 
 impl Profile {
@@ -68,6 +81,9 @@ pub struct Costs {
     pub graph: Option<crate::partition::GraphCuts>,
     /// Whether the costs came from a profile.
     pub measured: bool,
+    /// How much faster the whole model computes on T threads than on one, measured by a
+    /// profile: (T, speed-up), T > 1.
+    pub thread_speedup: Vec<(usize, f64)>,
 }
 
 impl Costs {
@@ -93,6 +109,20 @@ impl Costs {
                 .collect(),
             graph: graph.cuts(microbatch as u64),
             measured: false,
+            thread_speedup: Vec::new(),
+        }
+    }
+
+    /// How much faster a rank on `threads` threads computes than on one, and whether that was
+    /// measured. Thread counts a profile did not measure are assumed to scale linearly (an
+    /// optimistic bound: `brigade profile --threads` measures them).
+    pub fn speedup(&self, threads: usize) -> (f64, bool) {
+        if threads <= 1 {
+            return (1.0, true);
+        }
+        match self.thread_speedup.iter().find(|(t, _)| *t == threads) {
+            Some((_, s)) => (*s, true),
+            None => (threads as f64, false),
         }
     }
 
@@ -147,6 +177,7 @@ impl Costs {
                 g.bytes[i] = l.activation_bytes;
             }
         }
+        costs.thread_speedup = thread_speedup(profile, profile_file)?;
         costs.measured = true;
         Ok(costs)
     }
@@ -170,4 +201,42 @@ impl Costs {
     pub fn is_empty(&self) -> bool {
         self.forward_gflop.is_empty()
     }
+}
+
+/// The whole model's speed-up on each thread count the profile measured: the one-thread
+/// total over that count's, over layers measured at both.
+fn thread_speedup(profile: &Profile, file: &str) -> Result<Vec<(usize, f64)>, ConfigError> {
+    let mut counts: Vec<usize> = Vec::new();
+    for (i, l) in profile.layers.iter().enumerate() {
+        for (j, at) in l.at_threads.iter().enumerate() {
+            let ok = |v: f64| v >= 0.0 && v.is_finite();
+            if at.threads < 2 || !ok(at.forward_ms) || !ok(at.backward_ms) {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("layers[{i}].at_threads[{j}]"),
+                    "expected threads ≥ 2 and times of 0 or more",
+                    "Re-run brigade profile --threads.",
+                ));
+            }
+            if !counts.contains(&at.threads) {
+                counts.push(at.threads);
+            }
+        }
+    }
+    counts.sort_unstable();
+    Ok(counts
+        .into_iter()
+        .filter_map(|t| {
+            let (one, many) = profile.layers.iter().fold((0.0, 0.0), |(o, m), l| {
+                match l.at_threads.iter().find(|a| a.threads == t) {
+                    Some(a) => (
+                        o + l.forward_ms + l.backward_ms,
+                        m + a.forward_ms + a.backward_ms,
+                    ),
+                    None => (o, m),
+                }
+            });
+            (many > 0.0).then(|| (t, one / many))
+        })
+        .collect())
 }

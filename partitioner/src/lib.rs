@@ -42,7 +42,7 @@ use brigade_layers::reader;
 /// Layer kinds, and the section reader and errors the loader shares with them.
 pub use brigade_layers::{self as layers, error};
 
-pub use cost::{Costs, Profile, ProfiledLayer};
+pub use cost::{Costs, Profile, ProfiledLayer, ThreadTiming};
 pub use error::ConfigError;
 pub use graph::LayerGraph;
 pub use layers::{LayerKind, WeightGrads};

@@ -26,6 +26,13 @@ pub struct PlanStage {
     pub memory_bytes: u64,
     /// Activation bytes sent to the next stage per micro-batch.
     pub send_bytes: u64,
+    /// Compute threads the rank is planned with (one unless the topology says more).
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+fn one_thread() -> usize {
+    1
 }
 
 /// A complete plan (the `--json` output of `brigade plan`).
@@ -97,7 +104,7 @@ pub fn problem_on(topo: &Topology, costs: &Costs, live: &[u64], places: &[Placem
             // A rank holding several chunks (interleaved 1F1B) splits its device's memory.
             let sharing = places.iter().filter(|p| *p == pl).count() as u64;
             StageSlot {
-                speed_gflops: dev.speed_gflops,
+                speed_gflops: rank_speed(topo, costs, pl),
                 memory_bytes: dev.memory_bytes.map(|m| m / sharing),
                 live_microbatches: live
                     .get(k)
@@ -181,8 +188,8 @@ pub fn describe(
     let stages: Vec<PlanStage> = (0..split.stages())
         .map(|k| {
             let r = split.range(k);
-            let dev = topo.device(&places[k]);
-            let ms = |w: &[f64]| w[r.clone()].iter().sum::<f64>() / dev.speed_gflops * 1e3;
+            let speed = rank_speed(topo, costs, &places[k]);
+            let ms = |w: &[f64]| w[r.clone()].iter().sum::<f64>() / speed * 1e3;
             let forward_ms = ms(&costs.forward_gflop);
             // Recomputation's second forward is part of the backward.
             let backward_ms = ms(&costs.backward_gflop)
@@ -194,7 +201,7 @@ pub fn describe(
             PlanStage {
                 stage: k,
                 host: topo.hosts[places[k].host].name.clone(),
-                device: dev.kind.to_string(),
+                device: topo.device(&places[k]).kind.to_string(),
                 layers: [r.start, r.end],
                 kinds: r
                     .clone()
@@ -207,6 +214,7 @@ pub fn describe(
                 send_ms: prob.send_ms(k, r.start, r.end),
                 memory_bytes: prob.memory_bytes(k, r.start, r.end),
                 send_bytes: prob.out_bytes(r.start, r.end),
+                threads: topo.threads(&places[k]),
             }
         })
         .collect();
@@ -260,4 +268,10 @@ pub fn alternatives(prob: &Problem) -> Vec<Alternative> {
             })
         })
         .collect()
+}
+
+/// The GFLOP/s of the rank at `p`: its device's speed on one thread, times the speed-up of
+/// the threads it computes on (measured by the profile, else assumed linear).
+pub fn rank_speed(topo: &Topology, costs: &Costs, p: &Placement) -> f64 {
+    topo.device(p).speed_gflops * costs.speedup(topo.threads(p)).0
 }

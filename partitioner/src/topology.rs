@@ -337,6 +337,19 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
+    /// A device as a topology writes it: `"cpu"`, `"cpu:T"` (a CPU rank computing on T
+    /// threads) or `"cuda:N"`; the kind and the threads the spec states.
+    pub fn parse_spec(spec: &str) -> Option<(DeviceKind, Option<usize>)> {
+        match spec.strip_prefix("cpu:") {
+            Some(t) => t
+                .parse()
+                .ok()
+                .filter(|t| *t > 0)
+                .map(|t| (DeviceKind::Cpu, Some(t))),
+            None => DeviceKind::parse(spec).map(|k| (k, None)),
+        }
+    }
+
     /// `"cpu"` or `"cuda:N"`, as a topology writes devices.
     pub fn parse(spec: &str) -> Option<DeviceKind> {
         match spec {
@@ -366,6 +379,10 @@ pub struct Device {
     pub speed_gflops: f64,
     /// Memory available for this stage's parameters, optimizer state and activations.
     pub memory_bytes: Option<u64>,
+    /// Compute threads of the rank on this device (`"cpu:T"` or the device table's
+    /// `threads`); `None`: as `[partition] threads` says, else one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 /// Default first TCP port of a host's stages.
@@ -405,6 +422,12 @@ pub struct Partition {
     pub replicas_auto: bool,
     /// Whether `stages` was written (else it is the default, and "auto" may choose it).
     pub stages_given: bool,
+    /// Compute threads of every CPU rank whose device does not say (`[partition] threads`);
+    /// `None`: one, as before threads per rank existed.
+    pub threads: Option<usize>,
+    /// `threads = "auto"`: the planner chooses threads per rank (with replicas and stages)
+    /// within each host's cores; `threads` is `None` until it has.
+    pub threads_auto: bool,
 }
 
 impl Partition {
@@ -474,6 +497,21 @@ impl Topology {
 
     pub fn device(&self, p: &Placement) -> &Device {
         &self.hosts[p.host].devices[p.device]
+    }
+
+    /// The compute threads the topology states for the rank at `p` (its device's, else
+    /// `[partition] threads`); `None` where nothing is said. A GPU rank states none.
+    pub fn threads_stated(&self, p: &Placement) -> Option<usize> {
+        let dev = self.device(p);
+        match dev.kind {
+            DeviceKind::Cpu => dev.threads.or(self.partition.threads),
+            DeviceKind::Cuda(_) => None,
+        }
+    }
+
+    /// The compute threads the rank at `p` is planned with (one where nothing is said).
+    pub fn threads(&self, p: &Placement) -> usize {
+        self.threads_stated(p).unwrap_or(1)
     }
 
     /// (bandwidth in Gbit/s, latency in ms) between two hosts.

@@ -255,6 +255,7 @@ fn profile_with_wrong_layer_count_is_refused() {
         backward_ms: 2.0,
         activation_bytes: 4,
         param_bytes: 4,
+        at_threads: Vec::new(),
     };
     let profile = Profile {
         layers: vec![layer; 2],
@@ -503,4 +504,56 @@ fn tracking_needs_an_http_server_and_names() {
     .unwrap();
     assert_eq!(ok.tracking.mlflow.as_deref(), Some("https://h:5000/prefix"));
     assert_eq!(ok.tracking.run_name.as_deref(), Some("r"));
+}
+
+#[test]
+fn threads_per_rank_are_read_and_checked() {
+    use brigade_partitioner::topology::Placement;
+    let at = |device| Placement { host: 0, device };
+    let t = parse(
+        "ok.toml",
+        &with(
+            "devices = [\"cpu\", \"cpu\"]",
+            "devices = [\"cpu:4\", { device = \"cpu\", threads = 2 }]",
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!((t.threads(&at(0)), t.threads(&at(1))), (4, 2));
+    let t = set(&["partition.threads=3"]).unwrap();
+    assert_eq!(t.threads_stated(&at(1)), Some(3));
+    assert_eq!(set(&[]).unwrap().threads_stated(&at(0)), None);
+    let t = set(&["partition.threads=auto"]).unwrap();
+    assert!(t.partition.threads_auto && t.partition.threads.is_none());
+    for (devices, key, what) in [
+        (
+            "[\"cpu:0\", \"cpu\"]",
+            "hosts[0].devices[0]",
+            "unknown device \"cpu:0\"",
+        ),
+        ("[\"cpu:x\", \"cpu\"]", "hosts[0].devices[0]", "cpu:T"),
+        (
+            "[{ device = \"cpu:2\", threads = 3 }, \"cpu\"]",
+            "hosts[0].devices[0].threads",
+            "says 2",
+        ),
+        (
+            "[{ device = \"cuda:0\", threads = 3 }, \"cpu\"]",
+            "hosts[0].devices[0].threads",
+            "GPU",
+        ),
+        (
+            "[{ device = \"cpu\", threads = 0 }, \"cpu\"]",
+            "hosts[0].devices[0].threads",
+            "",
+        ),
+    ] {
+        let e = err(&with(
+            "devices = [\"cpu\", \"cpu\"]",
+            &format!("devices = {devices}"),
+        ));
+        assert!(e.contains(key) && e.contains(what), "{devices}: {e}");
+    }
+    let e = set(&["partition.threads=0"]).unwrap_err().to_string();
+    assert!(e.contains("partition.threads"), "{e}");
 }

@@ -156,6 +156,13 @@ def _task(a):
         cmd += ["--secret-file", a["secret_file"]]
     cmd += a["extra_args"]
     env = dict(os.environ)
+    # The cores Spark gave this task (spark.task.cpus): the rank computes on as many threads.
+    try:
+        cpus = int(ctx.cpus())
+    except Exception:  # Spark before 3.3 does not say
+        cpus = 0
+    if cpus > 0:
+        env["BRIGADE_TASK_CPUS"] = str(cpus)
     if a["secret"]:
         env["BRIGADE_SECRET"] = a["secret"]
     sink = socket.create_connection(tuple(a["events"]))

@@ -49,6 +49,7 @@ pub mod precision;
 pub mod profile;
 pub mod reference;
 pub mod stage;
+pub mod sum;
 
 /// Activations, deterministic initialisation and the layer kinds live in `brigade_layers`.
 pub use brigade_layers::{act, init, map_float};

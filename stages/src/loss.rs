@@ -1,6 +1,7 @@
 //! Losses on the last stage's output.
 
 use crate::act::Act;
+use crate::sum::ordered_mean;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
@@ -27,9 +28,9 @@ pub fn loss(output: &Act, target: &Target) -> Tensor<1> {
             )
         }
         (out, Target::Values(y)) => match (out, y) {
-            (Act::F2(a), Act::F2(b)) => (a.clone() - b.clone()).powi_scalar(2).mean(),
-            (Act::F3(a), Act::F3(b)) => (a.clone() - b.clone()).powi_scalar(2).mean(),
-            (Act::F4(a), Act::F4(b)) => (a.clone() - b.clone()).powi_scalar(2).mean(),
+            (Act::F2(a), Act::F2(b)) => ordered_mean((a.clone() - b.clone()).powi_scalar(2)),
+            (Act::F3(a), Act::F3(b)) => ordered_mean((a.clone() - b.clone()).powi_scalar(2)),
+            (Act::F4(a), Act::F4(b)) => ordered_mean((a.clone() - b.clone()).powi_scalar(2)),
             _ => panic!(
                 "mse target shape {:?} does not match output {:?}",
                 y.dims(),
@@ -117,5 +118,5 @@ impl EvalFigures {
 fn cross_entropy(logits: Tensor<2>, ids: Tensor<1, Int>) -> Tensor<1> {
     let [n, _] = logits.dims();
     let logp = log_softmax(logits, 1);
-    logp.gather(1, ids.reshape([n, 1])).mean().neg()
+    ordered_mean(logp.gather(1, ids.reshape([n, 1]))).neg()
 }

@@ -86,6 +86,7 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
                 backward_ms: median(bwd),
                 activation_bytes,
                 param_bytes,
+                at_threads: Vec::new(),
             }
         })
         .collect();

@@ -78,6 +78,11 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    if matches!(cli.command, Command::Evaluate(_) | Command::Profile(_)) {
+        // One compute thread, as before threads per rank (profile measures more in pools of
+        // its own); `stage` and `reference` start theirs.
+        let _ = crate::runtime::threads::start(1, None);
+    }
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Reference(args) => reference::run(&args),

@@ -19,6 +19,10 @@ pub struct ReferenceArgs {
     /// Train on this device ("cpu" or "cuda:N") instead of the topology's first device.
     #[arg(long, value_name = "DEVICE", value_parser = parse_device)]
     pub device: Option<DeviceKind>,
+    /// Compute on this many threads (default: the first device's "cpu:T" or `[partition]
+    /// threads`, else one). The losses do not depend on it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub threads: Option<u64>,
 }
 
 fn parse_device(s: &str) -> Result<DeviceKind, String> {
@@ -31,6 +35,16 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     let topo = args.topology.load()?;
     let steps = args.run.steps.unwrap_or(topo.train.steps);
     let kind = args.device.unwrap_or(topo.hosts[0].devices[0].kind);
+    let first = brigade_partitioner::topology::Placement { host: 0, device: 0 };
+    let threads = match kind {
+        DeviceKind::Cpu => args
+            .threads
+            .map(|t| t as usize)
+            .or(topo.threads_stated(&first))
+            .unwrap_or(1),
+        DeviceKind::Cuda(_) => 1,
+    };
+    crate::runtime::threads::start(threads, None).map_err(anyhow::Error::msg)?;
     let device = training_device(kind, topo.train.dtype)?;
     let metrics = args
         .run
@@ -40,9 +54,14 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
         .transpose()
         .context("cannot create the metrics file")?;
     println!(
-        "reference: {} ({} layers) on one {kind}, {steps} steps of {} samples in {} micro-batches",
+        "reference: {} ({} layers) on one {kind}{}, {steps} steps of {} samples in {} micro-batches",
         topo.file,
         topo.model.layers.len(),
+        if threads > 1 {
+            format!(" ({threads} threads)")
+        } else {
+            String::new()
+        },
         topo.train.batch,
         topo.train.microbatches
     );

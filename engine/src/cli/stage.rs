@@ -69,6 +69,11 @@ pub struct StageArgs {
     /// complete); restart agents pass it so that every rank resumes the same step.
     #[arg(long, value_name = "STEP", requires = "checkpoint_dir")]
     pub resume_step: Option<u64>,
+    /// Compute on this many threads (default: the plan's "cpu:T" or `[partition] threads`,
+    /// else the cores the engine gave the task — SLURM_CPUS_PER_TASK, spark.task.cpus through
+    /// brigade_spark, torchrun's OMP_NUM_THREADS — else one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub threads: Option<u64>,
     #[command(flatten)]
     pub restart: RestartArgs,
     #[command(flatten)]
@@ -105,6 +110,7 @@ impl StageArgs {
             rendezvous_port: self.rendezvous_port,
             plan_source: self.plan_source.clone(),
             resume_step: self.resume_step,
+            threads: self.threads.map(|t| t as usize),
         }
     }
 }

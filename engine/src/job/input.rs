@@ -110,7 +110,7 @@ fn plan_topology(
     })?;
     let mut overrides = overrides.to_vec();
     let mut shapes = Vec::new();
-    let topo = if topo.partition.replicas_auto {
+    let topo = if topo.partition.replicas_auto || topo.partition.threads_auto {
         let (chosen, weighed) = crate::shape::choose(file, &text, &overrides, profile)?;
         overrides.extend(chosen);
         shapes = weighed;

@@ -161,17 +161,18 @@ fn check_devices(job: &Job, input: Input, host: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Each rank computes on one thread (flex runs its kernels on the calling thread); more ranks
-/// than a host's cores would make them take turns.
+/// Each rank computes on its threads (one unless the plan says more); more threads than a
+/// host's cores would make them take turns.
 fn warn_shared_cores(job: &Job, host: Option<&str>) {
     for (h, host_def) in job.topo.hosts.iter().enumerate() {
-        let here = job.places.iter().filter(|p| p.host == h).count();
+        let ranks = job.places.iter().filter(|p| p.host == h);
+        let here: usize = ranks.map(|p| job.topo.threads(p)).sum();
         let cores = host_def
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if here > cores && (host.is_none() || host == Some(host_def.name.as_str())) {
             crate::note!(
-                "warning: host {} runs {here} stages on {cores} compute threads; stages will share cores (set [[hosts]] threads, or use fewer stages)",
+                "warning: host {}'s stages compute on {here} threads but it has {cores} cores; they will share cores (set [[hosts]] threads, or use fewer stages or threads)",
                 host_def.name
             );
         }

@@ -190,6 +190,9 @@ fn spec(
             .flat_map(|f| ["--secret-file".to_string(), f.clone()]),
     );
     extra.extend(["--peers".to_string(), peers.join(",")]);
+    if let Some(t) = opts.threads {
+        extra.extend(["--threads".to_string(), t.to_string()]);
+    }
     let last_chunk = job.chunks().len() - 1;
     let stages = if me < job.ranks() {
         vec![(me, job.host_name(me).to_string())]

@@ -8,6 +8,7 @@ mod options;
 pub mod peers;
 mod process;
 mod rank;
+pub mod threads;
 
 pub use identify::rank_of;
 pub use options::{CheckpointOptions, RankOptions};

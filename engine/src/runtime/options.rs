@@ -44,6 +44,8 @@ pub struct RankOptions {
     pub plan_source: Option<String>,
     /// Continue from the checkpoint of exactly this step.
     pub resume_step: Option<u64>,
+    /// Compute threads (`--threads`); None: the plan's, else the engine's, else one.
+    pub threads: Option<usize>,
 }
 
 impl CheckpointOptions {

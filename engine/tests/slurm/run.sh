@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Slurm for real: a two-node cluster (slurmctld + one slurmd per network namespace, nodes bn1
-# and bn2 at 198.18.0.11/.12 on a bridge) runs `sbatch --wait` of two brigade ranks, one per
-# node, found through the rendezvous on the first node, under a job secret (CURVE): losses
+# and bn2 at 198.18.0.11/.12 on a bridge) runs `sbatch --wait -c 2` of two brigade ranks, one per
+# node, each computing on the 2 threads its task was given, found through the rendezvous on the first node, under a job secret (CURVE): losses
 # equal `brigade reference`. Then a rank killed mid-run makes the job FAILED within seconds
 # with no brigade process left; with --max-restarts the ranks restart and the job completes with
 # the reference's losses. Needs root; installs Slurm and munge from Debian's packages;
@@ -111,8 +111,8 @@ SlurmdPidFile=$WORK/slurmd-%n.pid
 SlurmctldLogFile=$WORK/slurmctld.log
 SlurmdLogFile=$WORK/slurmd-%n.log
 SlurmdParameters=config_overrides
-NodeName=bn1 NodeAddr=198.18.0.11 CPUs=1 State=UNKNOWN
-NodeName=bn2 NodeAddr=198.18.0.12 CPUs=1 State=UNKNOWN
+NodeName=bn1 NodeAddr=198.18.0.11 CPUs=2 State=UNKNOWN
+NodeName=bn2 NodeAddr=198.18.0.12 CPUs=2 State=UNKNOWN
 PartitionName=test Nodes=bn1,bn2 Default=YES MaxTime=INFINITE State=UP
 CONFEOF
 mkdir -p "$WORK/state"
@@ -141,9 +141,13 @@ srun --kill-on-bad-exit=1 "$BRIGADE" stage "$WORK/job.json" --run-id "\$SLURM_JO
 JOBEOF
 chmod +x "$WORK/job.sh"
 
-echo "slurm: sbatch --wait, two ranks on bn1 and bn2 through the rendezvous, under CURVE"
-STEPS=20 sbatch --wait -N2 -n2 --ntasks-per-node=1 -o "$WORK/job-%j.out" "$WORK/job.sh" >/dev/null \
+echo "slurm: sbatch --wait -c 2, two ranks on bn1 and bn2 through the rendezvous, under CURVE"
+STEPS=20 sbatch --wait -N2 -n2 --ntasks-per-node=1 -c 2 -o "$WORK/job-%j.out" "$WORK/job.sh" >/dev/null \
   || { echo "FAIL: the job failed"; cat "$WORK"/job-*.out; exit 1; }
+# Each task was given 2 cores: each rank says it computes on 2 threads.
+n=$(grep -c 'compute thread(s) (SLURM_CPUS_PER_TASK=2)' "$WORK"/job-*.out || true)
+[ "$n" = 2 ] || { echo "FAIL: $n of 2 ranks report 2 threads from SLURM_CPUS_PER_TASK"; cat "$WORK"/job-*.out; exit 1; }
+echo "slurm: both ranks compute on the 2 cores their task was given"
 python3 - "$WORK"/job-*.out "$WORK/ref.jsonl" <<'PY'
 import json, sys
 out, ref = sys.argv[1], sys.argv[2]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Spark barrier mode, for real: PySpark in local-cluster[2,1,1024] (two executor JVMs) runs
-# brigade_spark.train on a two-rank plan. Losses equal `brigade reference`; a rank killed
+# brigade_spark.train on a two-rank plan. Losses equal `brigade reference`, the first time with
+# spark.task.cpus = 2 and each rank on the 2 threads its task was given; a rank killed
 # mid-run fails the gang, Spark re-runs it, the ranks resume from the last checkpoint and the
 # run ends with the uninterrupted run's losses. Then a Spark job writes training data as
 # Parquet (docs/data.md) and brigade trains on it, in barrier tasks and on its own launcher,
@@ -61,11 +62,24 @@ print(f"spark: losses equal the reference at steps {steps[0]}..{steps[-1]}")
 PY
 }
 
-echo "spark: training two ranks as a barrier stage (local-cluster[2,1,1024])"
-"$VENV/bin/spark-submit" --master 'local-cluster[2,1,1024]' engine/tests/spark/driver.py \
+echo "spark: training two ranks as a barrier stage, 2 cores a task (local-cluster[2,2,1024], spark.task.cpus=2)"
+"$VENV/bin/spark-submit" --conf spark.task.cpus=2 --master 'local-cluster[2,2,1024]' engine/tests/spark/driver.py \
   "$WORK/job.json" "$BRIGADE" 20 "$WORK/ckpt1" >"$WORK/run1.jsonl" 2>"$WORK/run1.err" \
   || { tail -50 "$WORK/run1.err"; exit 1; }
 compare "$WORK/run1.jsonl" 1 20
+python3 - "$WORK/run1.jsonl" <<'PY'
+import json, sys
+threads = {}
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("event") == "started":
+        threads[e["stage"]] = e.get("threads")
+assert threads == {0: 2, 1: 2}, f"ranks' compute threads {threads}, expected 2 each (spark.task.cpus=2)"
+print("spark: both ranks compute on the 2 cores their task was given")
+PY
 
 echo "spark: killing rank 1 mid-run; Spark must re-run the gang, which resumes"
 "$VENV/bin/spark-submit" --master 'local-cluster[2,1,1024]' engine/tests/spark/driver.py \

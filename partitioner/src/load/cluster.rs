@@ -15,10 +15,16 @@ const HOST_KEYS: &[&str] = &[
     "speed_gflops",
     "memory",
 ];
-const DEVICE_KEYS: &[&str] = &["device", "speed_gflops", "memory"];
+const DEVICE_KEYS: &[&str] = &["device", "speed_gflops", "memory", "threads"];
 const LINK_KEYS: &[&str] = &["hosts", "bandwidth_gbps", "latency_ms"];
-pub(super) const PARTITION_KEYS: &[&str] =
-    &["stages", "method", "balance", "chunks_per_rank", "replicas"];
+pub(super) const PARTITION_KEYS: &[&str] = &[
+    "stages",
+    "method",
+    "balance",
+    "chunks_per_rank",
+    "replicas",
+    "threads",
+];
 
 pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
     let items = top.opt_array("hosts")?.filter(|a| !a.is_empty()).ok_or_else(|| {
@@ -105,14 +111,19 @@ fn devices(s: &Section) -> Result<Vec<Device>, ConfigError> {
     let mut devices = Vec::new();
     for (d, dv) in devs.iter().enumerate() {
         let dpath = format!("{}.devices[{d}]", s.path);
-        let (spec, speed, mem) = match dv {
-            Value::String(spec) => (spec.as_str(), host_speed, host_mem),
+        let (spec, speed, mem, threads) = match dv {
+            Value::String(spec) => (spec.as_str(), host_speed, host_mem, None),
             Value::Table(dt) => {
                 let ds = Section::new(s.file, dpath.clone(), dt, DEVICE_KEYS)?;
+                let threads = match ds.opt_u64("threads")? {
+                    Some(n) => Some(ds.positive("threads", n, "Give at least one thread.")?),
+                    None => None,
+                };
                 (
                     ds.req_str("device", "\"cuda:0\"")?,
                     ds.opt_f64("speed_gflops")?.or(host_speed),
                     ds.opt_bytes("memory")?.or(host_mem),
+                    threads,
                 )
             }
             _ => {
@@ -124,7 +135,27 @@ fn devices(s: &Section) -> Result<Vec<Device>, ConfigError> {
                 ));
             }
         };
-        devices.push(device(s.file, &dpath, spec, speed, mem)?);
+        let mut dev = device(s.file, &dpath, spec, speed, mem)?;
+        dev.threads = match (dev.threads, threads) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ConfigError::invalid(
+                    s.file,
+                    format!("{dpath}.threads"),
+                    format!("{b} threads, but the device \"{spec}\" says {a}"),
+                    "Say the thread count once: \"cpu:T\" or threads = T.",
+                ));
+            }
+            (a, b) => a.or(b),
+        };
+        if dev.threads.is_some() && dev.kind != DeviceKind::Cpu {
+            return Err(ConfigError::invalid(
+                s.file,
+                format!("{dpath}.threads"),
+                format!("threads on the GPU device \"{spec}\""),
+                "Threads per rank are for CPU devices (\"cpu:T\"); leave them out for a GPU.",
+            ));
+        }
+        devices.push(dev);
     }
     Ok(devices)
 }
@@ -137,14 +168,14 @@ fn device(
     speed: Option<f64>,
     memory_bytes: Option<u64>,
 ) -> Result<Device, ConfigError> {
-    let kind = DeviceKind::parse(spec).ok_or_else(|| {
+    let (kind, threads) = DeviceKind::parse_spec(spec).ok_or_else(|| {
         ConfigError::invalid(
             file,
             dpath,
             format!("unknown device \"{spec}\""),
             format!(
-                "Use \"cpu\" or \"cuda:N\" (N = GPU index).{}",
-                did_you_mean(spec, &["cpu", "cuda:0"])
+                "Use \"cpu\", \"cpu:T\" (T compute threads) or \"cuda:N\" (N = GPU index).{}",
+                did_you_mean(spec, &["cpu", "cpu:2", "cuda:0"])
             ),
         )
     })?;
@@ -164,6 +195,7 @@ fn device(
         kind,
         speed_gflops,
         memory_bytes,
+        threads,
     })
 }
 
@@ -281,6 +313,7 @@ pub(super) fn partition(
         ));
     }
     check_devices(s, stages, replicas, devices)?;
+    let (threads, threads_auto) = threads(s)?;
     Ok(Partition {
         stages,
         method: method(s, layers, stages, v)?,
@@ -288,7 +321,24 @@ pub(super) fn partition(
         replicas,
         replicas_auto,
         stages_given: s.get("stages").is_some(),
+        threads,
+        threads_auto,
     })
+}
+
+/// `[partition] threads`: compute threads of each CPU rank whose device does not say, or
+/// "auto" (the planner chooses within each host's cores).
+fn threads(s: &Section) -> Result<(Option<usize>, bool), ConfigError> {
+    if matches!(s.get("threads"), Some(toml::Value::String(a)) if a == "auto") {
+        return Ok((None, true));
+    }
+    match s.opt_u64("threads")? {
+        Some(n) => Ok((
+            Some(s.positive("threads", n, "Give at least one thread, or \"auto\".")?),
+            false,
+        )),
+        None => Ok((None, false)),
+    }
 }
 
 /// `chunks_per_rank`: the schedule's default, and more than one only where the schedule runs

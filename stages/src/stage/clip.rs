@@ -78,7 +78,10 @@ impl ModuleVisitor for Norms<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
             // Per tensor in f32, as torch's vector_norm of each gradient.
-            let n = g.square().sum().sqrt().into_scalar::<f32>();
+            // Summed in an order fixed by the shape: the same norm on any thread count.
+            let n = crate::sum::ordered_sum(g.square())
+                .sqrt()
+                .into_scalar::<f32>();
             self.sum += (n as f64) * (n as f64);
         }
     }
