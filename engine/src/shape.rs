@@ -85,7 +85,7 @@ fn replicas_and_stages(topo: &Topology, devices: usize) -> Vec<(usize, usize)> {
             None => (1..=(devices / d).min(layers.max(1))).collect(),
         };
         for k in ks {
-            if d * k <= devices && !(per_rank_multiple && !(m / d).is_multiple_of(k)) {
+            if d * k <= devices && (!per_rank_multiple || (m / d).is_multiple_of(k)) {
                 shapes.push((d, k));
             }
         }

@@ -52,12 +52,9 @@ mod tests {
             let data = data.clone();
             on(threads, move || {
                 let t: Tensor<2> = Tensor::from_data(data, &Default::default());
-                let s = ordered_sum(t.clone())
-                    .into_data()
-                    .into_vec::<f32>()
-                    .unwrap();
-                let m = ordered_mean(t).into_data().into_vec::<f32>().unwrap();
-                vec![s[0], m[0]]
+                let s = ordered_sum(t.clone()).into_data().try_to_vec::<f32>();
+                let m = ordered_mean(t).into_data().try_to_vec::<f32>();
+                vec![s.unwrap()[0], m.unwrap()[0]]
             })
         };
         let one = run(1);

@@ -163,16 +163,19 @@ mod tests {
         move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }
 
+    /// (--threads, the plan's, variables, engine, threads chosen, the start of why).
+    type Case<'a> = (
+        Option<usize>,
+        Option<usize>,
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+        usize,
+        &'a str,
+    );
+
     #[test]
     fn who_says_how_many() {
-        let cases: &[(
-            Option<usize>,
-            Option<usize>,
-            &[(&str, &str)],
-            Option<&str>,
-            usize,
-            &str,
-        )] = &[
+        let cases: &[Case] = &[
             (None, None, &[], None, 1, "one per rank"),
             (
                 Some(3),
