@@ -93,7 +93,12 @@ fn table(s: &mut String, p: &Planned, ranks: usize, interleaved: bool) {
             "{:<5} {:<12} {:<8} {:<10} {:>9} {:>12} {:>11} {:>11} {:>11}  {}",
             st.stage,
             st.host,
-            st.device,
+            // A CPU rank on several threads shows them as its device says: "cpu:4".
+            if st.threads > 1 {
+                format!("{}:{}", st.device, st.threads)
+            } else {
+                st.device.clone()
+            },
             format!("{}..{}", st.layers[0], st.layers[1]),
             fmt::count(st.params),
             fmt::ms(st.compute_ms),
