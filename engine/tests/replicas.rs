@@ -129,7 +129,11 @@ fn chosen_shape(memory: Option<&str>) -> (usize, usize, String) {
 /// The line of the plan's shapes table that weighs `shape` ("D × K").
 fn shape_line<'a>(text: &'a str, shape: &str) -> &'a str {
     text.lines()
-        .find(|l| l.trim_start().trim_start_matches("→ ").starts_with(&format!("{shape} ")))
+        .find(|l| {
+            l.trim_start()
+                .trim_start_matches("→ ")
+                .starts_with(&format!("{shape} "))
+        })
         .unwrap_or_else(|| panic!("shape {shape} not weighed in:\n{text}"))
 }
 
@@ -144,9 +148,15 @@ fn the_planner_chooses_the_shape_by_simulated_step_and_memory() {
     // a pipeline fits, so the planner takes the fastest pipeline.
     let (d, k, text) = chosen_shape(Some("30MiB"));
     assert_eq!((d, k), (1, 4), "{text}");
-    assert!(shape_line(&text, "1 × 1").contains("does not run"), "{text}");
+    assert!(
+        shape_line(&text, "1 × 1").contains("does not run"),
+        "{text}"
+    );
     // 48 MiB holds half: two replicas of a two-stage pipeline beat one four-stage pipeline.
     let (d, k, text) = chosen_shape(Some("48MiB"));
     assert_eq!((d, k), (2, 2), "{text}");
-    assert!(shape_line(&text, "4 × 1").contains("does not run"), "{text}");
+    assert!(
+        shape_line(&text, "4 × 1").contains("does not run"),
+        "{text}"
+    );
 }

@@ -110,7 +110,8 @@ fn run_rank(opts: &RankOptions) -> Result<()> {
     brigade_stages::device::check_schedule(topo.device(place).kind, topo.train.schedule)?;
     let device = training_device(topo.device(place).kind, topo.train.dtype)?;
     let steps = opts.steps.unwrap_or(topo.train.steps) as u64;
-    let (threads, home) = compute_threads(opts, &id)?;
+    let engine = id.engine.as_ref().map(|e| e.engine);
+    let (threads, home) = super::threads::for_rank(opts, job, k, engine)?;
 
     let mut chunks = stages(job, k, &device)?;
     resume(opts, job, k, &mut chunks)?;
@@ -140,63 +141,6 @@ fn run_rank(opts: &RankOptions) -> Result<()> {
     }
     train(&mut exec, &mut transport, writer, job, k, host)?;
     finish(opts, job, k, steps, exec, transport)
-}
-
-/// Starts the rank's compute threads (runtime/threads.rs) and says what it chose; returns
-/// the count and the core the rank's own thread is to be pinned to, if its cores are known.
-fn compute_threads(opts: &RankOptions, id: &Identity) -> Result<(usize, Option<usize>)> {
-    use super::threads;
-    let (job, k) = (&id.job, id.k);
-    let place = &job.places[k];
-    if job.topo.device(place).kind != brigade_partitioner::DeviceKind::Cpu {
-        threads::start(1, None).map_err(anyhow::Error::msg)?;
-        return Ok((1, None));
-    }
-    let env = |v: &str| std::env::var(v).ok();
-    let engine = id.engine.as_ref().map(|e| e.engine);
-    let choice = threads::choose(opts.threads, job.topo.threads_stated(place), &env, engine)
-        .with_context(|| format!("stage {k}: cannot tell how many compute threads to use"))?;
-    let usable = threads::usable_cores();
-    // The threads of this host's ranks before this one and in all, as the plan places them.
-    let (mut before, mut total) = (0, 0);
-    for (r, p) in job
-        .places
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.host == place.host)
-    {
-        let t = if r == k {
-            choice.threads
-        } else {
-            job.topo.threads(p)
-        };
-        before += if r < k { t } else { 0 };
-        total += t;
-    }
-    // Ranks placed by an engine, a rendezvous or --peers may share a machine the plan does
-    // not know of: pinned only when given exactly their cores.
-    let placed_elsewhere = engine.is_some() || !opts.peers.is_empty() || opts.rendezvous.is_some();
-    let cores = choice
-        .stated
-        .then(|| threads::cores_for(&usable, choice.threads, before, total, placed_elsewhere))
-        .flatten();
-    threads::start(choice.threads, cores.as_deref()).map_err(anyhow::Error::msg)?;
-    if choice.stated {
-        let pinned = match &cores {
-            Some(c) => format!(", pinned to cores {}", threads::describe(c)),
-            None if choice.threads > usable.len() => format!(
-                "; this process may use only {} core(s): its threads will share them",
-                usable.len()
-            ),
-            None => String::new(),
-        };
-        crate::note!(
-            "stage {k}: {} compute thread(s) ({}){pinned}",
-            choice.threads,
-            choice.why
-        );
-    }
-    Ok((choice.threads, cores.map(|c| c[0])))
 }
 
 /// Loads the checkpoint to resume from into `chunks`, when asked to resume.

@@ -11,7 +11,10 @@
 //! `BRIGADE_TASK_CPUS` that brigade_spark sets from `spark.task.cpus`, torchrun's
 //! `OMP_NUM_THREADS`), else one — as before threads per rank existed.
 
+use super::options::RankOptions;
 use crate::cluster_env::{Env, EnvError};
+use crate::job::Job;
+use anyhow::{Context, Result};
 
 /// How many threads a rank computes on, and why (for the rank's note).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +152,65 @@ pub fn describe(cores: &[usize]) -> String {
             .collect::<Vec<_>>()
             .join(","),
     }
+}
+
+/// Starts the rank's compute threads (below) and says what it chose; returns
+/// the count and the core the rank's own thread is to be pinned to, if its cores are known.
+pub(super) fn for_rank(
+    opts: &RankOptions,
+    job: &Job,
+    k: usize,
+    engine: Option<&str>,
+) -> Result<(usize, Option<usize>)> {
+    let place = &job.places[k];
+    if job.topo.device(place).kind != brigade_partitioner::DeviceKind::Cpu {
+        start(1, None).map_err(anyhow::Error::msg)?;
+        return Ok((1, None));
+    }
+    let env = |v: &str| std::env::var(v).ok();
+    let choice = choose(opts.threads, job.topo.threads_stated(place), &env, engine)
+        .with_context(|| format!("stage {k}: cannot tell how many compute threads to use"))?;
+    let usable = usable_cores();
+    // The threads of this host's ranks before this one and in all, as the plan places them.
+    let (mut before, mut total) = (0, 0);
+    for (r, p) in job
+        .places
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.host == place.host)
+    {
+        let t = if r == k {
+            choice.threads
+        } else {
+            job.topo.threads(p)
+        };
+        before += if r < k { t } else { 0 };
+        total += t;
+    }
+    // Ranks placed by an engine, a rendezvous or --peers may share a machine the plan does
+    // not know of: pinned only when given exactly their cores.
+    let placed_elsewhere = engine.is_some() || !opts.peers.is_empty() || opts.rendezvous.is_some();
+    let cores = choice
+        .stated
+        .then(|| cores_for(&usable, choice.threads, before, total, placed_elsewhere))
+        .flatten();
+    start(choice.threads, cores.as_deref()).map_err(anyhow::Error::msg)?;
+    if choice.stated {
+        let pinned = match &cores {
+            Some(c) => format!(", pinned to cores {}", describe(c)),
+            None if choice.threads > usable.len() => format!(
+                "; this process may use only {} core(s): its threads will share them",
+                usable.len()
+            ),
+            None => String::new(),
+        };
+        crate::note!(
+            "stage {k}: {} compute thread(s) ({}){pinned}",
+            choice.threads,
+            choice.why
+        );
+    }
+    Ok((choice.threads, cores.map(|c| c[0])))
 }
 
 #[cfg(test)]
