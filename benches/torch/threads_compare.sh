@@ -5,11 +5,12 @@
 #          lr 0.01): topologies/mlp-8x1024.toml and torch_pipe_bench.py's defaults
 #   llama  llama_compare.sh's Llama (d 256 x 8 blocks, seq 128, batch 32 in 8 micro-batches,
 #          AdamW), one transformers checkpoint written by make_llama_bench.py for both
-# and, for each, six configurations:
+# and, for each, seven configurations:
 #   PyTorch  one process x 2 intra-op threads, the whole batch at once
 #   PyTorch  one process x 2 threads, the 8 micro-batches with gradient accumulation
 #   PyTorch  torch.distributed.pipelining GPipe, 2 stages x 1 thread (gloo, 127.0.0.1)
 #   brigade  `brigade reference --threads 2` (the whole model on one rank of 2 threads)
+#   brigade  the same on the whole batch at once (train.microbatches = 1), as PyTorch's first
 #   brigade  `brigade train`, 2 stages x 1 thread, GPipe
 #   brigade  the planner's pick: `brigade profile --threads 1,2` once, then `brigade plan` with
 #            partition.threads = "auto" on a host of 2 threads, weighing 1 stage x 1 or 2
@@ -196,6 +197,9 @@ run_config() { # workload, config -> "samples/s step_ms first final load"
     llama:torch_1x2_accum) torch_run llama --single --single-accum --threads 2 ;;
     llama:torch_2x1) torch_run llama --schedule gpipe --threads 1 --no-check ;;
     *:brigade_ref) brigade_run "$BATCH" reference "$TOPO" --threads 2 ;;
+    *:brigade_ref_whole)
+      brigade_run "$BATCH" reference "$TOPO" --threads 2 --set train.microbatches=1
+      ;;
     *:brigade_2x1)
       brigade_run "$BATCH" train "$TOPO" --set partition.stages=2 --set partition.threads=1 \
         --set train.schedule=gpipe
@@ -205,7 +209,7 @@ run_config() { # workload, config -> "samples/s step_ms first final load"
 }
 
 # torch and brigade alternate; every other round runs the list backwards (drift cancels)
-ORDER=(torch_1x2 brigade_ref torch_1x2_accum brigade_2x1 torch_2x1 brigade_auto)
+ORDER=(torch_1x2 brigade_ref torch_1x2_accum brigade_2x1 torch_2x1 brigade_auto brigade_ref_whole)
 echo "threads per rank, brigade against PyTorch: $(nproc) cores ($(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1))," \
   "$ROUNDS rounds of $STEPS steps (first $WARMUP untimed), $(date -u '+%Y-%m-%d %H:%M UTC')"
 for wl in $WORKLOADS; do
@@ -254,6 +258,7 @@ LABELS = {
     "torch_1x2_accum": "PyTorch, 1 process × 2 threads, 8 micro-batches accumulated",
     "torch_2x1": "PyTorch pipelining (GPipe), 2 stages × 1 thread",
     "brigade_ref": "brigade reference --threads 2",
+    "brigade_ref_whole": "brigade reference --threads 2, whole batch (train.microbatches = 1)",
     "brigade_2x1": "brigade train (GPipe), 2 stages × 1 thread",
     "brigade_auto": "brigade train, planner's pick",
 }

@@ -176,8 +176,9 @@ fn label(o: &ShapeOption) -> String {
 }
 
 /// The shapes as a table for `brigade plan`, with the choice explained.
-pub fn render(options: &[ShapeOption], batch: usize) -> String {
+pub fn render(options: &[ShapeOption], train: &brigade_partitioner::Train) -> String {
     use std::fmt::Write;
+    let batch = train.batch;
     let threads = options.iter().any(|o| o.threads.is_some());
     let mut s = String::from(if threads {
         "\nshapes weighed (\"auto\"; replicas × stages × compute threads per rank, one rank per device):\n"
@@ -212,6 +213,15 @@ pub fn render(options: &[ShapeOption], batch: usize) -> String {
             "chose {} replica(s) of a {}-stage pipeline{threads}: the fastest simulated step that fits (all-reduce and links included)",
             c.replicas, c.stages
         );
+        // The planner keeps the training's micro-batches as given (they set the numbers the
+        // run computes); without a pipeline they only cut the products smaller.
+        if c.stages == 1 && train.microbatches > 1 {
+            let _ = writeln!(
+                s,
+                "one stage: its {} micro-batches only make its products smaller (the planner keeps train.microbatches as given); train.microbatches = 1 computes the whole batch at once, faster where its activations fit",
+                train.microbatches
+            );
+        }
     }
     if options.iter().any(|o| o.speedup_measured == Some(false)) {
         s.push_str("threads not in the profile were assumed to speed products up linearly; measure them: brigade profile --threads 1,2 --out profile.json, then plan --profile profile.json\n");

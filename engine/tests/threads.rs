@@ -55,22 +55,28 @@ fn reference_says_its_threads() {
     assert!(text.contains("on one cpu (2 threads)"), "{text}");
 }
 
-#[test]
-fn the_planner_weighs_threads_against_stages() {
-    // A host of 2 cores: 1 stage × 1 or 2 threads, 2 stages × 1 thread.
+/// `brigade plan` of the MLP as one stage on a host of 2 cores with threads = "auto".
+fn plan_auto_threads(extra: &[&str]) -> String {
     let host = r#"hosts=[{name="local",address="127.0.0.1",threads=2,devices=["cpu","cpu"]}]"#;
-    let out = run(&[
+    let mut args = vec![
         "plan",
         MLP,
         "--set",
         host,
         "--set",
         "partition.threads=\"auto\"",
-        "--set",
-        "partition.stages=1",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    ];
+    args.extend(["--set", "partition.stages=1"]);
+    args.extend(extra);
+    let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_planner_weighs_threads_against_stages() {
+    // A host of 2 cores: 1 stage × 1 or 2 threads, 2 stages × 1 thread.
+    let text = plan_auto_threads(&[]);
     for shape in ["1 × 1 × 1 thr", "1 × 1 × 2 thr"] {
         assert!(text.contains(shape), "no {shape} in:\n{text}");
     }
@@ -84,6 +90,11 @@ fn the_planner_weighs_threads_against_stages() {
         text.contains("chose 1 replica(s) of a 1-stage pipeline, 2 compute thread(s) per rank"),
         "{text}"
     );
+    // One stage keeps the topology's micro-batches, and the plan says what they cost.
+    assert!(
+        text.contains("one stage: its 8 micro-batches only make its products smaller"),
+        "{text}"
+    );
     // A profile that measured no speed-up makes the extra thread worthless: one thread, and
     // the plan says the speed-up was measured.
     let dir = tmp("threads-plan");
@@ -95,20 +106,7 @@ fn the_planner_weighs_threads_against_stages() {
     };
     let layers: Vec<String> = (0..17).map(|i| layer(&format!("l{i}"))).collect();
     std::fs::write(&prof, format!(r#"{{"layers":[{}]}}"#, layers.join(","))).unwrap();
-    let out = run(&[
-        "plan",
-        MLP,
-        "--profile",
-        prof.to_str().unwrap(),
-        "--set",
-        host,
-        "--set",
-        "partition.threads=\"auto\"",
-        "--set",
-        "partition.stages=1",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let text = plan_auto_threads(&["--profile", prof.to_str().unwrap()]);
     assert!(
         text.contains("1-stage pipeline, 1 compute thread(s)"),
         "{text}"

@@ -63,7 +63,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     } else {
         print!("{}", super::plan_text::render(&p));
         if !p.shapes.is_empty() {
-            print!("{}", crate::shape::render(&p.shapes, p.topo.train.batch));
+            print!("{}", crate::shape::render(&p.shapes, &p.topo.train));
         }
         if let (Some(d), Some(src)) = (job.plan.data, job.topo.data.parquet()) {
             println!(

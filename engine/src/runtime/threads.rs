@@ -216,14 +216,7 @@ pub(super) fn for_rank(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
+    use crate::cluster_env::fake_env as env;
 
     /// (--threads, the plan's, variables, engine, threads chosen, the start of why).
     type Case<'a> = (
