@@ -218,7 +218,7 @@ pub fn render(options: &[ShapeOption], train: &brigade_partitioner::Train) -> St
         if c.stages == 1 && train.microbatches > 1 {
             let _ = writeln!(
                 s,
-                "one stage: its {} micro-batches only make its products smaller (the planner keeps train.microbatches as given); train.microbatches = 1 computes the whole batch at once, faster where its activations fit",
+                "one stage: its {} micro-batches only make its products smaller (the planner keeps train.microbatches as given); train.microbatches = 1 computes the whole batch in larger products, often faster on CPU where its activations fit",
                 train.microbatches
             );
         }

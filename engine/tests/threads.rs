@@ -65,8 +65,9 @@ fn plan_auto_threads(extra: &[&str]) -> String {
         host,
         "--set",
         "partition.threads=\"auto\"",
+        "--set",
+        "partition.stages=1",
     ];
-    args.extend(["--set", "partition.stages=1"]);
     args.extend(extra);
     let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
