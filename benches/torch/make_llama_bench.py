@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The model, data and brigade topology of the Llama pipelining benchmark (llama_compare.sh).
 
-usage: make_llama_bench.py OUT_DIR [--steps N]
+usage: make_llama_bench.py OUT_DIR [--steps N] [--size d=256,ff=688,...]
 
 Writes
   OUT_DIR/hf/config.json, OUT_DIR/hf/model.safetensors
@@ -21,6 +21,9 @@ Writes
       embedding + blocks 0-3 | blocks 4-7 + norm + head (balance = [5, 6]), schedule gpipe
 
 torch_llama_pipe_bench.py reads the same three (the hyper-parameters below are its defaults).
+--size changes the model and batch (keys vocab, d, ff, layers, heads, kv_heads, seq, batch,
+microbatches; benches/gpu/side_by_side.sh makes a 16-block d = 2048 Llama this way); the
+topology's balance then cuts the blocks in half. --device cuda initialises the model on the GPU.
 Needs torch, transformers (5.x), pyarrow, numpy.
 """
 
@@ -75,7 +78,7 @@ devices = ["cpu", "cpu"]
 [partition]
 stages = 2
 method = "manual"
-balance = [5, 6]   # embed_tokens + block0-3 | block4-7 + norm + lm_head (torch's split)
+balance = [{first}, {second}]   # embed_tokens + the first half of the blocks | the rest + norm + lm_head (torch's split)
 """
 
 
@@ -90,7 +93,7 @@ def config():
         num_attention_heads=HEADS,
         num_key_value_heads=KV_HEADS,
         rms_norm_eps=1e-5,
-        max_position_embeddings=POSITIONS,
+        max_position_embeddings=max(POSITIONS, SEQ),
         hidden_act="silu",
         attention_bias=False,
         mlp_bias=False,
@@ -102,7 +105,7 @@ def config():
     return c
 
 
-def write_model(out):
+def write_model(out, device):
     from transformers import LlamaForCausalLM
     from transformers.utils import logging
 
@@ -110,7 +113,8 @@ def write_model(out):
     d = os.path.join(out, "hf")
     os.makedirs(d, exist_ok=True)
     torch.manual_seed(MODEL_SEED)
-    model = LlamaForCausalLM(config()).to(torch.float32)
+    with torch.device(device):
+        model = LlamaForCausalLM(config()).to(torch.float32)
     model.save_pretrained(d, safe_serialization=True)
     with open(os.path.join(d, "config.json")) as f:
         saved = json.load(f)
@@ -133,7 +137,7 @@ def write_tokens(out, steps):
 
 
 def write_topology(out):
-    text = TOPOLOGY.format(seq=SEQ, batch=BATCH, batch_1=BATCH - 1, microbatches=MICROBATCHES,
+    text = TOPOLOGY.format(first=1 + LAYERS // 2, second=LAYERS - LAYERS // 2 + 2, seq=SEQ, batch=BATCH, batch_1=BATCH - 1, microbatches=MICROBATCHES,
                            lr=LR, beta1=BETA1, beta2=BETA2, eps=EPS, weight_decay=WEIGHT_DECAY)
     path = os.path.join(out, "llama-bench.toml")
     with open(path, "w") as f:
@@ -141,13 +145,27 @@ def write_topology(out):
     return path
 
 
+def resize(spec):
+    names = {"vocab": "VOCAB", "d": "HIDDEN", "ff": "FF", "layers": "LAYERS", "heads": "HEADS",
+             "kv_heads": "KV_HEADS", "seq": "SEQ", "batch": "BATCH", "microbatches": "MICROBATCHES"}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in names:
+            raise SystemExit(f"--size: unknown key {key!r}; use {', '.join(names)}")
+        globals()[names[key]] = int(value)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="output directory (created)")
     p.add_argument("--steps", type=int, default=64, help="steps of batch 32 the token file holds")
+    p.add_argument("--size", default="", help="comma-separated KEY=N: vocab, d, ff, layers, heads, "
+                   "kv_heads, seq, batch, microbatches")
+    p.add_argument("--device", default="cpu", help="where to initialise the model (cpu or cuda)")
     args = p.parse_args()
+    resize(args.size)
     os.makedirs(args.out, exist_ok=True)
-    params = write_model(args.out)
+    params = write_model(args.out, args.device)
     rows = write_tokens(args.out, args.steps)
     topo = write_topology(args.out)
     print(f"{args.out}/hf: LlamaForCausalLM, {params} parameters; "

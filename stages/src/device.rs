@@ -30,10 +30,16 @@ pub enum DeviceUnavailable {
     },
 }
 
-/// Refuses a schedule that is not exact on `kind` (interleaved 1F1B on CUDA, see docs/gpu.md).
+/// The variable under which the GPU bench runs a refused schedule anyway, to see whether it has
+/// become exact (benches/gpu/side_by_side.sh compares it with `reference`; docs/gpu.md).
+pub const TRY_INEXACT_ENV: &str = "BRIGADE_CUDA_TRY_INEXACT_SCHEDULE";
+
+/// Refuses a schedule that is not exact on `kind` (interleaved 1F1B on CUDA, see docs/gpu.md),
+/// unless [`TRY_INEXACT_ENV`] is set to 1.
 pub fn check_schedule(kind: DeviceKind, schedule: ScheduleKind) -> Result<(), DeviceUnavailable> {
+    let trying = std::env::var(TRY_INEXACT_ENV).is_ok_and(|v| v == "1");
     match kind {
-        DeviceKind::Cuda(_) if !schedule.needs().exact_on_cuda => {
+        DeviceKind::Cuda(_) if !schedule.needs().exact_on_cuda && !trying => {
             Err(DeviceUnavailable::NotExactOnGpu {
                 device: kind,
                 schedule,

@@ -198,11 +198,21 @@ fn half_precision(file: &str, dtype: &str, splits: &[&[usize]]) {
     );
     let f32_topo = load(&path, &[]).unwrap();
     let half = load(&path, &[format!("train.dtype=\"{dtype}\"")]).unwrap();
+    half_precision_of(file, dtype, &f32_topo, &half, splits);
+}
+
+fn half_precision_of(
+    file: &str,
+    dtype: &str,
+    f32_topo: &Topology,
+    half: &Topology,
+    splits: &[&[usize]],
+) {
     let n = half.model.layers.len();
-    let whole = run(&half, &Split::from_counts(&[n]));
-    let full = run(&f32_topo, &Split::from_counts(&[n]));
+    let whole = run(half, &Split::from_counts(&[n]));
+    let full = run(f32_topo, &Split::from_counts(&[n]));
     for counts in splits {
-        let got = run(&half, &Split::from_counts(counts));
+        let got = run(half, &Split::from_counts(counts));
         assert_eq!(
             got.losses, whole.losses,
             "{file} {dtype} {counts:?}: losses"
@@ -236,4 +246,41 @@ fn half_precision_training_splits_match_and_follow_f32() {
     half_precision("quickstart.toml", "bf16", &[&[3, 3], &[1, 5]]);
     half_precision("quickstart.toml", "f16", &[&[2, 4]]);
     half_precision("transformer-lm.toml", "bf16", &[&[2, 1, 1, 3]]);
+}
+
+/// The Llama layers (RMSNorm, rotary grouped-query attention, SwiGLU) in bf16, as the GPU
+/// bench trains them (benches/gpu/side_by_side.sh).
+#[test]
+fn half_precision_llama_splits_match_and_follow_f32() {
+    let toml = r#"
+name = "llama-bf16"
+[model]
+input = [16]
+layers = [
+  { kind = "embedding", vocab = 32, dim = 32 },
+  { kind = "llama_block", heads = 4, kv_heads = 2, ff = 64 },
+  { kind = "llama_block", heads = 4, kv_heads = 2, ff = 64 },
+  { kind = "rms_norm" },
+  { kind = "linear", out = 32, bias = false },
+]
+loss = "cross_entropy"
+[data]
+source = "synthetic"
+seed = 2
+[train]
+steps = 3
+batch = 8
+microbatches = 2
+optimizer = "adamw"
+lr = 0.003
+seed = 3
+[[hosts]]
+name = "local"
+address = "127.0.0.1"
+devices = ["cpu"]
+"#;
+    let f32_topo = brigade_partitioner::parse("llama.toml", toml, &[]).unwrap();
+    let half =
+        brigade_partitioner::parse("llama.toml", toml, &["train.dtype=\"bf16\"".into()]).unwrap();
+    half_precision_of("llama", "bf16", &f32_topo, &half, &[&[2, 3], &[1, 1, 3]]);
 }

@@ -2,6 +2,7 @@
 //! (`"parquet"`), behind the [`Batches`] trait the executor reads through.
 
 pub mod parquet;
+mod prefetch;
 mod synthetic;
 
 use crate::act::Act;
@@ -9,6 +10,7 @@ use crate::loss::Target;
 use brigade_partitioner::{DataSource, Topology};
 use burn::prelude::*;
 
+pub use prefetch::Prefetched;
 pub use synthetic::SyntheticData;
 
 /// Why a batch could not be read.
@@ -52,15 +54,18 @@ impl Role {
     };
 }
 
-/// The data `topo` names, for a rank in `role`, from step `start_step` on: synthetic samples,
-/// or a Parquet reader (opened and checked here; errors name the file and column).
+/// The data `topo` names, for a rank in `role`, from step `start_step` on: synthetic samples
+/// (made ahead on helper threads, [`Prefetched`]), or a Parquet reader (opened and checked here; errors name the file and column).
 pub fn open(
     topo: &Topology,
     role: Role,
     start_step: u64,
 ) -> Result<Box<dyn Batches>, brigade_partitioner::ConfigError> {
     Ok(match &topo.data.source {
-        DataSource::Synthetic => Box::new(SyntheticData::new(topo)),
+        DataSource::Synthetic => Box::new(Prefetched::new(
+            SyntheticData::new(topo),
+            topo.train.microbatches,
+        )),
         DataSource::Parquet(_) => Box::new(parquet::ParquetData::open(topo, role, start_step)?),
     })
 }

@@ -124,6 +124,16 @@ impl SyntheticData {
 
     /// The inputs of micro-batch `mb` of step `step` (0-based), `[microbatch, ..input]`.
     pub fn inputs(&self, step: u64, mb: u64, device: &Device) -> Act {
+        self.host_inputs(step, mb).upload(device)
+    }
+
+    /// The targets of micro-batch `mb` of step `step`.
+    pub fn targets(&self, step: u64, mb: u64, device: &Device) -> Target {
+        self.host_targets(step, mb).upload(device)
+    }
+
+    /// [`Self::inputs`] as host values, before they go to a device.
+    pub(super) fn host_inputs(&self, step: u64, mb: u64) -> HostAct {
         let mut shape = vec![self.microbatch];
         shape.extend_from_slice(&self.input);
         match &self.source {
@@ -135,19 +145,19 @@ impl SyntheticData {
                             .to_vec()
                     })
                     .collect();
-                Act::from_tokens(ids, &shape, device)
+                HostAct::Tokens(ids, shape)
             }
             Source::Features { .. } => {
                 let x: Vec<f32> = (0..self.microbatch)
                     .flat_map(|i| self.features(self.sample_index(step, mb, i)))
                     .collect();
-                Act::from_f32(x, &shape, device)
+                HostAct::F32(x, shape)
             }
         }
     }
 
-    /// The targets of micro-batch `mb` of step `step`.
-    pub fn targets(&self, step: u64, mb: u64, device: &Device) -> Target {
+    /// [`Self::targets`] as host values, before they go to a device.
+    pub(super) fn host_targets(&self, step: u64, mb: u64) -> HostTarget {
         let b = self.microbatch;
         match &self.source {
             Source::Markov { vocab, cumulative } => {
@@ -161,43 +171,69 @@ impl SyntheticData {
                             .collect::<Vec<_>>()
                     })
                     .collect();
-                Target::Tokens(Tensor::from_data(TensorData::new(ids, vec![b, t]), device))
+                HostTarget::Ids(ids, vec![b, t])
             }
             Source::Features { w1, w2 } => {
                 let n_out: usize = self.output.iter().product();
                 let outs: Vec<Vec<f32>> = (0..b)
                     .map(|i| {
-                        teacher(
-                            &self.features(self.sample_index(step, mb, i)),
-                            w1,
-                            w2,
-                            n_out,
-                        )
+                        let x = self.features(self.sample_index(step, mb, i));
+                        teacher(&x, w1, w2, n_out)
                     })
                     .collect();
                 let mut shape = vec![b];
                 shape.extend_from_slice(&self.output);
                 match self.loss {
-                    Loss::Mse => Target::Values(Act::from_f32(outs.concat(), &shape, device)),
+                    Loss::Mse => HostTarget::Values(outs.concat(), shape),
                     Loss::CrossEntropy => {
                         let classes = *self.output.last().unwrap();
                         let ids: Vec<i64> = outs
                             .iter()
                             .flat_map(|o| o.chunks(classes).map(argmax).collect::<Vec<_>>())
                             .collect();
-                        if self.output.len() == 1 {
-                            Target::Classes(Tensor::from_data(
-                                TensorData::new(ids, vec![b]),
-                                device,
-                            ))
-                        } else {
-                            Target::Tokens(Tensor::from_data(
-                                TensorData::new(ids, vec![b, self.output[0]]),
-                                device,
-                            ))
-                        }
+                        // One class per sample, or one per position of a `[tokens, vocab]` output.
+                        shape.pop();
+                        HostTarget::Ids(ids, shape)
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A micro-batch's inputs on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum HostAct {
+    F32(Vec<f32>, Vec<usize>),
+    Tokens(Vec<i64>, Vec<usize>),
+}
+
+impl HostAct {
+    pub(super) fn upload(self, device: &Device) -> Act {
+        match self {
+            HostAct::F32(x, shape) => Act::from_f32(x, &shape, device),
+            HostAct::Tokens(ids, shape) => Act::from_tokens(ids, &shape, device),
+        }
+    }
+}
+
+/// A micro-batch's targets on the host: values (mse), or class ids shaped `[batch]` or
+/// `[batch, tokens]`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum HostTarget {
+    Values(Vec<f32>, Vec<usize>),
+    Ids(Vec<i64>, Vec<usize>),
+}
+
+impl HostTarget {
+    pub(super) fn upload(self, device: &Device) -> Target {
+        match self {
+            HostTarget::Values(v, shape) => Target::Values(Act::from_f32(v, &shape, device)),
+            HostTarget::Ids(ids, shape) if shape.len() == 1 => {
+                Target::Classes(Tensor::from_data(TensorData::new(ids, shape), device))
+            }
+            HostTarget::Ids(ids, shape) => {
+                Target::Tokens(Tensor::from_data(TensorData::new(ids, shape), device))
             }
         }
     }
