@@ -36,7 +36,7 @@ cleanup() {
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
   pkill -KILL -f "$WORK/" 2>/dev/null
   [ -n "${BRIGADE_BENCH_KEEP:-}" ] &&
-    tar czf "$BRIGADE_BENCH_KEEP" -C "$WORK" --exclude=./llama --exclude=./brigade .
+    tar czf "$BRIGADE_BENCH_KEEP" -C "$WORK" --exclude=./llama --exclude=./brigade --exclude=./environment .
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -81,7 +81,7 @@ brigade_row() {
   local case=$1 kind=$2 topo=$3; shift 3
   local sets=() s cmd
   for s in "$@"; do sets+=(--set "$s"); done
-  if [ "$kind" = ref ]; then cmd=(reference "$topo" --device "$DEVICE"); else cmd=(train "$topo" --peer-timeout 60); fi
+  if [ "$kind" = ref ]; then cmd=(reference "$topo" --device "$DEVICE"); else cmd=(train "$topo" --peer-timeout 600); fi
   watch_memory "$case-$kind"
   timeout "$(limit 240)" "$B" "${cmd[@]}" "${sets[@]}" --metrics "$WORK/$case-$kind.jsonl" > "$WORK/$case-$kind.log" 2>&1
   local rc=$?
@@ -152,9 +152,26 @@ PY
   done
 }
 
+# kernel_profile CASE TOPOLOGY STEPS SETS...: `reference` with cubecl timing every kernel on
+# the device (after the timed rows: the autotune cache is warm), grouped by kernels.py.
+kernel_profile() {
+  local case=$1 topo=$2 steps=$3; shift 3
+  local sets=() s
+  for s in "$@"; do sets+=(--set "$s"); done
+  [ "$DEVICE" = cpu ] && return
+  echo "== kernel times: $case, $steps steps [${SECONDS}s]"
+  CUBECL_DEBUG_LOG="$WORK/$case-kernels.txt" CUBECL_DEBUG_OPTION=profile timeout "$(limit 90)" \
+    "$B" reference "$topo" --device "$DEVICE" "${sets[@]}" --set train.steps=$steps \
+    > "$WORK/$case-kernels.log" 2>&1 || tail -3 "$WORK/$case-kernels.log"
+  $PY benches/gpu/kernels.py "$WORK/$case-kernels.txt" "$steps"
+  gzip -f "$WORK/$case-kernels.txt"
+}
+
 for dtype in $DTYPES; do mlp_case "$dtype"; done
 interleaved_case
+kernel_profile mlp-bf16 "$WORK/mlp.toml" 4 train.batch=$MLP_BATCH train.microbatches=8 'train.dtype="bf16"'
 llama_case
+[ $SECONDS -lt "$BUDGET" ] && kernel_profile llama "$WORK/llama/llama-bench.toml" 3 'train.dtype="bf16"'
 for dtype in $DTYPES; do
   [ $SECONDS -lt "$BUDGET" ] && mlp_case "$dtype" -again
 done

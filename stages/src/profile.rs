@@ -50,6 +50,9 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
                 } else {
                     Vec::new()
                 };
+                // The inputs' upload and cast finish before the clock starts: only the
+                // layer's own kernels (and one synchronisation) are timed.
+                sync(&device);
                 let t0 = Instant::now();
                 // In the training dtype, as a stage runs it: the parameters' cast is part of
                 // the forward (and its graph is used up by each backward).
@@ -68,6 +71,7 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
                 sync(&device);
                 let t1 = Instant::now();
                 let grad = ones_like(&out, &device).cast(out.float_dtype());
+                sync(&device);
                 let t2 = Instant::now();
                 let _grads = out.dot(&grad).backward();
                 sync(&device);

@@ -47,7 +47,7 @@ async fn pull_loop(pull: &mut Pull, events: &mut mpsc::UnboundedReceiver<Event>)
             Ok(None) => return,
             Err(e) => return pull.fail(e),
         };
-        if pull.handle(ev).is_break() {
+        if pull.handle(ev).await.is_break() {
             return;
         }
     }
@@ -158,7 +158,7 @@ impl Pull {
 
     /// Asks the policy about one event and carries out its verdict; breaks when the link is
     /// done or failed.
-    fn handle(&mut self, ev: Event) -> ControlFlow<()> {
+    async fn handle(&mut self, ev: Event) -> ControlFlow<()> {
         let verdict = match ev.what {
             Ok(Arrival::Ready(meta)) => self.policy.on_ready(ev.conn, &meta),
             Ok(Arrival::Message(frames)) => self.policy.on_message(ev.conn, frames),
@@ -192,17 +192,19 @@ impl Pull {
                 self.fail(e);
                 return ControlFlow::Break(());
             }
-            Verdict::Tensor(peer, header, payload) => match self.tensor(peer, &header, payload) {
-                Ok(inc) => {
-                    if self.to_compute.send(Ok(inc)).is_err() {
+            Verdict::Tensor(peer, header, payload) => {
+                match self.tensor(peer, &header, payload).await {
+                    Ok(inc) => {
+                        if self.to_compute.send(Ok(inc)).is_err() {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    Err(e) => {
+                        self.fail(e);
                         return ControlFlow::Break(());
                     }
                 }
-                Err(e) => {
-                    self.fail(e);
-                    return ControlFlow::Break(());
-                }
-            },
+            }
         }
         ControlFlow::Continue(())
     }
@@ -224,7 +226,7 @@ impl Pull {
     }
 
     /// Rank `peer`'s tensor message, checked against the plan and placed on the rank's device.
-    fn tensor(
+    async fn tensor(
         &mut self,
         peer: usize,
         header: &[u8],
@@ -261,8 +263,21 @@ impl Pull {
         let start = self.tracer.now();
         // A plain device tensor: the stage enables autodiff on the compute thread, so the I/O
         // thread never touches autodiff's state.
-        let tensor = codec::to_act(data, &self.cfg.device.clone().inner())
-            .map_err(|e| bad(e.to_string()))?;
+        let device = self.cfg.device.clone().inner();
+        let tensor = if device == burn::prelude::Device::flex() {
+            codec::to_act(data, &device)
+        } else {
+            // A GPU upload can wait on the device for as long as the compute thread keeps it
+            // (autotuning a first step took minutes on an H200): off this runtime's thread, so
+            // the links' heartbeats go on meanwhile and the peers do not give this rank up.
+            tokio::task::spawn_blocking(move || codec::to_act(data, &device))
+                .await
+                .map_err(|e| TransportError::Io {
+                    stage: self.cfg.stage,
+                    why: format!("the upload thread failed: {e}"),
+                })?
+        }
+        .map_err(|e| self.policy.bad(peer, e.to_string()))?;
         let upload = Span::new("upload", start, self.tracer.now(), h.step, h.microbatch);
         self.tracer.record(upload);
         Ok(Incoming {
