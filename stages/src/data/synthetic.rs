@@ -259,6 +259,11 @@ fn teacher(x: &[f32], w1: &[f32], w2: &[f32], n_out: usize) -> Vec<f32> {
             z + z.tanh()
         })
         .collect();
+    teacher_out(&hidden, w2, n_out)
+}
+
+/// The teacher's output layer: `hidden · w2`.
+fn teacher_out(hidden: &[f32], w2: &[f32], n_out: usize) -> Vec<f32> {
     (0..n_out)
         .map(|o| {
             hidden
@@ -285,15 +290,7 @@ fn teacher_chained(x: &[f32], w1: &[f32], w2: &[f32], n_out: usize) -> Vec<f32> 
             z + z.tanh()
         })
         .collect();
-    (0..n_out)
-        .map(|o| {
-            hidden
-                .iter()
-                .enumerate()
-                .map(|(h, v)| v * w2[h * n_out + o])
-                .sum()
-        })
-        .collect()
+    teacher_out(&hidden, w2, n_out)
 }
 
 fn argmax(xs: &[f32]) -> i64 {
