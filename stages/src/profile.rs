@@ -6,8 +6,8 @@ use brigade_layers::WeightGrads;
 use brigade_layers::imp::{Forward, ForwardCtx};
 use brigade_partitioner::{LayerKind, Profile, ProfiledLayer, Topology};
 use burn::prelude::*;
+use burn::tensor::ProfileOptions;
 use rand::Rng;
-use std::time::Instant;
 
 /// Times every layer of `topo`'s model on `device` at the topology's micro-batch size:
 /// `warmup` untimed runs, then the median of `repeats` forward and backward passes.
@@ -50,37 +50,33 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
                 } else {
                     Vec::new()
                 };
-                // The inputs' upload and cast finish before the clock starts: only the
-                // layer's own kernels (and one synchronisation) are timed.
+                // The inputs' upload and cast finish before the window opens: only the
+                // layer's own kernels are timed.
                 sync(&device);
-                let t0 = Instant::now();
                 // In the training dtype, as a stage runs it: the parameters' cast is part of
                 // the forward (and its graph is used up by each backward).
-                let out = if node.kind.is_merge() {
-                    node.kind.merge(merged)
-                } else {
-                    let mut f = Forward {
-                        ctx,
-                        weights: WeightGrads::InBackward,
-                        local: 0,
-                        deferred: &mut Vec::new(),
-                    };
-                    node.kind
-                        .forward(&compute_module(&master, dtype), x, &mut f)
-                };
-                sync(&device);
-                let t1 = Instant::now();
+                let (out, forward_ms) = timed(&device, || {
+                    if node.kind.is_merge() {
+                        node.kind.merge(merged)
+                    } else {
+                        let mut f = Forward {
+                            ctx,
+                            weights: WeightGrads::InBackward,
+                            local: 0,
+                            deferred: &mut Vec::new(),
+                        };
+                        node.kind
+                            .forward(&compute_module(&master, dtype), x, &mut f)
+                    }
+                });
                 let grad = ones_like(&out, &device).cast(out.float_dtype());
                 sync(&device);
-                let t2 = Instant::now();
-                let _grads = out.dot(&grad).backward();
-                sync(&device);
-                let t3 = Instant::now();
+                let (_grads, backward_ms) = timed(&device, || out.dot(&grad).backward());
                 activation_bytes =
                     out.dims().iter().product::<usize>() as u64 * topo.train.dtype.size();
                 if r >= warmup {
-                    fwd.push((t1 - t0).as_secs_f64() * 1e3);
-                    bwd.push((t3 - t2).as_secs_f64() * 1e3);
+                    fwd.push(forward_ms);
+                    bwd.push(backward_ms);
                 }
             }
             let param_bytes = master.num_params() as u64 * 4;
@@ -99,6 +95,20 @@ pub fn profile(topo: &Topology, device: &Device, warmup: usize, repeats: usize) 
         device_gflops: None,
         microbatch_size: Some(mbs),
     }
+}
+
+/// Runs `f` in one of the device's profiling windows and returns its output and its time in
+/// ms: on a GPU the device's own clock around the kernels `f` launched (fusion's queue flushed
+/// at the window's end), not the host's; on the CPU wall-clock time between two
+/// synchronisations (burn's fallback for devices without a clock).
+fn timed<O: Send + 'static>(device: &Device, f: impl FnOnce() -> O + Send) -> (O, f64) {
+    let (out, window) = device
+        .profile_with(ProfileOptions::default().flush(), f)
+        .expect("the device opens and closes profiling windows (cuda and flex do)");
+    // A window in which nothing ran (a reshape) resolves to no time.
+    let ms = futures_lite::future::block_on(window.resolve())
+        .map_or(0.0, |ticks| ticks.duration().as_secs_f64() * 1e3);
+    (out, ms)
 }
 
 fn sync(device: &Device) {
