@@ -11,6 +11,11 @@
 //! After reduce-scatter member i holds the full sum of segment (i + 1) mod D; all-gather copies
 //! each full sum around the ring, so every member ends with the same bits. Each member sends
 //! 2·(D−1)/D of the buffer.
+//!
+//! Two members may instead swap whole buffers ([`Algo::Direct`]): one message each way instead
+//! of two, the same bytes, and both add `a + b` — the same bits either way round, since IEEE
+//! addition commutes. [`Algo::choose`] takes it for small buffers, where the second round
+//! trip costs more than the extra additions.
 
 /// What the machine wants done.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +31,38 @@ pub enum RingStep {
 #[error("all-reduce: {0}")]
 pub struct RingError(pub String);
 
+/// How a buffer is summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    Ring,
+    /// Two members swap their buffers.
+    Direct,
+}
+
+/// Buffers up to this size are swapped whole between two members.
+pub const DIRECT_MAX_BYTES: usize = 1 << 20;
+
+impl Algo {
+    /// The algorithm for a buffer of `bytes` over `members`: a swap for two members and a
+    /// small buffer, the ring otherwise (it moves the same bytes for two members but adds
+    /// half as many values, and for more members it is the only route the plan opens).
+    pub fn choose(bytes: usize, members: usize) -> Algo {
+        if members == 2 && bytes <= DIRECT_MAX_BYTES {
+            Algo::Direct
+        } else {
+            Algo::Ring
+        }
+    }
+
+    /// The name in traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Ring => "ring",
+            Algo::Direct => "direct",
+        }
+    }
+}
+
 /// One member's all-reduce of one buffer.
 #[derive(Debug)]
 pub struct Ring {
@@ -34,18 +71,30 @@ pub struct Ring {
     data: Vec<f32>,
     /// The step whose segment this member waits for.
     step: u32,
+    /// [`Algo::Direct`]: one step, the whole buffer.
+    direct: bool,
 }
 
 impl Ring {
     /// Member `me` of `members` starts reducing `data`; returns the machine and its first
     /// action (a send, or the buffer itself when alone).
     pub fn start(members: usize, me: usize, data: Vec<f32>) -> (Ring, RingStep) {
+        Ring::start_with(Algo::Ring, members, me, data)
+    }
+
+    /// [`Ring::start`] with the algorithm `algo` ([`Algo::Direct`] needs two members).
+    pub fn start_with(algo: Algo, members: usize, me: usize, data: Vec<f32>) -> (Ring, RingStep) {
         assert!(me < members, "member {me} of {members}");
+        assert!(
+            algo == Algo::Ring || members == 2,
+            "a direct swap has two members"
+        );
         let ring = Ring {
             members,
             me,
             data,
             step: 0,
+            direct: algo == Algo::Direct,
         };
         let first = if members == 1 {
             RingStep::Done(ring.data.clone())
@@ -56,7 +105,11 @@ impl Ring {
     }
 
     fn steps(&self) -> u32 {
-        2 * (self.members as u32 - 1)
+        if self.direct {
+            1
+        } else {
+            2 * (self.members as u32 - 1)
+        }
     }
 
     fn segment(&self, k: usize) -> std::ops::Range<usize> {
@@ -75,6 +128,12 @@ impl Ring {
     }
 
     fn send(&self, step: u32) -> RingStep {
+        if self.direct {
+            return RingStep::Send {
+                step,
+                data: self.data.clone(),
+            };
+        }
         RingStep::Send {
             step,
             data: self.data[self.segment(self.sent_segment(step))].to_vec(),
@@ -95,9 +154,12 @@ impl Ring {
             )));
         }
         let d = self.members;
-        // The previous member sent at this step the segment one below ours.
-        let k = (self.sent_segment(step) + d - 1) % d;
-        let range = self.segment(k);
+        // The previous member sent at this step the segment one below ours (a swap: all).
+        let range = if self.direct {
+            0..self.data.len()
+        } else {
+            self.segment((self.sent_segment(step) + d - 1) % d)
+        };
         if data.len() != range.len() {
             return Err(RingError(format!(
                 "segment of {} values at step {step}, expected {}",
@@ -105,7 +167,7 @@ impl Ring {
                 range.len()
             )));
         }
-        if (step as usize) < d - 1 {
+        if self.direct || (step as usize) < d - 1 {
             for (a, b) in self.data[range].iter_mut().zip(data) {
                 *a += b;
             }
@@ -126,11 +188,15 @@ mod tests {
 
     /// Runs `members` machines against each other, delivering in lockstep.
     fn run(buffers: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        run_with(Algo::Ring, buffers)
+    }
+
+    fn run_with(algo: Algo, buffers: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
         let d = buffers.len();
         let mut rings = Vec::new();
         let mut outbox: Vec<Option<RingStep>> = Vec::new();
         for (i, b) in buffers.into_iter().enumerate() {
-            let (r, first) = Ring::start(d, i, b);
+            let (r, first) = Ring::start_with(algo, d, i, b);
             rings.push(r);
             outbox.push(Some(first));
         }
@@ -169,6 +235,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn two_members_swapping_end_with_the_same_bits_as_the_ring() {
+        // Values whose sums round: the swap adds a + b where the ring adds a + b or b + a.
+        let a: Vec<f32> = (0..9).map(|j| 0.1 + j as f32 / 3.0).collect();
+        let b: Vec<f32> = (0..9).map(|j| 1e7 - j as f32 * 0.7).collect();
+        let swapped = run_with(Algo::Direct, vec![a.clone(), b.clone()]);
+        let ringed = run(vec![a, b]);
+        for got in swapped.iter().chain(&ringed) {
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                swapped[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn the_algorithm_fits_the_shape() {
+        assert_eq!(Algo::choose(4096, 2), Algo::Direct);
+        assert_eq!(Algo::choose(DIRECT_MAX_BYTES, 2), Algo::Direct);
+        assert_eq!(Algo::choose(DIRECT_MAX_BYTES + 4, 2), Algo::Ring);
+        assert_eq!(Algo::choose(4096, 3), Algo::Ring);
+    }
+
+    #[test]
+    fn a_swap_is_one_message_of_the_whole_buffer() {
+        let (mut r, first) = Ring::start_with(Algo::Direct, 2, 1, vec![1.0, 2.0]);
+        assert_eq!(
+            first,
+            RingStep::Send {
+                step: 0,
+                data: vec![1.0, 2.0]
+            }
+        );
+        assert!(r.receive(0, &[1.0]).is_err());
+        assert_eq!(
+            r.receive(0, &[3.0, 4.0]),
+            Ok(RingStep::Done(vec![4.0, 6.0]))
+        );
     }
 
     #[test]

@@ -119,7 +119,8 @@ fn traffic(job: &Job) -> impl Iterator<Item = (usize, Kind, usize, usize)> + '_ 
         .filter(|&(_, _, from, to)| from != to)
 }
 
-/// The largest all-reduce segment of chunk `c` (its gradients, the loss, padding), values;
+/// The largest all-reduce segment of chunk `c` (a ring's share of its gradients, the loss and
+/// padding, or a whole bucket two replicas swap), values;
 /// for `c` one past the chunks, of the gradient norm's ring (four values a layer); two past,
 /// of the tied weight's gradient.
 pub fn reduce_segment(job: &Job, c: usize) -> usize {
@@ -134,7 +135,15 @@ pub fn reduce_segment(job: &Job, c: usize) -> usize {
     let graph = job.topo.model.graph();
     let [a, b] = job.chunks()[c].layers;
     let params: u64 = (a..b).map(|l| graph.layer(l).cost.params).sum();
-    (params as usize + 2).div_ceil(job.replicas()) + 1
+    let values = params as usize + 2;
+    let ring = values.div_ceil(job.replicas()) + 1;
+    // Two replicas swap small buckets whole (`Algo::choose`).
+    let swap = if job.replicas() == 2 {
+        values.min(crate::allreduce::DIRECT_MAX_BYTES / 4)
+    } else {
+        0
+    };
+    ring.max(swap)
 }
 
 fn ipc_path(run_dir: &Path, rank: usize) -> PathBuf {

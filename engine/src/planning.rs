@@ -179,10 +179,21 @@ impl Planned {
     /// the backward (B) for W, and what W runs, from their linear products and the run's
     /// weight-gradient strategy (`brigade_layers::strategy`); (0, 0) otherwise.
     fn weight_pass_ms(&self, layers: std::ops::Range<usize>, speed_gflops: f64) -> (f64, f64) {
-        let weights = self.topo.train.weight_grads();
-        if weights != WeightGrads::PerMicrobatch {
+        if self.topo.train.weight_grads() != WeightGrads::PerMicrobatch {
             return (0.0, 0.0);
         }
+        self.products_ms(layers, speed_gflops)
+    }
+
+    /// The milliseconds per micro-batch of layers `layers`' linear products that a split
+    /// backward leaves for W, and what the weight products then cost, whatever the run's
+    /// strategy.
+    pub(crate) fn products_ms(
+        &self,
+        layers: std::ops::Range<usize>,
+        speed_gflops: f64,
+    ) -> (f64, f64) {
+        let weights = self.topo.train.weight_grads();
         let layer_ms = |i: usize| {
             // The products' share of the layer's (estimated or profiled) forward time.
             let node = self.graph.layer(i);
@@ -228,7 +239,7 @@ impl Planned {
                         / (speed * 1e9)
                         * 1e3,
                     allreduce_ms: if with_links {
-                        self.all_reduce_ms(c, st.params * 4)
+                        self.reduce_cost(c).exposed_ms
                     } else {
                         0.0
                     },
@@ -260,23 +271,6 @@ impl Planned {
             })
             .collect();
         SimCosts { chunks, edges }
-    }
-
-    /// A ring all-reduce of `bytes` of chunk `c`'s gradients: 2·(D−1) steps, each moving
-    /// bytes/D to the next replica's copy (replica 0's rank to replica 1's, whose link every
-    /// hop of a symmetric ring resembles).
-    pub fn all_reduce_ms(&self, c: usize, bytes: u64) -> f64 {
-        let d = self.topo.partition.replicas;
-        if d <= 1 {
-            return 0.0;
-        }
-        let all = self.topo.all_placements();
-        let k = self.topo.partition.stages;
-        let (a, b) = (&all[self.chunk_rank[c]], &all[k + self.chunk_rank[c]]);
-        2.0 * (d - 1) as f64
-            * self
-                .topo
-                .transfer_ms(a.host, b.host, bytes.div_ceil(d as u64))
     }
 
     /// Per-rank instruction lists of one replica (rank r runs the chunks it holds, in chunk

@@ -2,7 +2,7 @@
 //! one `pid` per stage, complete events (`"ph": "X"`) named forward, backward, send, recv and
 //! optimizer with `{"step", "mb"}` args; `data` is the first chunk's wait for its inputs (inside
 //! its forward); with `[eval]`, `evaluate` (compute thread) and `send_eval` (I/O thread), whose
-//! `step` is the steps done before the evaluation; with replicas, `allreduce`. Timestamps are microseconds of the host's
+//! `step` is the steps done before the evaluation; with replicas, `allreduce` (one per gradient bucket: `mb` the bucket, `edge` the chunk, `peer` the next member, `bytes`, `algo` ring or direct). Timestamps are microseconds of the host's
 //! wall clock, so the stages of one host share a time axis. After the run, one counter event
 //! (`"ph": "C"`, `"name": "peak_rss"`, `args.MiB`) per rank holds its peak resident memory.
 
@@ -33,6 +33,12 @@ pub struct TraceArgs {
     pub edge: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<usize>,
+    /// A bucket's all-reduce: the bytes this rank contributed, and the algorithm
+    /// (`ring` or `direct`); `mb` is the bucket's index, `edge` its chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algo: Option<String>,
 }
 
 /// A span before it is attributed to a stage and thread.
@@ -45,6 +51,8 @@ pub struct Span {
     pub mb: u64,
     /// (edge, rank at the other end) of a send or receive.
     pub link: Option<(u32, usize)>,
+    /// (bytes, algorithm) of a bucket's all-reduce.
+    pub reduce: Option<(u64, &'static str)>,
 }
 
 impl Span {
@@ -56,7 +64,14 @@ impl Span {
             step,
             mb,
             link: None,
+            reduce: None,
         }
+    }
+
+    /// A bucket's all-reduce of `bytes` by `algo`.
+    pub fn reduced(mut self, bytes: u64, algo: &'static str) -> Self {
+        self.reduce = Some((bytes, algo));
+        self
     }
 
     /// The span of a message on `edge` to or from rank `peer`.
@@ -110,6 +125,8 @@ impl Tracer {
                     mb: s.mb,
                     edge: s.link.map(|l| l.0),
                     peer: s.link.map(|l| l.1),
+                    bytes: s.reduce.map(|r| r.0),
+                    algo: s.reduce.map(|r| r.1.to_string()),
                 },
             });
         }

@@ -160,3 +160,150 @@ fn the_planner_chooses_the_shape_by_simulated_step_and_memory() {
         "{text}"
     );
 }
+
+/// Gradients summed in many small buckets — swapped whole by two replicas, passed round a ring
+/// of three, each started while the next is made (with batched weight gradients, while its
+/// weight products run) — still train what the reference trains.
+#[test]
+fn bucketed_reductions_train_what_the_reference_trains() {
+    let dir = tmp("replicas-buckets");
+    let file = "topologies/quickstart.toml";
+    // Six micro-batches of 8 rows: two replicas take three each, three take two.
+    let batch = ["train.batch=48".to_string(), "train.microbatches=6".into()];
+    let (ref_losses, ref_params) = run_with_outputs(&dir, "ref", "reference", file, "8", &batch);
+    for (d, k, weights) in [(2, 2, false), (3, 1, false), (2, 1, true)] {
+        let name = format!("{d}x{k}-batched-{weights}");
+        let mut set = shape(d, k);
+        set.extend(batch.iter().cloned());
+        // 1 KiB: a bucket per linear layer of quickstart's 104 KiB of gradients.
+        set.push("partition.bucket_mb=0.001".into());
+        set.push(format!("train.batch_weight_grads={weights}"));
+        let trace = dir.join(format!("{name}-trace.json"));
+        let (losses, params) = run_traced(&dir, &name, file, &set, &trace);
+        assert_same(&name, (&losses, &params), (&ref_losses, &ref_params));
+        let other =
+            brigade_engine::params_io::load_dir(&dir.join(format!("{name}-params/replica-1")))
+                .unwrap();
+        assert_eq!(other, params, "{name}: replica 1's parameters");
+        // Every rank summed several buckets a step, by the algorithm its ring's size calls for.
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let events: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let events = events["traceEvents"].as_array().unwrap();
+        let buckets: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["name"] == "allreduce" && e["args"]["bytes"].is_u64())
+            .filter(|e| e["args"]["step"] == 0)
+            .collect();
+        let most = (0..d * k)
+            .map(|r| buckets.iter().filter(|e| e["pid"] == r).count())
+            .max();
+        assert!(most >= Some(2), "{name}: {buckets:?}");
+        let algo = if d == 2 { "direct" } else { "ring" };
+        assert!(
+            buckets.iter().all(|e| e["args"]["algo"] == algo),
+            "{name}: {buckets:?}"
+        );
+    }
+}
+
+/// `train` with `--trace`, returning its losses and parameters like `run_with_outputs`.
+fn run_traced(
+    dir: &std::path::Path,
+    name: &str,
+    file: &str,
+    set: &[String],
+    trace: &std::path::Path,
+) -> (Vec<f64>, Params) {
+    let (m, p) = (
+        dir.join(format!("{name}.jsonl")),
+        dir.join(format!("{name}-params")),
+    );
+    let mut args = vec![
+        "train",
+        file,
+        "--steps",
+        "8",
+        "--trace",
+        trace.to_str().unwrap(),
+    ];
+    args.extend([
+        "--metrics",
+        m.to_str().unwrap(),
+        "--save-params",
+        p.to_str().unwrap(),
+    ]);
+    for s in set {
+        args.extend(["--set", s.as_str()]);
+    }
+    let out = run(&args);
+    assert!(out.status.success(), "{name}: {}", stderr(&out));
+    (losses(&m), brigade_engine::params_io::load_dir(&p).unwrap())
+}
+
+/// The replica that dies in the middle of summing gradients — its first segment sent, its
+/// peer waiting for the rest — ends the job within 10 s, naming it.
+#[test]
+fn a_replica_killed_mid_reduction_fails_the_job_within_10_s() {
+    let mut args = vec!["train", "topologies/quickstart.toml", "--steps", "1000000"];
+    let set = shape(2, 1);
+    for s in &set {
+        args.extend(["--set", s.as_str()]);
+    }
+    let mut child = brigade()
+        .args(&args)
+        .env("BRIGADE_FAILPOINT", "allreduce:1:3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = collect_stderr(&mut child);
+    let status = exit_within(
+        &mut child,
+        std::time::Duration::from_secs(20),
+        "the job did not end within 10 s of a replica dying mid-reduction",
+    );
+    assert!(!status.success());
+    let err = err.join().unwrap();
+    assert!(err.contains("fired in step 3's all-reduce"), "{err}");
+    assert!(err.contains("stage 1 (host local"), "{err}");
+}
+
+/// Killed mid-reduction under `--max-restarts`, the job resumes from its checkpoint and ends
+/// with the losses and parameters of an uninterrupted run, to the bit.
+#[test]
+fn a_reduction_cut_short_resumes_exactly() {
+    let dir = tmp("replicas-restart");
+    let file = "topologies/quickstart.toml";
+    let set = shape(2, 1);
+    let (want, want_params) = run_with_outputs(&dir, "whole", "train", file, "8", &set);
+    let (m, p, ck) = (
+        dir.join("cut.jsonl"),
+        dir.join("cut-params"),
+        dir.join("ck"),
+    );
+    let mut args = vec!["train", file, "--steps", "8", "--max-restarts", "1"];
+    args.extend(["--restart-backoff", "0.1", "--checkpoint-every", "2"]);
+    args.extend(["--checkpoint-dir", ck.to_str().unwrap()]);
+    args.extend([
+        "--metrics",
+        m.to_str().unwrap(),
+        "--save-params",
+        p.to_str().unwrap(),
+    ]);
+    for s in &set {
+        args.extend(["--set", s.as_str()]);
+    }
+    let mark = dir.join("fired");
+    let out = brigade()
+        .args(&args)
+        .env("BRIGADE_FAILPOINT", "allreduce:1:5")
+        .env("BRIGADE_FAILPOINT_ONCE", &mark)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(mark.exists(), "the failure never fired: {}", stderr(&out));
+    let params = brigade_engine::params_io::load_dir(&p).unwrap();
+    let got = losses(&m);
+    assert_eq!(got[got.len() - 4..], want[4..], "losses after the restart");
+    assert_eq!(params, want_params, "parameters");
+}

@@ -29,6 +29,7 @@
 //! assert_eq!(plan.stages[1].layers[1], 3);
 //! ```
 
+pub mod buckets;
 pub mod cost;
 pub mod graph;
 pub mod hf;

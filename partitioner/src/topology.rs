@@ -428,9 +428,20 @@ pub struct Partition {
     /// `threads = "auto"`: the planner chooses threads per rank (with replicas and stages)
     /// within each host's cores; `threads` is `None` until it has.
     pub threads_auto: bool,
+    /// `[partition] bucket_mb`: replicas sum a chunk's gradients in buckets of this many MiB,
+    /// each started as soon as its gradients are final (default [`DEFAULT_BUCKET_MB`]).
+    pub bucket_mb: f64,
 }
 
+/// PyTorch DistributedDataParallel's bucket size, the comparison users make.
+pub const DEFAULT_BUCKET_MB: f64 = 25.0;
+
 impl Partition {
+    /// [`Partition::bucket_mb`] in bytes (at least one value).
+    pub fn bucket_bytes(&self) -> usize {
+        ((self.bucket_mb * 1024.0 * 1024.0) as usize).max(4)
+    }
+
     /// Chunks the model is cut into.
     pub fn chunks(&self) -> usize {
         self.stages * self.chunks_per_rank

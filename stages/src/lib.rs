@@ -57,4 +57,4 @@ pub use brigade_layers::{act, init, map_float};
 pub use act::Act;
 pub use data::{Batches, DataError, Role, SyntheticData};
 pub use loss::Target;
-pub use stage::{MODEL_INPUT, Stage, StageError};
+pub use stage::{BucketSlots, MODEL_INPUT, Stage, StageError};

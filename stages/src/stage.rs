@@ -27,6 +27,7 @@ mod run;
 mod tie;
 
 pub use clip::{clip_coef, global_norm};
+pub use reduce::BucketSlots;
 use run::Mode;
 pub use run::{MODEL_INPUT, wiring};
 pub use tie::Tie;
@@ -109,8 +110,10 @@ pub struct Stage {
     pending_w: BTreeMap<u64, Vec<Deferred>>,
     /// Data parallelism: where each gradient sits in the buffer being reduced, and the
     /// reduced gradients the next optimizer step applies.
-    reduce_slots: Vec<reduce::Slot>,
+    reduce_slots: Option<reduce::BucketSlots>,
     reduced: Option<GradientsParams>,
+    /// Gradients taken out of the accumulator for buckets still to be cut.
+    taken: Option<GradientsParams>,
     stateful_optimizer: bool,
     /// `train.clip_grad_norm`.
     clip_grad_norm: Option<f64>,
@@ -173,8 +176,9 @@ impl Stage {
             dtype: float_dtype(topo.train.dtype),
             weights: topo.train.weight_grads(),
             pending_w: BTreeMap::new(),
-            reduce_slots: Vec::new(),
+            reduce_slots: None,
             reduced: None,
+            taken: None,
             stateful_optimizer: topo.train.optimizer.state_copies() > 1,
             clip_grad_norm: topo.train.clip_grad_norm,
             tie: Tie::of(topo),
@@ -492,18 +496,29 @@ impl Stage {
     /// gradients, layer by layer, as one product each (micro-batches in order, so every split
     /// and schedule computes the same sums).
     pub(super) fn flush_batched_weights(&mut self) {
+        self.flush_batched_weights_where(|_| true);
+    }
+
+    /// [`Stage::flush_batched_weights`] of the local layers `take` accepts only (a bucket of
+    /// gradients for the replicas), leaving the others deferred.
+    pub(super) fn flush_batched_weights_where(&mut self, take: impl Fn(usize) -> bool) {
         if self.weights != WeightGrads::PerStep || self.pending_w.is_empty() {
             return;
         }
         type Rows = (Vec<Act>, Vec<Act>);
         let mut by_product: BTreeMap<(usize, &'static str), Rows> = BTreeMap::new();
-        for (_, deferred) in std::mem::take(&mut self.pending_w) {
-            for d in deferred {
+        for deferred in self.pending_w.values_mut() {
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(deferred)
+                .into_iter()
+                .partition(|d| take(d.layer));
+            *deferred = later;
+            for d in now {
                 let e = by_product.entry((d.layer, d.product)).or_default();
                 e.0.push(d.input);
                 e.1.push(d.probe_or_grad);
             }
         }
+        self.pending_w.retain(|_, v| !v.is_empty());
         for ((j, product), (xs, gs)) in by_product {
             let (x, g) = (Act::cat(xs, 0), Act::cat(gs, 0));
             let grads = self.product_grads(j, product, &x, &g);

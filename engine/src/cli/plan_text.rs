@@ -55,16 +55,18 @@ fn header(s: &mut String, p: &Planned, ranks: usize, interleaved: bool) {
     );
     let d = topo.partition.replicas;
     if d > 1 {
-        let reduce: f64 = (0..plan.stages.len())
-            .map(|c| p.all_reduce_ms(c, plan.stages[c].params * 4))
-            .sum();
+        let costs: Vec<_> = (0..plan.stages.len()).map(|c| p.reduce_cost(c)).collect();
+        let reduce: f64 = costs.iter().map(|r| r.reduce_ms).sum();
+        let exposed: f64 = costs.iter().map(|r| r.exposed_ms).sum();
+        let buckets: usize = costs.iter().map(|r| r.buckets).sum();
         let _ = writeln!(
             s,
-            "replicas: {d} copies of this pipeline ({} ranks; replica r holds ranks r·{ranks} .. r·{ranks} + {}), each on {} of the {} micro-batches; ring all-reduce of the gradients {reduce:.2} ms per step (simulated)\n",
+            "replicas: {d} copies of this pipeline ({} ranks; replica r holds ranks r·{ranks} .. r·{ranks} + {}), each on {} of the {} micro-batches; all-reduce of the gradients in {buckets} bucket(s) of up to {} MiB, {reduce:.2} ms per step of which {exposed:.2} ms not overlapped (simulated)\n",
             d * ranks,
             ranks - 1,
             plan.microbatches / d,
             plan.microbatches,
+            topo.partition.bucket_mb,
         );
     }
 }

@@ -72,6 +72,7 @@ pub fn replication(job: &Job, rank: usize) -> Replication {
             .iter()
             .map(|&c| (c, job.chunk_ring(c)))
             .collect(),
+        bucket_bytes: job.topo.partition.bucket_bytes(),
     }
 }
 

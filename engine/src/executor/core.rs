@@ -4,6 +4,7 @@
 //! the [`Batches`] trait; sockets and files belong to drivers. The socket transport, the
 //! in-memory test transport and the one-rank reference trainer all drive it the same way.
 
+use crate::allreduce::Algo;
 use crate::schedule::Instr;
 use crate::trace::{Span, Tracer};
 use brigade_stages::checkpoint::Snapshot;
@@ -16,7 +17,7 @@ pub use crate::message::{Incoming, Outgoing};
 pub use clip::NormRing;
 pub use eval::EvalFigures;
 use eval::EvalState;
-use reduce::Reducing;
+use reduce::{Buckets, Reducing};
 use std::collections::{HashMap, HashSet, VecDeque};
 pub use tie::TieRing;
 
@@ -44,7 +45,7 @@ pub enum Action {
         step: u64,
         microbatch: u64,
     },
-    /// Sum `data` (chunk `chunk`'s gradients, and on the last chunk its loss) with the other
+    /// Sum `data` (the gradient norms or a tied gradient, on ring `chunk`) with the other
     /// members of `ring` (ranks in replica order; this rank is member `me`), then hand the
     /// sum back with [`Executor::reduced`]. Nothing runs until then.
     AllReduce {
@@ -53,6 +54,20 @@ pub enum Action {
         me: usize,
         data: Vec<f32>,
     },
+    /// Start summing bucket `bucket` of chunk `edge`'s gradients (on the last chunk's last
+    /// bucket, with its loss) with the other members of `ring` by `algo`, and poll again at
+    /// once: the sum comes back through [`Executor::bucket_reduced`] while the next bucket
+    /// is made.
+    ReduceBucket {
+        edge: u32,
+        bucket: u32,
+        ring: Vec<usize>,
+        me: usize,
+        algo: Algo,
+        data: Vec<f32>,
+    },
+    /// Nothing can run until the buckets in flight are summed.
+    AwaitReduced,
     /// Write these chunks' checkpoints (taken after `step` steps) under the checkpoint directory.
     Checkpoint { step: u64, snapshots: Vec<Snapshot> },
     /// A step finished; `loss` is the batch mean (on the rank holding the last chunk);
@@ -105,6 +120,9 @@ pub struct Replication {
     pub total_microbatches: u64,
     /// (chunk, ranks holding it in replica order).
     pub rings: Vec<(usize, Vec<usize>)>,
+    /// Gradients are summed in buckets of about this many bytes (`[partition] bucket_mb`;
+    /// 0: one bucket a chunk).
+    pub bucket_bytes: usize,
 }
 
 /// Where and how often a rank checkpoints.
@@ -150,6 +168,9 @@ pub struct Executor {
     /// The step's loss over every replica, from the last chunk's all-reduce.
     global_loss: Option<f64>,
     reducing: Option<Reducing>,
+    /// The chunks whose gradients are being summed, bucket by bucket.
+    buckets: Vec<Buckets>,
+    bucket_bytes: usize,
     norm: Option<NormRing>,
     tie: Option<TieRing>,
     /// This step's tied gradients are summed.
@@ -209,6 +230,11 @@ impl Executor {
             global_loss: None,
             grad_norm: None,
             reducing: None,
+            buckets: Vec::new(),
+            bucket_bytes: match replicas.bucket_bytes {
+                0 => usize::MAX,
+                b => b,
+            },
             norm,
             tie,
             tied: false,
@@ -376,8 +402,12 @@ impl Executor {
             Instr::EvalForward { .. } => {
                 return Err(inconsistent("an evaluation instruction in a training list"));
             }
-            Instr::AllReduce { chunk } => return self.all_reduce(instr, chunk as usize).map(Some),
+            // Moves on by itself once every bucket is handed over.
+            Instr::AllReduce { chunk } => return self.all_reduce(instr, chunk as usize),
             Instr::OptimizerStep { chunk } => {
+                if let Some(wait) = self.settle_buckets(instr)? {
+                    return Ok(Some(wait));
+                }
                 if let Some(reduce) = self.tie_once()? {
                     return Ok(Some(reduce));
                 }

@@ -2,13 +2,10 @@
 //! arrives, and pass finished steps and checkpoints to the caller.
 
 use super::core::{Action, EvalFigures, ExecError, Executor};
-use crate::allreduce::{Ring, RingError, RingStep};
-use crate::message::{Incoming, Outgoing};
+use super::reductions::{Owner, Reductions};
+use crate::allreduce::{Algo, RingError};
 use crate::transport::{Transport, TransportError};
-use brigade_stages::Act;
 use brigade_stages::checkpoint::Snapshot;
-use brigade_stages::codec::Kind;
-use std::collections::HashMap;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,28 +49,50 @@ pub fn drive(
     transport: &mut impl Transport,
     mut on: impl FnMut(Progress) -> Result<(), DriveError>,
 ) -> Result<(), DriveError> {
-    // Ring segments that arrived before their all-reduce began (a peer ahead by a chunk).
-    let mut early = HashMap::new();
+    let mut reductions = Reductions::default();
     loop {
         match exec.poll()? {
             Action::Send(msg) => transport.send(*msg)?,
-            Action::Wait { .. } => {
-                if let Some(msg) = transport.recv(POLL)? {
-                    accept(exec, &mut early, msg)?;
-                    // Take what else has arrived before computing again.
-                    while let Some(more) = transport.recv(Duration::ZERO)? {
-                        accept(exec, &mut early, more)?;
-                    }
-                }
+            Action::Wait { .. } | Action::AwaitReduced => {
+                reductions.pump(transport, exec, POLL)?;
             }
             Action::Checkpoint { step, snapshots } => on(Progress::Checkpoint { step, snapshots })?,
+            Action::ReduceBucket {
+                edge,
+                bucket,
+                ring,
+                me,
+                algo,
+                data,
+            } => {
+                let key = (edge, bucket);
+                reductions.start(transport, exec, key, &ring, me, algo, data, Owner::Bucket)?;
+                // Let what has arrived move the reductions on before the next bucket is made.
+                reductions.pump(transport, exec, Duration::ZERO)?;
+            }
             Action::AllReduce {
                 chunk,
                 ring,
                 me,
                 data,
             } => {
-                let sum = all_reduce(exec, transport, &mut early, chunk, &ring, me, data)?;
+                let key = (chunk as u32, 0);
+                reductions.start(
+                    transport,
+                    exec,
+                    key,
+                    &ring,
+                    me,
+                    Algo::Ring,
+                    data,
+                    Owner::Blocking,
+                )?;
+                let sum = loop {
+                    if let Some(sum) = reductions.take_done(key) {
+                        break sum;
+                    }
+                    reductions.pump(transport, exec, POLL)?;
+                };
                 exec.reduced(sum)?;
             }
             Action::StepDone {
@@ -91,68 +110,5 @@ pub fn drive(
                 return Ok(());
             }
         }
-    }
-}
-
-/// Ring segments received early, by (chunk, step, ring step).
-type Early = HashMap<(u32, u64, u64), Act>;
-
-/// A received message: a ring segment waits for its all-reduce (a replica further on may start
-/// one while this rank still computes); anything else goes to the executor.
-fn accept(exec: &mut Executor, early: &mut Early, msg: Incoming) -> Result<(), DriveError> {
-    if msg.kind == Kind::Reduce {
-        early.insert((msg.edge, msg.step, msg.microbatch), msg.tensor);
-        Ok(())
-    } else {
-        Ok(exec.deliver(msg)?)
-    }
-}
-
-/// Sums `data` with the other members of `ring` (this rank is member `me`): sends and receives
-/// the ring's segments over `transport`, delivering any other message to `exec` meanwhile.
-fn all_reduce(
-    exec: &mut Executor,
-    transport: &mut impl Transport,
-    early: &mut Early,
-    chunk: usize,
-    ring: &[usize],
-    me: usize,
-    mut data: Vec<f32>,
-) -> Result<Vec<f32>, DriveError> {
-    let (n, d) = (data.len(), ring.len());
-    // Whole segments of at least one value each.
-    data.resize(n.max(1).div_ceil(d) * d, 0.0);
-    let (mut machine, mut next) = Ring::start(d, me, data);
-    let (to, step) = (ring[(me + 1) % d], exec.step());
-    let device = exec.stages()[0].device().clone().inner();
-    loop {
-        match next {
-            RingStep::Done(mut sum) => {
-                sum.truncate(n);
-                return Ok(sum);
-            }
-            RingStep::Send { step: s, data } => {
-                let len = data.len();
-                transport.send(Outgoing {
-                    edge: chunk as u32,
-                    to,
-                    kind: Kind::Reduce,
-                    step,
-                    microbatch: s as u64,
-                    tensor: Act::from_f32(data, &[1, len], &device),
-                })?;
-            }
-        }
-        let want = (chunk as u32, step, machine.waiting_for() as u64);
-        let segment = loop {
-            if let Some(a) = early.remove(&want) {
-                break a;
-            }
-            if let Some(msg) = transport.recv(POLL)? {
-                accept(exec, early, msg)?;
-            }
-        };
-        let values: Vec<f32> = segment.to_data().convert::<f32>().iter::<f32>().collect();
-        next = machine.receive(want.2 as u32, &values)?;
     }
 }

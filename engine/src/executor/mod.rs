@@ -5,4 +5,5 @@ pub mod build;
 pub mod core;
 pub mod driver;
 pub mod error;
+mod reductions;
 pub mod writer;

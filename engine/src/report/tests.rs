@@ -17,6 +17,8 @@ fn span(name: &str, rank: u64, step: u64, ts: u64, dur: u64) -> TraceEvent {
             mb: 0,
             edge: None,
             peer: None,
+            bytes: None,
+            algo: None,
         },
     }
 }

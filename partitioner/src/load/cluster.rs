@@ -24,6 +24,7 @@ pub(super) const PARTITION_KEYS: &[&str] = &[
     "chunks_per_rank",
     "replicas",
     "threads",
+    "bucket_mb",
 ];
 
 pub(super) fn hosts(top: &Section) -> Result<Vec<Host>, ConfigError> {
@@ -323,7 +324,23 @@ pub(super) fn partition(
         stages_given: s.get("stages").is_some(),
         threads,
         threads_auto,
+        bucket_mb: bucket_mb(s)?,
     })
+}
+
+/// `[partition] bucket_mb`: the size of the gradient buckets replicas sum while the rest of the
+/// gradients are still being made (PyTorch DDP's default, 25 MiB, when absent).
+fn bucket_mb(s: &Section) -> Result<f64, ConfigError> {
+    let v = s.opt_f64("bucket_mb")?.unwrap_or(DEFAULT_BUCKET_MB);
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(s.err(
+            "bucket_mb",
+            format!("must be a positive size in MiB, found {v}"),
+            format!("Use e.g. {DEFAULT_BUCKET_MB} (smaller buckets start sooner, larger ones cost fewer messages)."),
+        ))
+    }
 }
 
 /// `[partition] threads`: compute threads of each CPU rank whose device does not say, or

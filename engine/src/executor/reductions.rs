@@ -1,0 +1,196 @@
+//! The driver's side of the all-reduces: the reductions in flight, each a pure state machine
+//! ([`crate::allreduce::Ring`]) fed the segments the transport brings. A bucket's reduction
+//! advances whenever the driver hears from the transport — between the executor's actions,
+//! so it travels while the next bucket is made — and the I/O thread moves its bytes.
+//!
+//! A segment is tagged with its reduction's edge (the chunk, or the norm's or the tie's ring),
+//! the step, and `bucket << 32 | ring step` in the micro-batch field.
+
+use super::core::{ExecError, Executor};
+use super::driver::DriveError;
+use crate::allreduce::{Algo, Ring, RingStep};
+use crate::message::{Incoming, Outgoing};
+use crate::transport::Transport;
+use brigade_stages::Act;
+use brigade_stages::codec::Kind;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A reduction: its edge and bucket.
+type Key = (u32, u32);
+
+struct Active {
+    machine: Ring,
+    to: usize,
+    step: u64,
+    /// Values before padding to whole segments.
+    len: usize,
+}
+
+/// What a finished reduction is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    /// A gradient bucket: the sum goes to [`Executor::bucket_reduced`].
+    Bucket,
+    /// The norm's or the tie's ring: the driver waits for it.
+    Blocking,
+}
+
+#[derive(Default)]
+pub(super) struct Reductions {
+    active: HashMap<Key, (Active, Owner)>,
+    /// Segments that arrived before their reduction began (a replica ahead), by (edge, step,
+    /// tag).
+    early: HashMap<(u32, u64, u64), Act>,
+    /// Finished blocking reductions.
+    done: HashMap<Key, Vec<f32>>,
+}
+
+fn tag(bucket: u32, ring_step: u32) -> u64 {
+    (u64::from(bucket) << 32) | u64::from(ring_step)
+}
+
+impl Reductions {
+    /// Starts summing `data` as member `me` of `ring`; sends its first segment.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start(
+        &mut self,
+        transport: &mut impl Transport,
+        exec: &mut Executor,
+        (edge, bucket): Key,
+        ring: &[usize],
+        me: usize,
+        algo: Algo,
+        mut data: Vec<f32>,
+        owner: Owner,
+    ) -> Result<(), DriveError> {
+        let (len, d) = (data.len(), ring.len());
+        if algo == Algo::Ring {
+            // Whole segments of at least one value each.
+            data.resize(len.max(1).div_ceil(d) * d, 0.0);
+        }
+        let (machine, first) = Ring::start_with(algo, d, me, data);
+        let active = Active {
+            machine,
+            to: ring[(me + 1) % d],
+            step: exec.step(),
+            len,
+        };
+        self.advance(transport, exec, (edge, bucket), active, owner, first)?;
+        if owner == Owner::Bucket && bucket == 0 {
+            crate::failpoint::reduce_started(exec.rank(), exec.step());
+        }
+        Ok(())
+    }
+
+    /// Carries out `next` for reduction `key`: sends a segment and waits for the reply, or
+    /// hands the sum on.
+    fn advance(
+        &mut self,
+        transport: &mut impl Transport,
+        exec: &mut Executor,
+        key: Key,
+        active: Active,
+        owner: Owner,
+        next: RingStep,
+    ) -> Result<(), DriveError> {
+        match next {
+            RingStep::Done(mut sum) => {
+                sum.truncate(active.len);
+                match owner {
+                    Owner::Bucket => exec.bucket_reduced(key.0, key.1, sum)?,
+                    Owner::Blocking => {
+                        self.done.insert(key, sum);
+                    }
+                }
+            }
+            RingStep::Send { step: s, data } => {
+                let len = data.len();
+                let device = exec.stages()[0].device().clone().inner();
+                transport.send(Outgoing {
+                    edge: key.0,
+                    to: active.to,
+                    kind: Kind::Reduce,
+                    step: active.step,
+                    microbatch: tag(key.1, s),
+                    tensor: Act::from_f32(data, &[1, len], &device),
+                })?;
+                self.active.insert(key, (active, owner));
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds every reduction the segments that have arrived, as far as they go.
+    fn feed(
+        &mut self,
+        transport: &mut impl Transport,
+        exec: &mut Executor,
+    ) -> Result<(), DriveError> {
+        let ready: Vec<Key> = self
+            .active
+            .iter()
+            .filter(|(key, (a, _))| {
+                let want = tag(key.1, a.machine.waiting_for());
+                self.early.contains_key(&(key.0, a.step, want))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ready {
+            let (mut active, owner) = self.active.remove(&key).expect("ready");
+            let s = active.machine.waiting_for();
+            let segment = self
+                .early
+                .remove(&(key.0, active.step, tag(key.1, s)))
+                .expect("arrived");
+            let data = segment.to_data().convert::<f32>();
+            let next = match data.as_slice::<f32>() {
+                Ok(values) => active.machine.receive(s, values)?,
+                Err(_) => {
+                    let values: Vec<f32> = data.iter::<f32>().collect();
+                    active.machine.receive(s, &values)?
+                }
+            };
+            self.advance(transport, exec, key, active, owner, next)?;
+        }
+        Ok(())
+    }
+
+    /// A received message: a segment waits for its reduction, anything else goes to the
+    /// executor.
+    pub(super) fn accept(&mut self, exec: &mut Executor, msg: Incoming) -> Result<(), ExecError> {
+        if msg.kind == Kind::Reduce {
+            self.early
+                .insert((msg.edge, msg.step, msg.microbatch), msg.tensor);
+            Ok(())
+        } else {
+            exec.deliver(msg)
+        }
+    }
+
+    /// Takes what has arrived (waiting up to `timeout` for the first message) and advances
+    /// the reductions with it.
+    pub(super) fn pump(
+        &mut self,
+        transport: &mut impl Transport,
+        exec: &mut Executor,
+        timeout: Duration,
+    ) -> Result<(), DriveError> {
+        if let Some(msg) = transport.recv(timeout)? {
+            self.accept(exec, msg)?;
+            // Take what else has arrived before computing again.
+            while let Some(more) = transport.recv(Duration::ZERO)? {
+                self.accept(exec, more)?;
+            }
+        }
+        if !self.active.is_empty() {
+            self.feed(transport, exec)?;
+        }
+        Ok(())
+    }
+
+    /// The sum of blocking reduction `key`, once finished.
+    pub(super) fn take_done(&mut self, key: Key) -> Option<Vec<f32>> {
+        self.done.remove(&key)
+    }
+}
