@@ -129,7 +129,6 @@ fn run(case: &Case, dir: &std::path::Path) {
     }
     let ideal = simulate(&job.instructions[..k_rep], &ideal_costs).expect("the schedule runs");
     let d = job.replicas();
-    let graph = topo.model.graph();
     let mut ref_times = Vec::new();
     train(&topo, (case.steps as usize).min(12), &Device::flex(), |s| {
         ref_times.push(s.step_ms)
@@ -163,21 +162,7 @@ fn run(case: &Case, dir: &std::path::Path) {
         topo.train.batch as f64 / ref_ms * 1e3
     );
     if d > 1 {
-        let (gbps, _) = topo.link(0, 0);
-        for c in 0..chunks {
-            let [a, b] = job.chunks()[c].layers;
-            let params: u64 = (a..b).map(|l| graph.layer(l).cost.params).sum();
-            // Each member sends (and receives) 2·(D−1)/D of the buffer.
-            let moved = params as f64 * 4.0 * 2.0 * (d - 1) as f64 / d as f64;
-            let r = job.chunk_rank[c];
-            let ms = mean(r, "allreduce");
-            println!(
-                "  all-reduce chunk {c} (rank {r}): {:.1} MiB of gradients in {ms:.2} ms = {:.2} GB/s sent per rank (modelled link {:.1} GB/s)",
-                params as f64 * 4.0 / (1 << 20) as f64,
-                moved / (ms / 1e3) / 1e9,
-                gbps / 8.0
-            );
-        }
+        reductions(&events, &job, raw_unix_socket_gbps());
     }
     for (k, c) in costs.iter().enumerate() {
         let rss = report
@@ -200,6 +185,72 @@ fn run(case: &Case, dir: &std::path::Path) {
             rss as f64 / 1024.0
         );
     }
+}
+
+/// Each chunk's all-reduce on the rank holding it in replica 0, per step: its buckets, the
+/// bytes it contributed, the time from handing over the first bucket to the last one summed,
+/// and the bytes it sent per second of that, against a raw Unix socket on this host now.
+fn reductions(events: &[&serde_json::Value], job: &brigade_engine::job::Job, raw_gbps: f64) {
+    for (c, &r) in job.chunk_rank.iter().enumerate() {
+        let mut by_step: std::collections::BTreeMap<u64, (u64, u64, f64, usize)> =
+            Default::default();
+        for e in events.iter().filter(|e| {
+            e["pid"] == r as u64 && e["name"] == "allreduce" && e["args"]["edge"] == c as u64
+        }) {
+            let bytes = e["args"]["bytes"].as_u64().unwrap_or(0) as f64;
+            // What this member sends: a ring 2·(D−1)/D of the bucket, a swap all of it.
+            let d = job.replicas() as f64;
+            let sent = if e["args"]["algo"] == "ring" {
+                bytes * 2.0 * (d - 1.0) / d
+            } else {
+                bytes
+            };
+            let (ts, end) = (
+                e["ts"].as_u64().unwrap(),
+                e["ts"].as_u64().unwrap() + e["dur"].as_u64().unwrap(),
+            );
+            let s = by_step
+                .entry(e["args"]["step"].as_u64().unwrap())
+                .or_insert((u64::MAX, 0, 0.0, 0));
+            *s = (s.0.min(ts), s.1.max(end), s.2 + sent, s.3 + 1);
+        }
+        let n = by_step.len().max(1) as f64;
+        let ms = by_step
+            .values()
+            .map(|s| (s.1 - s.0) as f64 / 1e3)
+            .sum::<f64>()
+            / n;
+        let sent = by_step.values().map(|s| s.2).sum::<f64>() / n;
+        let buckets = by_step.values().map(|s| s.3).sum::<usize>() as f64 / n;
+        println!(
+            "  all-reduce chunk {c} (rank {r}): {buckets:.0} bucket(s), {:.1} MiB sent in {ms:.2} ms = {:.2} GB/s per rank ({:.2} of a raw Unix socket's {raw_gbps:.2} GB/s now)",
+            sent / (1 << 20) as f64,
+            sent / (ms / 1e3) / 1e9,
+            sent / (ms / 1e3) / 1e9 / raw_gbps
+        );
+    }
+}
+
+/// GB/s through a Unix socket pair on this host (one writer thread, one reader): the raw
+/// link a reduction's bytes are measured against.
+fn raw_unix_socket_gbps() -> f64 {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let (chunk, total) = (4 << 20, 256usize << 20);
+    let start = std::time::Instant::now();
+    let writer = std::thread::spawn(move || {
+        let buf = vec![1u8; chunk];
+        for _ in 0..total / chunk {
+            a.write_all(&buf).unwrap();
+        }
+    });
+    let mut buf = vec![0u8; chunk];
+    let mut got = 0;
+    while got < total {
+        got += b.read(&mut buf).unwrap();
+    }
+    writer.join().unwrap();
+    total as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 fn main() -> ExitCode {
@@ -262,6 +313,18 @@ fn main() -> ExitCode {
         overrides: &[
             r#"hosts=[{name="local",address="127.0.0.1",devices=["cpu","cpu","cpu","cpu"]}]"#,
             "partition.replicas=2",
+        ],
+    });
+    // Pure data parallelism: two replicas of the whole model, batch 256 as one micro-batch of
+    // 128 rows each (the DDP comparison's shape, benches/torch/ddp_compare.sh).
+    cases.push(Case {
+        file: "mlp-8x1024.toml",
+        schedule: "gpipe",
+        steps: 12,
+        overrides: &[
+            "partition.replicas=2",
+            "partition.stages=1",
+            "train.microbatches=2",
         ],
     });
     // `cargo bench --bench pipeline -- WORD` runs only the cases whose description holds WORD.
