@@ -114,12 +114,18 @@ fn run(case: &Case, dir: &std::path::Path) {
     // Replicas are symmetric: replica 0's ranks are simulated (free communication, so its
     // all-reduce costs nothing in the ideal).
     let k_rep = job.ranks_per_replica();
+    // W per micro-batch: ZB-H1 traces one W a micro-batch, batched weight gradients one a
+    // step (or a gradient bucket): the step's W over the rank's micro-batches either way.
+    let w_per_mb = |k: usize| {
+        let mbs = (m / job.replicas()) * job.plan.ranks[k].chunks.len();
+        spans(k, "backward_weight").iter().sum::<f64>() / counted / mbs.max(1) as f64
+    };
     let costs: Vec<ChunkCost> = (0..k_rep)
         .map(|k| ChunkCost {
             forward_ms: mean(k, "forward"),
-            backward_ms: mean(k, "backward") + mean(k, "backward_weight"),
+            backward_ms: mean(k, "backward") + w_per_mb(k),
             input_backward_ms: mean(k, "backward"),
-            weight_ms: mean(k, "backward_weight"),
+            weight_ms: w_per_mb(k),
             optimizer_ms: mean(k, "optimizer"),
             allreduce_ms: 0.0,
         })
@@ -162,7 +168,7 @@ fn run(case: &Case, dir: &std::path::Path) {
         topo.train.batch as f64 / ref_ms * 1e3
     );
     if d > 1 {
-        reductions(&events, &job, raw_unix_socket_gbps());
+        reductions(&events, &job);
     }
     for (k, c) in costs.iter().enumerate() {
         let rss = report
@@ -188,68 +194,105 @@ fn run(case: &Case, dir: &std::path::Path) {
 }
 
 /// Each chunk's all-reduce on the rank holding it in replica 0, per step: its buckets, the
-/// bytes it contributed, the time from handing over the first bucket to the last one summed,
-/// and the bytes it sent per second of that, against a raw Unix socket on this host now.
-fn reductions(events: &[&serde_json::Value], job: &brigade_engine::job::Job, raw_gbps: f64) {
+/// bytes it sent, and the time from the moment every replica had handed over its first bucket
+/// (the later replica's backward is not the link's time) to this rank's last sum — against two
+/// threads swapping as many bytes over a Unix socket pair on this host now.
+fn reductions(events: &[&serde_json::Value], job: &brigade_engine::job::Job) {
     for (c, &r) in job.chunk_rank.iter().enumerate() {
+        let members: Vec<usize> = job.chunk_ranks.iter().map(|ranks| ranks[c]).collect();
+        let of = |rank: usize| {
+            events
+                .iter()
+                .filter(move |e| {
+                    e["pid"] == rank as u64
+                        && e["name"] == "allreduce"
+                        && e["args"]["edge"] == c as u64
+                })
+                .map(|e| {
+                    let ts = e["ts"].as_u64().unwrap();
+                    let end = ts + e["dur"].as_u64().unwrap();
+                    (e["args"]["step"].as_u64().unwrap(), ts, end, e)
+                })
+        };
+        let d = job.replicas() as f64;
         let mut by_step: std::collections::BTreeMap<u64, (u64, u64, f64, usize)> =
             Default::default();
-        for e in events.iter().filter(|e| {
-            e["pid"] == r as u64 && e["name"] == "allreduce" && e["args"]["edge"] == c as u64
-        }) {
+        for (step, ts, end, e) in of(r) {
             let bytes = e["args"]["bytes"].as_u64().unwrap_or(0) as f64;
             // What this member sends: a ring 2·(D−1)/D of the bucket, a swap all of it.
-            let d = job.replicas() as f64;
             let sent = if e["args"]["algo"] == "ring" {
                 bytes * 2.0 * (d - 1.0) / d
             } else {
                 bytes
             };
-            let (ts, end) = (
-                e["ts"].as_u64().unwrap(),
-                e["ts"].as_u64().unwrap() + e["dur"].as_u64().unwrap(),
-            );
-            let s = by_step
-                .entry(e["args"]["step"].as_u64().unwrap())
-                .or_insert((u64::MAX, 0, 0.0, 0));
+            let s = by_step.entry(step).or_insert((u64::MAX, 0, 0.0, 0));
             *s = (s.0.min(ts), s.1.max(end), s.2 + sent, s.3 + 1);
+        }
+        // The step's reduction starts for the link when its last member starts.
+        for &m in &members {
+            let mut first: std::collections::BTreeMap<u64, u64> = Default::default();
+            for (step, ts, _, _) in of(m) {
+                let f = first.entry(step).or_insert(ts);
+                *f = (*f).min(ts);
+            }
+            for (step, ts) in first {
+                if let Some(s) = by_step.get_mut(&step) {
+                    s.0 = s.0.max(ts);
+                }
+            }
         }
         let n = by_step.len().max(1) as f64;
         let ms = by_step
             .values()
-            .map(|s| (s.1 - s.0) as f64 / 1e3)
+            .map(|s| s.1.saturating_sub(s.0) as f64 / 1e3)
             .sum::<f64>()
             / n;
         let sent = by_step.values().map(|s| s.2).sum::<f64>() / n;
         let buckets = by_step.values().map(|s| s.3).sum::<usize>() as f64 / n;
+        // The best of three: the machine is noisy, and the link is what it can do.
+        let raw = (0..3)
+            .map(|_| raw_swap_gbps((sent as usize).max(64 << 20)))
+            .fold(0.0, f64::max);
         println!(
-            "  all-reduce chunk {c} (rank {r}): {buckets:.0} bucket(s), {:.1} MiB sent in {ms:.2} ms = {:.2} GB/s per rank ({:.2} of a raw Unix socket's {raw_gbps:.2} GB/s now)",
+            "  all-reduce chunk {c} (rank {r}): {buckets:.0} bucket(s), {:.1} MiB sent in {ms:.2} ms once every replica started = {:.2} GB/s per rank; raw swap of as many bytes {raw:.2} GB/s per side: {:.2} of it",
             sent / (1 << 20) as f64,
             sent / (ms / 1e3) / 1e9,
-            sent / (ms / 1e3) / 1e9 / raw_gbps
+            sent / (ms / 1e3) / 1e9 / raw
         );
     }
 }
 
-/// GB/s through a Unix socket pair on this host (one writer thread, one reader): the raw
-/// link a reduction's bytes are measured against.
-fn raw_unix_socket_gbps() -> f64 {
+/// GB/s per side when two threads swap `bytes` over a Unix socket pair in 4 MiB writes, both
+/// directions at once (as two replicas do), each side writing on one thread and reading on
+/// another: the raw link a reduction's bytes are measured against, on this host now.
+fn raw_swap_gbps(bytes: usize) -> f64 {
     use std::io::{Read, Write};
-    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
-    let (chunk, total) = (4 << 20, 256usize << 20);
+    let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let chunk = 4 << 20;
+    let total = bytes.max(chunk) / chunk * chunk;
     let start = std::time::Instant::now();
-    let writer = std::thread::spawn(move || {
-        let buf = vec![1u8; chunk];
-        for _ in 0..total / chunk {
-            a.write_all(&buf).unwrap();
-        }
-    });
-    let mut buf = vec![0u8; chunk];
-    let mut got = 0;
-    while got < total {
-        got += b.read(&mut buf).unwrap();
+    let side = |mut s: std::os::unix::net::UnixStream| {
+        let mut w = s.try_clone().expect("a second handle");
+        let writer = std::thread::spawn(move || {
+            let buf = vec![1u8; chunk];
+            for _ in 0..total / chunk {
+                w.write_all(&buf).unwrap();
+            }
+        });
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; chunk];
+            let mut got = 0;
+            while got < total {
+                got += s.read(&mut buf).unwrap();
+            }
+        });
+        (writer, reader)
+    };
+    let (wa, ra) = side(a);
+    let (wb, rb) = side(b);
+    for t in [wa, ra, wb, rb] {
+        t.join().unwrap();
     }
-    writer.join().unwrap();
     total as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 

@@ -104,6 +104,17 @@ impl Act {
         }
     }
 
+    /// The values as host data, consuming the activation: no copy when its storage is its own
+    /// (a received message's, on the CPU).
+    pub fn into_data(self) -> TensorData {
+        match self {
+            Act::Tokens(t) => t.into_data(),
+            Act::F2(t) => t.into_data(),
+            Act::F3(t) => t.into_data(),
+            Act::F4(t) => t.into_data(),
+        }
+    }
+
     /// Marks a received activation as a leaf whose gradient the stage must return.
     pub fn require_grad(self) -> Act {
         match self {

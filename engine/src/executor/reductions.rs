@@ -121,39 +121,58 @@ impl Reductions {
         Ok(())
     }
 
-    /// Feeds every reduction the segments that have arrived, as far as they go.
+    /// Feeds every reduction the segments that have arrived, as far as they go; whether any
+    /// moved.
     fn feed(
         &mut self,
         transport: &mut impl Transport,
         exec: &mut Executor,
-    ) -> Result<(), DriveError> {
-        let ready: Vec<Key> = self
-            .active
-            .iter()
-            .filter(|(key, (a, _))| {
-                let want = tag(key.1, a.machine.waiting_for());
-                self.early.contains_key(&(key.0, a.step, want))
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in ready {
-            let (mut active, owner) = self.active.remove(&key).expect("ready");
-            let s = active.machine.waiting_for();
-            let segment = self
-                .early
-                .remove(&(key.0, active.step, tag(key.1, s)))
-                .expect("arrived");
-            let data = segment.to_data().convert::<f32>();
-            let next = match data.as_slice::<f32>() {
-                Ok(values) => active.machine.receive(s, values)?,
-                Err(_) => {
-                    let values: Vec<f32> = data.iter::<f32>().collect();
-                    active.machine.receive(s, &values)?
-                }
-            };
-            self.advance(transport, exec, key, active, owner, next)?;
+    ) -> Result<bool, DriveError> {
+        let mut moved = false;
+        // A reply sent may make another segment that is already here the awaited one.
+        loop {
+            let ready: Vec<Key> = self
+                .active
+                .iter()
+                .filter(|(key, (a, _))| {
+                    let want = tag(key.1, a.machine.waiting_for());
+                    self.early.contains_key(&(key.0, a.step, want))
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            if ready.is_empty() {
+                return Ok(moved);
+            }
+            moved = true;
+            for key in ready {
+                self.receive(transport, exec, key)?;
+            }
         }
-        Ok(())
+    }
+
+    /// Hands reduction `key` the segment it waits for (which has arrived).
+    fn receive(
+        &mut self,
+        transport: &mut impl Transport,
+        exec: &mut Executor,
+        key: Key,
+    ) -> Result<(), DriveError> {
+        let (mut active, owner) = self.active.remove(&key).expect("ready");
+        let s = active.machine.waiting_for();
+        let segment = self
+            .early
+            .remove(&(key.0, active.step, tag(key.1, s)))
+            .expect("arrived");
+        // Taken, not copied: the received segment's storage is its own.
+        let data = segment.into_data().convert::<f32>();
+        let next = match data.as_slice::<f32>() {
+            Ok(values) => active.machine.receive(s, values)?,
+            Err(_) => {
+                let values: Vec<f32> = data.iter::<f32>().collect();
+                active.machine.receive(s, &values)?
+            }
+        };
+        self.advance(transport, exec, key, active, owner, next)
     }
 
     /// A received message: a segment waits for its reduction, anything else goes to the
@@ -168,14 +187,20 @@ impl Reductions {
         }
     }
 
-    /// Takes what has arrived (waiting up to `timeout` for the first message) and advances
-    /// the reductions with it.
+    /// Advances the reductions with what has arrived, then takes what arrives next (waiting
+    /// up to `timeout` for it, unless a reduction moved: its sum may be what the caller
+    /// waits for) and advances them again.
     pub(super) fn pump(
         &mut self,
         transport: &mut impl Transport,
         exec: &mut Executor,
         timeout: Duration,
     ) -> Result<(), DriveError> {
+        let timeout = if self.feed(transport, exec)? {
+            Duration::ZERO
+        } else {
+            timeout
+        };
         if let Some(msg) = transport.recv(timeout)? {
             self.accept(exec, msg)?;
             // Take what else has arrived before computing again.
@@ -183,9 +208,7 @@ impl Reductions {
                 self.accept(exec, more)?;
             }
         }
-        if !self.active.is_empty() {
-            self.feed(transport, exec)?;
-        }
+        self.feed(transport, exec)?;
         Ok(())
     }
 

@@ -127,7 +127,17 @@ impl Executor {
         let (chunk, k, last_bucket) = (b.chunk, b.next, b.next + 1 == b.plan.len());
         let layers = b.plan[k].clone();
         let loss = (b.last && last_bucket).then(|| self.loss_sum());
-        let (mut data, slots) = self.stage_mut(chunk, instr)?.take_gradient_bucket(&layers);
+        let start = self.tracer.now();
+        let stage = self.stage_mut(chunk, instr)?;
+        let batched = stage.deferred_products() > 0;
+        let (mut data, slots) = stage.take_gradient_bucket(&layers);
+        if batched {
+            // The bucket's share of the step's batched weight products ran just now: the
+            // weight pass, traced as ZB-H1's W is (`mb`: the bucket).
+            let (end, step) = (self.tracer.now(), self.step);
+            let span = Span::new("backward_weight", start, end, step, k as u64);
+            self.tracer.record(span);
+        }
         if let Some(loss) = loss {
             // The replica's share of the step's mean loss, as two f32s (high and low
             // parts) so the sum keeps an f64's precision.
