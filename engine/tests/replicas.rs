@@ -259,7 +259,7 @@ fn a_replica_killed_mid_reduction_fails_the_job_within_10_s() {
     let err = collect_stderr(&mut child);
     let status = exit_within(
         &mut child,
-        std::time::Duration::from_secs(20),
+        std::time::Duration::from_secs(10),
         "the job did not end within 10 s of a replica dying mid-reduction",
     );
     assert!(!status.success());

@@ -557,3 +557,17 @@ fn threads_per_rank_are_read_and_checked() {
     let e = set(&["partition.threads=0"]).unwrap_err().to_string();
     assert!(e.contains("partition.threads"), "{e}");
 }
+
+#[test]
+fn a_bucket_size_must_be_a_positive_size() {
+    for bad in ["0", "-1", "\"big\""] {
+        let e = err(&with(
+            "method = \"auto\"",
+            &format!("method = \"auto\"\nbucket_mb = {bad}"),
+        ));
+        assert!(e.contains("bucket_mb"), "{e}");
+    }
+    let t = set(&["partition.bucket_mb=0.5"]).unwrap();
+    assert_eq!(t.partition.bucket_bytes(), 512 * 1024);
+    assert_eq!(set(&[]).unwrap().partition.bucket_mb, 25.0);
+}
