@@ -112,6 +112,7 @@ fn brigade_scan(file: &str, rows: usize) -> f64 {
         Role {
             inputs: true,
             targets: false,
+            ..Role::default()
         },
         0,
     )

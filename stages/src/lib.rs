@@ -55,6 +55,6 @@ pub mod sum;
 pub use brigade_layers::{act, init, map_float};
 
 pub use act::Act;
-pub use data::{Batches, DataError, Role, SyntheticData};
+pub use data::{Batches, DataError, Role, Share, SyntheticData};
 pub use loss::Target;
 pub use stage::{BucketSlots, MODEL_INPUT, Stage, StageError};

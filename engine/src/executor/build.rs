@@ -6,7 +6,7 @@ use crate::schedule::{ChunkSlot, eval_schedule, one_f_one_b};
 use crate::trace::Tracer;
 use brigade_partitioner::{ConfigError, Topology};
 use brigade_stages::data::parquet::ParquetData;
-use brigade_stages::{Batches, Role, Stage};
+use brigade_stages::{Batches, Role, Share, Stage};
 use burn::prelude::Device;
 
 /// What rank `rank` of `job` runs.
@@ -77,12 +77,21 @@ pub fn replication(job: &Job, rank: usize) -> Replication {
 }
 
 /// What rank `rank` reads from the data: inputs if it holds the first chunk, targets if it
-/// holds the last.
+/// holds the last, of its replica's micro-batches only.
 pub fn role(job: &Job, rank: usize) -> Role {
     let chunks = &job.plan.ranks[rank].chunks;
+    let r = replication(job, rank);
+    let share = match job.replicas() {
+        1 => Share::Whole,
+        _ => Share::Part {
+            first: r.mb_offset,
+            count: (job.plan.microbatches / job.replicas()) as u64,
+        },
+    };
     Role {
         inputs: chunks.contains(&0),
         targets: chunks.contains(&(job.chunks().len() - 1)),
+        share,
     }
 }
 

@@ -40,18 +40,49 @@ pub trait Batches: Send {
 }
 
 /// What a rank reads from the data: inputs (it holds the first chunk), targets (the last), or
-/// both. Parquet readers read only the columns their role needs.
+/// both, of its share of each step. Parquet readers read only the columns their role needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Role {
     pub inputs: bool,
     pub targets: bool,
+    pub share: Share,
 }
 
 impl Role {
     pub const BOTH: Role = Role {
         inputs: true,
         targets: true,
+        share: Share::Whole,
     };
+}
+
+/// Which micro-batches of each step a rank reads. With replicas, replica `d` trains only
+/// micro-batches `first .. first + count` of every step, so its readers make (synthetic) or lay
+/// out (Parquet) only those; the micro-batch numbers asked for stay the step's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Share {
+    #[default]
+    Whole,
+    Part {
+        first: u64,
+        count: u64,
+    },
+}
+
+impl Share {
+    /// `(first, count)` within a step of `microbatches`.
+    pub fn range(self, microbatches: u64) -> (u64, u64) {
+        match self {
+            Share::Whole => (0, microbatches),
+            Share::Part { first, count } => (first, count),
+        }
+    }
+
+    /// Where micro-batch `mb` sits in the share (`None`: another replica's).
+    pub fn position(self, mb: u64, microbatches: u64) -> Option<u64> {
+        let (first, count) = self.range(microbatches);
+        (first..first + count).contains(&mb).then(|| mb - first)
+    }
 }
 
 /// The data `topo` names, for a rank in `role`, from step `start_step` on: synthetic samples
@@ -65,6 +96,7 @@ pub fn open(
         DataSource::Synthetic => Box::new(Prefetched::new(
             SyntheticData::new(topo),
             topo.train.microbatches,
+            role.share,
         )),
         DataSource::Parquet(_) => Box::new(parquet::ParquetData::open(topo, role, start_step)?),
     })

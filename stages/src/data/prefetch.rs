@@ -7,10 +7,10 @@
 //! the executor asks for them, one step ahead at most, and the compute thread only uploads
 //! them. The values are the same as made inline (same function, same arguments), so nothing
 //! downstream changes; a request out of that order (a resumed run, another pattern) restarts
-//! the lane there.
+//! the lane there. A replica's lanes make only its own share of each step's micro-batches.
 
 use super::synthetic::{HostAct, HostTarget};
-use super::{Batches, DataError, SyntheticData};
+use super::{Batches, DataError, Share, SyntheticData};
 use crate::act::Act;
 use crate::loss::Target;
 use burn::prelude::Device;
@@ -21,38 +21,58 @@ use std::sync::Arc;
 pub struct Prefetched {
     data: Arc<SyntheticData>,
     microbatches: u64,
+    /// The micro-batches of each step this rank reads: the lanes' keys count only those.
+    share: Share,
     inputs: Lane<HostAct>,
     targets: Lane<HostTarget>,
 }
 
 impl Prefetched {
-    /// Makes up to `microbatches` (at least 2, at most 16) micro-batches ahead per lane.
-    pub fn new(data: SyntheticData, microbatches: usize) -> Self {
-        let depth = microbatches.clamp(2, 16);
+    /// Makes up to a step's share of micro-batches (at least 2, at most 16) ahead per lane.
+    pub fn new(data: SyntheticData, microbatches: usize, share: Share) -> Self {
+        let microbatches = microbatches.max(1) as u64;
+        let depth = (share.range(microbatches).1 as usize).clamp(2, 16);
         Prefetched {
             data: Arc::new(data),
-            microbatches: microbatches.max(1) as u64,
+            microbatches,
+            share,
             inputs: Lane::new(depth),
             targets: Lane::new(depth),
         }
     }
 
-    fn key(&self, step: u64, mb: u64) -> u64 {
-        step * self.microbatches + mb
+    /// The lane key of (step, mb) and the function from keys back to (step, mb); `None` for a
+    /// micro-batch outside the share (made inline: no lane pattern covers it).
+    fn key(
+        &self,
+        step: u64,
+        mb: u64,
+    ) -> Option<(u64, impl Fn(u64) -> (u64, u64) + Send + 'static)> {
+        let (first, count) = self.share.range(self.microbatches);
+        let at = self.share.position(mb, self.microbatches)?;
+        Some((step * count + at, move |k| (k / count, first + k % count)))
     }
-}
 
-impl Prefetched {
     fn host_inputs(&mut self, step: u64, mb: u64) -> HostAct {
-        let (key, data, m) = (self.key(step, mb), self.data.clone(), self.microbatches);
-        self.inputs
-            .take(key, move |k| data.host_inputs(k / m, k % m))
+        let Some((key, back)) = self.key(step, mb) else {
+            return self.data.host_inputs(step, mb);
+        };
+        let data = self.data.clone();
+        self.inputs.take(key, move |k| {
+            let (s, m) = back(k);
+            data.host_inputs(s, m)
+        })
     }
 
     fn host_targets(&mut self, step: u64, mb: u64) -> HostTarget {
-        let (key, data, m) = (self.key(step, mb), self.data.clone(), self.microbatches);
-        self.targets
-            .take(key, move |k| data.host_targets(k / m, k % m))
+        let Some((key, back)) = self.key(step, mb) else {
+            return self.data.host_targets(step, mb);
+        };
+        let data = self.data.clone();
+        self.targets.take(key, move |k| {
+            let (s, m) = back(k);
+            data.host_targets(s, m)
+        })
     }
 }
 
@@ -72,11 +92,17 @@ struct Lane<T> {
     depth: usize,
     /// The channel and the key its next item has.
     feed: Option<(Receiver<(u64, T)>, u64)>,
+    /// Helper threads started so far (a restart wastes the items made ahead).
+    starts: usize,
 }
 
 impl<T: Send + 'static> Lane<T> {
     fn new(depth: usize) -> Self {
-        Lane { depth, feed: None }
+        Lane {
+            depth,
+            feed: None,
+            starts: 0,
+        }
     }
 
     /// The item for `key`: from the helper when it is the one it makes next, else (first
@@ -95,6 +121,7 @@ impl<T: Send + 'static> Lane<T> {
                 })
                 .expect("spawn the data helper thread");
             self.feed = Some((rx, key));
+            self.starts += 1;
         }
         let (rx, next) = self.feed.as_mut().expect("the lane was just started");
         let (k, item) = rx
@@ -131,7 +158,7 @@ mod tests {
         for model in [features, tokens, mse] {
             let t = topo(model);
             let inline = SyntheticData::new(&t);
-            let mut ahead = Prefetched::new(SyntheticData::new(&t), 4);
+            let mut ahead = Prefetched::new(SyntheticData::new(&t), 4, Share::Whole);
             let order = [
                 (0, 0),
                 (0, 1),
@@ -149,5 +176,29 @@ mod tests {
                 assert_eq!(got, inline.host_targets(step, mb), "targets {step}/{mb}");
             }
         }
+    }
+
+    /// A replica's lanes make its own micro-batches of each step, in order: one helper per
+    /// lane over several steps (no restart per step), the same values as made inline, and a
+    /// micro-batch outside the share still answered (inline).
+    #[test]
+    fn a_replicas_lanes_make_only_its_share_without_restarting() {
+        let t = topo("input = [6]\nlayers = [{ kind = \"linear\", out = 3 }]\nloss = \"mse\"");
+        let inline = SyntheticData::new(&t);
+        let share = Share::Part { first: 2, count: 2 };
+        let mut ahead = Prefetched::new(SyntheticData::new(&t), 4, share);
+        for step in 0..3 {
+            for mb in 2..4 {
+                assert_eq!(ahead.host_inputs(step, mb), inline.host_inputs(step, mb));
+                assert_eq!(ahead.host_targets(step, mb), inline.host_targets(step, mb));
+            }
+        }
+        assert_eq!((ahead.inputs.starts, ahead.targets.starts), (1, 1));
+        assert_eq!(ahead.host_inputs(3, 0), inline.host_inputs(3, 0));
+        assert_eq!(ahead.host_inputs(3, 2), inline.host_inputs(3, 2));
+        assert_eq!(
+            ahead.inputs.starts, 1,
+            "an inline answer leaves the lane as it was"
+        );
     }
 }

@@ -49,6 +49,8 @@ pub struct ParquetData {
     layout: Arc<Layout>,
     shapes: Shapes,
     microbatch: usize,
+    /// Micro-batches per step (all replicas').
+    microbatches: u64,
     facts: DataFacts,
     train: Option<Receiver<Result<Flat, DataError>>>,
     /// The step being read, and its samples.
@@ -92,6 +94,7 @@ impl ParquetData {
                 output,
             },
             microbatch: topo.train.microbatch_size(),
+            microbatches: topo.train.microbatches as u64,
             facts: DataFacts {
                 train_rows: 0,
                 validation_rows: 0,
@@ -115,6 +118,11 @@ impl ParquetData {
         let (split, layout) = (ds.train.clone(), ds.layout.clone());
         let rows: Vec<usize> = split.groups.iter().map(|g| g.rows).collect();
         let (seed, cap, batch) = (topo.data.seed, source.shuffle_buffer, topo.train.batch);
+        // The stream passes every row of the step (its order depends on them all); only the
+        // rank's share of them is laid out as samples.
+        let (first, count) = role.share.range(topo.train.microbatches as u64);
+        let m = topo.train.microbatch_size();
+        let mine = (first as usize * m).min(batch)..((first + count) as usize * m).min(batch);
         std::thread::Builder::new()
             .name("brigade-data".into())
             .spawn(move || {
@@ -135,7 +143,7 @@ impl ParquetData {
                     let step = (0..batch)
                         .map(|_| stream.next(&mut load))
                         .collect::<Result<Vec<_>, _>>()
-                        .map(|rows| Flat::of(&rows, &layout, role));
+                        .map(|rows| Flat::of(&rows[mine.clone()], &layout, role));
                     let failed = step.is_err();
                     // The receiver is gone when training ends: so is this thread.
                     if tx.send(step).is_err() || failed {
@@ -178,7 +186,14 @@ impl ParquetData {
             }
         }
         let rows = self.current.as_ref().expect("set above").1.rows;
-        let a = mb as usize * self.microbatch;
+        let Some(at) = self.role.share.position(mb, self.microbatches) else {
+            let (first, count) = self.role.share.range(self.microbatches);
+            return Err(DataError(format!(
+                "micro-batch {mb} is not this replica's: it reads micro-batches {first}..{} of each step",
+                first + count
+            )));
+        };
+        let a = at as usize * self.microbatch;
         if a + self.microbatch > rows {
             return Err(DataError(format!(
                 "micro-batch {mb} is past the step's batch"
