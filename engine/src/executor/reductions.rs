@@ -46,6 +46,13 @@ pub(super) struct Reductions {
     done: HashMap<Key, Vec<f32>>,
 }
 
+/// Whether a segment of step `step` can reach a rank at step `current`: every reduction of a
+/// step ends before the step does, and a replica can be at most one step ahead (its next
+/// reduction needs this rank's segments).
+fn in_reach(step: u64, current: u64) -> bool {
+    step == current || step == current + 1
+}
+
 fn tag(bucket: u32, ring_step: u32) -> u64 {
     (u64::from(bucket) << 32) | u64::from(ring_step)
 }
@@ -176,15 +183,36 @@ impl Reductions {
     }
 
     /// A received message: a segment waits for its reduction, anything else goes to the
-    /// executor.
+    /// executor. A segment of a step this rank has finished (or of one a replica cannot have
+    /// reached), or one that came twice, is a peer's error: it would otherwise lie here unused
+    /// until the process ends, or replace the segment a reduction waits for.
     pub(super) fn accept(&mut self, exec: &mut Executor, msg: Incoming) -> Result<(), ExecError> {
-        if msg.kind == Kind::Reduce {
-            self.early
-                .insert((msg.edge, msg.step, msg.microbatch), msg.tensor);
-            Ok(())
-        } else {
-            exec.deliver(msg)
+        if msg.kind != Kind::Reduce {
+            return exec.deliver(msg);
         }
+        let current = exec.step();
+        if !in_reach(msg.step, current) {
+            return Err(ExecError::Unexpected {
+                rank: exec.rank(),
+                edge: msg.edge,
+                kind: msg.kind,
+                step: msg.step,
+                microbatch: msg.microbatch,
+                current,
+            });
+        }
+        let key = (msg.edge, msg.step, msg.microbatch);
+        if self.early.contains_key(&key) {
+            return Err(ExecError::Duplicate {
+                rank: exec.rank(),
+                edge: msg.edge,
+                kind: msg.kind,
+                step: msg.step,
+                microbatch: msg.microbatch,
+            });
+        }
+        self.early.insert(key, msg.tensor);
+        Ok(())
     }
 
     /// Advances the reductions with what has arrived, then takes what arrives next (waiting
@@ -215,5 +243,29 @@ impl Reductions {
     /// The sum of blocking reduction `key`, once finished.
     pub(super) fn take_done(&mut self, key: Key) -> Option<Vec<f32>> {
         self.done.remove(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_of_finished_or_unreachable_steps_are_out_of_reach() {
+        for (step, current, ok) in [
+            (4, 4, true),
+            (5, 4, true),
+            (3, 4, false),
+            (6, 4, false),
+            (0, 0, true),
+            (1, 0, true),
+            (2, 0, false),
+        ] {
+            assert_eq!(
+                in_reach(step, current),
+                ok,
+                "segment of step {step} at step {current}"
+            );
+        }
     }
 }
