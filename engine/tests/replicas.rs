@@ -152,8 +152,18 @@ fn the_planner_chooses_the_shape_by_simulated_step_and_memory() {
         shape_line(&text, "1 × 1").contains("does not run"),
         "{text}"
     );
-    // 48 MiB holds half: two replicas of a two-stage pipeline beat one four-stage pipeline.
-    let (d, k, text) = chosen_shape(Some("48MiB"));
+    // 64 MiB holds half of the parameters and their optimizer state (40 MiB a rank at 2
+    // stages), but not a replica's all-reduce buffers besides: no replicas.
+    let (d, k, text) = chosen_shape(Some("64MiB"));
+    assert_eq!((d, k), (1, 4), "{text}");
+    assert!(
+        shape_line(&text, "2 × 2").contains("does not run"),
+        "{text}"
+    );
+    // 80 MiB holds half with its all-reduce buffers (two f32 copies of a replica rank's
+    // parameters: 72 MiB a rank at 2 × 2): two replicas of a two-stage pipeline beat one
+    // four-stage pipeline.
+    let (d, k, text) = chosen_shape(Some("80MiB"));
     assert_eq!((d, k), (2, 2), "{text}");
     assert!(
         shape_line(&text, "4 × 1").contains("does not run"),
