@@ -2,7 +2,7 @@
 //! arrives, and pass finished steps and checkpoints to the caller.
 
 use super::core::{Action, EvalFigures, ExecError, Executor};
-use super::reductions::{Owner, Reductions};
+use super::reductions::{Owner, Reduction, Reductions};
 use crate::allreduce::{Algo, RingError};
 use crate::transport::{Transport, TransportError};
 use brigade_stages::checkpoint::Snapshot;
@@ -65,8 +65,14 @@ pub fn drive(
                 algo,
                 data,
             } => {
-                let key = (edge, bucket);
-                reductions.start(transport, exec, key, &ring, me, algo, data, Owner::Bucket)?;
+                let r = Reduction {
+                    key: (edge, bucket),
+                    ring: &ring,
+                    me,
+                    algo,
+                    owner: Owner::Bucket,
+                };
+                reductions.start(transport, exec, r, data)?;
                 // Let what has arrived move the reductions on before the next bucket is made.
                 reductions.pump(transport, exec, Duration::ZERO)?;
             }
@@ -77,16 +83,14 @@ pub fn drive(
                 data,
             } => {
                 let key = (chunk as u32, 0);
-                reductions.start(
-                    transport,
-                    exec,
+                let r = Reduction {
                     key,
-                    &ring,
+                    ring: &ring,
                     me,
-                    Algo::Ring,
-                    data,
-                    Owner::Blocking,
-                )?;
+                    algo: Algo::Ring,
+                    owner: Owner::Blocking,
+                };
+                reductions.start(transport, exec, r, data)?;
                 let sum = loop {
                     if let Some(sum) = reductions.take_done(key) {
                         break sum;

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// A reduction: its edge and bucket.
-type Key = (u32, u32);
+pub(super) type Key = (u32, u32);
 
 struct Active {
     machine: Ring,
@@ -57,20 +57,32 @@ fn tag(bucket: u32, ring_step: u32) -> u64 {
     (u64::from(bucket) << 32) | u64::from(ring_step)
 }
 
+/// What one reduction is: its key (edge, bucket), the ranks summing (in ring order) and this
+/// rank's place among them, how, and for whom.
+pub(super) struct Reduction<'a> {
+    pub key: Key,
+    pub ring: &'a [usize],
+    pub me: usize,
+    pub algo: Algo,
+    pub owner: Owner,
+}
+
 impl Reductions {
-    /// Starts summing `data` as member `me` of `ring`; sends its first segment.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts summing `data` in reduction `r`; sends its first segment.
     pub(super) fn start(
         &mut self,
         transport: &mut impl Transport,
         exec: &mut Executor,
-        (edge, bucket): Key,
-        ring: &[usize],
-        me: usize,
-        algo: Algo,
+        r: Reduction,
         mut data: Vec<f32>,
-        owner: Owner,
     ) -> Result<(), DriveError> {
+        let Reduction {
+            key: (edge, bucket),
+            ring,
+            me,
+            algo,
+            owner,
+        } = r;
         let (len, d) = (data.len(), ring.len());
         if algo == Algo::Ring {
             // Whole segments of at least one value each.

@@ -54,26 +54,45 @@ impl Prefetched {
     }
 
     fn host_inputs(&mut self, step: u64, mb: u64) -> HostAct {
-        let Some((key, back)) = self.key(step, mb) else {
-            return self.data.host_inputs(step, mb);
-        };
-        let data = self.data.clone();
-        self.inputs.take(key, move |k| {
-            let (s, m) = back(k);
-            data.host_inputs(s, m)
-        })
+        let at = self.key(step, mb);
+        ahead(
+            &mut self.inputs,
+            &self.data,
+            at,
+            (step, mb),
+            SyntheticData::host_inputs,
+        )
     }
 
     fn host_targets(&mut self, step: u64, mb: u64) -> HostTarget {
-        let Some((key, back)) = self.key(step, mb) else {
-            return self.data.host_targets(step, mb);
-        };
-        let data = self.data.clone();
-        self.targets.take(key, move |k| {
-            let (s, m) = back(k);
-            data.host_targets(s, m)
-        })
+        let at = self.key(step, mb);
+        ahead(
+            &mut self.targets,
+            &self.data,
+            at,
+            (step, mb),
+            SyntheticData::host_targets,
+        )
     }
+}
+
+/// `make(data, step, mb)` from `lane` at lane key `at` (with the way from keys back to
+/// (step, mb)), or made inline where no key covers it.
+fn ahead<T: Send + 'static>(
+    lane: &mut Lane<T>,
+    data: &Arc<SyntheticData>,
+    at: Option<(u64, impl Fn(u64) -> (u64, u64) + Send + 'static)>,
+    (step, mb): (u64, u64),
+    make: fn(&SyntheticData, u64, u64) -> T,
+) -> T {
+    let Some((key, back)) = at else {
+        return make(data, step, mb);
+    };
+    let data = data.clone();
+    lane.take(key, move |k| {
+        let (s, m) = back(k);
+        make(&data, s, m)
+    })
 }
 
 impl Batches for Prefetched {
