@@ -113,12 +113,3 @@ pub fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
 pub fn rms_norm(d: usize, eps: f64, device: &Device) -> RmsNorm {
     RmsNormConfig::new(d).with_epsilon(eps).init(device)
 }
-
-/// `[1, 1, t, t]` with 0 where a token may attend (itself and earlier) and a large negative
-/// number above the diagonal.
-pub fn causal_mask(t: usize, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = (0..t * t)
-        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
-        .collect();
-    Tensor::from_data(TensorData::new(values, vec![1, 1, t, t]), device)
-}

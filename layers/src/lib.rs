@@ -18,6 +18,8 @@ pub mod strategy;
 #[cfg(feature = "burn")]
 pub mod act;
 #[cfg(feature = "burn")]
+pub mod fused;
+#[cfg(feature = "burn")]
 pub mod imp;
 #[cfg(feature = "burn")]
 pub mod init;

@@ -1,14 +1,16 @@
 //! The Llama block on burn, op for op as transformers' eager `LlamaDecoderLayer` (f32): RMS
-//! norms, rotary embeddings in the `rotate_half` layout, key/value heads repeated for grouped
-//! queries, scores scaled by `head_dim^-½`, a causal mask, softmax, SwiGLU. Its linears run
+//! norms, rotary embeddings in the `rotate_half` layout, grouped queries (each key/value head's
+//! group of query heads as one product), scores scaled by `head_dim^-½`, a causal mask, softmax,
+//! SwiGLU (rotation, masked softmax and SwiGLU fused on flex, [`crate::fused`]). Its linears run
 //! through [`Forward::linear3`], so ZB-H1's W and batched weight gradients reach them.
 
 use super::{LlamaBlock, rope};
 use crate::act::Act;
-use crate::imp::{Forward, LayerImpl, causal_mask, linear, rms_norm};
+use crate::fused::{causal_softmax, rotate_half, swiglu};
+use crate::imp::{Forward, LayerImpl, linear, rms_norm};
 use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::DType;
 use rand_chacha::ChaCha8Rng;
 
 /// The block's parameters, named as in a Hugging Face Llama layer (saved under `llama.<field>`).
@@ -51,7 +53,7 @@ impl LayerImpl for LlamaBlock {
         let n = m.post_attention_layernorm.forward(h.clone());
         let gate = f.linear3("gate_proj", &m.gate_proj, n.clone());
         let up = f.linear3("up_proj", &m.up_proj, n);
-        Act::F3(h + f.linear3("down_proj", &m.down_proj, silu(gate) * up))
+        Act::F3(h + f.linear3("down_proj", &m.down_proj, swiglu(gate, up)))
     }
 
     fn linear<'m>(m: &'m Llama, name: &str) -> Option<&'m Linear> {
@@ -71,48 +73,29 @@ impl LayerImpl for LlamaBlock {
 impl LlamaBlock {
     fn attention(&self, m: &Llama, x: Tensor<3>, f: &mut Forward) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let dh = d / self.heads;
-        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, dh]).swap_dims(1, 2);
-        let q = heads(f.linear3("q_proj", &m.q_proj, x.clone()), self.heads);
-        let k = heads(f.linear3("k_proj", &m.k_proj, x.clone()), self.kv_heads);
-        let v = heads(f.linear3("v_proj", &m.v_proj, x), self.kv_heads);
-        let (cos, sin) = self.rotation(t, dh, q.dtype(), &q.device());
-        let q = rotate(q, cos.clone(), sin.clone());
-        let k = repeat_kv(rotate(k, cos, sin), self.heads / self.kv_heads);
-        let v = repeat_kv(v, self.heads / self.kv_heads);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (dh as f64).powf(-0.5);
-        // The mask in the scores' dtype (in f16 its -1e9 becomes -inf, which softmax takes).
-        let mask = causal_mask(t, &scores.device()).cast(scores.dtype());
-        let probs = softmax(scores + mask, 3);
-        let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let (h, kv) = (self.heads, self.kv_heads);
+        let (dh, n) = (d / h, h / kv);
+        let heads = |y: Tensor<3>, h: usize| y.reshape([b, t, h, dh]).swap_dims(1, 2);
+        let q = heads(f.linear3("q_proj", &m.q_proj, x.clone()), h);
+        let k = heads(f.linear3("k_proj", &m.k_proj, x.clone()), kv);
+        let v = heads(f.linear3("v_proj", &m.v_proj, x), kv);
+        let [cos, sin] = self.rotation(t, dh, q.dtype(), &q.device());
+        let (q, k) = (rotate_half(q, cos.clone(), sin.clone()), rotate_half(k, cos, sin));
+        // Query heads j·n .. (j+1)·n read key/value head j (transformers' `repeat_kv`): as one
+        // product per key/value head over the group's n·t query rows, so the keys and values are
+        // neither copied n times nor their gradients summed back.
+        let q = q.reshape([b, kv, n * t, dh]);
+        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, h, t, t]);
+        let probs = causal_softmax(scores, (dh as f64).powf(-0.5));
+        let ctx = probs.reshape([b, kv, n * t, t]).matmul(v);
+        let ctx = ctx.reshape([b, h, t, dh]).swap_dims(1, 2).reshape([b, t, d]);
         f.linear3("o_proj", &m.o_proj, ctx)
     }
 
-    /// `[1, 1, t, dh]` cosines and sines of every position's rotation.
-    fn rotation(&self, t: usize, dh: usize, dtype: burn::tensor::DType, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    /// `[t, dh]` cosines and sines of every position's rotation.
+    fn rotation(&self, t: usize, dh: usize, dtype: DType, device: &Device) -> [Tensor<2>; 2] {
         let freqs = rope::inv_freq(dh, self.rope_theta, self.rope_scaling.as_ref());
         let (cos, sin) = rope::tables(t, &freqs);
-        let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, vec![1, 1, t, dh]), device).cast(dtype);
-        (table(cos), table(sin))
+        [cos, sin].map(|v| Tensor::<2>::from_data(TensorData::new(v, vec![t, dh]), device).cast(dtype))
     }
-}
-
-/// `x·cos + rotate_half(x)·sin`, where `rotate_half([x1, x2]) = [-x2, x1]` over the head's halves.
-fn rotate(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
-    let half = x.dims()[3] / 2;
-    let (x1, x2) = (x.clone().narrow(3, 0, half), x.clone().narrow(3, half, half));
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos + rotated * sin
-}
-
-/// Each of the `[b, kv_heads, t, dh]` heads repeated `n` times in place (query head `j` reads
-/// key/value head `j / n`, as transformers' `repeat_kv`).
-fn repeat_kv(x: Tensor<4>, n: usize) -> Tensor<4> {
-    if n == 1 {
-        return x;
-    }
-    let [b, kv, t, dh] = x.dims();
-    x.reshape([b, kv, 1, t, dh])
-        .expand([b, kv, n, t, dh])
-        .reshape([b, kv * n, t, dh])
 }

@@ -3,10 +3,11 @@
 
 use super::TransformerBlock;
 use crate::act::Act;
-use crate::imp::{Forward, LayerImpl, causal_mask, layer_norm, linear};
+use crate::fused::causal_softmax;
+use crate::imp::{Forward, LayerImpl, layer_norm, linear};
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use rand_chacha::ChaCha8Rng;
 
 /// The block's parameters (saved under `block.<field>`).
@@ -70,10 +71,7 @@ fn attention(m: &Block, x: Tensor<3>, f: &mut Forward) -> Tensor<3> {
     let q = split(f.linear3("query", &m.query, x.clone()));
     let k = split(f.linear3("key", &m.key, x.clone()));
     let v = split(f.linear3("value", &m.value, x));
-    let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
-    // The mask in the scores' dtype (in f16 its -1e9 becomes -inf, which softmax takes).
-    let mask = causal_mask(t, &m.query.weight.device()).cast(scores.dtype());
-    let probs = softmax(scores + mask, 3);
+    let probs = causal_softmax(q.matmul(k.swap_dims(2, 3)), 1.0 / (dh as f64).sqrt());
     let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
     f.linear3("out", &m.out, ctx)
 }

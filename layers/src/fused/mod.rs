@@ -1,0 +1,186 @@
+//! Fused CPU kernels for the transformer blocks' element-wise work: SwiGLU (`silu(gate)·up`),
+//! the causal, scaled softmax of attention scores and the rotary embedding's rotation, forward and backward in one pass each
+//! with a vectorised `exp` ([`simd`]). On flex in f32 they run as one autodiff node each; on
+//! every other backend or dtype (CUDA, half precision) the same formula runs as burn's ops.
+//!
+//! The kernels round differently from burn's ops (their `exp` is within 2 ulp of libm's), so a
+//! model computes the same numbers on any split, thread count or machine, but not bit for bit
+//! what it computed before they existed.
+
+mod backend;
+pub mod simd;
+
+use backend::Fused;
+use burn::backend::Dispatch;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::{silu, softmax};
+
+/// Whether `t` runs the fused kernels: an f32 tensor on flex.
+fn on_flex_f32<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == DType::F32 && t.device().inner() == Device::flex()
+}
+
+/// `silu(gate) · up`.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    if on_flex_f32(&gate) && up.dtype() == DType::F32 && gate.dims() == up.dims() {
+        return Tensor::from_dispatch(Dispatch::swiglu(gate.into_dispatch(), up.into_dispatch()));
+    }
+    silu(gate) * up
+}
+
+/// Softmax over the last axis of `scale · scores`, where `scores` is `[b, heads, t, t]` and
+/// query i sees keys 0..=i (the others get probability 0).
+pub fn causal_softmax(scores: Tensor<4>, scale: f64) -> Tensor<4> {
+    let [.., tq, tk] = scores.dims();
+    assert_eq!(tq, tk, "a causal softmax over {tq} queries and {tk} keys");
+    if on_flex_f32(&scores) {
+        return Tensor::from_dispatch(Dispatch::causal_softmax(
+            scores.into_dispatch(),
+            scale as f32,
+        ));
+    }
+    let scores = scores * scale;
+    // The mask in the scores' dtype (in f16 its -1e9 becomes -inf, which softmax takes).
+    let mask = causal_mask(tq, &scores.device()).cast(scores.dtype());
+    softmax(scores + mask, 3)
+}
+
+/// `x·cos + rotate_half(x)·sin` for `x` of `[b, heads, t, dh]` (any strides) and `[t, dh]`
+/// tables, where `rotate_half([x1, x2]) = [−x2, x1]` over each head's halves (transformers'
+/// rotary embedding). The tables get no gradient.
+pub fn rotate_half(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+    if on_flex_f32(&x) && cos.dtype() == DType::F32 && sin.dtype() == DType::F32 {
+        let (x, cos, sin) = (x.into_dispatch(), cos.into_dispatch(), sin.into_dispatch());
+        return Tensor::from_dispatch(Dispatch::rotate_half(x, cos, sin));
+    }
+    let [t, dh] = cos.dims();
+    let (cos, sin) = (cos.reshape([1, 1, t, dh]), sin.reshape([1, 1, t, dh]));
+    let half = dh / 2;
+    let (x1, x2) = (
+        x.clone().narrow(3, 0, half),
+        x.clone().narrow(3, half, half),
+    );
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos + rotated * sin
+}
+
+/// `[1, 1, t, t]`: 0 where key j ≤ query i, −1e9 after it.
+fn causal_mask(t: usize, device: &Device) -> Tensor<4> {
+    let values: Vec<f32> = (0..t * t)
+        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+        .collect();
+    Tensor::from_data(TensorData::new(values, vec![1, 1, t, t]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 + seed) * 0.73).sin() * 3.0)
+            .collect()
+    }
+
+    fn tensor<const D: usize>(shape: [usize; D], seed: f32, device: &Device) -> Tensor<D> {
+        let n = shape.iter().product();
+        Tensor::from_data(TensorData::new(values(n, seed), shape.to_vec()), device)
+    }
+
+    fn assert_close<const D: usize>(what: &str, got: Tensor<D>, want: Tensor<D>) {
+        let (got, want) = (
+            got.into_data().try_to_vec::<f32>().unwrap(),
+            want.into_data().try_to_vec::<f32>().unwrap(),
+        );
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 2e-6 * (1.0 + b.abs()),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+
+    /// The fused node against burn's composition of the same formula, values and gradients,
+    /// on a strided (swapped) input as attention hands it over.
+    #[test]
+    fn causal_softmax_node_equals_burns_composition() {
+        let device = Device::flex().autodiff();
+        // two leaves with the same values: one graph each (burn consumes a graph's tape)
+        let (x, y) = (
+            tensor([2, 5, 3, 5], 1.0, &device),
+            tensor([2, 5, 3, 5], 1.0, &device),
+        );
+        let (x, y) = (x.require_grad(), y.require_grad());
+        let w = tensor([2, 3, 5, 5], 7.0, &device);
+        let fused = causal_softmax(x.clone().swap_dims(1, 2), 0.3);
+        let mask = causal_mask(5, &device);
+        let composed = softmax(y.clone().swap_dims(1, 2) * 0.3 + mask, 3);
+        let g_fused = (fused.clone() * w.clone()).sum().backward();
+        let g_composed = (composed.clone() * w).sum().backward();
+        assert_close("probabilities", fused, composed);
+        assert_close(
+            "gradient",
+            x.grad(&g_fused).unwrap(),
+            y.grad(&g_composed).unwrap(),
+        );
+    }
+
+    #[test]
+    fn swiglu_node_equals_burns_composition() {
+        let device = Device::flex().autodiff();
+        let gate = tensor([3, 4, 7], 2.0, &device).require_grad();
+        let up = tensor([3, 4, 7], 5.0, &device).require_grad();
+        let w = tensor([3, 4, 7], 9.0, &device);
+        assert!(on_flex_f32(&gate), "the test must reach the fused node");
+        let (gate2, up2) = (
+            gate.clone().detach().require_grad(),
+            up.clone().detach().require_grad(),
+        );
+        let g_fused = (swiglu(gate.clone(), up.clone()) * w.clone())
+            .sum()
+            .backward();
+        let g_composed = (silu(gate2.clone()) * up2.clone() * w).sum().backward();
+        assert_close(
+            "d gate",
+            gate.grad(&g_fused).unwrap(),
+            gate2.grad(&g_composed).unwrap(),
+        );
+        assert_close(
+            "d up",
+            up.grad(&g_fused).unwrap(),
+            up2.grad(&g_composed).unwrap(),
+        );
+        // without autodiff, on a strided gate
+        let flex = Device::flex();
+        let (g, u) = (
+            tensor([7, 4], 2.0, &flex).transpose(),
+            tensor([4, 7], 5.0, &flex),
+        );
+        assert_close("values", swiglu(g.clone(), u.clone()), silu(g) * u);
+    }
+
+    #[test]
+    fn rotate_half_node_equals_burns_composition() {
+        let device = Device::flex().autodiff();
+        let (b, h, t, dh) = (2, 3, 5, 4);
+        // the heads as attention hands them over: a transposed view of [b, t, h, dh]
+        let x = tensor([b, t, h, dh], 3.0, &device).require_grad();
+        let y = x.clone().detach().require_grad();
+        let (cos, sin) = (tensor([t, dh], 4.0, &device), tensor([t, dh], 6.0, &device));
+        let w = tensor([b, h, t, dh], 8.0, &device);
+        let fused = rotate_half(x.clone().swap_dims(1, 2), cos.clone(), sin.clone());
+        let (c4, s4) = (cos.reshape([1, 1, t, dh]), sin.reshape([1, 1, t, dh]));
+        let y4 = y.clone().swap_dims(1, 2);
+        let (y1, y2) = (y4.clone().narrow(3, 0, 2), y4.clone().narrow(3, 2, 2));
+        let composed = y4 * c4 + Tensor::cat(vec![y2.neg(), y1], 3) * s4;
+        let g_fused = (fused.clone() * w.clone()).sum().backward();
+        let g_composed = (composed.clone() * w).sum().backward();
+        assert_close("rotated", fused, composed);
+        assert_close(
+            "gradient",
+            x.grad(&g_fused).unwrap(),
+            y.grad(&g_composed).unwrap(),
+        );
+    }
+}
