@@ -63,8 +63,8 @@ impl Forward<'_> {
     pub fn linear(&mut self, name: &'static str, l: &Linear, x: Act) -> Act {
         if !self.weights.defers_input(matches!(x, Act::F3(_))) {
             return match x {
-                Act::F2(t) => Act::F2(l.forward(t)),
-                Act::F3(t) => Act::F3(l.forward(t)),
+                Act::F2(t) => Act::F2(crate::fused::linear(l, t)),
+                Act::F3(t) => Act::F3(crate::fused::linear(l, t)),
                 other => panic!("linear on {:?}", other.dims()),
             };
         }

@@ -10,6 +10,7 @@
 //! gradients in the backward: theirs is not split (docs/performance.md).
 
 use crate::act::Act;
+use crate::fused::{linear, linear_with, matmul};
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -48,11 +49,11 @@ pub fn forward(l: &Linear, x: Act, layer: usize, product: &'static str) -> (Act,
     let (w, b) = constants(l);
     let (y, probe) = match &x {
         Act::F2(t) => {
-            let (y, p) = probed(burn::tensor::module::linear(t.clone(), w, b));
+            let (y, p) = probed(linear_with(t.clone(), w, b));
             (Act::F2(y), Act::F2(p))
         }
         Act::F3(t) => {
-            let (y, p) = probed(burn::tensor::module::linear(t.clone(), w, b));
+            let (y, p) = probed(linear_with(t.clone(), w, b));
             (Act::F3(y), Act::F3(p))
         }
         other => panic!("linear on {:?}", other.dims()),
@@ -81,10 +82,7 @@ pub fn forward_transposed(
     let Act::F2(t) = &x else {
         panic!("the transposed linear takes [rows, in], got {:?}", x.dims())
     };
-    let mut y = w
-        .swap_dims(0, 1)
-        .matmul(t.clone().swap_dims(0, 1))
-        .swap_dims(0, 1);
+    let mut y = matmul(w.swap_dims(0, 1), t.clone().swap_dims(0, 1)).swap_dims(0, 1);
     if let Some(b) = b {
         y = y + b.unsqueeze_dim(0);
     }
@@ -114,7 +112,7 @@ pub fn weight_grads(master: &Linear, module: &Linear, x: &Act, g: &Act) -> Gradi
     match (x, g) {
         (Act::F2(x), Act::F2(g)) => rows_grads(master, x.clone().inner(), g.clone()),
         (Act::F3(x), Act::F3(g)) => {
-            let root = (module.forward(x.clone()) * Tensor::from_inner(g.clone())).sum();
+            let root = (linear(module, x.clone()) * Tensor::from_inner(g.clone())).sum();
             GradientsParams::from_grads(root.backward(), master)
         }
         (x, g) => panic!("linear W of {:?} with gradient {:?}", x.dims(), g.dims()),
@@ -125,7 +123,7 @@ pub fn weight_grads(master: &Linear, module: &Linear, x: &Act, g: &Act) -> Gradi
 fn rows_grads(master: &Linear, x: Tensor<2>, g: Tensor<2>) -> GradientsParams {
     let dtype = master.weight.val().dtype();
     let mut grads = GradientsParams::new();
-    let dw = x.swap_dims(0, 1).matmul(g.clone());
+    let dw = matmul(x.swap_dims(0, 1), g.clone());
     grads.register(master.weight.id, dw.cast(dtype));
     if let Some(bias) = &master.bias {
         let out = g.dims()[1];

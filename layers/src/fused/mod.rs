@@ -8,17 +8,54 @@
 //! what it computed before they existed.
 
 mod backend;
+mod product;
 pub mod simd;
 
 use backend::Fused;
 use burn::backend::Dispatch;
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::{silu, softmax};
+use product::Product;
 
 /// Whether `t` runs the fused kernels: an f32 tensor on flex.
 fn on_flex_f32<const D: usize>(t: &Tensor<D>) -> bool {
     t.dtype() == DType::F32 && t.device().inner() == Device::flex()
+}
+
+/// `lhs · rhs` (burn's `matmul`); on flex in f32 with the same leading dims, written straight
+/// into its result ([`product`]: the same bits as flex's).
+pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
+    let (l, r) = (lhs.dims(), rhs.dims());
+    if on_flex_f32(&lhs) && rhs.dtype() == DType::F32 && l[..D - 2] == r[..D - 2] {
+        return Tensor::from_dispatch(Dispatch::product(lhs.into_dispatch(), rhs.into_dispatch()));
+    }
+    lhs.matmul(rhs)
+}
+
+/// `x · W + b` over `x`'s last axis: burn's `Linear::forward` (its rows folded into one
+/// product, as burn folds them), with the product through [`matmul`].
+pub fn linear<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let w = l.weight.val();
+    let b = l.bias.as_ref().map(|b| b.val());
+    linear_with(x, w, b)
+}
+
+/// [`linear`] with the parameters given as tensors (constants, or not).
+pub fn linear_with<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<D> {
+    if !on_flex_f32(&x) {
+        return burn::tensor::module::linear(x, w, b);
+    }
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims.iter().product::<usize>() / d_in;
+    let mut y = matmul(x.reshape([rows, d_in]), w);
+    if let Some(b) = b {
+        y = y + b.unsqueeze_dim(0);
+    }
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
 }
 
 /// `silu(gate) · up`.
@@ -181,6 +218,44 @@ mod tests {
             "gradient",
             x.grad(&g_fused).unwrap(),
             y.grad(&g_composed).unwrap(),
+        );
+    }
+
+    /// Bit for bit flex's `matmul`, values and both gradients, batched, on a transposed view.
+    #[test]
+    fn product_is_flexs_matmul_bit_for_bit() {
+        let device = Device::flex().autodiff();
+        let a = tensor([2, 3, 9, 5], 1.0, &device).require_grad();
+        let b = tensor([2, 3, 7, 5], 2.0, &device).require_grad();
+        let (a2, b2) = (
+            a.clone().detach().require_grad(),
+            b.clone().detach().require_grad(),
+        );
+        let w = tensor([2, 3, 9, 7], 3.0, &device);
+        let fused = matmul(a.clone(), b.clone().swap_dims(2, 3));
+        let flex = a2.clone().matmul(b2.clone().swap_dims(2, 3));
+        let bits = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let g_fused = (fused.clone() * w.clone()).sum().backward();
+        let g_flex = (flex.clone() * w).sum().backward();
+        assert_eq!(bits(fused), bits(flex), "values");
+        assert_eq!(
+            bits(a.grad(&g_fused).unwrap()),
+            bits(a2.grad(&g_flex).unwrap()),
+            "d lhs"
+        );
+        assert_eq!(
+            bits(b.grad(&g_fused).unwrap()),
+            bits(b2.grad(&g_flex).unwrap()),
+            "d rhs"
+        );
+        // a linear layer through it, against burn's
+        let flex = Device::flex();
+        let l = burn::nn::LinearConfig::new(5, 4).init(&flex);
+        let x = tensor([3, 6, 5], 4.0, &flex);
+        let (ours, burns) = (linear(&l, x.clone()), l.forward(x));
+        assert_eq!(
+            ours.into_data().try_to_vec::<f32>().unwrap(),
+            burns.into_data().try_to_vec::<f32>().unwrap()
         );
     }
 }

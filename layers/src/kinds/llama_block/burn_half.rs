@@ -6,7 +6,7 @@
 
 use super::{LlamaBlock, rope};
 use crate::act::Act;
-use crate::fused::{causal_softmax, rotate_half, swiglu};
+use crate::fused::{causal_softmax, matmul, rotate_half, swiglu};
 use crate::imp::{Forward, LayerImpl, linear, rms_norm};
 use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
@@ -85,9 +85,9 @@ impl LlamaBlock {
         // product per key/value head over the group's n·t query rows, so the keys and values are
         // neither copied n times nor their gradients summed back.
         let q = q.reshape([b, kv, n * t, dh]);
-        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, h, t, t]);
+        let scores = matmul(q, k.swap_dims(2, 3)).reshape([b, h, t, t]);
         let probs = causal_softmax(scores, (dh as f64).powf(-0.5));
-        let ctx = probs.reshape([b, kv, n * t, t]).matmul(v);
+        let ctx = matmul(probs.reshape([b, kv, n * t, t]), v);
         let ctx = ctx.reshape([b, h, t, dh]).swap_dims(1, 2).reshape([b, t, d]);
         f.linear3("o_proj", &m.o_proj, ctx)
     }

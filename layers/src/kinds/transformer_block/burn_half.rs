@@ -3,7 +3,7 @@
 
 use super::TransformerBlock;
 use crate::act::Act;
-use crate::fused::causal_softmax;
+use crate::fused::{causal_softmax, matmul};
 use crate::imp::{Forward, LayerImpl, layer_norm, linear};
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
@@ -71,7 +71,7 @@ fn attention(m: &Block, x: Tensor<3>, f: &mut Forward) -> Tensor<3> {
     let q = split(f.linear3("query", &m.query, x.clone()));
     let k = split(f.linear3("key", &m.key, x.clone()));
     let v = split(f.linear3("value", &m.value, x));
-    let probs = causal_softmax(q.matmul(k.swap_dims(2, 3)), 1.0 / (dh as f64).sqrt());
-    let ctx = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+    let probs = causal_softmax(matmul(q, k.swap_dims(2, 3)), 1.0 / (dh as f64).sqrt());
+    let ctx = matmul(probs, v).swap_dims(1, 2).reshape([b, t, d]);
     f.linear3("out", &m.out, ctx)
 }
