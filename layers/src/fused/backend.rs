@@ -29,7 +29,7 @@ pub trait Fused: Backend {
 }
 
 /// A contiguous f32 copy-free view (a strided tensor is made contiguous first).
-fn contiguous(t: FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
     assert_eq!(
         t.dtype(),
         DType::F32,
@@ -43,7 +43,7 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
 }
 
 /// The values of a contiguous f32 tensor (its storage may start before them or run past them).
-fn values(t: &FlexTensor) -> &[f32] {
+pub(super) fn values(t: &FlexTensor) -> &[f32] {
     let (start, end) = t
         .layout()
         .contiguous_offsets()
@@ -52,7 +52,7 @@ fn values(t: &FlexTensor) -> &[f32] {
 }
 
 /// A new tensor of `like`'s shape from `values`.
-fn from_vec(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+pub(super) fn from_vec(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
     let shape = like.layout().shape().clone();
     FlexTensor::new(
         Bytes::from_elems(values),
@@ -63,7 +63,7 @@ fn from_vec(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
 
 /// `f` over `rows` rows of `width` values split over the calling thread's rayon pool (rows are
 /// independent, so the split does not change a bit).
-fn rows_parallel(rows: usize, width: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+pub(super) fn rows_parallel(rows: usize, width: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
     let threads = rayon_core::current_num_threads();
     // below ~64 Ki values a second thread costs more than it saves
     let parts = threads.min(rows * width / (1 << 16)).max(1);
@@ -82,14 +82,14 @@ fn rows_parallel(rows: usize, width: usize, f: impl Fn(std::ops::Range<usize>) +
 
 /// A mutable slice handed to several threads, each writing only its own rows.
 #[derive(Clone, Copy)]
-struct Shared(*mut f32, usize);
+pub(super) struct Shared(pub(super) *mut f32, pub(super) usize);
 // SAFETY: every user writes disjoint row ranges of it (rows_parallel's ranges do not overlap).
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl Shared {
     /// SAFETY: callers take disjoint ranges.
-    unsafe fn range<'a>(self, r: std::ops::Range<usize>) -> &'a mut [f32] {
+    pub(super) unsafe fn range<'a>(self, r: std::ops::Range<usize>) -> &'a mut [f32] {
         assert!(r.end <= self.1);
         unsafe { std::slice::from_raw_parts_mut(self.0.add(r.start), r.len()) }
     }

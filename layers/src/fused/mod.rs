@@ -1,5 +1,6 @@
 //! Fused CPU kernels for the transformer blocks' element-wise work: SwiGLU (`silu(gate)·up`),
-//! the causal, scaled softmax of attention scores and the rotary embedding's rotation, forward and backward in one pass each
+//! the causal, scaled softmax of attention scores, the rotary embedding's rotation and the RMS
+//! norm, forward and backward in one pass each
 //! with a vectorised `exp` ([`simd`]). On flex in f32 they run as one autodiff node each; on
 //! every other backend or dtype (CUDA, half precision) the same formula runs as burn's ops.
 //!
@@ -8,15 +9,17 @@
 //! what it computed before they existed.
 
 mod backend;
+mod norm;
 mod product;
 pub mod simd;
 
 use backend::Fused;
 use burn::backend::Dispatch;
-use burn::nn::Linear;
+use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::{silu, softmax};
+use norm::Norm;
 use product::Product;
 
 /// Whether `t` runs the fused kernels: an f32 tensor on flex.
@@ -56,6 +59,16 @@ pub fn linear_with<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<
     }
     dims[D - 1] = y.dims()[1];
     y.reshape(dims)
+}
+
+/// `m` (burn's `RmsNorm`) on `x`: one node on flex in f32 ([`norm`]), burn's ops elsewhere.
+pub fn apply_rms_norm<const D: usize>(m: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    let gamma = m.gamma.val();
+    if on_flex_f32(&x) && gamma.dtype() == DType::F32 {
+        let (x, gamma) = (x.into_dispatch(), gamma.into_dispatch());
+        return Tensor::from_dispatch(Dispatch::rms_norm(x, gamma, m.epsilon as f32));
+    }
+    m.forward(x)
 }
 
 /// `silu(gate) · up`.
@@ -256,6 +269,57 @@ mod tests {
         assert_eq!(
             ours.into_data().try_to_vec::<f32>().unwrap(),
             burns.into_data().try_to_vec::<f32>().unwrap()
+        );
+    }
+
+    /// burn's RmsNorm, values and both gradients; and the same bits on 1 and 3 threads (150 Ki
+    /// values: the rows split in two).
+    #[test]
+    fn rms_norm_node_equals_burns_and_ignores_the_thread_count() {
+        let device = Device::flex().autodiff();
+        let mut m = burn::nn::RmsNormConfig::new(256)
+            .with_epsilon(1e-5)
+            .init(&device);
+        m.gamma = burn::module::Param::from_tensor(tensor([256], 5.0, &device));
+        let run = |fused: bool| {
+            let x = tensor([3, 200, 256], 1.0, &device).require_grad();
+            let y = if fused {
+                apply_rms_norm(&m, x.clone())
+            } else {
+                m.forward(x.clone())
+            };
+            let grads = (y.clone() * tensor([3, 200, 256], 2.0, &device))
+                .sum()
+                .backward();
+            let gamma = m.gamma.val().grad(&grads).unwrap();
+            (y, x.grad(&grads).unwrap(), gamma)
+        };
+        let (ours, burns) = (run(true), run(false));
+        assert_close("normed", ours.0.clone(), burns.0);
+        assert_close("d x", ours.1.clone(), burns.1);
+        let (a, b) = (ours.2.clone().into_data(), burns.2.into_data());
+        let (a, b) = (
+            a.try_to_vec::<f32>().unwrap(),
+            b.try_to_vec::<f32>().unwrap(),
+        );
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (a - b).abs() <= 2e-5 * (1.0 + b.abs()),
+                "d gamma[{i}]: {a} vs {b}"
+            );
+        }
+        let bits = |t: (Tensor<3>, Tensor<3>, Tensor<1>)| {
+            let v = |d: TensorData| d.try_to_vec::<f32>().unwrap();
+            (v(t.0.into_data()), v(t.1.into_data()), v(t.2.into_data()))
+        };
+        let three = rayon_core::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        assert_eq!(
+            bits(three.install(|| run(true))),
+            bits(ours),
+            "3 threads against 1"
         );
     }
 }

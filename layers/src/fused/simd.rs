@@ -1,6 +1,6 @@
 //! The fused kernels' arithmetic on f32 slices: a vectorisable `exp`, the SwiGLU product and
 //! its gradients, the causal softmax rows and their gradients, and the rotary embedding's
-//! `rotate_half` rotation and its transpose.
+//! `rotate_half` rotation and its transpose, and the RMS norm and its gradients.
 //!
 //! Why: burn's flex backend maps `exp` element by element through libm's scalar `expf` (7–14 %
 //! of a Llama step, measured with `perf`; its masked scores took libm's slow underflow path
@@ -176,6 +176,51 @@ fn rotate_half_backward_row(grad: &[f32], cos: &[f32], sin: &[f32], out: &mut [f
     for i in 0..half {
         o1[i] = g1[i] * cos[i] + g2[i] * sin[half + i];
         o2[i] = g2[i] * cos[half + i] - g1[i] * sin[i];
+    }
+}
+}
+
+dispatch! {
+fn rms_norm_rows(x: &[f32], gamma: &[f32], out: &mut [f32], rms: &mut [f32], eps: f32) {
+    // burn's RmsNorm: (x / sqrt(mean(x²) + eps)) · gamma; each row's rms kept for the backward
+    let d = gamma.len();
+    for ((row, o), r) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(rms.iter_mut()) {
+        for (o, &v) in o.iter_mut().zip(row) {
+            *o = v * v;
+        }
+        *r = (fold_lanes(o, 0.0, |a, b| a + b) / d as f32 + eps).sqrt();
+        for ((o, &v), &w) in o.iter_mut().zip(row).zip(gamma) {
+            *o = v / *r * w;
+        }
+    }
+}
+}
+
+dispatch! {
+fn rms_norm_backward_rows(x: &[f32], gamma: &[f32], grad: &[f32], rms: &[f32], dx: &mut [f32]) {
+    // x̂ = x / rms, dx̂ = g · gamma: dx = (dx̂ − x̂ · mean(dx̂ · x̂)) / rms
+    let d = gamma.len();
+    let rows = x.chunks_exact(d).zip(grad.chunks_exact(d)).zip(dx.chunks_exact_mut(d));
+    for (((row, g), o), &r) in rows.zip(rms) {
+        for (((o, &v), &g), &w) in o.iter_mut().zip(row).zip(g).zip(gamma) {
+            *o = g * w * (v / r);
+        }
+        let c = fold_lanes(o, 0.0, |a, b| a + b) / d as f32;
+        for (((o, &v), &g), &w) in o.iter_mut().zip(row).zip(g).zip(gamma) {
+            *o = (g * w - v / r * c) / r;
+        }
+    }
+}
+}
+
+dispatch! {
+fn rms_norm_gamma_rows(x: &[f32], grad: &[f32], rms: &[f32], d_gamma: &mut [f32]) {
+    // Σ over the rows, in row order, of g · x̂ (added to d_gamma)
+    let d = d_gamma.len();
+    for ((row, g), &r) in x.chunks_exact(d).zip(grad.chunks_exact(d)).zip(rms) {
+        for ((o, &v), &g) in d_gamma.iter_mut().zip(row).zip(g) {
+            *o += g * (v / r);
+        }
     }
 }
 }

@@ -54,7 +54,7 @@ mod burn_half {
         }
 
         fn forward(&self, m: &nn::RmsNorm, x: Act, _: &mut Forward) -> Act {
-            map_float!(x, |t| m.forward(t))
+            map_float!(x, |t| crate::fused::apply_rms_norm(m, t))
         }
     }
 }

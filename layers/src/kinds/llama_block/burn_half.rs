@@ -1,12 +1,12 @@
 //! The Llama block on burn, op for op as transformers' eager `LlamaDecoderLayer` (f32): RMS
 //! norms, rotary embeddings in the `rotate_half` layout, grouped queries (each key/value head's
 //! group of query heads as one product), scores scaled by `head_dim^-½`, a causal mask, softmax,
-//! SwiGLU (rotation, masked softmax and SwiGLU fused on flex, [`crate::fused`]). Its linears run
+//! SwiGLU (norms, rotation, masked softmax and SwiGLU fused on flex, [`crate::fused`]). Its linears run
 //! through [`Forward::linear3`], so ZB-H1's W and batched weight gradients reach them.
 
 use super::{LlamaBlock, rope};
 use crate::act::Act;
-use crate::fused::{causal_softmax, matmul, rotate_half, swiglu};
+use crate::fused::{apply_rms_norm, causal_softmax, matmul, rotate_half, swiglu};
 use crate::imp::{Forward, LayerImpl, linear, rms_norm};
 use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
@@ -49,8 +49,8 @@ impl LayerImpl for LlamaBlock {
         let Act::F3(x) = x else {
             panic!("llama_block on {:?}", x.dims())
         };
-        let h = x.clone() + self.attention(m, m.input_layernorm.forward(x), f);
-        let n = m.post_attention_layernorm.forward(h.clone());
+        let h = x.clone() + self.attention(m, apply_rms_norm(&m.input_layernorm, x), f);
+        let n = apply_rms_norm(&m.post_attention_layernorm, h.clone());
         let gate = f.linear3("gate_proj", &m.gate_proj, n.clone());
         let up = f.linear3("up_proj", &m.up_proj, n);
         Act::F3(h + f.linear3("down_proj", &m.down_proj, swiglu(gate, up)))
