@@ -221,10 +221,52 @@ pub fn render(options: &[ShapeOption], train: &brigade_partitioner::Train) -> St
                 "one stage: its {} micro-batches only make its products smaller (the planner keeps train.microbatches as given); train.microbatches = 1 computes the whole batch in larger products, often faster on CPU where its activations fit",
                 train.microbatches
             );
+        } else if train.microbatches > 1 && options.iter().any(|o| o.stages == 1) {
+            let _ = writeln!(
+                s,
+                "not weighed: one stage with train.microbatches = 1 (the planner keeps the {} micro-batches as given: they set the numbers the run computes); the whole batch in larger products is often faster on CPU where its activations fit: compare with brigade reference --threads",
+                train.microbatches
+            );
         }
     }
     if options.iter().any(|o| o.speedup_measured == Some(false)) {
         s.push_str("threads not in the profile were assumed to speed products up linearly; measure them: brigade profile --threads 1,2 --out profile.json, then plan --profile profile.json\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option(stages: usize, threads: usize, step_ms: f64, chosen: bool) -> ShapeOption {
+        ShapeOption {
+            replicas: 1,
+            stages,
+            threads: Some(threads),
+            speedup_measured: Some(true),
+            step_ms: Some(step_ms),
+            why_not: None,
+            chosen,
+        }
+    }
+
+    /// A multi-stage pick says what the planner did not weigh: one stage on the whole batch.
+    #[test]
+    fn the_plan_names_the_whole_batch_it_did_not_weigh() {
+        let text = include_str!("../../topologies/mlp-8x1024.toml");
+        let train = brigade_partitioner::parse("mlp.toml", text, &[])
+            .unwrap()
+            .train;
+        let two_stages = [option(1, 2, 134.0, false), option(2, 1, 122.0, true)];
+        let said = render(&two_stages, &train);
+        assert!(
+            said.contains("not weighed: one stage with train.microbatches = 1"),
+            "{said}"
+        );
+        let one_stage = [option(1, 2, 120.0, true), option(2, 1, 122.0, false)];
+        let said = render(&one_stage, &train);
+        assert!(!said.contains("not weighed"), "{said}");
+        assert!(said.contains("one stage: its 8 micro-batches"), "{said}");
+    }
 }

@@ -1,7 +1,7 @@
 //! Fused CPU kernels for the transformer blocks' element-wise work: SwiGLU (`silu(gate)·up`),
 //! the causal, scaled softmax of attention scores, the rotary embedding's rotation and the RMS
-//! norm, forward and backward in one pass each
-//! with a vectorised `exp` ([`simd`]). On flex in f32 they run as one autodiff node each; on
+//! norm, forward and backward in one pass each with a vectorised `exp` ([`simd`]), and matrix
+//! products written straight into their result ([`product`]). On flex in f32 they run as one autodiff node each; on
 //! every other backend or dtype (CUDA, half precision) the same formula runs as burn's ops.
 //!
 //! The kernels round differently from burn's ops (their `exp` is within 2 ulp of libm's), so a
@@ -31,7 +31,10 @@ fn on_flex_f32<const D: usize>(t: &Tensor<D>) -> bool {
 /// into its result ([`product`]: the same bits as flex's).
 pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
     let (l, r) = (lhs.dims(), rhs.dims());
-    if on_flex_f32(&lhs) && rhs.dtype() == DType::F32 && l[..D - 2] == r[..D - 2] {
+    // anything else (broadcast leading dims, a wrong inner dim) goes to burn, which broadcasts
+    // or names the mismatch
+    let fits = l[..D - 2] == r[..D - 2] && l[D - 1] == r[D - 2];
+    if on_flex_f32(&lhs) && rhs.dtype() == DType::F32 && fits {
         return Tensor::from_dispatch(Dispatch::product(lhs.into_dispatch(), rhs.into_dispatch()));
     }
     lhs.matmul(rhs)
@@ -64,6 +67,13 @@ pub fn linear_with<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<
 /// `m` (burn's `RmsNorm`) on `x`: one node on flex in f32 ([`norm`]), burn's ops elsewhere.
 pub fn apply_rms_norm<const D: usize>(m: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
     let gamma = m.gamma.val();
+    let [d] = gamma.dims();
+    assert_eq!(
+        x.dims()[D - 1],
+        d,
+        "an RMS norm over {d} features on {:?}",
+        x.dims()
+    );
     if on_flex_f32(&x) && gamma.dtype() == DType::F32 {
         let (x, gamma) = (x.into_dispatch(), gamma.into_dispatch());
         return Tensor::from_dispatch(Dispatch::rms_norm(x, gamma, m.epsilon as f32));
@@ -100,6 +110,15 @@ pub fn causal_softmax(scores: Tensor<4>, scale: f64) -> Tensor<4> {
 /// tables, where `rotate_half([x1, x2]) = [−x2, x1]` over each head's halves (transformers'
 /// rotary embedding). The tables get no gradient.
 pub fn rotate_half(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+    let [_, _, t, dh] = x.dims();
+    let tables = [t, dh];
+    assert!(
+        dh % 2 == 0 && cos.dims() == tables && sin.dims() == tables,
+        "rotary tables {:?} and {:?} for heads {:?} (want [t, dh], dh even)",
+        cos.dims(),
+        sin.dims(),
+        x.dims()
+    );
     if on_flex_f32(&x) && cos.dtype() == DType::F32 && sin.dtype() == DType::F32 {
         let (x, cos, sin) = (x.into_dispatch(), cos.into_dispatch(), sin.into_dispatch());
         return Tensor::from_dispatch(Dispatch::rotate_half(x, cos, sin));

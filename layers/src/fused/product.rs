@@ -72,12 +72,13 @@ fn flex_product(lhs: &FlexTensor, rhs: &FlexTensor) -> FlexTensor {
         l.shape()[rank - 1],
         r.shape()[rank - 1],
     );
-    let (lo, ro) = (matrix_offsets(l), matrix_offsets(r));
-    assert_eq!(
-        lo.len(),
-        ro.len(),
-        "a product's leading dims differ (the caller checks)"
+    // gemm reads through raw pointers: operands that do not fit must stop here
+    let (ls, rs) = (l.shape(), r.shape());
+    assert!(
+        rs.len() == rank && ls[..rank - 2] == rs[..rank - 2] && rs[rank - 2] == k,
+        "a product of {ls:?} and {rs:?} (the caller checks)"
     );
+    let (lo, ro) = (matrix_offsets(l), matrix_offsets(r));
     let [lrs, lcs, rrs, rcs] = [l, l, r, r]
         .iter()
         .zip([rank - 2, rank - 1, rank - 2, rank - 1])
