@@ -1,6 +1,7 @@
 //! Failure injection for the tests that must kill a rank at one exact moment (a random kill
 //! lands mostly in compute): `BRIGADE_FAILPOINT=allreduce:RANK:STEP` makes rank RANK kill
-//! itself right after sending the first segment of step STEP's first gradient bucket, and with
+//! itself right after handing step STEP's first gradient bucket to its transport (whose I/O
+//! thread may have sent its first segment or not: the replicas wait for it either way), and with
 //! `BRIGADE_FAILPOINT_ONCE=FILE` only while FILE does not exist (it is created first, so a
 //! restarted rank runs on). Unset, it costs one environment read per process.
 
@@ -21,7 +22,7 @@ fn planted() -> Option<(usize, u64)> {
     })
 }
 
-/// Rank `rank` has sent the first segment of step `step`'s first gradient bucket.
+/// Rank `rank` has handed step `step`'s first gradient bucket to its transport.
 pub fn reduce_started(rank: usize, step: u64) {
     if planted() != Some((rank, step)) {
         return;

@@ -25,3 +25,36 @@ pub struct Outgoing {
     pub microbatch: u64,
     pub tensor: Act,
 }
+
+/// A buffer to sum with the other members of `ring` (this rank is member `me`): a bucket of a
+/// chunk's gradients (`edge` the chunk, `bucket` its number) or the norm's or the tie's ring
+/// (bucket 0). The transport runs the reduction where its bytes arrive — the network
+/// transport on its I/O thread — and hands back a [`Reduced`].
+#[derive(Debug)]
+pub struct ReduceJob {
+    pub edge: u32,
+    pub bucket: u32,
+    pub step: u64,
+    pub ring: Vec<usize>,
+    pub me: usize,
+    pub algo: crate::allreduce::Algo,
+    pub data: Vec<f32>,
+}
+
+/// A finished reduction: the sum of every member's buffer, the same bits on each.
+#[derive(Debug, PartialEq)]
+pub struct Reduced {
+    pub edge: u32,
+    pub bucket: u32,
+    pub step: u64,
+    pub sum: Vec<f32>,
+}
+
+/// What a transport hands the compute thread.
+#[derive(Debug)]
+pub enum Arrived {
+    /// A tensor a neighbour sent.
+    Message(Incoming),
+    /// A reduction this rank started is finished.
+    Reduced(Reduced),
+}

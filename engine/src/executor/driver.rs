@@ -2,8 +2,9 @@
 //! arrives, and pass finished steps and checkpoints to the caller.
 
 use super::core::{Action, EvalFigures, ExecError, Executor};
-use super::reductions::{Owner, Reduction, Reductions};
-use crate::allreduce::{Algo, RingError};
+use super::reductions::{Owner, Reductions};
+use crate::allreduce::Algo;
+use crate::message::ReduceJob;
 use crate::transport::{Transport, TransportError};
 use brigade_stages::checkpoint::Snapshot;
 use std::time::Duration;
@@ -16,8 +17,6 @@ pub enum DriveError {
     Transport(#[from] TransportError),
     #[error("{0}")]
     Checkpoint(String),
-    #[error(transparent)]
-    AllReduce(#[from] RingError),
 }
 
 /// What the driver reports to its caller.
@@ -65,15 +64,17 @@ pub fn drive(
                 algo,
                 data,
             } => {
-                let r = Reduction {
-                    key: (edge, bucket),
-                    ring: &ring,
+                let job = ReduceJob {
+                    edge,
+                    bucket,
+                    step: exec.step(),
+                    ring,
                     me,
                     algo,
-                    owner: Owner::Bucket,
+                    data,
                 };
-                reductions.start(transport, exec, r, data)?;
-                // Let what has arrived move the reductions on before the next bucket is made.
+                reductions.start(transport, exec, job, Owner::Bucket)?;
+                // Take what has arrived before the next bucket is made.
                 reductions.pump(transport, exec, Duration::ZERO)?;
             }
             Action::AllReduce {
@@ -83,14 +84,16 @@ pub fn drive(
                 data,
             } => {
                 let key = (chunk as u32, 0);
-                let r = Reduction {
-                    key,
-                    ring: &ring,
+                let job = ReduceJob {
+                    edge: key.0,
+                    bucket: key.1,
+                    step: exec.step(),
+                    ring,
                     me,
                     algo: Algo::Ring,
-                    owner: Owner::Blocking,
+                    data,
                 };
-                reductions.start(transport, exec, r, data)?;
+                reductions.start(transport, exec, job, Owner::Blocking)?;
                 let sum = loop {
                     if let Some(sum) = reductions.take_done(key) {
                         break sum;

@@ -57,51 +57,6 @@ fn out_of_step_and_duplicate_messages_are_errors() {
     ));
 }
 
-/// A reduce segment two steps ahead, or one that comes twice, is refused with the step, edge
-/// and tag it carried; the next step's may come early.
-#[test]
-fn out_of_reach_and_duplicate_reduce_segments_are_errors() {
-    let mut e = rank1();
-    let mut r = crate::executor::reductions::Reductions::default();
-    let msg = |step, microbatch| Incoming {
-        edge: 0,
-        kind: Kind::Reduce,
-        step,
-        microbatch,
-        tensor: act(&[1, 4]),
-    };
-    let err = r.accept(&mut e, msg(2, 7)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecError::Unexpected {
-                step: 2,
-                current: 0,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("Reduce on edge 0 for step 2"),
-        "{err}"
-    );
-    r.accept(&mut e, msg(0, 7)).unwrap();
-    r.accept(&mut e, msg(1, 7)).unwrap();
-    let err = r.accept(&mut e, msg(0, 7)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecError::Duplicate {
-                step: 0,
-                microbatch: 7,
-                ..
-            }
-        ),
-        "{err}"
-    );
-}
-
 #[test]
 fn poll_waits_for_what_the_schedule_needs_first() {
     let mut e = rank1();

@@ -4,7 +4,7 @@
 //! of them, so that no module of the transport imports a module that imports it.
 
 use crate::endpoints::RankLinks;
-use crate::message::Incoming;
+use crate::message::Arrived;
 use crate::transport::TransportError;
 use brigade_wire::secret::JobKeys;
 use brigade_wire::zmtp;
@@ -60,8 +60,8 @@ pub(super) fn mechanism(
     }
 }
 
-/// Where the I/O thread's tasks send received tensors and fatal errors.
-pub(super) type ToCompute = Sender<Result<Incoming, TransportError>>;
+/// Where the I/O thread's tasks send received tensors, finished reductions and fatal errors.
+pub(super) type ToCompute = Sender<Result<Arrived, TransportError>>;
 
 /// What the pull task and the push task to one peer rank share.
 #[derive(Clone, Default)]

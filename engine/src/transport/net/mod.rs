@@ -3,7 +3,8 @@
 //! connects one PUSH to each rank it sends to (from the job plan's edges). A tokio runtime on
 //! its own I/O thread owns the sockets; the compute thread talks to it through channels, so
 //! sends and receives overlap compute and a tensor's read-back and encoding happen off the
-//! compute thread.
+//! compute thread. The I/O thread also runs the rank's all-reduces ([`super::reducer`]): a
+//! ring segment is summed and the next one sent as it lands, whatever the compute thread does.
 //!
 //! Each connection opens with the ZMTP handshake (NULL, or CURVE under a job secret) whose
 //! READY metadata names run, job and rank, carries PING heartbeats while idle, and closes with
@@ -19,7 +20,7 @@ mod push;
 mod tasks;
 
 use super::{Transport, TransportError};
-use crate::message::{Incoming, Outgoing};
+use crate::message::{Arrived, Outgoing, ReduceJob};
 use crate::trace::TraceEvent;
 use crossbeam_channel::RecvTimeoutError;
 use std::time::Duration;
@@ -33,7 +34,7 @@ pub use link::NetConfig;
 pub struct NetTransport {
     stage: usize,
     to_io: mpsc::UnboundedSender<Cmd>,
-    from_io: crossbeam_channel::Receiver<Result<Incoming, TransportError>>,
+    from_io: crossbeam_channel::Receiver<Result<Arrived, TransportError>>,
     thread: Option<std::thread::JoinHandle<()>>,
     trace: Vec<TraceEvent>,
 }
@@ -108,7 +109,13 @@ impl Transport for NetTransport {
             .map_err(|_| self.io_gone())
     }
 
-    fn recv(&mut self, timeout: Duration) -> Result<Option<Incoming>, TransportError> {
+    fn reduce(&mut self, job: ReduceJob) -> Result<(), TransportError> {
+        self.to_io
+            .send(Cmd::Reduce(Box::new(job)))
+            .map_err(|_| self.io_gone())
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<Option<Arrived>, TransportError> {
         match self.from_io.recv_timeout(timeout) {
             Ok(Ok(m)) => Ok(Some(m)),
             Ok(Err(e)) => Err(e),

@@ -6,9 +6,10 @@
 use super::accept::{Arrival, Event, PENDING_HANDSHAKES, ReaderConfig, Readers, accept_loop};
 use super::link::{AbortOnDrop, Link, NetConfig, ToCompute, mechanism};
 use crate::endpoints::{InRoute, Listen};
-use crate::message::Incoming;
+use crate::message::{Arrived, Incoming};
 use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
+use crate::transport::reducer::Segment;
 use brigade_stages::codec;
 use brigade_wire::Frame;
 use brigade_wire::meta;
@@ -32,10 +33,10 @@ pub(super) async fn pull_task(
     listener: Listener,
     listen: Listen,
     links: HashMap<usize, Link>,
-    to_compute: ToCompute,
+    out: (ToCompute, mpsc::UnboundedSender<Segment>),
 ) -> Vec<TraceEvent> {
     let tracer = Tracer::new(cfg.stage, 1, cfg.trace);
-    let (mut events, mut pull) = Pull::start(cfg, listener, listen, links, to_compute, tracer);
+    let (mut events, mut pull) = Pull::start(cfg, listener, listen, links, out, tracer);
     pull_loop(&mut pull, &mut events).await;
     pull.tracer.into_events()
 }
@@ -70,6 +71,8 @@ struct Pull {
     acceptor: Option<AbortOnDrop>,
     links: HashMap<usize, Link>,
     to_compute: ToCompute,
+    /// Ring segments, to the I/O thread's reducer.
+    segments: mpsc::UnboundedSender<Segment>,
     tracer: Tracer,
 }
 
@@ -80,7 +83,7 @@ impl Pull {
         listener: Listener,
         listen: Listen,
         links: HashMap<usize, Link>,
-        to_compute: ToCompute,
+        (to_compute, segments): (ToCompute, mpsc::UnboundedSender<Segment>),
         tracer: Tracer,
     ) -> (mpsc::UnboundedReceiver<Event>, Pull) {
         let k = cfg.stage;
@@ -123,6 +126,7 @@ impl Pull {
             acceptor: Some(AbortOnDrop(acceptor)),
             links,
             to_compute,
+            segments,
             tracer,
         };
         (rx, pull)
@@ -194,8 +198,14 @@ impl Pull {
             }
             Verdict::Tensor(peer, header, payload) => {
                 match self.tensor(peer, &header, payload).await {
-                    Ok(inc) => {
-                        if self.to_compute.send(Ok(inc)).is_err() {
+                    Ok(got) => {
+                        let gone = match got {
+                            Got::Message(inc) => {
+                                self.to_compute.send(Ok(Arrived::Message(inc))).is_err()
+                            }
+                            Got::Segment(seg) => self.segments.send(seg).is_err(),
+                        };
+                        if gone {
                             return ControlFlow::Break(());
                         }
                     }
@@ -225,13 +235,14 @@ impl Pull {
         let _ = self.to_compute.send(Err(e));
     }
 
-    /// Rank `peer`'s tensor message, checked against the plan and placed on the rank's device.
+    /// Rank `peer`'s tensor message, checked against the plan and placed on the rank's
+    /// device; a ring segment stays host values, for the reducer.
     async fn tensor(
         &mut self,
         peer: usize,
         header: &[u8],
         payload: Frame,
-    ) -> Result<Incoming, TransportError> {
+    ) -> Result<Got, TransportError> {
         let bad = |why: String| self.policy.bad(peer, why);
         let (h, data) = codec::decode_shared(header, into_bytes(payload), self.limit)
             .map_err(|e| bad(e.to_string()))?;
@@ -258,6 +269,19 @@ impl Pull {
                 route.shape, h.edge
             )));
         }
+        if h.kind == codec::Kind::Reduce {
+            let values = data
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| bad(format!("all-reduce segment: {e:?}")))?;
+            return Ok(Got::Segment(Segment {
+                peer,
+                edge: h.edge,
+                step: h.step,
+                tag: h.microbatch,
+                values,
+            }));
+        }
         // On a GPU this is the host-to-device copy, here on the I/O thread so it overlaps the
         // compute thread's work on the previous micro-batch.
         let start = self.tracer.now();
@@ -280,14 +304,20 @@ impl Pull {
         .map_err(|e| self.policy.bad(peer, e.to_string()))?;
         let upload = Span::new("upload", start, self.tracer.now(), h.step, h.microbatch);
         self.tracer.record(upload);
-        Ok(Incoming {
+        Ok(Got::Message(Incoming {
             edge: h.edge,
             kind: h.kind,
             step: h.step,
             microbatch: h.microbatch,
             tensor,
-        })
+        }))
     }
+}
+
+/// A received message: for the compute thread, or a segment for the I/O thread's reducer.
+enum Got {
+    Message(Incoming),
+    Segment(Segment),
 }
 
 /// Whether a received tensor of shape `got` fits the plan's `shape` for its kind.
