@@ -298,7 +298,8 @@ fn raw_swap_gbps(bytes: usize) -> f64 {
 
 fn main() -> ExitCode {
     // The launcher starts stages by re-running this executable as `… stage FILE --stage K`.
-    if std::env::args().nth(1).as_deref() == Some("stage") {
+    // `… train FILE` runs brigade's own command (to trace a case by hand with this build).
+    if matches!(std::env::args().nth(1).as_deref(), Some("stage" | "train")) {
         return brigade_engine::cli::main();
     }
     if std::env::args().any(|a| a == "--list") {

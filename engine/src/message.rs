@@ -54,7 +54,7 @@ pub struct Reduced {
 #[derive(Debug)]
 pub enum Arrived {
     /// A tensor a neighbour sent.
-    Message(Incoming),
+    Message(Box<Incoming>),
     /// A reduction this rank started is finished.
     Reduced(Reduced),
 }

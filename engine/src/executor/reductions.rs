@@ -70,7 +70,7 @@ impl Reductions {
 
     fn take(&mut self, exec: &mut Executor, got: Arrived) -> Result<(), DriveError> {
         match got {
-            Arrived::Message(msg) => exec.deliver(msg)?,
+            Arrived::Message(msg) => exec.deliver(*msg)?,
             Arrived::Reduced(r) => {
                 let key = (r.edge, r.bucket);
                 if self.blocking.remove(&key) {

@@ -2,16 +2,16 @@
 //! rank runs on its own thread and tensors move without serialisation. Reductions advance
 //! on the rank's thread whenever it asks for what arrived.
 
-use super::reducer::{Out, Reducer, Segment};
-use super::{Transport, TransportError, bad_segment};
-use crate::message::{Arrived, Incoming, Outgoing, ReduceJob, Reduced};
+use super::inline::InlineReducer;
+use super::reducer::Segment;
+use super::{Transport, TransportError};
+use crate::message::{Arrived, Incoming, Outgoing, ReduceJob};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// What crosses between two ranks' threads.
 enum Item {
-    Message(Incoming),
+    Message(Box<Incoming>),
     /// A ring segment (its `peer`: the sender).
     Segment(Segment),
 }
@@ -21,9 +21,7 @@ pub struct MemoryTransport {
     inbox: Receiver<Item>,
     /// Every rank's inbox, by rank (empty after `finish`).
     peers: Vec<Sender<Item>>,
-    reducer: Reducer,
-    /// Finished reductions not yet handed over.
-    done: VecDeque<Reduced>,
+    reducer: InlineReducer,
 }
 
 /// Transports for `ranks` ranks that can all reach each other, in rank order.
@@ -41,82 +39,70 @@ pub fn mesh(ranks: usize) -> Vec<MemoryTransport> {
                 .enumerate()
                 .map(|(r, tx)| if r == rank { unbounded().0 } else { tx.clone() })
                 .collect(),
-            reducer: Reducer::default(),
-            done: VecDeque::new(),
+            reducer: InlineReducer::new(rank, false),
         })
         .collect()
 }
 
-impl MemoryTransport {
-    fn put(&self, to: usize, item: Item) -> Result<(), TransportError> {
-        let lost = |why: &str| TransportError::PeerLost {
-            stage: self.rank,
-            peer: to,
-            address: "memory".into(),
-            why: why.into(),
-        };
-        let tx = self
-            .peers
-            .get(to)
-            .filter(|_| to != self.rank)
-            .ok_or_else(|| lost("no such rank"))?;
-        tx.send(item).map_err(|_| lost("its thread has ended"))
-    }
+fn put(rank: usize, peers: &[Sender<Item>], to: usize, item: Item) -> Result<(), TransportError> {
+    let lost = |why: &str| TransportError::PeerLost {
+        stage: rank,
+        peer: to,
+        address: "memory".into(),
+        why: why.into(),
+    };
+    let tx = peers
+        .get(to)
+        .filter(|_| to != rank)
+        .ok_or_else(|| lost("no such rank"))?;
+    tx.send(item).map_err(|_| lost("its thread has ended"))
+}
 
-    /// Sends what the reducer asks and keeps its finished sums.
-    fn carry(&mut self, outs: Vec<Out>) -> Result<(), TransportError> {
-        for out in outs {
-            match out {
-                Out::Send(seg) => {
-                    let to = seg.peer;
-                    let seg = Segment {
-                        peer: self.rank,
-                        ..seg
-                    };
-                    self.put(to, Item::Segment(seg))?;
-                }
-                Out::Done(r) => self.done.push_back(r),
-            }
-        }
-        Ok(())
+/// How the reducer's segments leave rank `rank` (naming it as their sender).
+fn segment_to(
+    rank: usize,
+    peers: &[Sender<Item>],
+) -> impl FnMut(Segment) -> Result<(), TransportError> {
+    move |seg: Segment| {
+        let to = seg.peer;
+        put(
+            rank,
+            peers,
+            to,
+            Item::Segment(Segment { peer: rank, ..seg }),
+        )
     }
 }
 
 impl Transport for MemoryTransport {
     fn send(&mut self, msg: Outgoing) -> Result<(), TransportError> {
-        let item = Item::Message(Incoming {
+        let item = Item::Message(Box::new(Incoming {
             edge: msg.edge,
             kind: msg.kind,
             step: msg.step,
             microbatch: msg.microbatch,
             tensor: msg.tensor,
-        });
-        self.put(msg.to, item)
+        }));
+        put(self.rank, &self.peers, msg.to, item)
     }
 
     fn reduce(&mut self, job: ReduceJob) -> Result<(), TransportError> {
-        let outs = self
-            .reducer
-            .start(job)
-            .map_err(|e| bad_segment(self.rank, e))?;
-        self.carry(outs)
+        let send = segment_to(self.rank, &self.peers);
+        self.reducer.start(job, send)
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<Arrived>, TransportError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(r) = self.done.pop_front() {
+            if let Some(r) = self.reducer.finished() {
                 return Ok(Some(Arrived::Reduced(r)));
             }
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(wait) {
                 Ok(Item::Message(m)) => return Ok(Some(Arrived::Message(m))),
                 Ok(Item::Segment(seg)) => {
-                    let outs = self
-                        .reducer
-                        .arrived(seg)
-                        .map_err(|e| bad_segment(self.rank, e))?;
-                    self.carry(outs)?;
+                    let send = segment_to(self.rank, &self.peers);
+                    self.reducer.arrived(seg, send)?;
                 }
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 // A non-blocking look finds nothing; only a wait for a message that can no

@@ -1,6 +1,7 @@
 //! How tensors get between stages. The executor core does not know; a driver moves messages
 //! between it and a [`Transport`]: TCP or Unix sockets between processes, channels in tests.
 
+mod inline;
 pub mod memory;
 pub mod net;
 pub mod reducer;

@@ -4,8 +4,9 @@
 //! of them, so that no module of the transport imports a module that imports it.
 
 use crate::endpoints::RankLinks;
-use crate::message::Arrived;
+use crate::message::Incoming;
 use crate::transport::TransportError;
+use crate::transport::reducer::Segment;
 use brigade_wire::secret::JobKeys;
 use brigade_wire::zmtp;
 use burn::prelude::Device;
@@ -60,8 +61,15 @@ pub(super) fn mechanism(
     }
 }
 
-/// Where the I/O thread's tasks send received tensors, finished reductions and fatal errors.
-pub(super) type ToCompute = Sender<Result<Arrived, TransportError>>;
+/// What the I/O thread hands the compute thread.
+pub(super) enum FromIo {
+    Message(Box<Incoming>),
+    /// A ring segment, for the rank's reducer ([`crate::transport::reducer`]).
+    Segment(Segment),
+}
+
+/// Where the I/O thread's tasks send received tensors and segments, and fatal errors.
+pub(super) type ToCompute = Sender<Result<FromIo, TransportError>>;
 
 /// What the pull task and the push task to one peer rank share.
 #[derive(Clone, Default)]

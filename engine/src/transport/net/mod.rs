@@ -3,8 +3,8 @@
 //! connects one PUSH to each rank it sends to (from the job plan's edges). A tokio runtime on
 //! its own I/O thread owns the sockets; the compute thread talks to it through channels, so
 //! sends and receives overlap compute and a tensor's read-back and encoding happen off the
-//! compute thread. The I/O thread also runs the rank's all-reduces ([`super::reducer`]): a
-//! ring segment is summed and the next one sent as it lands, whatever the compute thread does.
+//! compute thread. Ring segments arrive as host values and are summed on the compute thread
+//! whenever it asks for what arrived ([`super::inline`]).
 //!
 //! Each connection opens with the ZMTP handshake (NULL, or CURVE under a job secret) whose
 //! READY metadata names run, job and rank, carries PING heartbeats while idle, and closes with
@@ -19,11 +19,16 @@ mod pull;
 mod push;
 mod tasks;
 
+use super::inline::InlineReducer;
+use super::reducer::Segment;
 use super::{Transport, TransportError};
 use crate::message::{Arrived, Outgoing, ReduceJob};
 use crate::trace::TraceEvent;
+use brigade_stages::Act;
+use brigade_stages::codec::Kind;
 use crossbeam_channel::RecvTimeoutError;
-use std::time::Duration;
+use link::FromIo;
+use std::time::{Duration, Instant};
 use tasks::Cmd;
 use tokio::sync::mpsc;
 
@@ -34,7 +39,8 @@ pub use link::NetConfig;
 pub struct NetTransport {
     stage: usize,
     to_io: mpsc::UnboundedSender<Cmd>,
-    from_io: crossbeam_channel::Receiver<Result<Arrived, TransportError>>,
+    from_io: crossbeam_channel::Receiver<Result<FromIo, TransportError>>,
+    reducer: InlineReducer,
     thread: Option<std::thread::JoinHandle<()>>,
     trace: Vec<TraceEvent>,
 }
@@ -47,6 +53,7 @@ impl NetTransport {
         let (to_io, cmds) = mpsc::unbounded_channel();
         let (to_compute, from_io) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let reducer = InlineReducer::new(stage, cfg.trace);
         let thread = std::thread::Builder::new()
             .name(format!("stage{stage}-io"))
             .spawn(move || {
@@ -74,6 +81,7 @@ impl NetTransport {
                 stage,
                 to_io,
                 from_io,
+                reducer,
                 thread: Some(thread),
                 trace: Vec::new(),
             }),
@@ -110,17 +118,27 @@ impl Transport for NetTransport {
     }
 
     fn reduce(&mut self, job: ReduceJob) -> Result<(), TransportError> {
-        self.to_io
-            .send(Cmd::Reduce(Box::new(job)))
-            .map_err(|_| self.io_gone())
+        let send = segment_to(&self.to_io, self.stage);
+        self.reducer.start(job, send)
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<Arrived>, TransportError> {
-        match self.from_io.recv_timeout(timeout) {
-            Ok(Ok(m)) => Ok(Some(m)),
-            Ok(Err(e)) => Err(e),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(self.io_gone()),
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.reducer.finished() {
+                return Ok(Some(Arrived::Reduced(r)));
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.from_io.recv_timeout(wait) {
+                Ok(Ok(FromIo::Message(m))) => return Ok(Some(Arrived::Message(m))),
+                Ok(Ok(FromIo::Segment(seg))) => {
+                    let send = segment_to(&self.to_io, self.stage);
+                    self.reducer.arrived(seg, send)?;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => return Err(self.io_gone()),
+            }
         }
     }
 
@@ -130,10 +148,36 @@ impl Transport for NetTransport {
             .send(Cmd::Finish(tx))
             .map_err(|_| self.io_gone())?;
         self.trace = rx.recv().map_err(|_| self.io_gone())?;
+        self.trace.extend(self.reducer.take_trace());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         Ok(())
+    }
+}
+
+/// How the reducer's segments leave rank `stage`: queued on the I/O thread as host tensors
+/// (sent from their own bytes).
+fn segment_to(
+    to_io: &mpsc::UnboundedSender<Cmd>,
+    stage: usize,
+) -> impl FnMut(Segment) -> Result<(), TransportError> {
+    move |seg: Segment| {
+        let len = seg.values.len();
+        let out = Outgoing {
+            edge: seg.edge,
+            to: seg.peer,
+            kind: Kind::Reduce,
+            step: seg.step,
+            microbatch: seg.tag,
+            tensor: Act::from_f32(seg.values, &[1, len], &burn::prelude::Device::flex()),
+        };
+        to_io
+            .send(Cmd::Send(Box::new(out)))
+            .map_err(|_| TransportError::Io {
+                stage,
+                why: "the I/O thread has ended".into(),
+            })
     }
 }
 

@@ -4,9 +4,9 @@
 //! Which connection is the peer, and what is refused, is decided by the policy alone.
 
 use super::accept::{Arrival, Event, PENDING_HANDSHAKES, ReaderConfig, Readers, accept_loop};
-use super::link::{AbortOnDrop, Link, NetConfig, ToCompute, mechanism};
+use super::link::{AbortOnDrop, FromIo, Link, NetConfig, ToCompute, mechanism};
 use crate::endpoints::{InRoute, Listen};
-use crate::message::{Arrived, Incoming};
+use crate::message::Incoming;
 use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
 use crate::transport::reducer::Segment;
@@ -33,10 +33,10 @@ pub(super) async fn pull_task(
     listener: Listener,
     listen: Listen,
     links: HashMap<usize, Link>,
-    out: (ToCompute, mpsc::UnboundedSender<Segment>),
+    to_compute: ToCompute,
 ) -> Vec<TraceEvent> {
     let tracer = Tracer::new(cfg.stage, 1, cfg.trace);
-    let (mut events, mut pull) = Pull::start(cfg, listener, listen, links, out, tracer);
+    let (mut events, mut pull) = Pull::start(cfg, listener, listen, links, to_compute, tracer);
     pull_loop(&mut pull, &mut events).await;
     pull.tracer.into_events()
 }
@@ -71,8 +71,6 @@ struct Pull {
     acceptor: Option<AbortOnDrop>,
     links: HashMap<usize, Link>,
     to_compute: ToCompute,
-    /// Ring segments, to the I/O thread's reducer.
-    segments: mpsc::UnboundedSender<Segment>,
     tracer: Tracer,
 }
 
@@ -83,7 +81,7 @@ impl Pull {
         listener: Listener,
         listen: Listen,
         links: HashMap<usize, Link>,
-        (to_compute, segments): (ToCompute, mpsc::UnboundedSender<Segment>),
+        to_compute: ToCompute,
         tracer: Tracer,
     ) -> (mpsc::UnboundedReceiver<Event>, Pull) {
         let k = cfg.stage;
@@ -126,7 +124,6 @@ impl Pull {
             acceptor: Some(AbortOnDrop(acceptor)),
             links,
             to_compute,
-            segments,
             tracer,
         };
         (rx, pull)
@@ -199,13 +196,7 @@ impl Pull {
             Verdict::Tensor(peer, header, payload) => {
                 match self.tensor(peer, &header, payload).await {
                     Ok(got) => {
-                        let gone = match got {
-                            Got::Message(inc) => {
-                                self.to_compute.send(Ok(Arrived::Message(inc))).is_err()
-                            }
-                            Got::Segment(seg) => self.segments.send(seg).is_err(),
-                        };
-                        if gone {
+                        if self.to_compute.send(Ok(got)).is_err() {
                             return ControlFlow::Break(());
                         }
                     }
@@ -242,7 +233,7 @@ impl Pull {
         peer: usize,
         header: &[u8],
         payload: Frame,
-    ) -> Result<Got, TransportError> {
+    ) -> Result<FromIo, TransportError> {
         let bad = |why: String| self.policy.bad(peer, why);
         let (h, data) = codec::decode_shared(header, into_bytes(payload), self.limit)
             .map_err(|e| bad(e.to_string()))?;
@@ -274,7 +265,7 @@ impl Pull {
                 .convert::<f32>()
                 .try_into_vec::<f32>()
                 .map_err(|e| bad(format!("all-reduce segment: {e:?}")))?;
-            return Ok(Got::Segment(Segment {
+            return Ok(FromIo::Segment(Segment {
                 peer,
                 edge: h.edge,
                 step: h.step,
@@ -304,20 +295,14 @@ impl Pull {
         .map_err(|e| self.policy.bad(peer, e.to_string()))?;
         let upload = Span::new("upload", start, self.tracer.now(), h.step, h.microbatch);
         self.tracer.record(upload);
-        Ok(Got::Message(Incoming {
+        Ok(FromIo::Message(Box::new(Incoming {
             edge: h.edge,
             kind: h.kind,
             step: h.step,
             microbatch: h.microbatch,
             tensor,
-        }))
+        })))
     }
-}
-
-/// A received message: for the compute thread, or a segment for the I/O thread's reducer.
-enum Got {
-    Message(Incoming),
-    Segment(Segment),
 }
 
 /// Whether a received tensor of shape `got` fits the plan's `shape` for its kind.

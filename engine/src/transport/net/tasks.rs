@@ -1,16 +1,11 @@
 //! The I/O thread's main task: binds and connects the sockets, starts one task per socket
-//! ([`super::pull`], [`super::push`]) and routes the compute thread's commands to them. It
-//! runs the rank's all-reduces too: jobs from the compute thread, segments from the pull task,
-//! the next segments straight to the push tasks, the sums back to the compute thread.
+//! ([`super::pull`], [`super::push`]) and routes the compute thread's commands to them.
 
 use super::link::{Link, NetConfig, ToCompute};
 use super::{pull, push};
-use crate::message::{Arrived, Outgoing, ReduceJob};
+use crate::message::Outgoing;
 use crate::trace::TraceEvent;
-use crate::transport::reducer::{Out, Reducer, Segment, SegmentError};
-use crate::transport::{TransportError, bad_segment};
-use brigade_stages::Act;
-use brigade_stages::codec::Kind;
+use crate::transport::TransportError;
 use brigade_wire::socket::Listener;
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
@@ -22,7 +17,6 @@ use tokio::time::timeout;
 /// What the compute thread asks of the I/O thread.
 pub(super) enum Cmd {
     Send(Box<Outgoing>),
-    Reduce(Box<ReduceJob>),
     Finish(crossbeam_channel::Sender<Vec<TraceEvent>>),
 }
 
@@ -41,6 +35,7 @@ pub(super) async fn io_main(
     to_compute: ToCompute,
     ready: Sender<Result<(), TransportError>>,
 ) {
+    let k = cfg.stage;
     let cfg = Arc::new(cfg);
     // One Link per peer rank: its bye, seen by our pull, quiets our push's heartbeats to it.
     let mut peer_ranks: Vec<usize> = cfg.links.out.iter().map(|o| o.peer).collect();
@@ -51,8 +46,7 @@ pub(super) async fn io_main(
         .into_iter()
         .map(|p| (p, Link::default()))
         .collect();
-    let (seg_tx, mut segments) = mpsc::unbounded_channel();
-    let pull = match start_pull(&cfg, &links, (to_compute.clone(), seg_tx)).await {
+    let pull = match start_pull(&cfg, &links, &to_compute).await {
         Ok(pull) => pull,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -61,96 +55,28 @@ pub(super) async fn io_main(
     };
     let _ = ready.send(Ok(()));
     let (routes, pushes) = start_pushes(&cfg, &links, &to_compute);
-    let mut io = Io {
-        stage: cfg.stage,
-        routes,
-        to_compute,
-        reducer: Reducer::default(),
-    };
-    loop {
-        let cmd = tokio::select! {
-            // A segment first: it moves a reduction the peers wait on.
-            biased;
-            Some(seg) = segments.recv() => {
-                let outs = io.reducer.arrived(seg);
-                io.carry(outs);
-                continue;
-            }
-            cmd = cmds.recv() => cmd,
-        };
+
+    while let Some(cmd) = cmds.recv().await {
         match cmd {
-            Some(Cmd::Send(out)) => io.route(*out),
-            Some(Cmd::Reduce(job)) => {
-                let outs = io.reducer.start(*job);
-                io.carry(outs);
-            }
-            Some(Cmd::Finish(ack)) => {
-                let _ = ack.send(finish(&io.routes, pushes, pull).await);
-                return;
-            }
-            None => return,
-        }
-    }
-}
-
-/// The I/O thread's routing: the push tasks, the way back, and the reductions in flight.
-struct Io {
-    stage: usize,
-    routes: Routes,
-    to_compute: ToCompute,
-    reducer: Reducer,
-}
-
-impl Io {
-    /// Queues `out` on its peer's push task.
-    fn route(&self, out: Outgoing) {
-        match self.routes.get(&out.to) {
-            Some(tx) => {
-                let _ = tx.send(Some(out));
-            }
-            None => {
-                let _ = self.to_compute.send(Err(TransportError::Io {
-                    stage: self.stage,
-                    why: format!(
-                        "no link to rank {} for {:?} on edge {} (the executor and the plan disagree)",
-                        out.to, out.kind, out.edge
-                    ),
-                }));
-            }
-        }
-    }
-
-    /// Sends the segments the reducer asks for and hands its sums (or a peer's bad segment,
-    /// a fatal error) to the compute thread.
-    fn carry(&self, outs: Result<Vec<Out>, SegmentError>) {
-        let outs = match outs {
-            Ok(outs) => outs,
-            Err(e) => {
-                let _ = self.to_compute.send(Err(bad_segment(self.stage, e)));
-                return;
-            }
-        };
-        for out in outs {
-            match out {
-                Out::Send(seg) => self.route(outgoing(seg)),
-                Out::Done(r) => {
-                    let _ = self.to_compute.send(Ok(Arrived::Reduced(r)));
+            Cmd::Send(out) => match routes.get(&out.to) {
+                Some(tx) => {
+                    let _ = tx.send(Some(*out));
                 }
+                None => {
+                    let _ = to_compute.send(Err(TransportError::Io {
+                        stage: k,
+                        why: format!(
+                            "no link to rank {} for {:?} on edge {} (the executor and the plan disagree)",
+                            out.to, out.kind, out.edge
+                        ),
+                    }));
+                }
+            },
+            Cmd::Finish(ack) => {
+                let _ = ack.send(finish(&routes, pushes, pull).await);
+                return;
             }
         }
-    }
-}
-
-/// A segment to send as a host tensor (sent from its own bytes: no copy on the way out).
-fn outgoing(seg: Segment) -> Outgoing {
-    let len = seg.values.len();
-    Outgoing {
-        edge: seg.edge,
-        to: seg.peer,
-        kind: Kind::Reduce,
-        step: seg.step,
-        microbatch: seg.tag,
-        tensor: Act::from_f32(seg.values, &[1, len], &burn::prelude::Device::flex()),
     }
 }
 
@@ -158,7 +84,7 @@ fn outgoing(seg: Segment) -> Outgoing {
 async fn start_pull(
     cfg: &Arc<NetConfig>,
     links: &HashMap<usize, Link>,
-    out: (ToCompute, mpsc::UnboundedSender<Segment>),
+    to_compute: &ToCompute,
 ) -> Result<Option<Task>, TransportError> {
     let Some(listen) = cfg.links.listen.clone() else {
         return Ok(None);
@@ -175,7 +101,7 @@ async fn start_pull(
         listener,
         listen,
         links.clone(),
-        out,
+        to_compute.clone(),
     ))))
 }
 
