@@ -9,9 +9,16 @@
 
 use super::reducer::{Out, Reducer, Segment, SegmentError};
 use super::{TransportError, bad_segment};
-use crate::message::{ReduceJob, Reduced};
+use crate::message::{Arrived, Incoming, ReduceJob, Reduced};
 use crate::trace::{Span, TraceEvent, Tracer};
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// What reaches a rank: a neighbour's tensor, or a ring segment (its `peer`: the sender).
+pub(crate) enum Delivery {
+    Message(Box<Incoming>),
+    Segment(Segment),
+}
 
 pub(crate) struct InlineReducer {
     stage: usize,
@@ -66,9 +73,25 @@ impl InlineReducer {
         Ok(())
     }
 
-    /// The next finished reduction.
-    pub(crate) fn finished(&mut self) -> Option<Reduced> {
-        self.done.pop_front()
+    /// [`super::Transport::recv`]: the next message or finished reduction, taking the
+    /// segments `next` brings meanwhile (`next(wait)`: what arrives within `wait`).
+    pub(crate) fn recv(
+        &mut self,
+        timeout: Duration,
+        mut next: impl FnMut(Duration) -> Result<Option<Delivery>, TransportError>,
+        mut send: impl FnMut(Segment) -> Result<(), TransportError>,
+    ) -> Result<Option<Arrived>, TransportError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.done.pop_front() {
+                return Ok(Some(Arrived::Reduced(r)));
+            }
+            match next(deadline.saturating_duration_since(Instant::now()))? {
+                None => return Ok(None),
+                Some(Delivery::Message(m)) => return Ok(Some(Arrived::Message(m))),
+                Some(Delivery::Segment(seg)) => self.arrived(seg, &mut send)?,
+            }
+        }
     }
 
     pub(crate) fn take_trace(&mut self) -> Vec<TraceEvent> {

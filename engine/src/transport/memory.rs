@@ -2,19 +2,12 @@
 //! rank runs on its own thread and tensors move without serialisation. Reductions advance
 //! on the rank's thread whenever it asks for what arrived.
 
-use super::inline::InlineReducer;
+use super::inline::{Delivery as Item, InlineReducer};
 use super::reducer::Segment;
 use super::{Transport, TransportError};
 use crate::message::{Arrived, Incoming, Outgoing, ReduceJob};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
-use std::time::{Duration, Instant};
-
-/// What crosses between two ranks' threads.
-enum Item {
-    Message(Box<Incoming>),
-    /// A ring segment (its `peer`: the sender).
-    Segment(Segment),
-}
+use std::time::Duration;
 
 pub struct MemoryTransport {
     rank: usize,
@@ -92,30 +85,20 @@ impl Transport for MemoryTransport {
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<Arrived>, TransportError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.reducer.finished() {
-                return Ok(Some(Arrived::Reduced(r)));
-            }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match self.inbox.recv_timeout(wait) {
-                Ok(Item::Message(m)) => return Ok(Some(Arrived::Message(m))),
-                Ok(Item::Segment(seg)) => {
-                    let send = segment_to(self.rank, &self.peers);
-                    self.reducer.arrived(seg, send)?;
-                }
-                Err(RecvTimeoutError::Timeout) => return Ok(None),
-                // A non-blocking look finds nothing; only a wait for a message that can no
-                // longer come is an error.
-                Err(RecvTimeoutError::Disconnected) if timeout.is_zero() => return Ok(None),
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(TransportError::Io {
-                        stage: self.rank,
-                        why: "every other rank has ended".into(),
-                    });
-                }
-            }
-        }
+        let (rank, inbox) = (self.rank, &self.inbox);
+        let next = |wait: Duration| match inbox.recv_timeout(wait) {
+            Ok(item) => Ok(Some(item)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            // A non-blocking look finds nothing; only a wait for a message that can no
+            // longer come is an error.
+            Err(RecvTimeoutError::Disconnected) if wait.is_zero() => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Io {
+                stage: rank,
+                why: "every other rank has ended".into(),
+            }),
+        };
+        let send = segment_to(rank, &self.peers);
+        self.reducer.recv(timeout, next, send)
     }
 
     fn finish(&mut self) -> Result<(), TransportError> {

@@ -1,9 +1,8 @@
 //! The all-reduces a rank has in flight, as one pure state machine over the ring machines
 //! ([`crate::allreduce::Ring`]): given a job or a received segment, it says which segments
-//! to send and which sums are finished. A transport runs it where segments arrive — the
-//! network transport on its I/O thread, so that a segment is summed and the next one sent
-//! the moment it lands, without waiting for the compute thread (issue 28: on two cores every
-//! hand-off between threads waited for one).
+//! to send and which sums are finished. No I/O: a transport runs it (today on the rank's
+//! compute thread, [`super::inline`]; decision 0023 measured the I/O thread and a thread of
+//! its own), so where the sums run is the transport's choice alone.
 //!
 //! A segment is tagged with its reduction's edge (the chunk, or the norm's or the tie's ring),
 //! the step, and `bucket << 32 | ring step` in the micro-batch field.
@@ -76,6 +75,19 @@ fn untag(tag: u64) -> (u32, u32) {
     ((tag >> 32) as u32, tag as u32)
 }
 
+/// Why `seg` is refused, naming its sender and what it carried.
+fn refused(seg: &Segment, why: String) -> SegmentError {
+    let (bucket, ring_step) = untag(seg.tag);
+    SegmentError {
+        peer: seg.peer,
+        edge: seg.edge,
+        step: seg.step,
+        bucket,
+        ring_step,
+        why,
+    }
+}
+
 /// Whether a segment of step `step` can reach a rank whose latest reduction is of step
 /// `current`: every reduction of a step ends before the step does, and a replica can be at
 /// most one step ahead (its next reduction needs this rank's segments).
@@ -117,15 +129,7 @@ impl Reducer {
 
     /// A peer's segment arrived: what it lets happen.
     pub fn arrived(&mut self, seg: Segment) -> Result<Vec<Out>, SegmentError> {
-        let (bucket, ring_step) = untag(seg.tag);
-        let refuse = |why: String| SegmentError {
-            peer: seg.peer,
-            edge: seg.edge,
-            step: seg.step,
-            bucket,
-            ring_step,
-            why,
-        };
+        let refuse = |why: String| refused(&seg, why);
         if let Some(current) = self.current
             && !in_reach(seg.step, current)
         {
@@ -186,15 +190,7 @@ impl Reducer {
             let mut active = self.active.remove(&key).expect("ready");
             let seg = self.early.remove(&want).expect("arrived");
             let s = active.machine.waiting_for();
-            let (bucket, ring_step) = untag(seg.tag);
-            let refuse = |why: String| SegmentError {
-                peer: seg.peer,
-                edge: seg.edge,
-                step: seg.step,
-                bucket,
-                ring_step,
-                why,
-            };
+            let refuse = |why: String| refused(&seg, why);
             if seg.peer != active.from {
                 return Err(refuse(format!(
                     "this rank sums rank {}'s segments in this ring",

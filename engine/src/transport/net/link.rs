@@ -4,9 +4,7 @@
 //! of them, so that no module of the transport imports a module that imports it.
 
 use crate::endpoints::RankLinks;
-use crate::message::Incoming;
 use crate::transport::TransportError;
-use crate::transport::reducer::Segment;
 use brigade_wire::secret::JobKeys;
 use brigade_wire::zmtp;
 use burn::prelude::Device;
@@ -61,12 +59,9 @@ pub(super) fn mechanism(
     }
 }
 
-/// What the I/O thread hands the compute thread.
-pub(super) enum FromIo {
-    Message(Box<Incoming>),
-    /// A ring segment, for the rank's reducer ([`crate::transport::reducer`]).
-    Segment(Segment),
-}
+/// What the I/O thread hands the compute thread: a tensor, or a ring segment for the rank's
+/// reducer.
+pub(super) use crate::transport::inline::Delivery as FromIo;
 
 /// Where the I/O thread's tasks send received tensors and segments, and fatal errors.
 pub(super) type ToCompute = Sender<Result<FromIo, TransportError>>;

@@ -28,7 +28,7 @@ use brigade_stages::Act;
 use brigade_stages::codec::Kind;
 use crossbeam_channel::RecvTimeoutError;
 use link::FromIo;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tasks::Cmd;
 use tokio::sync::mpsc;
 
@@ -99,14 +99,7 @@ impl NetTransport {
     }
 
     fn io_gone(&self) -> TransportError {
-        // A fatal error the I/O thread reported explains its end better than this.
-        match self.from_io.try_recv() {
-            Ok(Err(e)) => e,
-            _ => TransportError::Io {
-                stage: self.stage,
-                why: "the I/O thread has ended".into(),
-            },
-        }
+        io_gone(self.stage, &self.from_io)
     }
 }
 
@@ -123,23 +116,14 @@ impl Transport for NetTransport {
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<Arrived>, TransportError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.reducer.finished() {
-                return Ok(Some(Arrived::Reduced(r)));
-            }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match self.from_io.recv_timeout(wait) {
-                Ok(Ok(FromIo::Message(m))) => return Ok(Some(Arrived::Message(m))),
-                Ok(Ok(FromIo::Segment(seg))) => {
-                    let send = segment_to(&self.to_io, self.stage);
-                    self.reducer.arrived(seg, send)?;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(RecvTimeoutError::Timeout) => return Ok(None),
-                Err(RecvTimeoutError::Disconnected) => return Err(self.io_gone()),
-            }
-        }
+        let (stage, from_io) = (self.stage, &self.from_io);
+        let next = |wait: Duration| match from_io.recv_timeout(wait) {
+            Ok(got) => got.map(Some),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(io_gone(stage, from_io)),
+        };
+        let send = segment_to(&self.to_io, stage);
+        self.reducer.recv(timeout, next, send)
     }
 
     fn finish(&mut self) -> Result<(), TransportError> {
@@ -153,6 +137,21 @@ impl Transport for NetTransport {
             let _ = t.join();
         }
         Ok(())
+    }
+}
+
+/// Why the I/O thread is gone: a fatal error it reported explains its end better than
+/// the closed channel.
+fn io_gone(
+    stage: usize,
+    from_io: &crossbeam_channel::Receiver<Result<FromIo, TransportError>>,
+) -> TransportError {
+    match from_io.try_recv() {
+        Ok(Err(e)) => e,
+        _ => TransportError::Io {
+            stage,
+            why: "the I/O thread has ended".into(),
+        },
     }
 }
 
