@@ -213,6 +213,16 @@ fn bucketed_reductions_train_what_the_reference_trains() {
             buckets.iter().all(|e| e["args"]["algo"] == algo),
             "{name}: {buckets:?}"
         );
+        // Each rank's transport traced its buckets' starts and the segments it summed, each
+        // naming the rank at the other end.
+        for r in 0..d * k {
+            let reduce = events
+                .iter()
+                .filter(|e| e["name"] == "reduce" && e["pid"] == r && e["args"]["step"] == 0)
+                .filter(|e| e["args"]["peer"].is_u64())
+                .count();
+            assert!(reduce >= 2, "{name}: rank {r} traced {reduce} reduce spans");
+        }
     }
 }
 

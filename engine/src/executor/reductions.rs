@@ -1,6 +1,6 @@
 //! The driver's side of the all-reduces: it hands each reduction to the transport, which runs
-//! it where the segments arrive ([`crate::transport::reducer`]; the network transport on its
-//! I/O thread), and routes what comes back: a gradient bucket's sum to the executor, the
+//! it ([`crate::transport::reducer`], summed on this thread whenever the driver asks the
+//! transport for what arrived; decision 0023), and routes what comes back: a gradient bucket's sum to the executor, the
 //! norm's or the tie's to the driver, which waits for it.
 
 use super::core::Executor;

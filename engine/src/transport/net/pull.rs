@@ -261,10 +261,14 @@ impl Pull {
             )));
         }
         if h.kind == codec::Kind::Reduce {
-            let values = data
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| bad(format!("all-reduce segment: {e:?}")))?;
+            let data = data.convert::<f32>();
+            // Taken without a copy where the frame's bytes suit f32 (they do as read), read
+            // value by value where they do not.
+            let values = match data.as_slice::<f32>() {
+                Ok(_) => data.try_into_vec::<f32>(),
+                Err(_) => Ok(data.iter::<f32>().collect()),
+            }
+            .map_err(|e| bad(format!("all-reduce segment: {e:?}")))?;
             return Ok(FromIo::Segment(Segment {
                 peer,
                 edge: h.edge,
