@@ -12,6 +12,11 @@
 //! each full sum around the ring, so every member ends with the same bits. Each member sends
 //! 2·(D−1)/D of the buffer.
 //!
+//! A large buffer is cut into lanes ([`SEGMENT_VALUES`]), each lane such a ring over its own
+//! part of the buffer: the segments of the lanes travel one after another, so a member sums
+//! and forwards lane l's while lane l + 1's are still arriving (the pipelined ring of NCCL
+//! and gloo). Every lane ends with the same bits on every member, as the ring does.
+//!
 //! Two members may instead swap whole buffers ([`Algo::Direct`]): one message each way instead
 //! of two, the same bytes, and both add `a + b` — the same bits either way round, since IEEE
 //! addition commutes. [`Algo::choose`] takes it for small buffers, where the second round
@@ -20,8 +25,12 @@
 /// What the machine wants done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RingStep {
-    /// Send `data` to the next member, tagged `step`.
-    Send { step: u32, data: Vec<f32> },
+    /// Send `data` to the next member, tagged `lane` and `step`.
+    Send {
+        lane: u32,
+        step: u32,
+        data: Vec<f32>,
+    },
     /// Every segment is reduced: the buffer.
     Done(Vec<f32>),
 }
@@ -42,6 +51,15 @@ pub enum Algo {
 /// Buffers up to this size are swapped whole between two members.
 pub const DIRECT_MAX_BYTES: usize = 1 << 20;
 
+/// The values a ring's segment carries at most (1 MiB of f32). A bucket is cut into lanes of
+/// `members` such segments, each lane a ring of its own, so a member sums and forwards one
+/// lane's segment while the next lanes' are still on the wire: the reduction streams at the
+/// link's speed instead of waiting for whole half-buckets (issue 28, docs/performance.md).
+pub const SEGMENT_VALUES: usize = 1 << 18;
+
+/// Lanes in one buffer at most (the lane is 16 bits of a segment's tag).
+pub const MAX_LANES: usize = 1 << 16;
+
 impl Algo {
     /// The algorithm for a buffer of `bytes` over `members`: a swap for two members and a
     /// small buffer, the ring otherwise (it moves the same bytes for two members but adds
@@ -61,50 +79,74 @@ impl Algo {
             Algo::Direct => "direct",
         }
     }
+
+    /// Lanes for `len` values over `members` with segments of at most `segment` values (a
+    /// swap is one lane): every member computes the same.
+    pub fn lanes(self, len: usize, members: usize, segment: usize) -> usize {
+        match self {
+            Algo::Direct => 1,
+            Algo::Ring => len.div_ceil(members * segment.max(1)).clamp(1, MAX_LANES),
+        }
+    }
 }
 
-/// One member's all-reduce of one buffer.
+/// One member's all-reduce of one buffer, in lanes.
 #[derive(Debug)]
 pub struct Ring {
     members: usize,
     me: usize,
     data: Vec<f32>,
-    /// The step whose segment this member waits for.
-    step: u32,
+    /// The step whose segment each lane waits for.
+    steps: Vec<u32>,
+    /// Lanes not yet finished.
+    open: usize,
     /// [`Algo::Direct`]: one step, the whole buffer.
     direct: bool,
 }
 
 impl Ring {
-    /// Member `me` of `members` starts reducing `data`; returns the machine and its first
-    /// action (a send, or the buffer itself when alone).
+    /// Member `me` of `members` starts reducing `data` in one lane; returns the machine and
+    /// its first action (a send, or the buffer itself when alone).
     pub fn start(members: usize, me: usize, data: Vec<f32>) -> (Ring, RingStep) {
-        Ring::start_with(Algo::Ring, members, me, data)
+        let (ring, mut first) = Ring::start_with(Algo::Ring, members, me, data, 1);
+        (ring, first.remove(0))
     }
 
-    /// [`Ring::start`] with the algorithm `algo` ([`Algo::Direct`] needs two members).
-    pub fn start_with(algo: Algo, members: usize, me: usize, data: Vec<f32>) -> (Ring, RingStep) {
+    /// [`Ring::start`] with the algorithm `algo` ([`Algo::Direct`] needs two members) over
+    /// `lanes` lanes (one for a swap): the first send of each lane.
+    pub fn start_with(
+        algo: Algo,
+        members: usize,
+        me: usize,
+        data: Vec<f32>,
+        lanes: usize,
+    ) -> (Ring, Vec<RingStep>) {
         assert!(me < members, "member {me} of {members}");
         assert!(
             algo == Algo::Ring || members == 2,
             "a direct swap has two members"
         );
-        let ring = Ring {
+        assert!(
+            (1..=MAX_LANES).contains(&lanes) && (algo == Algo::Ring || lanes == 1),
+            "{lanes} lanes"
+        );
+        let mut ring = Ring {
             members,
             me,
             data,
-            step: 0,
+            steps: vec![0; lanes],
+            open: lanes,
             direct: algo == Algo::Direct,
         };
         let first = if members == 1 {
-            RingStep::Done(ring.data.clone())
+            vec![RingStep::Done(std::mem::take(&mut ring.data))]
         } else {
-            ring.send(0)
+            (0..lanes as u32).map(|l| ring.send(l, 0)).collect()
         };
         (ring, first)
     }
 
-    fn steps(&self) -> u32 {
+    fn total_steps(&self) -> u32 {
         if self.direct {
             1
         } else {
@@ -112,9 +154,13 @@ impl Ring {
         }
     }
 
-    fn segment(&self, k: usize) -> std::ops::Range<usize> {
-        let (n, d) = (self.data.len(), self.members);
-        (k * n / d)..((k + 1) * n / d)
+    /// Segment `k` of lane `lane`.
+    fn segment(&self, lane: u32, k: usize) -> std::ops::Range<usize> {
+        let (n, lanes, d) = (self.data.len(), self.steps.len(), self.members);
+        let l = lane as usize;
+        let (from, to) = (l * n / lanes, (l + 1) * n / lanes);
+        let m = to - from;
+        (from + k * m / d)..(from + (k + 1) * m / d)
     }
 
     /// The segment sent at `step`.
@@ -127,30 +173,43 @@ impl Ring {
         }
     }
 
-    fn send(&self, step: u32) -> RingStep {
-        if self.direct {
-            return RingStep::Send {
-                step,
-                data: self.data.clone(),
-            };
-        }
-        RingStep::Send {
-            step,
-            data: self.data[self.segment(self.sent_segment(step))].to_vec(),
-        }
+    fn send(&self, lane: u32, step: u32) -> RingStep {
+        let data = if self.direct {
+            self.data.clone()
+        } else {
+            self.data[self.segment(lane, self.sent_segment(step))].to_vec()
+        };
+        RingStep::Send { lane, step, data }
     }
 
-    /// The step this member waits for.
-    pub fn waiting_for(&self) -> u32 {
-        self.step
+    /// Lanes of this buffer.
+    pub fn lanes(&self) -> usize {
+        self.steps.len()
     }
 
-    /// The previous member's segment of `step` arrived.
-    pub fn receive(&mut self, step: u32, data: &[f32]) -> Result<RingStep, RingError> {
-        if step != self.step || step >= self.steps() {
+    /// The step lane `lane` waits for (past the last: the lane is finished).
+    pub fn waiting_for(&self, lane: u32) -> u32 {
+        self.steps.get(lane as usize).copied().unwrap_or(u32::MAX)
+    }
+
+    /// The previous member's segment of `lane` and `step` arrived: the lane's next send,
+    /// the buffer when every lane is finished, or nothing while other lanes are not.
+    pub fn receive(
+        &mut self,
+        lane: u32,
+        step: u32,
+        data: &[f32],
+    ) -> Result<Option<RingStep>, RingError> {
+        let want = self.waiting_for(lane);
+        if lane as usize >= self.lanes() {
             return Err(RingError(format!(
-                "segment of step {step} while waiting for step {}",
-                self.step
+                "segment of lane {lane}, this buffer has {}",
+                self.lanes()
+            )));
+        }
+        if step != want || step >= self.total_steps() {
+            return Err(RingError(format!(
+                "segment of step {step} while waiting for step {want}"
             )));
         }
         let d = self.members;
@@ -158,7 +217,7 @@ impl Ring {
         let range = if self.direct {
             0..self.data.len()
         } else {
-            self.segment((self.sent_segment(step) + d - 1) % d)
+            self.segment(lane, (self.sent_segment(step) + d - 1) % d)
         };
         if data.len() != range.len() {
             return Err(RingError(format!(
@@ -174,11 +233,12 @@ impl Ring {
         } else {
             self.data[range].copy_from_slice(data);
         }
-        self.step += 1;
-        if self.step == self.steps() {
-            return Ok(RingStep::Done(std::mem::take(&mut self.data)));
+        self.steps[lane as usize] += 1;
+        if self.steps[lane as usize] < self.total_steps() {
+            return Ok(Some(self.send(lane, step + 1)));
         }
-        Ok(self.send(self.step))
+        self.open -= 1;
+        Ok((self.open == 0).then(|| RingStep::Done(std::mem::take(&mut self.data))))
     }
 }
 
@@ -186,34 +246,39 @@ impl Ring {
 mod tests {
     use super::*;
 
-    /// Runs `members` machines against each other, delivering in lockstep.
+    /// Runs `members` machines against each other in one lane, delivering in lockstep.
     fn run(buffers: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
-        run_with(Algo::Ring, buffers)
+        run_with(Algo::Ring, 1, buffers)
     }
 
-    fn run_with(algo: Algo, buffers: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    /// Runs `members` machines over `lanes` lanes, delivering the sends in rounds, the lanes
+    /// of a round in reverse order.
+    fn run_with(algo: Algo, lanes: usize, buffers: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
         let d = buffers.len();
         let mut rings = Vec::new();
-        let mut outbox: Vec<Option<RingStep>> = Vec::new();
+        let mut outbox: Vec<Vec<RingStep>> = Vec::new();
         for (i, b) in buffers.into_iter().enumerate() {
-            let (r, first) = Ring::start_with(algo, d, i, b);
+            let (r, first) = Ring::start_with(algo, d, i, b, lanes);
             rings.push(r);
-            outbox.push(Some(first));
+            outbox.push(first);
         }
         let mut done = vec![None; d];
         while done.iter().any(Option::is_none) {
-            let sends: Vec<Option<RingStep>> = outbox.iter_mut().map(Option::take).collect();
+            let sends: Vec<Vec<RingStep>> = outbox.iter_mut().map(std::mem::take).collect();
+            assert!(sends.iter().any(|s| !s.is_empty()), "stuck");
             for (i, s) in sends.into_iter().enumerate() {
-                match s {
-                    Some(RingStep::Send { step, data }) => {
-                        let next = (i + 1) % d;
-                        match rings[next].receive(step, &data).unwrap() {
-                            RingStep::Done(v) => done[next] = Some(v),
-                            other => outbox[next] = Some(other),
+                for step in s.into_iter().rev() {
+                    match step {
+                        RingStep::Send { lane, step, data } => {
+                            let next = (i + 1) % d;
+                            match rings[next].receive(lane, step, &data).unwrap() {
+                                Some(RingStep::Done(v)) => done[next] = Some(v),
+                                Some(other) => outbox[next].push(other),
+                                None => {}
+                            }
                         }
+                        RingStep::Done(v) => done[i] = Some(v),
                     }
-                    Some(RingStep::Done(v)) => done[i] = Some(v),
-                    None => {}
                 }
             }
         }
@@ -223,15 +288,15 @@ mod tests {
     #[test]
     fn every_member_ends_with_the_sum() {
         for d in 1..=5 {
-            for n in [0, 1, 3, 7, 16] {
+            for (n, lanes) in [(0, 1), (1, 1), (3, 1), (7, 1), (16, 1), (16, 2), (30, 3)] {
                 let buffers: Vec<Vec<f32>> = (0..d)
                     .map(|i| (0..n).map(|j| (i * 10 + j) as f32).collect())
                     .collect();
                 let want: Vec<f32> = (0..n)
                     .map(|j| (0..d).map(|i| (i * 10 + j) as f32).sum())
                     .collect();
-                for got in run(buffers) {
-                    assert_eq!(got, want, "{d} members, {n} values");
+                for got in run_with(Algo::Ring, lanes, buffers) {
+                    assert_eq!(got, want, "{d} members, {n} values, {lanes} lanes");
                 }
             }
         }
@@ -240,11 +305,12 @@ mod tests {
     #[test]
     fn two_members_swapping_end_with_the_same_bits_as_the_ring() {
         // Values whose sums round: the swap adds a + b where the ring adds a + b or b + a.
-        let a: Vec<f32> = (0..9).map(|j| 0.1 + j as f32 / 3.0).collect();
-        let b: Vec<f32> = (0..9).map(|j| 1e7 - j as f32 * 0.7).collect();
-        let swapped = run_with(Algo::Direct, vec![a.clone(), b.clone()]);
-        let ringed = run(vec![a, b]);
-        for got in swapped.iter().chain(&ringed) {
+        let a: Vec<f32> = (0..12).map(|j| 0.1 + j as f32 / 3.0).collect();
+        let b: Vec<f32> = (0..12).map(|j| 1e7 - j as f32 * 0.7).collect();
+        let swapped = run_with(Algo::Direct, 1, vec![a.clone(), b.clone()]);
+        let ringed = run(vec![a.clone(), b.clone()]);
+        let laned = run_with(Algo::Ring, 3, vec![a, b]);
+        for got in swapped.iter().chain(&ringed).chain(&laned) {
             assert_eq!(
                 got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 swapped[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
@@ -261,19 +327,39 @@ mod tests {
     }
 
     #[test]
+    fn lanes_keep_segments_within_the_limit() {
+        for (algo, len, members, segment, want) in [
+            (Algo::Direct, 1 << 30, 2, 4, 1),
+            (Algo::Ring, 0, 2, 4, 1),
+            (Algo::Ring, 8, 2, 4, 1),
+            (Algo::Ring, 9, 2, 4, 2),
+            (Algo::Ring, 24, 3, 4, 2),
+            (Algo::Ring, 25 << 18, 2, SEGMENT_VALUES, 13),
+            (Algo::Ring, usize::MAX / 2, 2, 1, MAX_LANES),
+        ] {
+            assert_eq!(
+                algo.lanes(len, members, segment),
+                want,
+                "{algo:?}, {len} values, {members} members, segments of {segment}"
+            );
+        }
+    }
+
+    #[test]
     fn a_swap_is_one_message_of_the_whole_buffer() {
-        let (mut r, first) = Ring::start_with(Algo::Direct, 2, 1, vec![1.0, 2.0]);
+        let (mut r, first) = Ring::start_with(Algo::Direct, 2, 1, vec![1.0, 2.0], 1);
         assert_eq!(
             first,
-            RingStep::Send {
+            vec![RingStep::Send {
+                lane: 0,
                 step: 0,
                 data: vec![1.0, 2.0]
-            }
+            }]
         );
-        assert!(r.receive(0, &[1.0]).is_err());
+        assert!(r.receive(0, 0, &[1.0]).is_err());
         assert_eq!(
-            r.receive(0, &[3.0, 4.0]),
-            Ok(RingStep::Done(vec![4.0, 6.0]))
+            r.receive(0, 0, &[3.0, 4.0]),
+            Ok(Some(RingStep::Done(vec![4.0, 6.0])))
         );
     }
 
@@ -284,6 +370,7 @@ mod tests {
         assert_eq!(
             first,
             RingStep::Send {
+                lane: 0,
                 step: 0,
                 data: vec![1.0]
             }
@@ -295,10 +382,39 @@ mod tests {
     }
 
     #[test]
+    fn each_lane_is_a_ring_of_its_own() {
+        // Two lanes of 4 values over two members: lane 1 is values 4..8, member 0 sends its
+        // first half first; lane 1 finishing before lane 0 leaves the buffer unfinished.
+        let (mut r, first) =
+            Ring::start_with(Algo::Ring, 2, 0, (0..8).map(|v| v as f32).collect(), 2);
+        assert_eq!(
+            first[1],
+            RingStep::Send {
+                lane: 1,
+                step: 0,
+                data: vec![4.0, 5.0]
+            }
+        );
+        let next = r.receive(1, 0, &[10.0, 10.0]).unwrap();
+        assert_eq!(
+            next,
+            Some(RingStep::Send {
+                lane: 1,
+                step: 1,
+                data: vec![16.0, 17.0]
+            })
+        );
+        assert_eq!(r.receive(1, 1, &[1.0, 1.0]), Ok(None));
+        assert!(r.receive(1, 1, &[1.0, 1.0]).is_err(), "lane 1 is finished");
+        assert!(r.receive(2, 0, &[1.0, 1.0]).is_err(), "there is no lane 2");
+        assert_eq!(r.waiting_for(0), 0);
+    }
+
+    #[test]
     fn wrong_steps_and_sizes_are_errors() {
         let (mut r, _) = Ring::start(2, 0, vec![1.0, 2.0]);
-        assert!(r.receive(1, &[1.0]).is_err());
-        assert!(r.receive(0, &[1.0, 2.0]).is_err());
-        assert!(r.receive(0, &[1.0]).is_ok());
+        assert!(r.receive(0, 1, &[1.0]).is_err());
+        assert!(r.receive(0, 0, &[1.0, 2.0]).is_err());
+        assert!(r.receive(0, 0, &[1.0]).is_ok());
     }
 }

@@ -62,8 +62,8 @@ impl InlineReducer {
         send: impl FnMut(Segment) -> Result<(), TransportError>,
     ) -> Result<(), TransportError> {
         let start = self.tracer.now();
-        let span =
-            Span::new("reduce", start, start, seg.step, seg.tag >> 32).on(seg.edge, seg.peer);
+        let bucket = u64::from(super::reducer::untag(seg.tag).0);
+        let span = Span::new("reduce", start, start, seg.step, bucket).on(seg.edge, seg.peer);
         let outs = self.reducer.arrived(seg);
         self.carry(outs, send)?;
         self.tracer.record(Span {

@@ -5,7 +5,7 @@
 //! its own), so where the sums run is the transport's choice alone.
 //!
 //! A segment is tagged with its reduction's edge (the chunk, or the norm's or the tie's ring),
-//! the step, and `bucket << 32 | ring step` in the micro-batch field.
+//! the step, and [`tag`]`(bucket, lane, ring step)` in the micro-batch field.
 
 use crate::allreduce::{Algo, Ring, RingStep};
 use crate::message::{ReduceJob, Reduced};
@@ -18,7 +18,7 @@ pub struct Segment {
     pub peer: usize,
     pub edge: u32,
     pub step: u64,
-    /// `bucket << 32 | ring step`.
+    /// [`tag`]`(bucket, lane, ring step)`.
     pub tag: u64,
     pub values: Vec<f32>,
 }
@@ -33,13 +33,14 @@ pub enum Out {
 /// A peer's segment this rank cannot take: it names the peer and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "rank {peer}'s all-reduce segment (edge {edge}, step {step}, bucket {bucket}, ring step {ring_step}): {why}"
+    "rank {peer}'s all-reduce segment (edge {edge}, step {step}, bucket {bucket}, lane {lane}, ring step {ring_step}): {why}"
 )]
 pub struct SegmentError {
     pub peer: usize,
     pub edge: u32,
     pub step: u64,
     pub bucket: u32,
+    pub lane: u32,
     pub ring_step: u32,
     pub why: String,
 }
@@ -57,8 +58,9 @@ struct Active {
 /// A reduction: its edge and bucket.
 type Key = (u32, u32);
 
-#[derive(Default)]
 pub struct Reducer {
+    /// Values in a ring segment at most ([`crate::allreduce::SEGMENT_VALUES`]).
+    segment: usize,
     active: HashMap<Key, Active>,
     /// Segments that arrived before their reduction began or before the one they follow, by
     /// (edge, step, tag), with their sender.
@@ -67,22 +69,32 @@ pub struct Reducer {
     current: Option<u64>,
 }
 
-pub fn tag(bucket: u32, ring_step: u32) -> u64 {
-    (u64::from(bucket) << 32) | u64::from(ring_step)
+/// A segment's tag: `bucket << 40 | lane << 24 | ring step` — 24 bits of bucket (a bucket
+/// holds at least one layer), 16 of lane ([`crate::allreduce::MAX_LANES`]), 24 of ring step
+/// (rings of up to 2^23 members).
+pub fn tag(bucket: u32, lane: u32, ring_step: u32) -> u64 {
+    debug_assert!(bucket < 1 << 24 && lane < 1 << 16 && ring_step < 1 << 24);
+    (u64::from(bucket) << 40) | (u64::from(lane) << 24) | u64::from(ring_step)
 }
 
-fn untag(tag: u64) -> (u32, u32) {
-    ((tag >> 32) as u32, tag as u32)
+/// A tag's (bucket, lane, ring step).
+pub fn untag(tag: u64) -> (u32, u32, u32) {
+    (
+        (tag >> 40) as u32,
+        (tag >> 24) as u32 & 0xffff,
+        tag as u32 & 0xff_ffff,
+    )
 }
 
 /// Why `seg` is refused, naming its sender and what it carried.
 fn refused(seg: &Segment, why: String) -> SegmentError {
-    let (bucket, ring_step) = untag(seg.tag);
+    let (bucket, lane, ring_step) = untag(seg.tag);
     SegmentError {
         peer: seg.peer,
         edge: seg.edge,
         step: seg.step,
         bucket,
+        lane,
         ring_step,
         why,
     }
@@ -95,8 +107,25 @@ fn in_reach(step: u64, current: u64) -> bool {
     step == current || step == current + 1
 }
 
+impl Default for Reducer {
+    fn default() -> Reducer {
+        Reducer::with_segment(crate::allreduce::SEGMENT_VALUES)
+    }
+}
+
 impl Reducer {
-    /// Starts `job`: its first segment to send (or its sum, alone in its ring).
+    /// A reducer whose ring segments carry at most `segment` values (every member of a ring
+    /// must use the same).
+    pub fn with_segment(segment: usize) -> Reducer {
+        Reducer {
+            segment: segment.max(1),
+            active: HashMap::new(),
+            early: HashMap::new(),
+            current: None,
+        }
+    }
+
+    /// Starts `job`: the first segment of each lane to send (or its sum, alone in its ring).
     pub fn start(&mut self, job: ReduceJob) -> Result<Vec<Out>, SegmentError> {
         let ReduceJob {
             edge,
@@ -108,12 +137,14 @@ impl Reducer {
             mut data,
         } = job;
         let (len, d) = (data.len(), ring.len());
+        let lanes = algo.lanes(len, d, self.segment);
         if algo == Algo::Ring {
-            // Whole segments of at least one value each.
-            data.resize(len.max(1).div_ceil(d) * d, 0.0);
+            // Whole segments of at least one value each, in lanes of equal length.
+            let whole = lanes * d;
+            data.resize(len.max(1).div_ceil(whole) * whole, 0.0);
         }
         self.current = Some(self.current.map_or(step, |c| c.max(step)));
-        let (machine, first) = Ring::start_with(algo, d, me, data);
+        let (machine, firsts) = Ring::start_with(algo, d, me, data, lanes);
         let active = Active {
             machine,
             to: ring[(me + 1) % d],
@@ -121,9 +152,17 @@ impl Reducer {
             step,
             len,
         };
+        let key = (edge, bucket);
         let mut out = Vec::new();
-        self.advance((edge, bucket), active, first, &mut out);
-        self.feed(&mut out)?;
+        for first in firsts {
+            self.emit(key, &active, first, &mut out);
+        }
+        if d > 1 {
+            self.active.insert(key, active);
+            for lane in 0..lanes as u32 {
+                self.drain(key, lane, &mut out)?;
+            }
+        }
         Ok(out)
     }
 
@@ -141,9 +180,18 @@ impl Reducer {
         if self.early.contains_key(&key) {
             return Err(refuse("it came twice".into()));
         }
+        let (bucket, lane, _) = untag(seg.tag);
+        let reduction = (seg.edge, bucket);
+        if let Some(a) = self.active.get(&reduction)
+            && a.step == seg.step
+            && lane as usize >= a.machine.lanes()
+        {
+            let lanes = a.machine.lanes();
+            return Err(refuse(format!("this reduction has {lanes} lane(s)")));
+        }
         self.early.insert(key, seg);
         let mut out = Vec::new();
-        self.feed(&mut out)?;
+        self.drain(reduction, lane, &mut out)?;
         Ok(out)
     }
 
@@ -152,8 +200,8 @@ impl Reducer {
         self.active.len()
     }
 
-    /// Carries out `next` for reduction `key`.
-    fn advance(&mut self, key: Key, active: Active, next: RingStep, out: &mut Vec<Out>) {
+    /// What the ring machine of reduction `key` asked for, as the reducer's output.
+    fn emit(&self, key: Key, active: &Active, next: RingStep, out: &mut Vec<Out>) {
         match next {
             RingStep::Done(mut sum) => {
                 sum.truncate(active.len);
@@ -164,32 +212,35 @@ impl Reducer {
                     sum,
                 }));
             }
-            RingStep::Send { step: s, data } => {
-                out.push(Out::Send(Segment {
-                    peer: active.to,
-                    edge: key.0,
-                    step: active.step,
-                    tag: tag(key.1, s),
-                    values: data,
-                }));
-                self.active.insert(key, active);
-            }
+            RingStep::Send {
+                lane,
+                step: s,
+                data,
+            } => out.push(Out::Send(Segment {
+                peer: active.to,
+                edge: key.0,
+                step: active.step,
+                tag: tag(key.1, lane, s),
+                values: data,
+            })),
         }
     }
 
-    /// Hands every reduction the segment it waits for, as long as one has arrived.
-    fn feed(&mut self, out: &mut Vec<Out>) -> Result<(), SegmentError> {
+    /// Hands lane `lane` of reduction `key` the segments it waits for, as long as they have
+    /// arrived.
+    fn drain(&mut self, key: Key, lane: u32, out: &mut Vec<Out>) -> Result<(), SegmentError> {
         loop {
-            let ready = self.active.iter().find_map(|(key, a)| {
-                let want = (key.0, a.step, tag(key.1, a.machine.waiting_for()));
-                self.early.contains_key(&want).then_some((*key, want))
-            });
-            let Some((key, want)) = ready else {
+            let Some(active) = self.active.get_mut(&key) else {
                 return Ok(());
             };
-            let mut active = self.active.remove(&key).expect("ready");
-            let seg = self.early.remove(&want).expect("arrived");
-            let s = active.machine.waiting_for();
+            if lane as usize >= active.machine.lanes() {
+                return Ok(());
+            }
+            let s = active.machine.waiting_for(lane);
+            let want = (key.0, active.step, tag(key.1, lane, s));
+            let Some(seg) = self.early.remove(&want) else {
+                return Ok(());
+            };
             let refuse = |why: String| refused(&seg, why);
             if seg.peer != active.from {
                 return Err(refuse(format!(
@@ -199,9 +250,16 @@ impl Reducer {
             }
             let next = active
                 .machine
-                .receive(s, &seg.values)
+                .receive(lane, s, &seg.values)
                 .map_err(|e| refuse(e.0))?;
-            self.advance(key, active, next, out);
+            let Some(next) = next else { continue };
+            if matches!(next, RingStep::Done(_)) {
+                let active = self.active.remove(&key).expect("active");
+                self.emit(key, &active, next, out);
+                return Ok(());
+            }
+            let active = &self.active[&key];
+            self.emit(key, active, next, out);
         }
     }
 }

@@ -20,11 +20,17 @@ fn job(
     }
 }
 
-/// Runs one reducer per member of `ring` (ranks `ring[i]`), member `late_start` starting
-/// last, delivering the newest segment sent first; the sums, by member.
-fn run(algo: Algo, ring: &[usize], buffers: Vec<Vec<f32>>, late_start: usize) -> Vec<Vec<f32>> {
+/// Runs one reducer per member of `ring` (ranks `ring[i]`, segments of at most `segment`
+/// values), member `late_start` starting last, delivering the newest segment sent first; the
+/// sums, by member.
+fn run(
+    (algo, segment): (Algo, usize),
+    ring: &[usize],
+    buffers: Vec<Vec<f32>>,
+    late_start: usize,
+) -> Vec<Vec<f32>> {
     let d = ring.len();
-    let mut reducers: Vec<Reducer> = (0..d).map(|_| Reducer::default()).collect();
+    let mut reducers: Vec<Reducer> = (0..d).map(|_| Reducer::with_segment(segment)).collect();
     let mut wire: Vec<Segment> = Vec::new();
     let mut sums: Vec<Option<Vec<f32>>> = vec![None; d];
     let mut take = |i: usize, outs: Vec<Out>, wire: &mut Vec<Segment>| {
@@ -60,11 +66,14 @@ fn run(algo: Algo, ring: &[usize], buffers: Vec<Vec<f32>>, late_start: usize) ->
 
 #[test]
 fn every_member_ends_with_the_same_sum_whatever_the_order() {
-    for (algo, ring, late) in [
-        (Algo::Ring, vec![4, 9], 0),
-        (Algo::Direct, vec![4, 9], 1),
-        (Algo::Ring, vec![0, 1, 2], 2),
-        (Algo::Ring, vec![7, 2, 5, 1], 0),
+    // Segments of 2 values: 11 values are 3 lanes of two members, 2 lanes of three.
+    for (algo, segment, ring, late) in [
+        (Algo::Ring, 1 << 18, vec![4, 9], 0),
+        (Algo::Ring, 2, vec![4, 9], 1),
+        (Algo::Direct, 2, vec![4, 9], 1),
+        (Algo::Ring, 1 << 18, vec![0, 1, 2], 2),
+        (Algo::Ring, 2, vec![0, 1, 2], 0),
+        (Algo::Ring, 1 << 18, vec![7, 2, 5, 1], 0),
     ] {
         let d = ring.len();
         // 11 values: the ring pads to whole segments and cuts the padding off again.
@@ -74,8 +83,8 @@ fn every_member_ends_with_the_same_sum_whatever_the_order() {
         let want: Vec<f32> = (0..11)
             .map(|v| (0..d).map(|i| buffers[i][v]).sum())
             .collect();
-        for sum in run(algo, &ring, buffers, late) {
-            assert_eq!(sum, want, "{algo:?} over {ring:?}");
+        for sum in run((algo, segment), &ring, buffers, late) {
+            assert_eq!(sum, want, "{algo:?} over {ring:?}, segments of {segment}");
         }
     }
 }
@@ -119,15 +128,18 @@ fn bad_segments_are_refused_naming_the_peer() {
     };
     let cases: Vec<(Segment, &str)> = vec![
         (
-            seg(1, 6, tag(0, 0), vec![0.0; 4]),
+            seg(1, 6, tag(0, 0, 0), vec![0.0; 4]),
             "reductions are at step 4",
         ),
         (
-            seg(1, 3, tag(0, 0), vec![0.0; 4]),
+            seg(1, 3, tag(0, 0, 0), vec![0.0; 4]),
             "reductions are at step 4",
         ),
-        (seg(5, 4, tag(0, 0), vec![0.0; 4]), "sums rank 1's segments"),
-        (seg(1, 4, tag(0, 0), vec![0.0; 3]), "segment of 3 values"),
+        (
+            seg(5, 4, tag(0, 0, 0), vec![0.0; 4]),
+            "sums rank 1's segments",
+        ),
+        (seg(1, 4, tag(0, 0, 0), vec![0.0; 3]), "segment of 3 values"),
     ];
     for (s, why) in cases {
         let peer = s.peer;
@@ -139,12 +151,41 @@ fn bad_segments_are_refused_naming_the_peer() {
     // The next step's may come early, once.
     let mut r = started();
     assert!(
-        r.arrived(seg(1, 5, tag(0, 0), vec![0.0; 4]))
+        r.arrived(seg(1, 5, tag(0, 0, 0), vec![0.0; 4]))
             .unwrap()
             .is_empty()
     );
-    let err = r.arrived(seg(1, 5, tag(0, 0), vec![0.0; 4])).unwrap_err();
+    let err = r
+        .arrived(seg(1, 5, tag(0, 0, 0), vec![0.0; 4]))
+        .unwrap_err();
     assert!(err.to_string().contains("came twice"), "{err}");
+}
+
+#[test]
+fn a_segment_of_a_lane_the_reduction_lacks_is_refused() {
+    let mut r = Reducer::with_segment(2);
+    // 8 values over two members in segments of 2: lanes 0 and 1.
+    let outs = r
+        .start(job(0, 3, 4, &[1, 2], 1, Algo::Ring, vec![1.0; 8]))
+        .unwrap();
+    assert_eq!(outs.len(), 2, "one first segment a lane");
+    assert!(r.arrived(seg(1, 4, tag(3, 1, 0), vec![0.0; 2])).is_ok());
+    let err = r
+        .arrived(seg(1, 4, tag(3, 2, 0), vec![0.0; 2]))
+        .unwrap_err();
+    assert!(err.to_string().contains("has 2 lane(s)"), "{err}");
+    assert!(err.to_string().contains("lane 2"), "{err}");
+}
+
+#[test]
+fn tags_carry_bucket_lane_and_ring_step() {
+    for (b, l, s) in [
+        (0, 0, 0),
+        (1, 2, 3),
+        ((1 << 24) - 1, (1 << 16) - 1, (1 << 24) - 1),
+    ] {
+        assert_eq!(untag(tag(b, l, s)), (b, l, s));
+    }
 }
 
 #[test]
