@@ -47,7 +47,8 @@ pub struct Reduced {
     pub edge: u32,
     pub bucket: u32,
     pub step: u64,
-    pub sum: Vec<f32>,
+    /// The sum's segments in order (without its padding).
+    pub sum: crate::allreduce::Sum,
 }
 
 /// What a transport hands the compute thread.

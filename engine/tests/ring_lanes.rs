@@ -77,7 +77,7 @@ fn member(dir: &Path, members: usize, me: usize) -> Vec<Vec<Vec<f32>>> {
             match t.recv(Duration::from_secs(30)).expect("the transport") {
                 Some(Arrived::Reduced(r)) => {
                     assert_eq!(r.step, step);
-                    sums[r.bucket as usize] = r.sum;
+                    sums[r.bucket as usize] = r.sum.into_vec();
                 }
                 other => panic!("member {me}: {:?} instead of a sum", other.is_some()),
             }

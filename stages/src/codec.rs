@@ -175,6 +175,16 @@ fn header_for(
     }))
 }
 
+/// The header of `payload_len` bytes of f32 values of `shape` sent from a buffer of the
+/// sender's own (an all-reduce segment).
+pub fn f32_header(
+    route: Route,
+    shape: &[usize],
+    payload_len: usize,
+) -> Result<Vec<u8>, CodecError> {
+    header_for(route, DType::F32, shape, payload_len)
+}
+
 /// A tensor's bytes on their way to the wire.
 pub enum Payload {
     /// The first `len` bytes of the tensor's own storage, shared with it (no copy).
@@ -287,8 +297,30 @@ pub fn decode_shared(
     payload: burn::tensor::Bytes,
     limit: u64,
 ) -> Result<(Header, TensorData), CodecError> {
+    let header = decode_checked(header_frame, payload.len(), limit)?;
+    let data = payload_data(&header, payload)?;
+    Ok((header, data))
+}
+
+/// The payload of a message whose header [`decode_checked`] passed, as tensor data.
+pub fn payload_data(
+    header: &Header,
+    payload: burn::tensor::Bytes,
+) -> Result<TensorData, CodecError> {
+    let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+    TensorData::try_from_bytes(payload, shape, header.dtype.burn())
+        .map_err(|e| CodecError::Header(e.to_string()))
+}
+
+/// The header of a message whose payload is `payload_len` bytes, checked against the payload
+/// and `limit` (what [`decode_shared`] checks before it takes the payload).
+pub fn decode_checked(
+    header_frame: &[u8],
+    payload_len: usize,
+    limit: u64,
+) -> Result<Header, CodecError> {
     let header = decode_header(header_frame)?;
-    let got = payload.len() as u64;
+    let got = payload_len as u64;
     if got > limit || header.payload_len > limit {
         return Err(CodecError::TooLarge {
             got: got.max(header.payload_len),
@@ -309,10 +341,7 @@ pub fn decode_shared(
             got,
         });
     }
-    let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
-    let data = TensorData::try_from_bytes(payload, shape, header.dtype.burn())
-        .map_err(|e| CodecError::Header(e.to_string()))?;
-    Ok((header, data))
+    Ok(header)
 }
 
 /// Turns decoded data into a stage activation on `device`, in the dtype it travelled in

@@ -74,7 +74,7 @@ impl Reductions {
             Arrived::Reduced(r) => {
                 let key = (r.edge, r.bucket);
                 if self.blocking.remove(&key) {
-                    self.done.insert(key, r.sum);
+                    self.done.insert(key, r.sum.into_vec());
                 } else {
                     exec.bucket_reduced(r.edge, r.bucket, r.sum)?;
                 }

@@ -7,7 +7,7 @@
 //! A segment is tagged with its reduction's edge (the chunk, or the norm's or the tie's ring),
 //! the step, and [`tag`]`(bucket, lane, ring step)` in the micro-batch field.
 
-use crate::allreduce::{Algo, Ring, RingStep};
+use crate::allreduce::{Algo, Ring, RingStep, Shared};
 use crate::message::{ReduceJob, Reduced};
 use std::collections::HashMap;
 
@@ -20,7 +20,8 @@ pub struct Segment {
     pub step: u64,
     /// [`tag`]`(bucket, lane, ring step)`.
     pub tag: u64,
-    pub values: Vec<f32>,
+    /// Sent from where they lie; a received segment's are its own buffer.
+    pub values: Shared,
 }
 
 /// What the reducer wants done.
@@ -238,9 +239,10 @@ impl Reducer {
             }
             let s = active.machine.waiting_for(lane);
             let want = (key.0, active.step, tag(key.1, lane, s));
-            let Some(seg) = self.early.remove(&want) else {
+            let Some(mut seg) = self.early.remove(&want) else {
                 return Ok(());
             };
+            let values = std::mem::take(&mut seg.values).into_values();
             let refuse = |why: String| refused(&seg, why);
             if seg.peer != active.from {
                 return Err(refuse(format!(
@@ -250,7 +252,7 @@ impl Reducer {
             }
             let next = active
                 .machine
-                .receive(lane, s, &seg.values)
+                .receive(lane, s, values)
                 .map_err(|e| refuse(e.0))?;
             let Some(next) = next else { continue };
             if matches!(next, RingStep::Done(_)) {

@@ -38,7 +38,7 @@ fn run(
             match o {
                 // On the wire, a segment names its sender.
                 Out::Send(s) => wire.push(Segment { peer: ring[i], ..s }),
-                Out::Done(r) => sums[i] = Some(r.sum),
+                Out::Done(r) => sums[i] = Some(r.sum.into_vec()),
             }
         }
     };
@@ -101,7 +101,7 @@ fn alone_the_sum_is_the_buffer() {
             edge: 0,
             bucket: 0,
             step: 0,
-            sum: vec![1.0, 2.0]
+            sum: vec![1.0, 2.0].into()
         })]
     );
 }
@@ -112,7 +112,7 @@ fn seg(peer: usize, step: u64, tag: u64, values: Vec<f32>) -> Segment {
         edge: 0,
         step,
         tag,
-        values,
+        values: values.into(),
     }
 }
 

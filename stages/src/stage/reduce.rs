@@ -78,25 +78,26 @@ impl Stage {
         (flat, slots)
     }
 
-    /// Puts one bucket's reduced buffer back for the next optimizer step.
+    /// Puts one bucket's reduced buffer back for the next optimizer step: the buffer as
+    /// `pieces` in order (an all-reduce's segments, never gathered into one buffer).
     pub fn set_gradient_bucket(
         &mut self,
         slots: BucketSlots,
-        flat: &[f32],
+        pieces: &[&[f32]],
     ) -> Result<(), StageError> {
-        if flat.len() != slots.len() {
+        let got = pieces.iter().map(|p| p.len()).sum();
+        if got != slots.len() {
             return Err(StageError::Gradients {
                 stage: self.index,
                 expected: slots.len(),
-                got: flat.len(),
+                got,
             });
         }
         let mut grads = self.reduced.take().unwrap_or_default();
-        let mut at = 0;
+        let mut values = Cursor { pieces, at: (0, 0) };
         for s in slots.slots {
             let n: usize = s.shape.iter().product();
-            let data = TensorData::new(flat[at..at + n].to_vec(), s.shape.clone());
-            at += n;
+            let data = TensorData::new(values.take(n), s.shape.clone());
             match s.shape.len() {
                 1 => grads.register::<1>(s.id, Tensor::from_data(data, &s.device)),
                 2 => grads.register::<2>(s.id, Tensor::from_data(data, &s.device)),
@@ -125,7 +126,33 @@ impl Stage {
             .reduce_slots
             .take()
             .unwrap_or(BucketSlots { slots: Vec::new() });
-        self.set_gradient_bucket(slots, flat)
+        self.set_gradient_bucket(slots, &[flat])
+    }
+}
+
+/// Reads a buffer given as pieces, slice by slice.
+struct Cursor<'a> {
+    pieces: &'a [&'a [f32]],
+    /// The piece and the value in it next read.
+    at: (usize, usize),
+}
+
+impl Cursor<'_> {
+    /// The next `n` values (fewer where the pieces end).
+    fn take(&mut self, n: usize) -> Vec<f32> {
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n && self.at.0 < self.pieces.len() {
+            let (p, off) = self.at;
+            let rest = &self.pieces[p][off..];
+            let k = rest.len().min(n - v.len());
+            v.extend_from_slice(&rest[..k]);
+            self.at = if k == rest.len() {
+                (p + 1, 0)
+            } else {
+                (p, off + k)
+            };
+        }
+        v
     }
 }
 

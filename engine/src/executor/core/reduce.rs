@@ -3,7 +3,7 @@
 //! rings (`clip.rs`, `tie.rs`) coming back.
 
 use super::{Action, ExecError, Executor};
-use crate::allreduce::Algo;
+use crate::allreduce::{Algo, Sum};
 use crate::schedule::Instr;
 use crate::trace::Span;
 use brigade_stages::BucketSlots;
@@ -35,7 +35,7 @@ pub(super) struct Buckets {
     /// Buckets cut so far.
     next: usize,
     slots: Vec<Option<BucketSlots>>,
-    sums: Vec<Option<Vec<f32>>>,
+    sums: Vec<Option<Sum>>,
     /// When each bucket was handed over, and its bytes.
     started: Vec<(u64, usize)>,
     /// The chunk holds the model's last layer: its last bucket carries the loss.
@@ -86,7 +86,7 @@ impl Executor {
             for (slots, sum) in b.slots.into_iter().zip(b.sums) {
                 let (slots, mut sum) = (slots.expect("cut"), sum.expect("summed"));
                 sum.truncate(slots.len());
-                stage.set_gradient_bucket(slots, &sum)?;
+                stage.set_gradient_bucket(slots, &sum.slices())?;
             }
         }
         Ok(None)
@@ -167,7 +167,7 @@ impl Executor {
         &mut self,
         edge: u32,
         bucket: u32,
-        mut data: Vec<f32>,
+        mut data: Sum,
     ) -> Result<(), ExecError> {
         let (rank, step) = (self.rank, self.step);
         let unexpected = || ExecError::Schedule {
@@ -185,8 +185,11 @@ impl Executor {
             return Err(unexpected());
         }
         if b.last && k + 1 == b.plan.len() {
-            let lo = data.pop().unwrap_or(0.0) as f64;
-            let hi = data.pop().unwrap_or(0.0) as f64;
+            // The loss rides at the end of the last bucket, as (hi, lo).
+            let n = data.len();
+            let value = |i: Option<usize>| i.and_then(|i| data.value(i)).unwrap_or(0.0) as f64;
+            let (hi, lo) = (value(n.checked_sub(2)), value(n.checked_sub(1)));
+            data.truncate(n.saturating_sub(2));
             self.global_loss = Some(hi + lo);
         }
         let (start, bytes) = b.started[k];

@@ -24,8 +24,6 @@ use super::reducer::Segment;
 use super::{Transport, TransportError};
 use crate::message::{Arrived, Outgoing, ReduceJob};
 use crate::trace::TraceEvent;
-use brigade_stages::Act;
-use brigade_stages::codec::Kind;
 use crossbeam_channel::RecvTimeoutError;
 use link::FromIo;
 use std::time::Duration;
@@ -155,24 +153,15 @@ fn io_gone(
     }
 }
 
-/// How the reducer's segments leave rank `stage`: queued on the I/O thread as host tensors
-/// (sent from their own bytes).
+/// How the reducer's segments leave rank `stage`: queued on the I/O thread, which writes
+/// their values where they lie.
 fn segment_to(
     to_io: &mpsc::UnboundedSender<Cmd>,
     stage: usize,
 ) -> impl FnMut(Segment) -> Result<(), TransportError> {
     move |seg: Segment| {
-        let len = seg.values.len();
-        let out = Outgoing {
-            edge: seg.edge,
-            to: seg.peer,
-            kind: Kind::Reduce,
-            step: seg.step,
-            microbatch: seg.tag,
-            tensor: Act::from_f32(seg.values, &[1, len], &burn::prelude::Device::flex()),
-        };
         to_io
-            .send(Cmd::Send(Box::new(out)))
+            .send(Cmd::Segment(seg))
             .map_err(|_| TransportError::Io {
                 stage,
                 why: "the I/O thread has ended".into(),

@@ -5,6 +5,7 @@
 
 use super::accept::{Arrival, Event, PENDING_HANDSHAKES, ReaderConfig, Readers, accept_loop};
 use super::link::{AbortOnDrop, FromIo, Link, NetConfig, ToCompute, mechanism};
+use crate::allreduce::Values;
 use crate::endpoints::{InRoute, Listen};
 use crate::message::Incoming;
 use crate::trace::{Span, TraceEvent, Tracer};
@@ -235,7 +236,7 @@ impl Pull {
         payload: Frame,
     ) -> Result<FromIo, TransportError> {
         let bad = |why: String| self.policy.bad(peer, why);
-        let (h, data) = codec::decode_shared(header, into_bytes(payload), self.limit)
+        let h = codec::decode_checked(header, payload.len(), self.limit)
             .map_err(|e| bad(e.to_string()))?;
         if h.run_id != self.cfg.run_id {
             return Err(bad(format!(
@@ -261,22 +262,9 @@ impl Pull {
             )));
         }
         if h.kind == codec::Kind::Reduce {
-            let data = data.convert::<f32>();
-            // Taken without a copy where the frame's bytes suit f32 (they do as read), read
-            // value by value where they do not.
-            let values = match data.as_slice::<f32>() {
-                Ok(_) => data.try_into_vec::<f32>(),
-                Err(_) => Ok(data.iter::<f32>().collect()),
-            }
-            .map_err(|e| bad(format!("all-reduce segment: {e:?}")))?;
-            return Ok(FromIo::Segment(Segment {
-                peer,
-                edge: h.edge,
-                step: h.step,
-                tag: h.microbatch,
-                values,
-            }));
+            return segment(peer, h, payload).map_err(bad);
         }
+        let data = codec::payload_data(&h, into_bytes(payload)).map_err(|e| bad(e.to_string()))?;
         // On a GPU this is the host-to-device copy, here on the I/O thread so it overlaps the
         // compute thread's work on the previous micro-batch.
         let start = self.tracer.now();
@@ -307,6 +295,34 @@ impl Pull {
             tensor,
         })))
     }
+}
+
+/// A ring segment from `peer`: its values read as f32 where the frame was read (aligned for
+/// f32 or wider as read), copied value by value where they are not.
+fn segment(peer: usize, h: codec::Header, payload: Frame) -> Result<FromIo, String> {
+    if h.dtype != codec::WireDType::F32 {
+        return Err(format!(
+            "all-reduce segment of {:?}, rings sum f32",
+            h.dtype
+        ));
+    }
+    let values = match payload {
+        Frame::U32(v) => Values::U32(v),
+        Frame::U64(v) => Values::U64(v),
+        other => Values::F32(
+            other
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
+    };
+    Ok(FromIo::Segment(Segment {
+        peer,
+        edge: h.edge,
+        step: h.step,
+        tag: h.microbatch,
+        values: values.into(),
+    }))
 }
 
 /// Whether a received tensor of shape `got` fits the plan's `shape` for its kind.

@@ -7,7 +7,8 @@ use crate::endpoints::OutPeer;
 use crate::message::Outgoing;
 use crate::trace::{Span, TraceEvent, Tracer};
 use crate::transport::TransportError;
-use brigade_stages::codec::{self, Route};
+use crate::transport::reducer::Segment;
+use brigade_stages::codec::{self, Kind, Route};
 use brigade_wire::control::{Control, ControlKind};
 use brigade_wire::meta;
 use brigade_wire::socket::{self, Conn};
@@ -21,6 +22,23 @@ use std::time::Duration;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+
+/// What a push task sends: a tensor, or an all-reduce segment (its values shared with the
+/// ring that keeps them, written to the socket where they lie).
+pub(super) enum Queued {
+    Tensor(Box<Outgoing>),
+    Segment(Segment),
+}
+
+impl Queued {
+    /// The rank it goes to, its kind and edge.
+    pub(super) fn route(&self) -> (usize, Kind, u32) {
+        match self {
+            Queued::Tensor(m) => (m.to, m.kind, m.edge),
+            Queued::Segment(s) => (s.peer, Kind::Reduce, s.edge),
+        }
+    }
+}
 
 /// Sends messages to one peer, boxed under CURVE.
 struct LinkSender {
@@ -84,7 +102,7 @@ async fn drain(
 pub(super) async fn push_task(
     cfg: Arc<NetConfig>,
     outbound: OutPeer,
-    rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
+    rx: mpsc::UnboundedReceiver<Option<Queued>>,
     link: Link,
     to_compute: ToCompute,
 ) -> Vec<TraceEvent> {
@@ -184,7 +202,7 @@ impl Push {
     async fn run(
         &self,
         conn: Connected,
-        mut rx: mpsc::UnboundedReceiver<Option<Outgoing>>,
+        mut rx: mpsc::UnboundedReceiver<Option<Queued>>,
         tracer: &mut Tracer,
     ) -> Result<(), TransportError> {
         let Connected {
@@ -197,7 +215,8 @@ impl Push {
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(Some(msg)) => self.send(&mut out, msg, tracer).await?,
+                    Some(Some(Queued::Tensor(msg))) => self.send(&mut out, *msg, tracer).await?,
+                    Some(Some(Queued::Segment(seg))) => self.send_segment(&mut out, seg, tracer).await?,
                     Some(None) | None => {
                         // Best effort: a neighbour that already left needs no goodbye.
                         let (cfg, k) = (&self.cfg, self.cfg.stage);
@@ -257,6 +276,36 @@ impl Push {
         };
         let span = Span::new(name, start, tracer.now(), msg.step, msg.microbatch);
         tracer.record(span.on(msg.edge, msg.to));
+        Ok(())
+    }
+
+    /// Sends an all-reduce segment from the values the ring shares with it: no tensor, no
+    /// copy between the ring's buffer and the socket.
+    async fn send_segment(
+        &self,
+        out: &mut LinkSender,
+        seg: Segment,
+        tracer: &mut Tracer,
+    ) -> Result<(), TransportError> {
+        let route = Route {
+            run_id: self.cfg.run_id,
+            step: seg.step,
+            microbatch: seg.tag,
+            kind: Kind::Reduce,
+            edge: seg.edge,
+        };
+        let payload: &[u8] = bytemuck::cast_slice(&seg.values);
+        let header =
+            codec::f32_header(route, &[1, seg.values.len()], payload.len()).map_err(|e| {
+                TransportError::Io {
+                    stage: self.cfg.stage,
+                    why: e.to_string(),
+                }
+            })?;
+        let start = tracer.now();
+        (out.send(&[&header, payload]).await).map_err(|why| self.lost(why))?;
+        let span = Span::new("send", start, tracer.now(), seg.step, seg.tag);
+        tracer.record(span.on(seg.edge, seg.peer));
         Ok(())
     }
 

@@ -2,10 +2,12 @@
 //! ([`super::pull`], [`super::push`]) and routes the compute thread's commands to them.
 
 use super::link::{Link, NetConfig, ToCompute};
+use super::push::Queued;
 use super::{pull, push};
 use crate::message::Outgoing;
 use crate::trace::TraceEvent;
 use crate::transport::TransportError;
+use crate::transport::reducer::Segment;
 use brigade_wire::socket::Listener;
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
@@ -17,6 +19,8 @@ use tokio::time::timeout;
 /// What the compute thread asks of the I/O thread.
 pub(super) enum Cmd {
     Send(Box<Outgoing>),
+    /// An all-reduce segment, sent from where its values lie.
+    Segment(Segment),
     Finish(crossbeam_channel::Sender<Vec<TraceEvent>>),
 }
 
@@ -27,7 +31,7 @@ const LINGER: Duration = Duration::from_secs(3);
 /// A pull or push task: it returns its trace.
 type Task = tokio::task::JoinHandle<Vec<TraceEvent>>;
 /// Each peer rank's push task's queue (`None`: say bye).
-type Routes = HashMap<usize, mpsc::UnboundedSender<Option<Outgoing>>>;
+type Routes = HashMap<usize, mpsc::UnboundedSender<Option<Queued>>>;
 
 pub(super) async fn io_main(
     cfg: NetConfig,
@@ -58,24 +62,31 @@ pub(super) async fn io_main(
 
     while let Some(cmd) = cmds.recv().await {
         match cmd {
-            Cmd::Send(out) => match routes.get(&out.to) {
-                Some(tx) => {
-                    let _ = tx.send(Some(*out));
-                }
-                None => {
-                    let _ = to_compute.send(Err(TransportError::Io {
-                        stage: k,
-                        why: format!(
-                            "no link to rank {} for {:?} on edge {} (the executor and the plan disagree)",
-                            out.to, out.kind, out.edge
-                        ),
-                    }));
-                }
-            },
+            Cmd::Send(out) => route(&routes, Queued::Tensor(out), &to_compute, k),
+            Cmd::Segment(seg) => route(&routes, Queued::Segment(seg), &to_compute, k),
             Cmd::Finish(ack) => {
                 let _ = ack.send(finish(&routes, pushes, pull).await);
                 return;
             }
+        }
+    }
+}
+
+/// Queues `q` on the push task of the rank it goes to (rank `k` has no link there: the
+/// executor and the plan disagree, an error for the compute thread).
+fn route(routes: &Routes, q: Queued, to_compute: &ToCompute, k: usize) {
+    let (to, kind, edge) = q.route();
+    match routes.get(&to) {
+        Some(tx) => {
+            let _ = tx.send(Some(q));
+        }
+        None => {
+            let _ = to_compute.send(Err(TransportError::Io {
+                stage: k,
+                why: format!(
+                    "no link to rank {to} for {kind:?} on edge {edge} (the executor and the plan disagree)"
+                ),
+            }));
         }
     }
 }
