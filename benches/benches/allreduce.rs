@@ -146,7 +146,7 @@ fn raw_swap_gbps(bytes: usize) -> f64 {
     let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
     let chunk = (4 << 20).min(bytes);
     let message = bytes / chunk * chunk;
-    let total = (64 << 20) / message.max(1) * message;
+    let total = ((64 << 20) / message.max(1)).max(1) * message;
     let start = Instant::now();
     let side = |mut s: std::os::unix::net::UnixStream| {
         let mut w = s.try_clone().expect("a second handle");
