@@ -12,6 +12,7 @@
 //! Per-rank bytes: what a member sends, 2·(D−1)/D of the bucket for the ring, all of it for a
 //! swap. `cargo bench -p brigade-benches --bench allreduce` (`TORCH_PYTHON=…` to add gloo).
 
+use brigade_benches::raw_swap_gbps;
 use brigade_engine::allreduce::{Algo, Sum};
 use brigade_engine::endpoints::{InRoute, Listen, OutPeer, RankLinks};
 use brigade_engine::message::{Arrived, ReduceJob};
@@ -137,40 +138,6 @@ fn member(dir: &Path, members: usize, me: usize) -> Vec<Vec<f64>> {
     }
     t.finish().expect("transport finishes");
     times
-}
-
-/// GB/s per side when two threads per side swap messages of `bytes` over a Unix socket pair
-/// at once, as many as make 64 MiB (the threads started once, as a transport's are).
-fn raw_swap_gbps(bytes: usize) -> f64 {
-    use std::io::{Read, Write};
-    let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
-    let chunk = (4 << 20).min(bytes);
-    let message = bytes / chunk * chunk;
-    let total = ((64 << 20) / message.max(1)).max(1) * message;
-    let start = Instant::now();
-    let side = |mut s: std::os::unix::net::UnixStream| {
-        let mut w = s.try_clone().expect("a second handle");
-        let writer = std::thread::spawn(move || {
-            let buf = vec![1u8; chunk];
-            for _ in 0..total / chunk {
-                w.write_all(&buf).unwrap();
-            }
-        });
-        let reader = std::thread::spawn(move || {
-            let mut buf = vec![0u8; chunk];
-            let mut got = 0;
-            while got < total {
-                got += s.read(&mut buf).unwrap();
-            }
-        });
-        (writer, reader)
-    };
-    let (wa, ra) = side(a);
-    let (wb, rb) = side(b);
-    for t in [wa, ra, wb, rb] {
-        t.join().unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -251,7 +251,7 @@ fn reductions(events: &[&serde_json::Value], job: &brigade_engine::job::Job) {
         let buckets = by_step.values().map(|s| s.3).sum::<usize>() as f64 / n;
         // The best of three: the machine is noisy, and the link is what it can do.
         let raw = (0..3)
-            .map(|_| raw_swap_gbps((sent as usize).max(64 << 20)))
+            .map(|_| brigade_benches::raw_swap_gbps(sent as usize))
             .fold(0.0, f64::max);
         println!(
             "  all-reduce chunk {c} (rank {r}): {buckets:.0} bucket(s), {:.1} MiB sent in {ms:.2} ms once every replica started = {:.2} GB/s per rank; raw swap of as many bytes {raw:.2} GB/s per side: {:.2} of it",
@@ -260,40 +260,6 @@ fn reductions(events: &[&serde_json::Value], job: &brigade_engine::job::Job) {
             sent / (ms / 1e3) / 1e9 / raw
         );
     }
-}
-
-/// GB/s per side when two threads swap `bytes` over a Unix socket pair in 4 MiB writes, both
-/// directions at once (as two replicas do), each side writing on one thread and reading on
-/// another: the raw link a reduction's bytes are measured against, on this host now.
-fn raw_swap_gbps(bytes: usize) -> f64 {
-    use std::io::{Read, Write};
-    let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
-    let chunk = 4 << 20;
-    let total = bytes.max(chunk) / chunk * chunk;
-    let start = std::time::Instant::now();
-    let side = |mut s: std::os::unix::net::UnixStream| {
-        let mut w = s.try_clone().expect("a second handle");
-        let writer = std::thread::spawn(move || {
-            let buf = vec![1u8; chunk];
-            for _ in 0..total / chunk {
-                w.write_all(&buf).unwrap();
-            }
-        });
-        let reader = std::thread::spawn(move || {
-            let mut buf = vec![0u8; chunk];
-            let mut got = 0;
-            while got < total {
-                got += s.read(&mut buf).unwrap();
-            }
-        });
-        (writer, reader)
-    };
-    let (wa, ra) = side(a);
-    let (wb, rb) = side(b);
-    for t in [wa, ra, wb, rb] {
-        t.join().unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 fn main() -> ExitCode {
