@@ -5,10 +5,10 @@
 //! ```text
 //! reduce-scatter, step s = 0..D−2:  send segment (i − s) mod D,  add the received (i − s − 1)
 //! all-gather,     step s = D−1..:   send segment (i + 1 − s') mod D (s' = s − D + 1),
-//!                                    copy the received (i − s') mod D
+//!                                    keep the received (i − s') mod D
 //! ```
 //!
-//! After reduce-scatter member i holds the full sum of segment (i + 1) mod D; all-gather copies
+//! After reduce-scatter member i holds the full sum of segment (i + 1) mod D; all-gather carries
 //! each full sum around the ring, so every member ends with the same bits. Each member sends
 //! 2·(D−1)/D of the buffer.
 //!
@@ -213,6 +213,21 @@ impl Ring {
     /// The step lane `lane` waits for (past the last: the lane is finished).
     pub fn waiting_for(&self, lane: u32) -> u32 {
         self.steps.get(lane as usize).copied().unwrap_or(u32::MAX)
+    }
+
+    /// Why this machine will never take a segment of `lane` and `step`, if it will not: a
+    /// lane it lacks, a step past its last, or one it has taken already.
+    pub fn never_takes(&self, lane: u32, step: u32) -> Option<String> {
+        let (lanes, total) = (self.lanes(), self.total_steps());
+        if lane as usize >= lanes {
+            Some(format!("this reduction has {lanes} lane(s)"))
+        } else if step >= total {
+            Some(format!("this reduction has {total} ring step(s)"))
+        } else if step < self.waiting_for(lane) {
+            Some(format!("lane {lane} has taken ring step {step} already"))
+        } else {
+            None
+        }
     }
 
     /// The previous member's segment of `lane` and `step` arrived: the lane's next send,

@@ -130,13 +130,13 @@ pub fn reduce_segment(job: &Job, c: usize) -> usize {
     if c == job.chunks().len() + 1 {
         // The tied weight's gradient between two ranks.
         let weight = job.topo.model.graph().layer(0).cost.params as usize;
-        return weight.div_ceil(2) + 1;
+        return ring_segment(weight, 2) + 1;
     }
     let graph = job.topo.model.graph();
     let [a, b] = job.chunks()[c].layers;
     let params: u64 = (a..b).map(|l| graph.layer(l).cost.params).sum();
     let values = params as usize + 2;
-    let ring = values.div_ceil(job.replicas()) + 1;
+    let ring = ring_segment(values, job.replicas()) + 1;
     // Two replicas swap small buckets whole (`Algo::choose`).
     let swap = if job.replicas() == 2 {
         values.min(crate::allreduce::DIRECT_MAX_BYTES / 4)
@@ -144,6 +144,18 @@ pub fn reduce_segment(job: &Job, c: usize) -> usize {
         0
     };
     ring.max(swap)
+}
+
+/// The largest segment a ring of `members` sends for any buffer of up to `values` values: a
+/// ring's share, cut into lanes of segments of at most [`crate::allreduce::SEGMENT_VALUES`] (more only
+/// where a buffer has more than [`crate::allreduce::MAX_LANES`] lanes' worth).
+fn ring_segment(values: usize, members: usize) -> usize {
+    use crate::allreduce::{MAX_LANES, SEGMENT_VALUES};
+    let members = members.max(1);
+    values
+        .div_ceil(members)
+        .min(SEGMENT_VALUES)
+        .max(values.div_ceil(members * MAX_LANES))
 }
 
 fn ipc_path(run_dir: &Path, rank: usize) -> PathBuf {

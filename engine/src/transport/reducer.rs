@@ -159,12 +159,28 @@ impl Reducer {
             self.emit(key, &active, first, &mut out);
         }
         if d > 1 {
+            self.refuse_early(key, &active)?;
             self.active.insert(key, active);
             for lane in 0..lanes as u32 {
                 self.drain(key, lane, &mut out)?;
             }
         }
         Ok(out)
+    }
+
+    /// A segment that came before reduction `key` began but that it can never take (a lane
+    /// it lacks, a ring step past its last): refused now, naming its sender.
+    fn refuse_early(&self, key: Key, active: &Active) -> Result<(), SegmentError> {
+        for ((edge, step, tag), seg) in &self.early {
+            let (bucket, lane, ring_step) = untag(*tag);
+            if (*edge, bucket) == key
+                && *step == active.step
+                && let Some(why) = active.machine.never_takes(lane, ring_step)
+            {
+                return Err(refused(seg, why));
+            }
+        }
+        Ok(())
     }
 
     /// A peer's segment arrived: what it lets happen.
@@ -181,14 +197,13 @@ impl Reducer {
         if self.early.contains_key(&key) {
             return Err(refuse("it came twice".into()));
         }
-        let (bucket, lane, _) = untag(seg.tag);
+        let (bucket, lane, ring_step) = untag(seg.tag);
         let reduction = (seg.edge, bucket);
         if let Some(a) = self.active.get(&reduction)
             && a.step == seg.step
-            && lane as usize >= a.machine.lanes()
+            && let Some(why) = a.machine.never_takes(lane, ring_step)
         {
-            let lanes = a.machine.lanes();
-            return Err(refuse(format!("this reduction has {lanes} lane(s)")));
+            return Err(refuse(why));
         }
         self.early.insert(key, seg);
         let mut out = Vec::new();

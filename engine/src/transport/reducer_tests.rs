@@ -175,6 +175,34 @@ fn a_segment_of_a_lane_the_reduction_lacks_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("has 2 lane(s)"), "{err}");
     assert!(err.to_string().contains("lane 2"), "{err}");
+    // Two members: ring steps 0 and 1; lane 1 has taken step 0.
+    let err = r
+        .arrived(seg(1, 4, tag(3, 0, 2), vec![0.0; 2]))
+        .unwrap_err();
+    assert!(err.to_string().contains("has 2 ring step(s)"), "{err}");
+    let err = r
+        .arrived(seg(1, 4, tag(3, 1, 0), vec![0.0; 2]))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("taken ring step 0 already"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_early_segment_the_reduction_can_never_take_is_refused_when_it_starts() {
+    for (tag, why) in [
+        (tag(3, 2, 0), "has 2 lane(s)"),
+        (tag(3, 0, 5), "has 2 ring step(s)"),
+    ] {
+        let mut r = Reducer::with_segment(2);
+        assert!(r.arrived(seg(1, 4, tag, vec![0.0; 2])).unwrap().is_empty());
+        let err = r
+            .start(job(0, 3, 4, &[1, 2], 1, Algo::Ring, vec![1.0; 8]))
+            .unwrap_err();
+        assert_eq!(err.peer, 1);
+        assert!(err.to_string().contains(why), "{err}");
+    }
 }
 
 #[test]
