@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 /// Identifies brigade frames ("BRGD").
 pub const MAGIC: u32 = 0x4252_4744;
-/// Bumped on any incompatible change of the header.
-pub const VERSION: u16 = 1;
+/// Bumped on any incompatible change of the header or of what its fields mean (2: an
+/// all-reduce segment's micro-batch field is `bucket << 40 | lane << 24 | ring step`).
+pub const VERSION: u16 = 2;
 
 #[cfg(target_endian = "big")]
 compile_error!("brigade's wire format is little-endian; big-endian hosts are not supported");

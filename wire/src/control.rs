@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 /// (`brigade_stages::codec::MAGIC`; the engine does not build if they differ).
 pub const MAGIC: u32 = 0x4252_4744;
 /// brigade's protocol version, the same as a tensor header's (`brigade_stages::codec::VERSION`):
-/// bump both together.
-pub const VERSION: u16 = 1;
+/// bump both together. 2: all-reduce segments travel in lanes, their tag `bucket << 40 |
+/// lane << 24 | ring step` (issue 28).
+pub const VERSION: u16 = 2;
 
 const OTHER_PLAN: &str = "peer runs a different job plan";
 
