@@ -3,9 +3,10 @@
 //! `transport`, `allreduce`, `gemm_shapes`, `data`). Run them all with `cargo bench -p brigade-benches`, or one with
 //! `cargo bench -p brigade-benches --bench pipeline`; the figures are in docs/performance.md.
 
-/// GB/s per side when two threads per side swap messages of `bytes` over a Unix socket pair
-/// at once, as many as make 64 MiB (the threads started once, as a transport's are): the raw
-/// link a reduction's bytes are measured against, on this host now.
+/// GB/s per side when two threads per side swap `bytes` (rounded down to whole 4 MiB writes
+/// above 4 MiB) over a Unix socket pair at once, as many times as make 64 MiB (the threads
+/// started once, as a transport's are): the raw link a reduction's bytes are measured against,
+/// on this host now.
 pub fn raw_swap_gbps(bytes: usize) -> f64 {
     use std::io::{Read, Write};
     let (a, b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
